@@ -1,0 +1,36 @@
+"""cellhop: run notebook cells on GPU containers without leaving Jupyter.
+
+`%load_ext cellhop`, then `%gpu H100` and `%%remote` on a cell.
+The public Python API is small: `remote`, `gpus()`.
+Importing cellhop touches neither NVML, the network nor the disk.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "gpus", "remote", "load_ipython_extension", "unload_ipython_extension"]
+
+
+def load_ipython_extension(ipython):  # `%load_ext cellhop`
+    from .kernel.extension import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython):
+    from .kernel.extension import unload_ipython_extension as unload
+
+    unload(ipython)
+
+
+def __getattr__(name: str):
+    if name == "remote":
+        from .kernel.remote_function import remote
+
+        return remote
+    if name == "gpus":
+        from .kernel.control_client import gpus
+
+        return gpus
+    raise AttributeError(f"module 'cellhop' has no attribute {name!r}")

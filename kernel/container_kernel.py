@@ -1,0 +1,148 @@
+"""The kernel inside a container: a real ipykernel that also takes shipped cells and calls.
+
+Besides the usual messages it answers two lean shell requests:
+- `cellhop_execute_request`: a `%%remote` cell with the notebook's values
+  it reads (pickle-5 frames); runs it as a normal cell (output, display and
+  comms flow as IOPub messages) and replies with the values it assigned.
+- `cellhop_apply_request`: call a shipped function on a batch of arguments
+  (for `cellhop.remote(...)`'s `.remote`, `.map` and `.spawn`).
+
+Started by a runtime as `python -m cellhop.kernel.container_kernel -f CONNECTION_FILE`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+
+from ipykernel.ipkernel import IPythonKernel
+
+from .cell_names import is_user_name, names_assigned, parse
+from .serialize import dumps, loads, pack, unpack
+
+OOM_EXIT_CODE = 86  # same value as cellhop.server_ext.container.OOM_EXIT_CODE
+
+
+def _oom_exit_if_enforced(exc: BaseException | None) -> None:
+    """Under RLIMIT_AS, running out of memory is a MemoryError: end the container as the OOM killer would."""
+    if isinstance(exc, MemoryError) and os.environ.get("CELLHOP_MEMORY_ENFORCEMENT") == "rlimit":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(OOM_EXIT_CODE)
+
+
+class ContainerKernel(IPythonKernel):
+    implementation = "cellhop-container"
+    msg_types = [*IPythonKernel.msg_types, "cellhop_execute_request", "cellhop_apply_request"]
+
+    def _send_interrupt_children(self):
+        # Interrupt this process only: a process-group signal would also reach the sandbox's init.
+        os.kill(os.getpid(), signal.SIGINT)
+
+    async def cellhop_execute_request(self, stream, ident, parent):
+        content = parent["content"]
+        shell = self.shell
+        reply: dict = {"status": "ok", "values": [], "errors": {}}
+        frames: list = []
+        namespace, failed = unpack(content.get("push", []), parent.get("buffers", []))
+        if failed:
+            reply.update(status="error", ename="TransferError",
+                         evalue="could not rebuild in the container: " + "; ".join(failed.values()),
+                         traceback=[])
+            self.session.send(stream, "cellhop_execute_reply", reply, parent, ident=ident)
+            return
+        shell.user_ns.update(namespace)
+        before = {k: id(v) for k, v in shell.user_ns.items()}
+        code = content["code"]
+        self._allow_stdin = bool(content.get("allow_stdin", False))
+        try:
+            transformed = shell.transform_cell(code)
+        except Exception:
+            transformed = code
+        if shell.should_run_async(code, transformed_cell=transformed, preprocessing_exc_tuple=None):
+            result = await shell.run_cell_async(code, store_history=True, transformed_cell=transformed,
+                                                preprocessing_exc_tuple=None)
+        else:
+            result = shell.run_cell(code, store_history=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        error = result.error_before_exec or result.error_in_exec
+        _oom_exit_if_enforced(error)
+        reply["execution_count"] = shell.execution_count - 1
+        if error is not None:
+            reply.update(status="error", ename=type(error).__name__, evalue=str(error),
+                         traceback=list(getattr(shell, "_last_traceback", None) or []))
+        pull = content.get("pull")
+        if pull is None:
+            assigned = names_assigned(parse(transformed))
+            ns = shell.user_ns
+            changed = {k for k, v in ns.items() if before.get(k) != id(v) and is_user_name(k)}
+            names = sorted((assigned | changed) & ns.keys())
+        else:
+            names = list(pull)
+            missing = [n for n in names if n not in shell.user_ns]
+            for name in missing:
+                reply["errors"][name] = f"{name}: not defined in the container"
+            names = [n for n in names if n in shell.user_ns]
+        packed = pack({n: shell.user_ns[n] for n in names})
+        reply["values"], frames = packed.meta, packed.frames
+        reply["errors"].update(packed.errors)
+        self.session.send(stream, "cellhop_execute_reply", reply, parent, ident=ident, buffers=frames)
+
+    async def cellhop_apply_request(self, stream, ident, parent):
+        """Call fn(*args, **kwargs) for each call of a batch; reply with each outcome."""
+        outcomes = []
+        try:
+            fn, calls = loads(parent.get("buffers", []))
+        except Exception as exc:
+            reply = {"status": "error", "ename": type(exc).__name__,
+                     "evalue": f"could not rebuild the function or its arguments in the container: {exc}"}
+            self.session.send(stream, "cellhop_apply_reply", reply, parent, ident=ident)
+            return
+        for args, kwargs in calls:
+            try:
+                outcomes.append((True, fn(*args, **kwargs)))
+            except KeyboardInterrupt as exc:
+                outcomes.append((False, _portable_exception(exc)))
+                break
+            except BaseException as exc:  # returned to the caller, who raises or returns it
+                _oom_exit_if_enforced(exc)
+                outcomes.append((False, _portable_exception(exc)))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            frames = dumps(outcomes)
+            reply = {"status": "ok", "count": len(outcomes)}
+        except Exception as exc:
+            frames = []
+            reply = {"status": "error", "ename": type(exc).__name__,
+                     "evalue": f"the result cannot be sent back from the container: {exc}"}
+        self.session.send(stream, "cellhop_apply_reply", reply, parent, ident=ident, buffers=frames)
+
+
+def _portable_exception(exc: BaseException) -> BaseException:
+    """The exception itself when it pickles, with the remote traceback as a note; else a stand-in."""
+    import cloudpickle
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    exc.__traceback__ = None
+    try:
+        cloudpickle.dumps(exc)
+    except Exception:
+        exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+    exc.__cellhop_remote_traceback__ = text
+    return exc
+
+
+def main(argv: list[str] | None = None) -> None:
+    from ipykernel.kernelapp import IPKernelApp
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv += ["--HistoryManager.enabled=False", "--IPKernelApp.quiet=True"]
+    IPKernelApp.launch_instance(argv=argv, kernel_class=ContainerKernel)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""What a container is: its spec, its phases, how it ended. Small values that cross boundaries."""
+
+from __future__ import annotations
+
+import enum
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import CellhopError
+from .gpu_request import GpuRequest
+from .scheduler import Allocation
+
+OOM_EXIT_CODE = 86  # the container kernel exits with this when memory ran out (RLIMIT_AS mode)
+
+
+class Phase(str, enum.Enum):
+    QUEUED = "queued"
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+    EXITED = "exited"
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_memory(text: str | int | None) -> int | None:
+    """'8G', '512M', '2GiB', 1024 -> bytes; None or '' -> no limit."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, int):
+        return text
+    m = _SIZE.match(str(text))
+    if not m:
+        raise CellhopError(f"memory {text!r} is not a size; write e.g. '512M' or '8G'")
+    scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2).lower()]
+    value = int(float(m.group(1)) * scale)
+    if value < 64 * 2**20:
+        raise CellhopError(f"memory {text!r} is too small for a Python kernel; give at least 64M")
+    return value
+
+
+@dataclass
+class ContainerSpec:
+    """What to start. Parsed and validated before anything runs."""
+
+    gpu: GpuRequest = field(default_factory=GpuRequest)
+    owner: str = "unknown"  # who asked: a notebook path or kernel id, for `%gpu` and the API
+    cpus: int | None = None
+    memory: int | None = None  # bytes
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: Path | None = None  # host folder bound read-write as the working directory
+    idle_timeout: float | None = None  # None: the control plane's default
+    queue_timeout: float | None = None  # None: the control plane's default
+    python: str | None = None  # interpreter inside the container; None: this one
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How a container ended."""
+
+    code: int | None = None
+    signal: int | None = None
+    oom: bool = False
+    stopped: bool = False  # stopped on purpose (stop, idle timeout, owner gone)
+    reason: str = ""
+
+    def describe(self) -> str:
+        if self.oom:
+            return "out of memory (the container exceeded its memory limit and was killed)"
+        if self.stopped:
+            return self.reason or "stopped"
+        if self.signal is not None:
+            try:
+                name = signal.Signals(self.signal).name
+            except ValueError:
+                name = f"signal {self.signal}"
+            return f"killed by {name}" + (f" ({self.reason})" if self.reason else "")
+        if self.code == 0:
+            return "exited normally (exit code 0)"
+        return f"crashed with exit code {self.code}" + (f" ({self.reason})" if self.reason else "")
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "signal": self.signal, "oom": self.oom,
+                "stopped": self.stopped, "description": self.describe()}
+
+
+@dataclass
+class Container:
+    """A container as the control plane tracks it."""
+
+    id: str
+    spec: ContainerSpec
+    phase: Phase = Phase.QUEUED
+    allocation: Allocation | None = None
+    connection_info: dict | None = None
+    exit_status: ExitStatus | None = None
+    queue_position: int | None = None
+    phases: list[tuple[str, float]] = field(default_factory=list)
+    created: float = field(default_factory=time.time)
+    last_activity: float = field(default_factory=time.monotonic)
+    directory: Path | None = None  # runtime files: connection file, log
+    handle: object = None  # the runtime's own handle (a Popen, a Ray actor)
+    sandboxed: bool = False
+
+    def __post_init__(self):
+        self.phases.append((self.phase.value, self.created))
+
+    def set_phase(self, phase: Phase) -> None:
+        self.phase = phase
+        self.phases.append((phase.value, time.time()))
+
+    def phase_time(self, phase: Phase) -> float | None:
+        return next((t for p, t in self.phases if p == phase.value), None)
+
+    @property
+    def gpus(self):
+        return self.allocation.gpus if self.allocation else ()
+
+    @property
+    def log_path(self) -> Path | None:
+        return self.directory / "container.log" if self.directory else None
+
+    def to_dict(self) -> dict:
+        """The public view (no HMAC key)."""
+        return {
+            "id": self.id,
+            "owner": self.spec.owner,
+            "label": self.spec.label,
+            "phase": self.phase.value,
+            "gpu_request": str(self.spec.gpu),
+            "gpus": [{"index": g.index, "uuid": g.uuid, "type": g.type, "simulated": g.simulated} for g in self.gpus],
+            "queue_position": self.queue_position,
+            "queued_seconds": self.allocation.waited if self.allocation else None,
+            "phases": [{"phase": p, "time": t} for p, t in self.phases],
+            "created": self.created,
+            "cpus": self.spec.cpus,
+            "memory": self.spec.memory,
+            "sandboxed": self.sandboxed,
+            "exit": self.exit_status.to_dict() if self.exit_status else None,
+        }

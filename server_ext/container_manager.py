@@ -1,0 +1,292 @@
+"""The control plane's Python API: start a container for a GPU request, list, interrupt, stop.
+
+It joins the scheduler (who gets which GPU) and a runtime (where the kernel
+runs) and owns what is the same for every runtime: phases (queued, starting,
+ready, stopping, exited), readiness (the kernel answers kernel_info_request),
+exit causes, idle timeouts and lifecycle events. Thread-safe; blocking calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .config import Cellhop
+from .container import Container, ContainerSpec, ExitStatus, Phase
+from .errors import ContainerNotFound, ContainerStartError
+from .inventory import Inventory, load_inventory
+from .paths import private_dir, runtime_dir
+from .runtimes.base import ContainerRuntime
+from .scheduler import Scheduler
+
+log = logging.getLogger("cellhop")
+
+Listener = Callable[[dict], None]
+MONITOR_INTERVAL = 0.25
+
+
+def _log_tail(container: Container, lines: int = 15) -> str:
+    try:
+        text = container.log_path.read_text(errors="replace")
+    except (OSError, AttributeError):
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+class ContainerManager:
+    """Containers of one control plane. Owns its runtime; `close()` stops everything."""
+
+    def __init__(self, config: Cellhop | None = None, inventory: Inventory | None = None,
+                 runtime: ContainerRuntime | None = None):
+        self.config = config or Cellhop()
+        self.root = private_dir(Path(self.config.runtime_root)) if self.config.runtime_root else runtime_dir()
+        self.inventory = inventory if inventory is not None else load_inventory(self.config.simulated_gpus)
+        if not self.inventory.gpus and self.inventory.reason:
+            log.info("cellhop: %s; containers will be CPU-only", self.inventory.reason)
+        self.scheduler = Scheduler(self.inventory, self.root)
+        self.runtime = runtime or self._make_runtime()
+        self._containers: dict[str, Container] = {}
+        self._lock = threading.RLock()
+        self._listeners: list[Listener] = []
+        self._closed = threading.Event()
+        self._monitor = threading.Thread(target=self._watch, name="cellhop-monitor", daemon=True)
+        self._monitor.start()
+
+    def _make_runtime(self) -> ContainerRuntime:
+        from .runtimes.local import LocalRuntime
+
+        return LocalRuntime(private_dir(self.root / "containers"), self.config.sandbox, self.config.transport)
+
+    # -- events ---------------------------------------------------------------
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener(event)` on every lifecycle event; returns an unsubscribe function."""
+        with self._lock:
+            self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _emit(self, container: Container, **extra) -> None:
+        event = {"type": "container", "id": container.id, "phase": container.phase.value,
+                 "time": time.time(), "container": container.to_dict(), **extra}
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # a broken listener must not break the lifecycle
+                log.exception("cellhop: event listener failed")
+
+    def _set_phase(self, container: Container, phase: Phase, **extra) -> None:
+        container.set_phase(phase)
+        self._emit(container, **extra)
+
+    # -- lifecycle ------------------------------------------------------------
+    def start(self, spec: ContainerSpec, on_event: Listener | None = None,
+              cancelled: threading.Event | None = None) -> Container:
+        """Queue for GPUs, start the container kernel and wait until it is ready.
+
+        `on_event` sees this container's events only (queue position, phases),
+        for progress in the notebook. Raises GpuRequestError, QueueTimeout or
+        ContainerStartError; on any failure nothing is left running or held.
+        """
+        container = Container(id=secrets.token_hex(6), spec=spec)
+        unsubscribe = self.subscribe(
+            lambda e: on_event(e) if e["id"] == container.id else None) if on_event else None
+        try:
+            with self._lock:
+                self._containers[container.id] = container
+            self._emit(container)
+            timeout = spec.queue_timeout if spec.queue_timeout is not None else self.config.queue_timeout
+            try:
+                container.allocation = self.scheduler.acquire(
+                    spec.gpu,
+                    holder={"owner": spec.owner, "container": container.id},
+                    timeout=timeout or None,
+                    on_position=lambda n: self._queued(container, n),
+                    cancelled=cancelled,
+                )
+            except BaseException:
+                self._forget(container)
+                raise
+            container.queue_position = None
+            container.directory = private_dir(self.runtime.root / container.id) \
+                if hasattr(self.runtime, "root") else None
+            self._set_phase(container, Phase.STARTING)
+            try:
+                self.runtime.launch(container)
+                self._wait_ready(container)
+            except BaseException as exc:
+                status = self.runtime.poll(container)
+                self._finish(container, status or ExitStatus(stopped=True, reason="start failed"), kill=True)
+                if isinstance(exc, ContainerStartError):
+                    raise
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+                raise ContainerStartError(f"container {container.id} failed to start: {exc}") from exc
+            container.last_activity = time.monotonic()
+            self._set_phase(container, Phase.READY)
+            return container
+        finally:
+            if unsubscribe:
+                unsubscribe()
+
+    def _queued(self, container: Container, position: int) -> None:
+        container.queue_position = position
+        self._emit(container, queue_position=position)
+
+    def _wait_ready(self, container: Container) -> None:
+        from ..kernel.wire import KernelConnection
+
+        deadline = time.monotonic() + self.config.start_timeout
+        conn = KernelConnection(container.connection_info, channels=("shell",))
+        try:
+            msg_id = conn.send("shell", "kernel_info_request", {})
+            resend = time.monotonic() + 1.0
+            while True:
+                reply = conn.recv("shell", timeout=0.02)
+                if reply is not None and reply.parent_id == msg_id:
+                    return
+                status = self.runtime.poll(container)
+                if status is not None:
+                    tail = _log_tail(container)
+                    raise ContainerStartError(
+                        f"container {container.id} died while starting: {status.describe()}"
+                        + (f"\n--- container log ---\n{tail}" if tail else ""))
+                now = time.monotonic()
+                if now > deadline:
+                    raise ContainerStartError(
+                        f"container {container.id} was not ready within {self.config.start_timeout:.0f} s "
+                        "(phase: starting; the kernel did not answer kernel_info_request). "
+                        "Raise c.Cellhop.start_timeout if the host is slow.")
+                if now > resend:
+                    msg_id = conn.send("shell", "kernel_info_request", {})
+                    resend = now + 1.0
+        finally:
+            conn.close()
+
+    def get(self, container_id: str) -> Container:
+        with self._lock:
+            container = self._containers.get(container_id)
+        if container is None:
+            raise ContainerNotFound(f"no container {container_id!r}; list them with `%gpu` or GET cellhop/api/containers")
+        return container
+
+    def list(self) -> list[Container]:
+        with self._lock:
+            return list(self._containers.values())
+
+    def touch(self, container_id: str) -> None:
+        """Mark activity, which resets the idle timeout."""
+        self.get(container_id).last_activity = time.monotonic()
+
+    def poll(self, container_id: str) -> ExitStatus | None:
+        """None while the container runs, else how it ended (recording the end)."""
+        container = self.get(container_id)
+        if container.phase == Phase.EXITED:
+            return container.exit_status
+        status = self.runtime.poll(container)
+        if status is not None:
+            self._finish(container, status)
+        return status
+
+    def interrupt(self, container_id: str) -> None:
+        container = self.get(container_id)
+        if container.phase in (Phase.READY, Phase.STARTING):
+            self.runtime.interrupt(container)
+
+    def stop(self, container_id: str, reason: str = "stopped on request", grace: float | None = None) -> ExitStatus:
+        """Stop politely, then kill after the grace period. Idempotent."""
+        container = self.get(container_id)
+        with self._lock:
+            if container.phase == Phase.EXITED:
+                return container.exit_status
+            if container.phase == Phase.STOPPING:
+                already = True
+            else:
+                already = False
+                self._set_phase(container, Phase.STOPPING, reason=reason)
+        if not already:
+            grace = self.config.stop_grace if grace is None else grace
+            self.runtime.terminate(container)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and self.runtime.poll(container) is None:
+                time.sleep(0.02)
+            self._finish(container, ExitStatus(stopped=True, reason=reason), kill=True)
+        return self._await_exit(container)
+
+    def _await_exit(self, container: Container) -> ExitStatus:
+        while container.phase != Phase.EXITED:
+            time.sleep(0.01)
+        return container.exit_status
+
+    def _finish(self, container: Container, status: ExitStatus, kill: bool = False) -> None:
+        """Record the end, kill what is left, free the GPUs. Runs once per container."""
+        with self._lock:
+            if container.phase == Phase.EXITED:
+                return
+            if kill:
+                self.runtime.kill(container)
+            real = self.runtime.poll(container)
+            if real is not None and real.oom and not status.oom:
+                status = real  # the kernel died of memory before the stop
+            container.exit_status = status
+            if container.allocation is not None:
+                self.scheduler.release(container.allocation)
+            self.runtime.cleanup(container)
+            self._set_phase(container, Phase.EXITED, exit=status.to_dict())
+
+    def _forget(self, container: Container) -> None:
+        with self._lock:
+            self._containers.pop(container.id, None)
+
+    def remove(self, container_id: str) -> None:
+        """Forget an exited container and delete its files (log included)."""
+        container = self.get(container_id)
+        if container.phase != Phase.EXITED:
+            self.stop(container_id)
+        self._forget(container)
+        if container.directory is not None:
+            shutil.rmtree(container.directory, ignore_errors=True)
+
+    def logs(self, container_id: str, tail: int | None = None) -> str:
+        container = self.get(container_id)
+        try:
+            text = container.log_path.read_text(errors="replace")
+        except (OSError, AttributeError):
+            return ""
+        return "\n".join(text.splitlines()[-tail:]) if tail else text
+
+    # -- background work ------------------------------------------------------
+    def _watch(self) -> None:
+        """Record deaths promptly and stop idle containers."""
+        while not self._closed.wait(MONITOR_INTERVAL):
+            for container in self.list():
+                if container.phase not in (Phase.READY,):
+                    continue
+                try:
+                    status = self.runtime.poll(container)
+                    if status is not None:
+                        self._finish(container, status)
+                        continue
+                    idle = container.spec.idle_timeout
+                    idle = self.config.idle_timeout if idle is None else idle
+                    if idle and time.monotonic() - container.last_activity > idle:
+                        threading.Thread(target=self.stop, args=(container.id,),
+                                         kwargs={"reason": f"idle for {idle:.0f} s (scaledown window)"},
+                                         daemon=True).start()
+                except Exception:
+                    log.exception("cellhop: monitoring container %s failed", container.id)
+
+    def close(self) -> None:
+        """Stop every container (used when the owner shuts down)."""
+        self._closed.set()
+        live = [c for c in self.list() if c.phase != Phase.EXITED]
+        threads = [threading.Thread(target=self.stop, args=(c.id, "control plane shut down"), kwargs={"grace": 1.0})
+                   for c in live]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.runtime.close()

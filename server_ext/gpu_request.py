@@ -1,0 +1,112 @@
+"""GPU requests in the syntax users type: `H100`, `H100:2`, `H100,A100-80GB`, `any`, `none`.
+
+A request is parsed once, at the edge, into a `GpuRequest`: an ordered list of
+alternatives, each a GPU type (or any type) and a count. `validate` checks a
+request against an inventory and says what the host has when it cannot fit.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from .errors import GpuRequestError
+from .gpu_types import GPU_TYPES, canonical_type
+from .inventory import Inventory
+
+ANY = "any"
+
+
+@dataclass(frozen=True)
+class GpuChoice:
+    """One alternative of a request: `count` GPUs of `type` (or of any one type when `type` is ANY)."""
+
+    type: str
+    count: int = 1
+
+    def __str__(self) -> str:
+        return self.type if self.count == 1 else f"{self.type}:{self.count}"
+
+
+@dataclass(frozen=True)
+class GpuRequest:
+    """An ordered fallback list of choices; empty means CPU only (`none`)."""
+
+    choices: tuple[GpuChoice, ...] = ()
+
+    @property
+    def cpu_only(self) -> bool:
+        return not self.choices
+
+    def __str__(self) -> str:
+        return ",".join(str(c) for c in self.choices) if self.choices else "none"
+
+    def types(self, inventory: Inventory) -> set[str]:
+        """Every GPU type this request could be served by on `inventory`."""
+        out: set[str] = set()
+        for choice in self.choices:
+            out |= set(inventory.counts()) if choice.type == ANY else {choice.type}
+        return out
+
+    @classmethod
+    def parse(cls, text: str | None) -> GpuRequest:
+        """Parse what a user typed; raise GpuRequestError naming the bad part."""
+        text = (text or "").strip()
+        if text.lower() in ("", "none", "cpu"):
+            return cls(())
+        choices = []
+        for raw in text.split(","):
+            item = raw.strip()
+            if not item:
+                raise GpuRequestError(f"empty choice in GPU request {text!r}; write e.g. 'H100,A100-80GB'")
+            type_text, sep, count_text = item.partition(":")
+            count = _parse_count(item, count_text) if sep else 1
+            if type_text.strip().lower() == ANY:
+                choices.append(GpuChoice(ANY, count))
+                continue
+            gpu_type = canonical_type(type_text)
+            if gpu_type is None:
+                close = difflib.get_close_matches(type_text.strip().upper(), GPU_TYPES, n=2)
+                hint = f" Did you mean {' or '.join(close)}?" if close else ""
+                raise GpuRequestError(
+                    f"unknown GPU type {type_text.strip()!r}.{hint} Known types: {', '.join(GPU_TYPES)}."
+                )
+            choices.append(GpuChoice(gpu_type, count))
+        return cls(tuple(choices))
+
+
+def _parse_count(item: str, count_text: str) -> int:
+    try:
+        count = int(count_text)
+    except ValueError:
+        raise GpuRequestError(f"GPU count in {item!r} must be a whole number, e.g. 'H100:2'") from None
+    if count < 1:
+        raise GpuRequestError(f"GPU count in {item!r} must be at least 1; use 'none' for a CPU-only container")
+    return count
+
+
+def feasible_choices(request: GpuRequest, inventory: Inventory) -> list[GpuChoice]:
+    """The choices this host could ever satisfy, in order; raise when there is none.
+
+    In a fallback list a type this host lacks is skipped (the list is meant to
+    travel between hosts); a request none of whose choices fits is an error
+    that lists what the host has.
+    """
+    if request.cpu_only:
+        return []
+    counts = inventory.counts()
+    feasible, problems = [], []
+    for choice in request.choices:
+        have = max(counts.values(), default=0) if choice.type == ANY else counts.get(choice.type, 0)
+        if have == 0:
+            problems.append(f"{choice.type}: this host has none")
+        elif choice.count > have:
+            problems.append(f"{choice}: this host has only {have}")
+        else:
+            feasible.append(choice)
+    if not feasible:
+        raise GpuRequestError(
+            f"cannot satisfy GPU request {str(request)!r} ({'; '.join(problems)}). "
+            f"This host has: {inventory.describe()}."
+        )
+    return feasible

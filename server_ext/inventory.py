@@ -1,0 +1,136 @@
+"""The host's GPUs: read from NVML, or an explicitly configured simulated set.
+
+Nothing here runs at import. `load_inventory` is called once by the control
+plane; a host without NVML gets an empty inventory that carries the reason.
+A simulated inventory is used only when configured (`c.Cellhop.simulated_gpus`
+or `CELLHOP_SIMULATED_GPUS="H100:2,A10G:1"`) and every GPU in it says so.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+from .errors import SimulatedInventoryError
+from .gpu_types import GPU_TYPES, canonical_type
+
+SIMULATED_ENV = "CELLHOP_SIMULATED_GPUS"
+
+# Memory of simulated cards, in GiB, for what `%gpu` shows.
+_SIMULATED_MEMORY_GIB = {
+    "B200": 180, "H200": 141, "H100": 80, "GH200": 96, "A100-40GB": 40, "A100-80GB": 80,
+    "A10G": 24, "A10": 24, "A40": 48, "A6000": 48, "L40S": 48, "L40": 48, "L4": 24,
+    "T4": 16, "V100": 16, "RTX4090": 24, "RTX3090": 24, "RTX6000-ADA": 48,
+}
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One GPU of the host."""
+
+    index: int
+    uuid: str
+    name: str  # the device name NVML reports (or "simulated H100")
+    type: str  # canonical type, as users type it
+    memory_total: int  # bytes
+    mig_mode: bool | None = None  # None where NVML does not say
+    simulated: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The GPUs a control plane schedules, with why it is empty when it is."""
+
+    gpus: tuple[Gpu, ...] = ()
+    simulated: bool = False
+    reason: str | None = None  # why there are no GPUs, in plain words
+    driver_version: str | None = None
+
+    def counts(self) -> dict[str, int]:
+        """GPU type -> how many this host has, in index order of first appearance."""
+        return dict(Counter(g.type for g in self.gpus))
+
+    def of_type(self, gpu_type: str) -> list[Gpu]:
+        return [g for g in self.gpus if g.type == gpu_type]
+
+    def by_uuid(self, uuid: str) -> Gpu | None:
+        return next((g for g in self.gpus if g.uuid == uuid), None)
+
+    def describe(self) -> str:
+        """One line for error messages: what this host has."""
+        if not self.gpus:
+            return f"no GPUs ({self.reason})" if self.reason else "no GPUs"
+        parts = [f"{t} ×{n}" if n > 1 else t for t, n in self.counts().items()]
+        return ", ".join(parts) + (" (simulated)" if self.simulated else "")
+
+    def to_dict(self) -> dict:
+        return {
+            "gpus": [g.to_dict() for g in self.gpus],
+            "simulated": self.simulated,
+            "reason": self.reason,
+            "driver_version": self.driver_version,
+        }
+
+
+def parse_simulated_spec(spec: str) -> tuple[Gpu, ...]:
+    """Parse "H100:2,A10G:1" into simulated GPUs (index order follows the spec)."""
+    gpus: list[Gpu] = []
+    for raw in spec.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        type_text, _, count_text = item.partition(":")
+        gpu_type = canonical_type(type_text)
+        if gpu_type is None:
+            raise SimulatedInventoryError(
+                f"simulated GPU type {type_text.strip()!r} is unknown; "
+                f"use one of: {', '.join(GPU_TYPES)} (e.g. {SIMULATED_ENV}=\"H100:2,A10G:1\")"
+            )
+        try:
+            count = int(count_text) if count_text.strip() else 1
+        except ValueError:
+            count = -1
+        if count < 1:
+            raise SimulatedInventoryError(
+                f"simulated GPU count in {item!r} must be a whole number of at least 1 "
+                f"(e.g. {SIMULATED_ENV}=\"H100:2,A10G:1\")"
+            )
+        for _ in range(count):
+            ordinal = sum(1 for g in gpus if g.type == gpu_type)
+            gpus.append(
+                Gpu(
+                    index=len(gpus),
+                    uuid=f"GPU-simulated-{gpu_type.lower()}-{ordinal}",
+                    name=f"simulated {gpu_type}",
+                    type=gpu_type,
+                    memory_total=_SIMULATED_MEMORY_GIB.get(gpu_type, 16) * 2**30,
+                    mig_mode=False,
+                    simulated=True,
+                )
+            )
+    if not gpus:
+        raise SimulatedInventoryError(
+            f"the simulated inventory {spec!r} names no GPU (e.g. {SIMULATED_ENV}=\"H100:2,A10G:1\")"
+        )
+    return tuple(gpus)
+
+
+def load_inventory(simulated: str | None = None, environ: Mapping[str, str] | None = None) -> Inventory:
+    """The inventory this process should schedule.
+
+    `simulated` is the configured spec (the `c.Cellhop.simulated_gpus` traitlet);
+    when it is empty, `CELLHOP_SIMULATED_GPUS` is consulted; when both are
+    empty, NVML is read. There is never a silent fallback from one to another.
+    """
+    environ = os.environ if environ is None else environ
+    spec = (simulated or "").strip() or environ.get(SIMULATED_ENV, "").strip()
+    if spec:
+        return Inventory(gpus=parse_simulated_spec(spec), simulated=True)
+    from .nvml import read_nvml_inventory  # NVML is touched only when asked
+
+    return read_nvml_inventory()

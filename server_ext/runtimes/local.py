@@ -1,0 +1,248 @@
+"""The local runtime: containers are sandboxed processes on this host.
+
+Each container gets a folder under the control plane's runtime directory
+holding its connection file (fresh HMAC key; ipc sockets or loopback ports),
+its log and its private working directory. The kernel runs under bubblewrap
+(see sandbox.py) with its GPUs pinned by UUID; without bubblewrap it runs
+unsandboxed, and the control plane says so once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from ..container import OOM_EXIT_CODE, Container, ExitStatus
+from ..errors import CellhopError
+from ..resource_limits import ResourceLimits
+from ..sandbox import bubblewrap_argv, find_bubblewrap
+from .base import ContainerRuntime
+
+log = logging.getLogger("cellhop")
+
+CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
+# Variables of the notebook's kernel that must not leak into a container kernel.
+_DROPPED_ENV = ("JPY_PARENT_PID", "JPY_SESSION_NAME", "JPY_INTERRUPT_EVENT", "CELLHOP_SIMULATED_GPUS",
+                "CELLHOP_CONTROL_URL", "CELLHOP_CONTROL_TOKEN")
+_MAX_IPC_PATH = 100  # AF_UNIX paths are limited to 108 bytes
+
+
+class _Spawner:
+    """One long-lived thread that forks every container.
+
+    bubblewrap's --die-with-parent (PR_SET_PDEATHSIG) fires when the *thread*
+    that forked it exits, so forking from a short-lived worker thread would
+    kill containers early. A thread that lives as long as the process does not.
+    """
+
+    def __init__(self):
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="cellhop-spawner", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while True:
+            argv, kwargs, result, done = self._jobs.get()
+            try:
+                result.append(subprocess.Popen(argv, **kwargs))
+            except BaseException as exc:  # handed back to the caller
+                result.append(exc)
+            done.set()
+
+    def popen(self, argv: list[str], **kwargs) -> subprocess.Popen:
+        result: list = []
+        done = threading.Event()
+        self._jobs.put((argv, kwargs, result, done))
+        done.wait()
+        if isinstance(result[0], BaseException):
+            raise result[0]
+        return result[0]
+
+
+def _free_tcp_ports(count: int) -> list[int]:
+    import socket
+
+    socks, ports = [], []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def connection_info(directory: Path, transport: str) -> dict:
+    """A fresh connection file's content: new HMAC key, ipc sockets in `directory` or loopback ports."""
+    info = {"key": secrets.token_hex(32), "signature_scheme": "hmac-sha256", "kernel_name": "cellhop-container"}
+    if transport == "ipc" and len(str(directory / "k-5")) < _MAX_IPC_PATH:
+        info.update(transport="ipc", ip=str(directory / "k"))
+        info.update({f"{ch}_port": n for n, ch in enumerate(CHANNELS, start=1)})
+    else:
+        info.update(transport="tcp", ip="127.0.0.1")
+        info.update({f"{ch}_port": p for ch, p in zip(CHANNELS, _free_tcp_ports(len(CHANNELS)))})
+    return info
+
+
+class LocalRuntime(ContainerRuntime):
+    """Containers as bubblewrap-sandboxed processes on this host."""
+
+    name = "local"
+
+    def __init__(self, root: Path, sandbox: str = "auto", transport: str = "ipc"):
+        self.root = Path(root)
+        self.transport = transport
+        self.bwrap = None if sandbox == "none" else find_bubblewrap()
+        if sandbox == "bubblewrap" and self.bwrap is None:
+            raise CellhopError("c.Cellhop.sandbox = 'bubblewrap' but bwrap is not installed; "
+                               "install it (apt-get install bubblewrap) or set sandbox to 'auto'")
+        if self.bwrap is None and sandbox == "auto":
+            log.warning("cellhop: bubblewrap (bwrap) is not installed, so containers run unsandboxed "
+                        "on this host; install it with 'apt-get install bubblewrap'")
+        self._spawner = _Spawner()
+        self._limits: dict[str, ResourceLimits] = {}
+
+    def describe(self) -> str:
+        return "local, sandboxed with bubblewrap" if self.bwrap else "local, unsandboxed (bubblewrap missing)"
+
+    def launch(self, container: Container) -> None:
+        spec = container.spec
+        directory = container.directory
+        workdir = Path(spec.workdir) if spec.workdir else directory / "work"
+        workdir.mkdir(parents=True, exist_ok=True)
+        info = connection_info(directory, self.transport)
+        conn_file = directory / "connection.json"
+        fd = os.open(conn_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(info, f)
+
+        limits = ResourceLimits(cpus=spec.cpus, memory=spec.memory)
+        limits.prepare(container.id)
+        self._limits[container.id] = limits
+        env = self._environment(container, limits)
+        python = spec.python or sys.executable
+        command = [python, "-m", "cellhop.kernel.container_kernel", "-f", str(conn_file)]
+        if self.bwrap:
+            binds = [directory] + ([workdir] if spec.workdir else [])
+            command = bubblewrap_argv(self.bwrap, binds, workdir) + command
+        logfile = open(directory / "container.log", "ab")
+        try:
+            proc = self._spawner.popen(
+                command,
+                cwd=str(workdir),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=self._preexec(limits),
+            )
+        finally:
+            logfile.close()
+        container.handle = proc
+        container.sandboxed = self.bwrap is not None
+        container.connection_info = info
+
+    def _preexec(self, limits: ResourceLimits):
+        bwrap = self.bwrap
+
+        def preexec():
+            limits.preexec()
+            if bwrap is None:  # without bubblewrap, at least die with the owner
+                import ctypes
+
+                ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+        return preexec
+
+    def _environment(self, container: Container, limits: ResourceLimits) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+        gpus = container.gpus
+        uuids = ",".join(g.uuid for g in gpus)
+        env["CUDA_VISIBLE_DEVICES"] = uuids
+        env["NVIDIA_VISIBLE_DEVICES"] = uuids or "void"
+        env["CELLHOP_CONTAINER_ID"] = container.id
+        env["CELLHOP_GPU_TYPE"] = gpus[0].type if gpus else ""
+        if gpus and gpus[0].simulated:
+            env["CELLHOP_GPUS_SIMULATED"] = "1"
+        env["IPYTHONDIR"] = str(container.directory / "ipython")
+        env["MPLCONFIGDIR"] = str(container.directory / "mpl")
+        env.update(limits.environment())
+        env.update(container.spec.env)
+        return env
+
+    def _kernel_pid(self, container: Container) -> int | None:
+        """The kernel's pid on the host: bwrap -> bwrap's init -> kernel."""
+        proc: subprocess.Popen = container.handle
+        if proc is None or proc.poll() is not None:
+            return None
+        if not self.bwrap:
+            return proc.pid
+        pid = proc.pid
+        for _ in range(2):
+            try:
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            except OSError:
+                return None
+            if not children:
+                return None
+            pid = int(children[0])
+        return pid
+
+    def poll(self, container: Container) -> ExitStatus | None:
+        proc: subprocess.Popen = container.handle
+        if proc is None:
+            return None
+        code = proc.poll()
+        if code is None:
+            return None
+        limits = self._limits.get(container.id)
+        oom = (limits is not None and limits.oom_killed()) or code == OOM_EXIT_CODE
+        if code < 0:
+            return ExitStatus(signal=-code, oom=oom)
+        if self.bwrap and code > 128 and code - 128 < 65:  # bwrap reports a killed child as 128+N
+            return ExitStatus(code=code, signal=code - 128, oom=oom)
+        return ExitStatus(code=code, oom=oom)
+
+    def interrupt(self, container: Container) -> None:
+        pid = self._kernel_pid(container)
+        if pid is not None:
+            os.kill(pid, signal.SIGINT)
+
+    def terminate(self, container: Container) -> None:
+        pid = self._kernel_pid(container)
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def kill(self, container: Container) -> None:
+        proc: subprocess.Popen = container.handle
+        if proc is None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: bwrap or the bare kernel, and children
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+
+    def cleanup(self, container: Container) -> None:
+        limits = self._limits.pop(container.id, None)
+        if limits is not None:
+            limits.remove()
+        if container.directory is not None:
+            shutil.rmtree(container.directory / "work", ignore_errors=True)
+            for name in os.listdir(container.directory) if container.directory.exists() else ():
+                if name.startswith("k-") or name == "connection.json":
+                    (container.directory / name).unlink(missing_ok=True)

@@ -1,0 +1,211 @@
+"""Who gets which GPU: exclusive allocation with a fair queue shared by every process on the host.
+
+A request that fits now takes its GPUs at once. One that does not fit waits
+in a queue of ticket files (`<runtime dir>/queue/`), each locked by its
+waiting process, so the queue is shared by every notebook on the host and a
+waiter that dies leaves no ticket that counts. A waiter may take GPUs only
+when no older live ticket wants a type it could also use: first come, first
+served per GPU type, and a queued H100 request never blocks an A10G one.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import QueueTimeout
+from .gpu_request import ANY, GpuChoice, GpuRequest, feasible_choices
+from .inventory import Gpu, Inventory
+from .leases import Lease, LeaseDirectory
+from .paths import private_dir
+
+POLL_INTERVAL = 0.05
+
+
+@dataclass
+class Allocation:
+    """The GPUs granted to one container, held until `release()`."""
+
+    request: GpuRequest
+    leases: list[Lease] = field(default_factory=list)
+    waited: float = 0.0  # seconds spent queued
+
+    @property
+    def gpus(self) -> tuple[Gpu, ...]:
+        return tuple(lease.gpu for lease in self.leases)
+
+    @property
+    def gpu_type(self) -> str | None:
+        return self.leases[0].gpu.type if self.leases else None
+
+    def release(self) -> None:
+        for lease in self.leases:
+            lease.release()
+
+
+class _Ticket:
+    """This waiter's place in the host-wide queue."""
+
+    def __init__(self, queue_dir: Path, types: set[str], holder: dict):
+        name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}.ticket"
+        tmp = queue_dir / f".{name}.tmp"
+        self.fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)  # locked before it becomes visible
+        os.write(self.fd, json.dumps({"types": sorted(types), "holder": holder}).encode())
+        self.path = queue_dir / name
+        os.rename(tmp, self.path)
+        self.types = types
+
+    def ahead(self) -> int:
+        """How many live, older tickets want a type this one could use."""
+        count = 0
+        for name in sorted(os.listdir(self.path.parent)):
+            if name >= self.path.name:
+                break
+            if name.startswith(".") or not name.endswith(".ticket"):
+                continue
+            other = self.path.parent / name
+            types = _live_ticket_types(other)
+            if types is not None and types & self.types:
+                count += 1
+        return count
+
+    def close(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)
+
+
+def _live_ticket_types(path: Path) -> set[str] | None:
+    """The types an older ticket waits for, or None (removing it) if its waiter is gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            try:
+                return set(json.loads(os.pread(fd, 65536, 0))["types"])
+            except (ValueError, KeyError):
+                return set()
+        path.unlink(missing_ok=True)  # its waiter died: the ticket is stale
+        return None
+    finally:
+        os.close(fd)
+
+
+class Scheduler:
+    """Allocates this host's GPUs exclusively, queueing fairly when none fits."""
+
+    def __init__(self, inventory: Inventory, runtime_root: Path, poll_interval: float = POLL_INTERVAL):
+        self.inventory = inventory
+        self.leases = LeaseDirectory(Path(runtime_root) / "leases")
+        self.queue_dir = private_dir(Path(runtime_root) / "queue")
+        self.poll_interval = poll_interval
+        self._released = threading.Condition()
+
+    def acquire(
+        self,
+        request: GpuRequest,
+        holder: dict,
+        timeout: float | None = None,
+        on_position: Callable[[int], None] | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> Allocation:
+        """Take GPUs for `request`, waiting in the queue up to `timeout` seconds (None: forever).
+
+        `on_position(n)` is called whenever the number of requests ahead
+        changes (0 means next in line). Raises GpuRequestError at once for
+        a request the host can never satisfy, QueueTimeout when it waited too long.
+        """
+        choices = feasible_choices(request, self.inventory)
+        if not choices:
+            return Allocation(request)
+        start = time.monotonic()
+        holder = {**holder, "pid": os.getpid(), "since": time.time()}
+        if self.queue_is_empty_for(request):
+            leases = self._try_take(choices, holder)
+            if leases:
+                return Allocation(request, leases)
+        ticket = _Ticket(self.queue_dir, request.types(self.inventory), holder)
+        try:
+            last_position = None
+            while True:
+                position = ticket.ahead()
+                if position != last_position and on_position is not None:
+                    on_position(position)
+                last_position = position
+                if position == 0:
+                    leases = self._try_take(choices, holder)
+                    if leases:
+                        return Allocation(request, leases, waited=time.monotonic() - start)
+                waited = time.monotonic() - start
+                if timeout is not None and waited >= timeout:
+                    raise QueueTimeout(self._timeout_message(request, waited, position))
+                if cancelled is not None and cancelled.is_set():
+                    raise QueueTimeout(f"the request for {request} was cancelled while queued")
+                with self._released:
+                    self._released.wait(self.poll_interval)
+        finally:
+            ticket.close()
+
+    def release(self, allocation: Allocation) -> None:
+        allocation.release()
+        with self._released:
+            self._released.notify_all()
+
+    def queue_is_empty_for(self, request: GpuRequest) -> bool:
+        types = request.types(self.inventory)
+        for name in sorted(os.listdir(self.queue_dir)):
+            if name.endswith(".ticket"):
+                other = _live_ticket_types(self.queue_dir / name)
+                if other and other & types:
+                    return False
+        return True
+
+    def holders(self) -> dict[str, dict | None]:
+        """GPU uuid -> who holds it (None when free)."""
+        return {gpu.uuid: self.leases.holder_of(gpu) for gpu in self.inventory.gpus}
+
+    def _try_take(self, choices: list[GpuChoice], holder: dict) -> list[Lease]:
+        for choice in choices:
+            types = self.inventory.counts() if choice.type == ANY else [choice.type]
+            for gpu_type in types:
+                taken: list[Lease] = []
+                for gpu in self.inventory.of_type(gpu_type):
+                    lease = self.leases.try_acquire(gpu, holder)
+                    if lease is not None:
+                        taken.append(lease)
+                        if len(taken) == choice.count:
+                            return taken
+                for lease in taken:
+                    lease.release()
+        return []
+
+    def _timeout_message(self, request: GpuRequest, waited: float, position: int) -> str:
+        busy = []
+        for gpu in self.inventory.gpus:
+            if gpu.type in request.types(self.inventory):
+                who = self.leases.holder_of(gpu)
+                if who:
+                    busy.append(f"GPU {gpu.index} ({gpu.type}) held by {who.get('owner', 'unknown')}")
+        held = "; ".join(busy) or "none held right now"
+        return (
+            f"no GPU for {request} freed up within {waited:.0f} s "
+            f"({position} request(s) ahead; {held}). "
+            "Stop a container that holds one, or ask for another type or a longer timeout."
+        )
