@@ -1,0 +1,153 @@
+"""`%gpu` and `%%remote`: the notebook user's whole interface to cellhop."""
+
+from __future__ import annotations
+
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, argument_group, magic_arguments, parse_argstring
+
+from .remote_cells import Defaults, RemoteCells
+from .remote_run import RemoteRun
+
+
+def _resources(group_title: str):
+    """Options shared by %gpu and %%remote (CPU count, memory, timeout)."""
+
+    def decorate(func):
+        for deco in reversed([
+            argument_group(group_title),
+            argument("--cpus", type=int, default=None, help="CPUs the container may use."),
+            argument("--memory", default=None, help="Memory limit, e.g. 8G; past it the container is killed."),
+            argument("--timeout", type=float, default=None, help="Seconds a cell may run before it is stopped."),
+        ]):
+            func = deco(func)
+        return func
+
+    return decorate
+
+
+def inventory_table(cells: RemoteCells) -> str:
+    control = cells.control
+    inv = control.inventory()
+    holders = control.holders()
+    lines = []
+    if inv.gpus:
+        title = "GPUs (simulated: no real GPU behind these)" if inv.simulated else "GPUs"
+        lines.append(title)
+        for g in inv.gpus:
+            who = holders.get(g.uuid)
+            state = "free" if not who else f"held by {who.get('owner', '?')} (container {who.get('container', '?')})"
+            sim = " simulated" if g.simulated else ""
+            lines.append(f"  [{g.index}] {g.type:<10} {g.memory_total / 2**30:6.0f} GiB{sim}  {state}")
+    else:
+        lines.append(f"GPUs: none — {inv.reason or 'no GPU found'}. %%remote cells run in CPU-only containers.")
+    d = cells.defaults
+    lines.append(f"Runtime: {control.runtime_description()}")
+    extras = [f"cpus={d.cpus}" if d.cpus else "", f"memory={d.memory // 2**20}M" if d.memory else "",
+              f"idle timeout {d.idle_timeout:g} s" if d.idle_timeout is not None else "",
+              f"cell timeout {d.timeout:g} s" if d.timeout is not None else ""]
+    extras_text = ", ".join(e for e in extras if e)
+    lines.append(f"Selected for %%remote: {d.gpu}" + (f" ({extras_text})" if extras_text else ""))
+    return "\n".join(lines)
+
+
+@magics_class
+class CellhopMagics(Magics):
+    def __init__(self, shell, cells: RemoteCells, kernel=None):
+        super().__init__(shell)
+        self.cells = cells
+        self.kernel = kernel
+
+    @magic_arguments()
+    @argument("request", nargs="?", default=None,
+              help="H100, H100:2, H100,A100-80GB (ordered fallback), any, or none (CPU only).")
+    @_resources("resources")
+    @argument("--idle-timeout", type=float, default=None,
+              help="Seconds this notebook's container may idle before it is stopped.")
+    @line_magic
+    def gpu(self, line: str = ""):
+        """Show this host's GPUs, or choose the GPU for later %%remote cells."""
+        args = parse_argstring(self.gpu, line)
+        changes = {k: v for k, v in (("cpus", args.cpus), ("memory", args.memory), ("timeout", args.timeout),
+                                     ("idle_timeout", args.idle_timeout)) if v is not None}
+        if args.request is not None or changes:
+            self.cells.select(args.request, **changes)
+        print(inventory_table(self.cells))
+
+    @magic_arguments()
+    @argument("--gpu", default=None, help="GPU request for this cell only (same syntax as %%gpu).")
+    @argument("--out", default=None, help="Names to bring back, comma-separated (default: all it assigned).")
+    @argument("--no-pull", action="store_true", help="Bring no values back.")
+    @argument("--fresh", action="store_true", help="Run in a new container (the old one is stopped).")
+    @argument("--async", dest="run_async", action="store_true",
+              help="Return at once with a handle (status, wait(), cancel()).")
+    @_resources("resources for this cell")
+    @cell_magic
+    def remote(self, line: str, cell: str):
+        """Run this cell in the notebook's GPU container; its new values come back."""
+        args = parse_argstring(self.remote, line)
+        d = self.cells.defaults
+        if args.gpu is not None or args.cpus is not None or args.memory is not None or args.timeout is not None:
+            base = RemoteCells(self.shell, self.cells.control, self.cells.sink)
+            base.defaults = d
+            changes = {k: v for k, v in (("cpus", args.cpus), ("memory", args.memory),
+                                         ("timeout", args.timeout)) if v is not None}
+            d = base.select(args.gpu, **changes)
+        out = [n.strip() for n in args.out.split(",") if n.strip()] if args.out else None
+        kwargs = dict(out=out, pull=not args.no_pull, fresh=args.fresh, display=self._display())
+        if args.run_async:
+            return self._run_async(cell, d, kwargs)
+        return_values = self.cells.run_cell(cell, d, input_fn=self._input_fn(), **kwargs)
+        del return_values  # landed in the namespace; the cell's own output already showed
+
+    def _run_async(self, cell: str, d: Defaults, kwargs: dict) -> RemoteRun:
+        session, _ = self.cells.session_for(d, fresh=kwargs.pop("fresh"))
+        parent = self.cells.sink.current_parent()
+        worker = RemoteCells(self.shell, self.cells.control, self.cells.sink, self.cells.comm_proxies,
+                             self.cells.owner)
+        worker.sessions[d.key()] = session.secondary()
+        worker.shell = _DetachedShell(self.shell)
+
+        def target():
+            return worker.run_cell(cell, d, parent=parent, **kwargs)
+
+        return RemoteRun("remote cell", target, interrupt=session.interrupt,
+                         on_done=lambda values: self.shell.user_ns.update(values))
+
+    def _display(self):
+        if self.kernel is None:
+            return None
+        from IPython.display import display
+
+        return display
+
+    def _input_fn(self):
+        kernel = self.kernel
+        if kernel is None:
+            return lambda prompt, password: input(prompt)
+        if not getattr(kernel, "_allow_stdin", False):
+            return None
+
+        def ask(prompt: str, password: bool) -> str:
+            return kernel.getpass(prompt) if password else kernel.raw_input(prompt)
+
+        return ask
+
+
+class _DetachedShell:
+    """The shell as a background cell sees it: reads the live namespace, lands values only on wait()."""
+
+    def __init__(self, shell):
+        self._shell = shell
+        self.user_ns = _NoLanding(shell.user_ns)
+
+    def transform_cell(self, code):
+        return self._shell.transform_cell(code)
+
+
+class _NoLanding(dict):
+    def __init__(self, live):
+        super().__init__(live)
+
+    def update(self, *args, **kwargs):  # values go into the handle, not the namespace
+        pass
+

@@ -1,0 +1,145 @@
+"""One notebook's remote execution: its GPU selection, its warm containers, running a cell in one.
+
+`%gpu` sets the defaults here; `%%remote` calls `run_cell`. Containers are
+kept per resource shape (GPU request, CPUs, memory), so remote state persists
+across cells like a kernel's, and a cell with other `--gpu` gets its own.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, replace
+
+from ..server_ext.container import ContainerSpec, parse_memory
+from ..server_ext.gpu_request import GpuRequest, feasible_choices
+from .cell_names import is_user_name, names_read, parse
+from .container_session import ContainerSession
+from .control_client import ControlPlaneClient
+from .errors import ContainerDied, RemoteTimeout, UnsendableVariable
+from .serialize import pack
+from .status_line import StatusLine, finished_text, progress_text
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What `%gpu` set for this notebook."""
+
+    gpu: GpuRequest = GpuRequest()
+    cpus: int | None = None
+    memory: int | None = None
+    idle_timeout: float | None = None
+    timeout: float | None = None
+
+    def key(self) -> tuple:
+        return (str(self.gpu), self.cpus, self.memory)
+
+
+class RemoteCells:
+    def __init__(self, shell, control: ControlPlaneClient, sink, comm_proxies=None, owner: str = "notebook"):
+        self.shell = shell
+        self.control = control
+        self.sink = sink
+        self.comm_proxies = comm_proxies
+        self.owner = owner
+        self.defaults = Defaults()
+        self.sessions: dict[tuple, ContainerSession] = {}
+        self._lock = threading.Lock()
+
+    # -- %gpu ---------------------------------------------------------------------
+    def select(self, request: str | None = None, **changes) -> Defaults:
+        """Validate and set the notebook's defaults; fails at once with what this host has."""
+        if request is not None:
+            gpu = GpuRequest.parse(request)
+            feasible_choices(gpu, self.control.inventory())
+            changes["gpu"] = gpu
+        if "memory" in changes:
+            changes["memory"] = parse_memory(changes["memory"])
+        self.defaults = replace(self.defaults, **changes)
+        return self.defaults
+
+    # -- containers ---------------------------------------------------------------
+    def spec_for(self, d: Defaults) -> ContainerSpec:
+        return ContainerSpec(gpu=d.gpu, owner=self.owner, cpus=d.cpus, memory=d.memory,
+                             idle_timeout=d.idle_timeout, label="%%remote")
+
+    def session_for(self, d: Defaults, fresh: bool = False, status: StatusLine | None = None):
+        """(warm or new session, seconds it took to start or None when it was warm)."""
+        key = d.key()
+        with self._lock:
+            session = self.sessions.get(key)
+        if session is not None and (fresh or not session.alive()):
+            self.discard(key, reason="--fresh" if fresh else "container ended")
+            session = None
+        if session is not None:
+            return session, None
+        start = time.monotonic()
+        request = str(d.gpu)
+
+        def on_event(event):
+            if status is not None and event.get("phase") in ("queued", "starting"):
+                status.show(progress_text(event, request))
+
+        container = self.control.start(self.spec_for(d), on_event=on_event)
+        session = ContainerSession(container, self.control, self.sink, self.comm_proxies)
+        with self._lock:
+            self.sessions[key] = session
+        return session, time.monotonic() - start
+
+    def discard(self, key: tuple, reason: str) -> None:
+        with self._lock:
+            session = self.sessions.pop(key, None)
+        if session is not None:
+            session.close()
+            if self.control.poll(session.id) is None:
+                self.control.stop(session.id, reason=reason)
+
+    def shutdown(self) -> None:
+        for key in list(self.sessions):
+            self.discard(key, reason="notebook kernel shut down")
+
+    # -- %%remote -----------------------------------------------------------------
+    def values_to_send(self, code: str) -> dict:
+        """The notebook values the cell reads; raise before anything runs if one cannot travel."""
+        try:
+            transformed = self.shell.transform_cell(code)
+        except Exception:
+            transformed = code
+        ns = self.shell.user_ns
+        names = sorted(n for n in names_read(parse(transformed)) if n in ns and is_user_name(n))
+        return {n: ns[n] for n in names}
+
+    def run_cell(self, code: str, d: Defaults, out: list[str] | None = None, pull: bool = True,
+                 fresh: bool = False, parent: dict | None = None, input_fn=None, display=None) -> dict:
+        """Run `code` in the container for `d`; land its values in the notebook; return them."""
+        packed = pack(self.values_to_send(code))
+        if packed.errors:
+            raise UnsendableVariable(
+                "cannot send to the container (nothing ran): " + "; ".join(packed.errors.values())
+                + ". Create such a value inside the %%remote cell instead.")
+        status = StatusLine(display)
+        session, started = self.session_for(d, fresh=fresh, status=status)
+        status.show(f"▶ running on container {session.id}…")
+        pull_names = [] if not pull else out
+        parent = parent if parent is not None else self.sink.current_parent()
+        t0 = time.monotonic()
+        try:
+            result = session.execute(code, packed, pull_names, parent, timeout=d.timeout, input_fn=input_fn)
+        except (ContainerDied, RemoteTimeout):
+            self.discard(d.key(), reason="died")
+            status.show(finished_text(session.container, time.monotonic() - t0, started, failed=True), "failed")
+            raise
+        except BaseException:
+            status.show(finished_text(session.container, time.monotonic() - t0, started, failed=True), "failed")
+            raise
+        finally:
+            if not session.closed:
+                self.control.touch(session.id)
+        self.shell.user_ns.update(result.values)
+        status.show(finished_text(session.container, result.seconds, started), "done")
+        if result.errors:
+            import sys
+
+            print("cellhop: these values stayed in the container: " + "; ".join(result.errors.values()),
+                  file=sys.stderr)
+        return result.values

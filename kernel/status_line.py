@@ -1,0 +1,68 @@
+"""The small line at the top of a `%%remote` cell: where it ran, how long it queued, started and ran."""
+
+from __future__ import annotations
+
+import html
+import time
+
+
+class StatusLine:
+    """Shown once per cell with a display id and updated in place as phases pass."""
+
+    def __init__(self, display=None):
+        self._display = display  # IPython.display.display, or None outside a kernel
+        self._handle = None
+        self.text = ""
+        self.state = "pending"
+
+    def _repr_html_(self) -> str:
+        color = {"failed": "var(--jp-error-color1, #c62828)", "done": "var(--jp-success-color1, #2e7d32)"}.get(
+            self.state, "var(--jp-ui-font-color2, #666)")
+        return (f'<div class="cellhop-status" style="font-size:0.85em;color:{color};'
+                f'font-family:var(--jp-ui-font-family,sans-serif)">{html.escape(self.text)}</div>')
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def show(self, text: str, state: str = "pending") -> None:
+        self.text, self.state = text, state
+        if self._display is None:
+            return
+        if self._handle is None:
+            self._handle = self._display(self, display_id=True)
+        else:
+            self._handle.update(self)
+
+
+def describe_gpus(container: dict) -> str:
+    gpus = container.get("gpus") or []
+    if not gpus:
+        return "CPU only"
+    types = {g["type"] for g in gpus}
+    label = " + ".join(sorted(types)) + (f" ×{len(gpus)}" if len(gpus) > 1 else "")
+    return label + (" (simulated)" if gpus[0].get("simulated") else "")
+
+
+def progress_text(event: dict, request: str) -> str:
+    """A phase event of a starting container, as the status line says it."""
+    phase = event.get("phase")
+    if phase == "queued":
+        ahead = event.get("queue_position")
+        if ahead:
+            return f"⏳ queued for {request}: {ahead} request(s) ahead"
+        return f"⏳ waiting for {request}"
+    if phase == "starting":
+        return f"🚀 starting a container for {request}…"
+    return f"{phase}…"
+
+
+def finished_text(container: dict, ran: float, started: float | None, failed: bool = False) -> str:
+    parts = [f"{'✗ failed' if failed else '✓ ran'} on container {container['id']}", describe_gpus(container)]
+    queued = container.get("queued_seconds")
+    if started is not None:
+        if queued:
+            parts.append(f"queued {queued:.1f} s")
+        parts.append(f"started in {started:.2f} s")
+    parts.append(f"ran {ran:.2f} s")
+    parts.append(time.strftime("at %H:%M:%S"))
+    return " · ".join(parts)
