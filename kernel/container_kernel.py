@@ -61,7 +61,8 @@ class ContainerKernel(IPythonKernel):
             transformed = shell.transform_cell(code)
         except Exception:
             transformed = code
-        if shell.should_run_async(code, transformed_cell=transformed, preprocessing_exc_tuple=None):
+        if "await" in code and shell.should_run_async(code, transformed_cell=transformed,
+                                                      preprocessing_exc_tuple=None):
             result = await shell.run_cell_async(code, store_history=True, transformed_cell=transformed,
                                                 preprocessing_exc_tuple=None)
         else:

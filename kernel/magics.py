@@ -93,7 +93,7 @@ class CellhopMagics(Magics):
                                          ("timeout", args.timeout)) if v is not None}
             d = base.select(args.gpu, **changes)
         out = [n.strip() for n in args.out.split(",") if n.strip()] if args.out else None
-        kwargs = dict(out=out, pull=not args.no_pull, fresh=args.fresh, display=self._display())
+        kwargs = dict(out=out, pull=not args.no_pull, fresh=args.fresh, show_status=self.kernel is not None)
         if args.run_async:
             return self._run_async(cell, d, kwargs)
         return_values = self.cells.run_cell(cell, d, input_fn=self._input_fn(), **kwargs)
@@ -112,13 +112,6 @@ class CellhopMagics(Magics):
 
         return RemoteRun("remote cell", target, interrupt=session.interrupt,
                          on_done=lambda values: self.shell.user_ns.update(values))
-
-    def _display(self):
-        if self.kernel is None:
-            return None
-        from IPython.display import display
-
-        return display
 
     def _input_fn(self):
         kernel = self.kernel

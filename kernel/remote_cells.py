@@ -18,7 +18,7 @@ from .container_session import ContainerSession
 from .control_client import ControlPlaneClient
 from .errors import ContainerDied, RemoteTimeout, UnsendableVariable
 from .serialize import pack
-from .status_line import StatusLine, finished_text, progress_text
+from .status_line import StatusLine, describe_gpus, finished_text, progress_text
 
 
 @dataclass(frozen=True)
@@ -110,18 +110,18 @@ class RemoteCells:
         return {n: ns[n] for n in names}
 
     def run_cell(self, code: str, d: Defaults, out: list[str] | None = None, pull: bool = True,
-                 fresh: bool = False, parent: dict | None = None, input_fn=None, display=None) -> dict:
+                 fresh: bool = False, parent: dict | None = None, input_fn=None, show_status: bool = True) -> dict:
         """Run `code` in the container for `d`; land its values in the notebook; return them."""
         packed = pack(self.values_to_send(code))
         if packed.errors:
             raise UnsendableVariable(
                 "cannot send to the container (nothing ran): " + "; ".join(packed.errors.values())
                 + ". Create such a value inside the %%remote cell instead.")
-        status = StatusLine(display)
-        session, started = self.session_for(d, fresh=fresh, status=status)
-        status.show(f"▶ running on container {session.id}…")
-        pull_names = [] if not pull else out
         parent = parent if parent is not None else self.sink.current_parent()
+        status = StatusLine(self.sink if show_status else None, parent)
+        session, started = self.session_for(d, fresh=fresh, status=status)
+        status.show(f"▶ running on container {session.id} · {describe_gpus(session.container)}")
+        pull_names = [] if not pull else out
         t0 = time.monotonic()
         try:
             result = session.execute(code, packed, pull_names, parent, timeout=d.timeout, input_fn=input_fn)

@@ -4,34 +4,40 @@ from __future__ import annotations
 
 import html
 import time
+import uuid
+
+_COLORS = {"failed": "var(--jp-error-color1, #c62828)", "done": "var(--jp-success-color1, #2e7d32)"}
 
 
 class StatusLine:
-    """Shown once per cell with a display id and updated in place as phases pass."""
+    """Shown once at the top of the cell, with a display id, and updated in place as phases pass.
 
-    def __init__(self, display=None):
-        self._display = display  # IPython.display.display, or None outside a kernel
-        self._handle = None
+    Published straight on the output sink (one small message), not through
+    IPython's display formatters: it is on the path of every warm cell.
+    """
+
+    def __init__(self, sink=None, parent: dict | None = None):
+        self._sink = sink  # None: show nothing (outside a kernel)
+        self._parent = parent or {}
+        self._display_id = uuid.uuid4().hex
+        self._shown = False
         self.text = ""
         self.state = "pending"
 
-    def _repr_html_(self) -> str:
-        color = {"failed": "var(--jp-error-color1, #c62828)", "done": "var(--jp-success-color1, #2e7d32)"}.get(
-            self.state, "var(--jp-ui-font-color2, #666)")
-        return (f'<div class="cellhop-status" style="font-size:0.85em;color:{color};'
-                f'font-family:var(--jp-ui-font-family,sans-serif)">{html.escape(self.text)}</div>')
-
-    def __repr__(self) -> str:
-        return self.text
+    def _content(self) -> dict:
+        color = _COLORS.get(self.state, "var(--jp-ui-font-color2, #666)")
+        markup = (f'<div class="cellhop-status" style="font-size:0.85em;color:{color};'
+                  f'font-family:var(--jp-ui-font-family,sans-serif)">{html.escape(self.text)}</div>')
+        return {"data": {"text/plain": self.text, "text/html": markup}, "metadata": {},
+                "transient": {"display_id": self._display_id}}
 
     def show(self, text: str, state: str = "pending") -> None:
         self.text, self.state = text, state
-        if self._display is None:
+        if self._sink is None:
             return
-        if self._handle is None:
-            self._handle = self._display(self, display_id=True)
-        else:
-            self._handle.update(self)
+        msg_type = "update_display_data" if self._shown else "display_data"
+        self._shown = True
+        self._sink.publish(msg_type, self._content(), {}, [], self._parent)
 
 
 def describe_gpus(container: dict) -> str:

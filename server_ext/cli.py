@@ -1,0 +1,74 @@
+"""The `cellhop` command: `cellhop gpus` shows the inventory; `cellhop demo` opens the demo in JupyterLab."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+DEMO_SIMULATED = "H100:2,A10G:1"
+
+
+def _cmd_gpus(args) -> int:
+    from .inventory import load_inventory
+
+    inv = load_inventory()
+    if args.json:
+        print(json.dumps(inv.to_dict(), indent=2))
+        return 0
+    if not inv.gpus:
+        print(f"No GPUs: {inv.reason}")
+        return 0
+    print("GPUs (simulated)" if inv.simulated else f"GPUs (driver {inv.driver_version or '?'})")
+    for g in inv.gpus:
+        print(f"  [{g.index}] {g.type:<10} {g.memory_total / 2**30:6.0f} GiB  {g.name}  {g.uuid}")
+    return 0
+
+
+def _demo_notebook() -> Path:
+    for base in (Path(__file__).resolve().parent.parent / "examples", Path(sys.prefix) / "share/cellhop/examples"):
+        if (base / "demo.ipynb").exists():
+            return base / "demo.ipynb"
+    raise SystemExit("cellhop: the demo notebook (examples/demo.ipynb) was not found")
+
+
+def _cmd_demo(args) -> int:
+    from .inventory import SIMULATED_ENV, load_inventory
+
+    env = dict(os.environ)
+    if not env.get(SIMULATED_ENV):
+        inv = load_inventory()
+        if not inv.gpus:
+            env[SIMULATED_ENV] = DEMO_SIMULATED
+            print(f"cellhop: {inv.reason}. The demo uses a SIMULATED inventory ({DEMO_SIMULATED}): "
+                  "containers are real, the GPUs are not.")
+    lab = shutil.which("jupyter")
+    if lab is None:
+        raise SystemExit("cellhop: JupyterLab is not installed; run: pip install 'cellhop[lab]'")
+    notebook = _demo_notebook()
+    argv = [lab, "lab", str(notebook.name), f"--ServerApp.root_dir={notebook.parent}"]
+    if os.geteuid() == 0:
+        argv.append("--allow-root")
+    argv += args.lab_args
+    os.execve(lab, argv, env)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cellhop", description="Run notebook cells on GPU containers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("gpus", help="show the GPUs cellhop schedules on this host")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_gpus)
+    p = sub.add_parser("demo", help="open the demo notebook in JupyterLab")
+    p.add_argument("lab_args", nargs=argparse.REMAINDER, help="extra arguments for jupyter lab")
+    p.set_defaults(func=_cmd_demo)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
