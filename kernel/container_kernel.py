@@ -37,6 +37,11 @@ class ContainerKernel(IPythonKernel):
     implementation = "cellhop-container"
     msg_types = [*IPythonKernel.msg_types, "cellhop_execute_request", "cellhop_apply_request"]
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # plain execute_requests too (remote GPU kernels): memory exhaustion ends the container
+        self.shell.events.register("post_run_cell", lambda result: _oom_exit_if_enforced(result.error_in_exec))
+
     def _send_interrupt_children(self):
         # Interrupt this process only: a process-group signal would also reach the sandbox's init.
         os.kill(os.getpid(), signal.SIGINT)

@@ -65,8 +65,7 @@ class ContainerSession:
         """Wait until IOPub is subscribed (a request's idle arrives), so no early output is lost."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            msg_id = self.conn.send("shell", "kernel_info_request", {})
-            idle = self.relay.expect(msg_id, {})
+            msg_id, idle = self._send("shell", "kernel_info_request", {}, None, {})
             self._drain_reply(msg_id, 0.5)
             if idle.wait(0.2):
                 self.relay.done(msg_id)
@@ -114,8 +113,7 @@ class ContainerSession:
 
     def send_apply(self, fn, calls: list, parent: dict) -> str:
         """Pipelined form of `apply` for `.map`: send now, collect with `collect_apply`."""
-        msg_id = self.conn.send("shell", "cellhop_apply_request", {"n": len(calls)}, buffers=dumps((fn, calls)))
-        self.relay.expect(msg_id, parent)
+        msg_id, _ = self._send("shell", "cellhop_apply_request", {"n": len(calls)}, dumps((fn, calls)), parent)
         return msg_id
 
     def collect_apply(self, timeout: float = 0.0):
@@ -131,13 +129,19 @@ class ContainerSession:
 
     def forward(self, msg_type: str, content: dict, buffers=None, parent: dict | None = None) -> None:
         """Forward a frontend message (comm_msg, comm_close) to the container."""
-        msg_id = self.conn.send("shell", msg_type, content, buffers=buffers)
-        if parent:
-            self.relay.expect(msg_id, parent)
+        msg_id, _ = self._send("shell", msg_type, content, buffers, parent or {})
+        self.relay.done(msg_id)  # no idle to wait for; its outputs still go to `parent`
+
+    def _send(self, channel, msg_type, content, buffers, parent, quiet_error=False):
+        """Register the request with the relay, then send it: its `idle` can never arrive unseen."""
+        msg = self.conn.message(msg_type, content)
+        msg_id = msg["header"]["msg_id"]
+        idle = self.relay.expect(msg_id, parent, quiet_error=quiet_error)
+        self.conn.send_message(channel, msg, buffers=buffers or None)
+        return msg_id, idle
 
     def _call(self, msg_type, content, frames, parent, timeout, input_fn, quiet_error=False):
-        msg_id = self.conn.send("shell", msg_type, content, buffers=frames or None)
-        idle = self.relay.expect(msg_id, parent, quiet_error=quiet_error)
+        msg_id, idle = self._send("shell", msg_type, content, frames, parent, quiet_error=quiet_error)
         try:
             reply = self._wait_reply(msg_id, timeout, input_fn)
             idle.wait(5.0)  # every output of the request is relayed before the cell returns
@@ -198,6 +202,8 @@ class ContainerSession:
 
     def _check_alive(self) -> None:
         status = self.control.poll(self.id)
+        if status is None:
+            self.control.touch(self.id)  # a running cell is activity: the idle timeout must not stop it
         if status is not None:
             self.close()
             log = self.control.logs(self.id, tail=10) if hasattr(self.control, "logs") else ""

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections import OrderedDict
 
 from .wire import KernelConnection
+
+MAX_PARENTS = 512  # routes kept for late output (widgets) of earlier requests
 
 RELAYED = {"stream", "display_data", "update_display_data", "execute_result", "error", "clear_output",
            "comm_open", "comm_msg", "comm_close"}
@@ -61,7 +64,7 @@ class OutputRelay:
         self.comm_proxies = comm_proxies
         self.session = session  # the ContainerSession that frontend messages are forwarded through
         self._conn = KernelConnection(info, channels=("iopub",))
-        self._parents: dict[str, dict] = {}  # container msg_id -> notebook parent header
+        self._parents: OrderedDict[str, dict] = OrderedDict()  # container msg_id -> notebook parent
         self._quiet_errors: set[str] = set()  # requests whose error is raised, not relayed
         self._idle: dict[str, threading.Event] = {}
         self._last_parent: dict = {}
@@ -74,6 +77,8 @@ class OutputRelay:
         """Route outputs of container request `msg_id` to notebook `parent`; the event is set at idle."""
         with self._lock:
             self._parents[msg_id] = parent
+            while len(self._parents) > MAX_PARENTS:
+                self._parents.popitem(last=False)
             self._last_parent = parent
             if quiet_error:
                 self._quiet_errors.add(msg_id)

@@ -77,9 +77,13 @@ class KernelConnection:
             sock.connect(_url(info, channel))
             self.sockets[channel] = sock
 
+    def message(self, msg_type: str, content: dict, metadata=None, parent=None) -> dict:
+        """A message to send later with `send_message` (its msg_id is known before it leaves)."""
+        return self.session.msg(msg_type, content, parent=parent, metadata=metadata)
+
     def send(self, channel: str, msg_type: str, content: dict, buffers=None, metadata=None, parent=None) -> str:
         """Send a request; return its msg_id."""
-        msg = self.session.msg(msg_type, content, parent=parent, metadata=metadata)
+        msg = self.message(msg_type, content, metadata=metadata, parent=parent)
         self.session.send(self.sockets[channel], msg, buffers=buffers)
         return msg["header"]["msg_id"]
 

@@ -58,6 +58,12 @@ class ContainerSpec:
     python: str | None = None  # interpreter inside the container; None: this one
     label: str = ""
 
+    def __post_init__(self):
+        # Accept what users type ("H100", "8G") as well as parsed values.
+        if not isinstance(self.gpu, GpuRequest):
+            self.gpu = GpuRequest.parse(self.gpu)
+        self.memory = parse_memory(self.memory)
+
 
 @dataclass(frozen=True)
 class ExitStatus:

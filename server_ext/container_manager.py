@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import Cellhop
-from .container import Container, ContainerSpec, ExitStatus, Phase
+from .container import Container, ContainerSpec, ExitStatus, Phase, parse_memory
 from .errors import ContainerNotFound, ContainerStartError
 from .inventory import Inventory, load_inventory
 from .paths import private_dir, runtime_dir
@@ -91,6 +91,10 @@ class ContainerManager:
         for progress in the notebook. Raises GpuRequestError, QueueTimeout or
         ContainerStartError; on any failure nothing is left running or held.
         """
+        if spec.cpus is None and self.config.default_cpus:
+            spec.cpus = self.config.default_cpus
+        if spec.memory is None and self.config.default_memory:
+            spec.memory = parse_memory(self.config.default_memory)
         container = Container(id=secrets.token_hex(6), spec=spec)
         unsubscribe = self.subscribe(
             lambda e: on_event(e) if e["id"] == container.id else None) if on_event else None

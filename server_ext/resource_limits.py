@@ -40,6 +40,11 @@ class ResourceLimits:
         if self.memory:
             env["CELLHOP_MEMORY_LIMIT"] = str(self.memory)
             env["CELLHOP_MEMORY_ENFORCEMENT"] = "cgroup" if self.cgroup else "rlimit"
+            if self.cgroup is None:
+                # RLIMIT_AS counts address space, and glibc reserves 64 MiB of it per thread's
+                # malloc arena: an idle kernel's ~11 threads would reserve ~700 MiB and a small
+                # limit (512M) would stop it from starting. Two arenas keep it near 230 MiB.
+                env["MALLOC_ARENA_MAX"] = "2"
         return env
 
     def prepare(self, name: str) -> None:
@@ -52,7 +57,11 @@ class ResourceLimits:
             (path / "memory.max").write_text(str(self.memory))
             (path / "memory.swap.max").write_text("0")
             self.cgroup = path
-        except OSError:
+        except OSError:  # e.g. the parent group does not delegate the memory controller
+            try:
+                path.rmdir()
+            except OSError:
+                pass
             self.cgroup = None
 
     def preexec(self) -> None:

@@ -3,9 +3,10 @@
 A request that fits now takes its GPUs at once. One that does not fit waits
 in a queue of ticket files (`<runtime dir>/queue/`), each locked by its
 waiting process, so the queue is shared by every notebook on the host and a
-waiter that dies leaves no ticket that counts. A waiter may take GPUs only
-when no older live ticket wants a type it could also use: first come, first
-served per GPU type, and a queued H100 request never blocks an A10G one.
+waiter that dies leaves no ticket that counts. A request may take a GPU of
+a type only when no older live ticket wants that type: first come, first
+served per GPU type. A queued H100 request never blocks an A10G one, nor
+the A10G of a younger fallback request "H100,A10G".
 """
 
 from __future__ import annotations
@@ -64,9 +65,9 @@ class _Ticket:
         os.rename(tmp, self.path)
         self.types = types
 
-    def ahead(self) -> int:
-        """How many live, older tickets want a type this one could use."""
-        count = 0
+    def ahead(self) -> tuple[int, set[str]]:
+        """How many live, older tickets want a type this one could use, and which of those types they want."""
+        count, wanted = 0, set()
         for name in sorted(os.listdir(self.path.parent)):
             if name >= self.path.name:
                 break
@@ -76,7 +77,8 @@ class _Ticket:
             types = _live_ticket_types(other)
             if types is not None and types & self.types:
                 count += 1
-        return count
+                wanted |= types & self.types
+        return count, wanted
 
     def close(self) -> None:
         try:
@@ -137,22 +139,20 @@ class Scheduler:
             return Allocation(request)
         start = time.monotonic()
         holder = {**holder, "pid": os.getpid(), "since": time.time()}
-        if self.queue_is_empty_for(request):
-            leases = self._try_take(choices, holder)
-            if leases:
-                return Allocation(request, leases)
+        leases = self._try_take(choices, holder, blocked=self.queued_types())
+        if leases:
+            return Allocation(request, leases)
         ticket = _Ticket(self.queue_dir, request.types(self.inventory), holder)
         try:
             last_position = None
             while True:
-                position = ticket.ahead()
+                position, blocked = ticket.ahead()
                 if position != last_position and on_position is not None:
                     on_position(position)
                 last_position = position
-                if position == 0:
-                    leases = self._try_take(choices, holder)
-                    if leases:
-                        return Allocation(request, leases, waited=time.monotonic() - start)
+                leases = self._try_take(choices, holder, blocked)
+                if leases:
+                    return Allocation(request, leases, waited=time.monotonic() - start)
                 waited = time.monotonic() - start
                 if timeout is not None and waited >= timeout:
                     raise QueueTimeout(self._timeout_message(request, waited, position))
@@ -168,23 +168,28 @@ class Scheduler:
         with self._released:
             self._released.notify_all()
 
-    def queue_is_empty_for(self, request: GpuRequest) -> bool:
-        types = request.types(self.inventory)
+    def queued_types(self) -> set[str]:
+        """The GPU types that live queued requests wait for."""
+        wanted: set[str] = set()
         for name in sorted(os.listdir(self.queue_dir)):
             if name.endswith(".ticket"):
-                other = _live_ticket_types(self.queue_dir / name)
-                if other and other & types:
-                    return False
-        return True
+                wanted |= _live_ticket_types(self.queue_dir / name) or set()
+        return wanted
+
+    def queue_is_empty_for(self, request: GpuRequest) -> bool:
+        return not self.queued_types() & request.types(self.inventory)
 
     def holders(self) -> dict[str, dict | None]:
         """GPU uuid -> who holds it (None when free)."""
         return {gpu.uuid: self.leases.holder_of(gpu) for gpu in self.inventory.gpus}
 
-    def _try_take(self, choices: list[GpuChoice], holder: dict) -> list[Lease]:
+    def _try_take(self, choices: list[GpuChoice], holder: dict, blocked: set[str] = frozenset()) -> list[Lease]:
+        """The first choice that can be had now, in order, skipping types older waiters want."""
         for choice in choices:
             types = self.inventory.counts() if choice.type == ANY else [choice.type]
             for gpu_type in types:
+                if gpu_type in blocked:
+                    continue
                 taken: list[Lease] = []
                 for gpu in self.inventory.of_type(gpu_type):
                     lease = self.leases.try_acquire(gpu, holder)

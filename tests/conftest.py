@@ -1,0 +1,112 @@
+"""Shared fixtures and the session's orphan check.
+
+Fixtures:
+- `runtime_root`: a fresh, short runtime folder (/tmp/ch-XXXXXXXX) for leases,
+  queue tickets and containers, removed afterwards. Short on purpose: ipc
+  socket paths inside it must stay under the AF_UNIX limit (~100 bytes), which
+  pytest's own tmp_path would exceed.
+- `make_manager(**config)`: ContainerManagers over a simulated inventory
+  (SIMULATED_GPUS unless `simulated_gpus=` says otherwise) in `runtime_root`;
+  each is closed at teardown, and then none of its container kernels may be left.
+- `manager`: one such manager with the default configuration.
+- `python_child(script, *args)`: a line-driven Python subprocess (see
+  processes.PythonChild), killed at teardown if still running.
+
+At the end of the session no container kernel started by it may be running:
+the check finds them through an environment variable every process of the
+session inherits, kills any it finds and fails the run, naming them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from processes import SESSION_ENV, PythonChild, container_kernel_pids, wait_until
+
+SIMULATED_GPUS = "H100:2,A10G:1"
+
+
+# -- the session's orphan check -------------------------------------------------------
+def pytest_configure(config):
+    os.environ[SESSION_ENV] = f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    tag = os.environ.get(SESSION_ENV)
+    if not tag:
+        return
+    deadline = time.monotonic() + 10  # stops still in flight get a moment to finish
+    while (orphans := container_kernel_pids(session=tag)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not orphans:
+        return
+    described = []
+    for pid in orphans:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        described.append(f"  pid {pid}: {cmdline[:200]}")
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("")
+        reporter.write_sep("=", "container kernels left running after the tests (now killed)", red=True, bold=True)
+        for line in described:
+            reporter.write_line(line, red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# -- fixtures ----------------------------------------------------------------------------
+@pytest.fixture
+def runtime_root():
+    path = Path(tempfile.mkdtemp(prefix="ch-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def make_manager(runtime_root):
+    from cellhop.server_ext.config import Cellhop
+    from cellhop.server_ext.container_manager import ContainerManager
+
+    managers = []
+
+    def make(simulated_gpus: str = SIMULATED_GPUS, **config):
+        config.setdefault("runtime_root", str(runtime_root))
+        manager = ContainerManager(Cellhop(simulated_gpus=simulated_gpus, **config))
+        managers.append(manager)
+        return manager
+
+    yield make
+    for manager in managers:
+        manager.close()
+    for manager in managers:
+        wait_until(lambda m=manager: not container_kernel_pids(m.root), timeout=15,
+                   what=f"the container kernels under {manager.root} to be gone after close()")
+
+
+@pytest.fixture
+def manager(make_manager):
+    return make_manager()
+
+
+@pytest.fixture
+def python_child():
+    children: list[PythonChild] = []
+
+    def start(script: str, *args, env: dict | None = None) -> PythonChild:
+        child = PythonChild(script, *args, env=env)
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        child.close()
