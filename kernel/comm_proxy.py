@@ -40,14 +40,14 @@ class CommProxies:
 
     def open(self, content: dict, session) -> None:
         comm_id = content.get("comm_id")
-        if not comm_id or self.manager.get_comm(comm_id) is not None:
+        if not comm_id or comm_id in self.manager.comms:  # get_comm() would log "No such comm"
             return
         proxy = ProxyComm(comm_id, content.get("target_name", ""), session)
         self.manager.register_comm(proxy)
         self._by_session.setdefault(id(session), set()).add(comm_id)
 
     def closed_remotely(self, comm_id: str) -> None:
-        comm = self.manager.get_comm(comm_id)
+        comm = self.manager.comms.get(comm_id)
         if isinstance(comm, ProxyComm):
             self.manager.unregister_comm(comm)
 

@@ -62,6 +62,7 @@ class ContainerKernel(IPythonKernel):
         before = {k: id(v) for k, v in shell.user_ns.items()}
         code = content["code"]
         self._allow_stdin = bool(content.get("allow_stdin", False))
+        self._forward_input(self._allow_stdin)  # input() asks the notebook, as in execute_request
         try:
             transformed = shell.transform_cell(code)
         except Exception:
@@ -72,6 +73,7 @@ class ContainerKernel(IPythonKernel):
                                                 preprocessing_exc_tuple=None)
         else:
             result = shell.run_cell(code, store_history=True)
+        self._restore_input()
         sys.stdout.flush()
         sys.stderr.flush()
         error = result.error_before_exec or result.error_in_exec
@@ -146,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     from ipykernel.kernelapp import IPKernelApp
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    argv += ["--HistoryManager.enabled=False", "--IPKernelApp.quiet=True"]
+    # parent_handle=1: no parent poller, and no connection banner in the container's log
+    argv += ["--HistoryManager.enabled=False", "--IPKernelApp.quiet=True", "--IPKernelApp.parent_handle=1"]
     IPKernelApp.launch_instance(argv=argv, kernel_class=ContainerKernel)
 
 

@@ -45,6 +45,7 @@ class ContainerSession:
         self.conn = KernelConnection(container["connection_info"], channels=("shell", "control", "stdin"))
         self.relay = OutputRelay(container["connection_info"], sink, comm_proxies, self)
         self.closed = False
+        self._timed_out = False
         self._primary = True
         self._handshake()
 
@@ -97,6 +98,9 @@ class ContainerSession:
         values, errors = unpack(reply.content.get("values", []), reply.buffers)
         errors = {**reply.content.get("errors", {}), **errors}
         result = CellResult(reply.content["status"], values, errors, reply.content, time.monotonic() - start)
+        if result.status == "error" and self._timed_out:
+            raise RemoteTimeout(f"the remote cell ran past --timeout {timeout:g} s and was interrupted "
+                                f"(container {self.id} is still warm, with its state)")
         if result.status == "error":
             c = reply.content
             raise RemoteError.of(c.get("ename", "RemoteError"), c.get("evalue", ""), c.get("traceback", []),
@@ -156,6 +160,7 @@ class ContainerSession:
         poller.register(stdin, zmq.POLLIN)
         deadline = None if timeout is None else time.monotonic() + timeout
         interrupted_at = None
+        self._timed_out = False
         while True:
             try:
                 ready = dict(poller.poll(int(DEATH_CHECK_INTERVAL * 1000)))
@@ -172,6 +177,7 @@ class ContainerSession:
                         if interrupted_at is None:
                             self.interrupt()
                             interrupted_at = now
+                            self._timed_out = True
                         elif now - interrupted_at > INTERRUPT_GRACE:
                             self.control.stop(self.id, reason=f"cell ran past --timeout {timeout:g} s")
                             self.close()
@@ -188,6 +194,7 @@ class ContainerSession:
                 self.interrupt()
                 interrupted_at = time.monotonic()
                 deadline = None  # a user interrupt supersedes the timeout
+                self._timed_out = False
 
     def _answer_input(self, input_fn) -> None:
         request = self.conn.recv("stdin", timeout=0)

@@ -73,6 +73,7 @@ class RemoteCells:
             session = None
         if session is not None:
             return session, None
+        self._make_room(d)
         start = time.monotonic()
         request = str(d.gpu)
 
@@ -85,6 +86,31 @@ class RemoteCells:
         with self._lock:
             self.sessions[key] = session
         return session, time.monotonic() - start
+
+    def _make_room(self, d: Defaults) -> None:
+        """Never queue behind ourselves: when no GPU for `d` is free, stop this notebook's idle
+        containers holding the types it needs (their remote state goes with them)."""
+        if d.gpu.cpu_only:
+            return
+        inv = self.control.inventory()
+        wanted = d.gpu.types(inv)
+        holders = self.control.holders()
+        free = {t: 0 for t in wanted}
+        for g in inv.gpus:
+            if g.type in wanted and not holders.get(g.uuid):
+                free[g.type] += 1
+        if any(c.type in free and free[c.type] >= c.count or c.type == "any" and sum(free.values()) >= c.count
+               for c in d.gpu.choices):
+            return
+        with self._lock:
+            mine = [(k, s) for k, s in self.sessions.items()
+                    if any(g["type"] in wanted for g in s.container.get("gpus") or [])]
+        for key, session in mine:
+            import sys
+
+            print(f"cellhop: stopping this notebook's container {session.id} to free its GPU for {d.gpu}",
+                  file=sys.stderr)
+            self.discard(key, reason=f"its GPU was needed for {d.gpu} by the same notebook")
 
     def discard(self, key: tuple, reason: str) -> None:
         with self._lock:
@@ -126,7 +152,8 @@ class RemoteCells:
         try:
             result = session.execute(code, packed, pull_names, parent, timeout=d.timeout, input_fn=input_fn)
         except (ContainerDied, RemoteTimeout):
-            self.discard(d.key(), reason="died")
+            if session.closed:  # it was stopped or died; a timeout that interrupted in time keeps it
+                self.discard(d.key(), reason="died")
             status.show(finished_text(session.container, time.monotonic() - t0, started, failed=True), "failed")
             raise
         except BaseException:
