@@ -10,7 +10,34 @@ it, so a container never outlives its owner.
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
+
+PRIVATE = (Path("/tmp"), Path("/dev/shm"))
+
+
+def hidden_import_paths() -> list[Path]:
+    """Folders Python imports from (cellhop's own source included) that the private /tmp would hide.
+
+    A checkout or virtual environment under /tmp is common (CI clones, scratch
+    venvs); those folders are bound back read-only so the container imports
+    exactly what the notebook does.
+    """
+    import cellhop
+    import cellhop.kernel
+
+    candidates = [Path(p) for p in sys.path if p] + [Path(sys.prefix), Path(sys.executable).parent]
+    candidates += [Path(cellhop.__file__).parent.parent, Path(cellhop.kernel.__file__).parent.parent]
+    found: list[Path] = []
+    for path in candidates:
+        try:
+            path = path.resolve()
+        except OSError:
+            continue
+        if path.exists() and any(path.is_relative_to(p) and path != p for p in PRIVATE):
+            if not any(path.is_relative_to(f) for f in found):
+                found = [f for f in found if not f.is_relative_to(path)] + [path]
+    return found
 
 
 def find_bubblewrap() -> str | None:
@@ -29,9 +56,9 @@ def bubblewrap_argv(bwrap: str, rw_binds: list[Path], workdir: Path, ro_binds: l
         "--tmpfs", "/tmp",
         "--tmpfs", "/dev/shm",
     ]
-    for path in rw_binds:
-        argv += ["--bind", str(path), str(path)]
     for src, dest in ro_binds:
         argv += ["--ro-bind", str(src), str(dest)]
+    for path in rw_binds:
+        argv += ["--bind", str(path), str(path)]
     argv += ["--chdir", str(workdir), "--"]
     return argv

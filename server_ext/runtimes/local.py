@@ -24,7 +24,7 @@ from pathlib import Path
 from ..container import OOM_EXIT_CODE, Container, ExitStatus
 from ..errors import CellhopError
 from ..resource_limits import ResourceLimits
-from ..sandbox import bubblewrap_argv, find_bubblewrap
+from ..sandbox import bubblewrap_argv, find_bubblewrap, hidden_import_paths
 from .base import ContainerRuntime
 
 log = logging.getLogger("cellhop")
@@ -134,7 +134,8 @@ class LocalRuntime(ContainerRuntime):
         command = [python, "-m", "cellhop.kernel.container_kernel", "-f", str(conn_file)]
         if self.bwrap:
             binds = [directory] + ([workdir] if spec.workdir else [])
-            command = bubblewrap_argv(self.bwrap, binds, workdir) + command
+            ro_binds = [(p, p) for p in hidden_import_paths()]
+            command = bubblewrap_argv(self.bwrap, binds, workdir, ro_binds) + command
         logfile = open(directory / "container.log", "ab")
         try:
             proc = self._spawner.popen(
