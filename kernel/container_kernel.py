@@ -19,10 +19,10 @@ import traceback
 
 from ipykernel.ipkernel import IPythonKernel
 
+from ..server_ext.container import OOM_EXIT_CODE
 from .cell_names import is_user_name, names_assigned, parse
 from .serialize import dumps, loads, pack, unpack
 
-OOM_EXIT_CODE = 86  # same value as cellhop.server_ext.container.OOM_EXIT_CODE
 
 
 def _oom_exit_if_enforced(exc: BaseException | None) -> None:
@@ -76,8 +76,7 @@ class ContainerKernel(IPythonKernel):
         self._restore_input()
         sys.stdout.flush()
         sys.stderr.flush()
-        error = result.error_before_exec or result.error_in_exec
-        _oom_exit_if_enforced(error)
+        error = result.error_before_exec or result.error_in_exec  # MemoryError: the post_run_cell hook exits
         reply["execution_count"] = shell.execution_count - 1
         if error is not None:
             reply.update(status="error", ename=type(error).__name__, evalue=str(error),

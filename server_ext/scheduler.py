@@ -176,9 +176,6 @@ class Scheduler:
                 wanted |= _live_ticket_types(self.queue_dir / name) or set()
         return wanted
 
-    def queue_is_empty_for(self, request: GpuRequest) -> bool:
-        return not self.queued_types() & request.types(self.inventory)
-
     def holders(self) -> dict[str, dict | None]:
         """GPU uuid -> who holds it (None when free)."""
         return {gpu.uuid: self.leases.holder_of(gpu) for gpu in self.inventory.gpus}
@@ -203,8 +200,9 @@ class Scheduler:
 
     def _timeout_message(self, request: GpuRequest, waited: float, position: int) -> str:
         busy = []
+        types = request.types(self.inventory)
         for gpu in self.inventory.gpus:
-            if gpu.type in request.types(self.inventory):
+            if gpu.type in types:
                 who = self.leases.holder_of(gpu)
                 if who:
                     busy.append(f"GPU {gpu.index} ({gpu.type}) held by {who.get('owner', 'unknown')}")

@@ -111,6 +111,7 @@ class LocalRuntime(ContainerRuntime):
                         "on this host; install it with 'apt-get install bubblewrap'")
         self._spawner = _Spawner()
         self._limits: dict[str, ResourceLimits] = {}
+        self._ro_binds = [(p, p) for p in hidden_import_paths()] if self.bwrap else []
 
     def describe(self) -> str:
         return "local, sandboxed with bubblewrap" if self.bwrap else "local, unsandboxed (bubblewrap missing)"
@@ -134,8 +135,7 @@ class LocalRuntime(ContainerRuntime):
         command = [python, "-m", "cellhop.kernel.container_kernel", "-f", str(conn_file)]
         if self.bwrap:
             binds = [directory] + ([workdir] if spec.workdir else [])
-            ro_binds = [(p, p) for p in hidden_import_paths()]
-            command = bubblewrap_argv(self.bwrap, binds, workdir, ro_binds) + command
+            command = bubblewrap_argv(self.bwrap, binds, workdir, self._ro_binds) + command
         logfile = open(directory / "container.log", "ab")
         try:
             proc = self._spawner.popen(
