@@ -16,6 +16,7 @@ import zmq
 from .errors import ContainerDied, RemoteError, RemoteTimeout
 from .output_relay import OutputRelay
 from .serialize import Packed, dumps, loads, unpack
+from .status_line import describe_gpus
 from .wire import KernelConnection
 
 DEATH_CHECK_INTERVAL = 0.1
@@ -82,10 +83,7 @@ class ContainerSession:
                 return
 
     def where(self) -> str:
-        gpus = self.container.get("gpus") or []
-        label = ", ".join(g["type"] for g in gpus) or "CPU"
-        simulated = " simulated" if gpus and gpus[0].get("simulated") else ""
-        return f" {self.id} ({label}{simulated})"
+        return f" {self.id} ({describe_gpus(self.container)})"
 
     # -- requests ---------------------------------------------------------------
     def execute(self, code: str, push: Packed, pull: list[str] | None, parent: dict,

@@ -5,8 +5,7 @@ from __future__ import annotations
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, argument_group, magic_arguments, parse_argstring
 
-from .remote_cells import Defaults, RemoteCells
-from .remote_run import RemoteRun
+from .remote_cells import RemoteCells
 
 
 def _resources(group_title: str):
@@ -85,33 +84,14 @@ class CellhopMagics(Magics):
     def remote(self, line: str, cell: str):
         """Run this cell in the notebook's GPU container; its new values come back."""
         args = parse_argstring(self.remote, line)
-        d = self.cells.defaults
-        if args.gpu is not None or args.cpus is not None or args.memory is not None or args.timeout is not None:
-            base = RemoteCells(self.shell, self.cells.control, self.cells.sink)
-            base.defaults = d
-            changes = {k: v for k, v in (("cpus", args.cpus), ("memory", args.memory),
-                                         ("timeout", args.timeout)) if v is not None}
-            d = base.select(args.gpu, **changes)
+        changes = {k: v for k, v in (("cpus", args.cpus), ("memory", args.memory),
+                                     ("timeout", args.timeout)) if v is not None}
+        d = self.cells.resolve(self.cells.defaults, args.gpu, **changes)
         out = [n.strip() for n in args.out.split(",") if n.strip()] if args.out else None
         kwargs = dict(out=out, pull=not args.no_pull, fresh=args.fresh, show_status=self.kernel is not None)
         if args.run_async:
-            return self._run_async(cell, d, kwargs)
-        return_values = self.cells.run_cell(cell, d, input_fn=self._input_fn(), **kwargs)
-        del return_values  # landed in the namespace; the cell's own output already showed
-
-    def _run_async(self, cell: str, d: Defaults, kwargs: dict) -> RemoteRun:
-        session, _ = self.cells.session_for(d, fresh=kwargs.pop("fresh"))
-        parent = self.cells.sink.current_parent()
-        worker = RemoteCells(self.shell, self.cells.control, self.cells.sink, self.cells.comm_proxies,
-                             self.cells.owner)
-        worker.sessions[d.key()] = session.secondary()
-        worker.shell = _DetachedShell(self.shell)
-
-        def target():
-            return worker.run_cell(cell, d, parent=parent, **kwargs)
-
-        return RemoteRun("remote cell", target, interrupt=session.interrupt,
-                         on_done=lambda values: self.shell.user_ns.update(values))
+            return self.cells.run_cell_async(cell, d, **kwargs)
+        self.cells.run_cell(cell, d, input_fn=self._input_fn(), **kwargs)  # values land in the namespace
 
     def _input_fn(self):
         kernel = self.kernel
@@ -124,23 +104,4 @@ class CellhopMagics(Magics):
             return kernel.getpass(prompt) if password else kernel.raw_input(prompt)
 
         return ask
-
-
-class _DetachedShell:
-    """The shell as a background cell sees it: reads the live namespace, lands values only on wait()."""
-
-    def __init__(self, shell):
-        self._shell = shell
-        self.user_ns = _NoLanding(shell.user_ns)
-
-    def transform_cell(self, code):
-        return self._shell.transform_cell(code)
-
-
-class _NoLanding(dict):
-    def __init__(self, live):
-        super().__init__(live)
-
-    def update(self, *args, **kwargs):  # values go into the handle, not the namespace
-        pass
 

@@ -7,6 +7,7 @@ across cells like a kernel's, and a cell with other `--gpu` gets its own.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -17,7 +18,8 @@ from .cell_names import is_user_name, names_read, parse
 from .container_session import ContainerSession
 from .control_client import ControlPlaneClient
 from .errors import ContainerDied, RemoteTimeout, UnsendableVariable
-from .serialize import pack
+from .remote_run import RemoteRun
+from .serialize import Packed, pack
 from .status_line import StatusLine, describe_gpus, finished_text, progress_text
 
 
@@ -47,15 +49,19 @@ class RemoteCells:
         self._lock = threading.Lock()
 
     # -- %gpu ---------------------------------------------------------------------
-    def select(self, request: str | None = None, **changes) -> Defaults:
-        """Validate and set the notebook's defaults; fails at once with what this host has."""
+    def resolve(self, base: Defaults, request: str | None = None, **changes) -> Defaults:
+        """`base` with what the user typed applied; fails at once with what this host has."""
         if request is not None:
             gpu = GpuRequest.parse(request)
             feasible_choices(gpu, self.control.inventory())
             changes["gpu"] = gpu
         if "memory" in changes:
             changes["memory"] = parse_memory(changes["memory"])
-        self.defaults = replace(self.defaults, **changes)
+        return replace(base, **changes)
+
+    def select(self, request: str | None = None, **changes) -> Defaults:
+        """Set the notebook's defaults (`%gpu`)."""
+        self.defaults = self.resolve(self.defaults, request, **changes)
         return self.defaults
 
     # -- containers ---------------------------------------------------------------
@@ -106,8 +112,6 @@ class RemoteCells:
             mine = [(k, s) for k, s in self.sessions.items()
                     if any(g["type"] in wanted for g in s.container.get("gpus") or [])]
         for key, session in mine:
-            import sys
-
             print(f"cellhop: stopping this notebook's container {session.id} to free its GPU for {d.gpu}",
                   file=sys.stderr)
             self.discard(key, reason=f"its GPU was needed for {d.gpu} by the same notebook")
@@ -135,17 +139,49 @@ class RemoteCells:
         names = sorted(n for n in names_read(parse(transformed)) if n in ns and is_user_name(n))
         return {n: ns[n] for n in names}
 
-    def run_cell(self, code: str, d: Defaults, out: list[str] | None = None, pull: bool = True,
-                 fresh: bool = False, parent: dict | None = None, input_fn=None, show_status: bool = True) -> dict:
-        """Run `code` in the container for `d`; land its values in the notebook; return them."""
+    def pack_cell(self, code: str) -> Packed:
+        """The cell's notebook values, packed now; raise before anything runs if one cannot travel."""
         packed = pack(self.values_to_send(code))
         if packed.errors:
             raise UnsendableVariable(
                 "cannot send to the container (nothing ran): " + "; ".join(packed.errors.values())
                 + ". Create such a value inside the %%remote cell instead.")
-        parent = parent if parent is not None else self.sink.current_parent()
+        return packed
+
+    def run_cell(self, code: str, d: Defaults, out: list[str] | None = None, pull: bool = True,
+                 fresh: bool = False, input_fn=None, show_status: bool = True) -> dict:
+        """Run `code` in the container for `d`; land its values in the notebook; return them."""
+        packed = self.pack_cell(code)
+        parent = self.sink.current_parent()
         status = StatusLine(self.sink if show_status else None, parent)
         session, started = self.session_for(d, fresh=fresh, status=status)
+        values = self._execute(code, d, packed, session, started, status, parent, out, pull, input_fn)
+        self.shell.user_ns.update(values)
+        return values
+
+    def run_cell_async(self, code: str, d: Defaults, out: list[str] | None = None, pull: bool = True,
+                       fresh: bool = False, show_status: bool = True) -> RemoteRun:
+        """Start `code` and return a handle at once; its values land in the notebook on `wait()`.
+
+        The values it reads are packed now, as they are when the cell runs; the
+        work goes on over a second connection to the same container.
+        """
+        packed = self.pack_cell(code)
+        parent = self.sink.current_parent()
+        status = StatusLine(self.sink if show_status else None, parent)
+        session, started = self.session_for(d, fresh=fresh, status=status)
+        worker = session.secondary()
+
+        def target():
+            try:
+                return self._execute(code, d, packed, worker, started, status, parent, out, pull, None)
+            finally:
+                worker.close()
+
+        return RemoteRun("remote cell", target, interrupt=session.interrupt, on_done=self.shell.user_ns.update)
+
+    def _execute(self, code, d, packed, session, started, status, parent, out, pull, input_fn) -> dict:
+        """Ship the cell on `session`, keep the status line current, return the values it brought back."""
         status.show(f"▶ running on container {session.id} · {describe_gpus(session.container)}")
         pull_names = [] if not pull else out
         t0 = time.monotonic()
@@ -162,11 +198,8 @@ class RemoteCells:
         finally:
             if not session.closed:
                 self.control.touch(session.id)
-        self.shell.user_ns.update(result.values)
         status.show(finished_text(session.container, result.seconds, started), "done")
         if result.errors:
-            import sys
-
             print("cellhop: these values stayed in the container: " + "; ".join(result.errors.values()),
                   file=sys.stderr)
         return result.values
