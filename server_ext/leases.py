@@ -64,23 +64,34 @@ class LeaseDirectory:
 
     def holder_of(self, gpu: Gpu) -> dict | None:
         """Who holds `gpu` (as written by its holder), or None when it is free."""
-        path = self._path(gpu)
+        holder = read_locked(self._path(gpu))
+        return None if holder is None else holder or {"owner": "unknown"}
+
+
+def read_locked(path: Path, lock: int = fcntl.LOCK_SH, when_free=None) -> dict | None:
+    """What the live holder of `path`'s flock wrote in it ({} when unreadable), or None when nobody holds it.
+
+    The test takes the lock for an instant: LOCK_SH merely to look, LOCK_EX to
+    act on a free file. `when_free(path)` runs while that lock is held, e.g.
+    to remove a file its holder left behind when it died.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        try:
+            fcntl.flock(fd, lock | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
             try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
-                raw = os.pread(fd, 65536, 0)
-                try:
-                    return json.loads(raw) if raw else {"owner": "unknown"}
-                except ValueError:
-                    return {"owner": "unknown"}
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None
-        finally:
-            os.close(fd)
+                value = json.loads(os.pread(fd, 65536, 0))
+            except ValueError:
+                return {}
+            return value if isinstance(value, dict) else {}
+        if when_free is not None:
+            when_free(path)
+        return None
+    finally:
+        os.close(fd)  # also drops the instant's lock

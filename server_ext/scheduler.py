@@ -11,7 +11,6 @@ the A10G of a younger fallback request "H100,A10G".
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -25,7 +24,7 @@ from pathlib import Path
 from .errors import QueueTimeout
 from .gpu_request import ANY, GpuChoice, GpuRequest, feasible_choices
 from .inventory import Gpu, Inventory
-from .leases import Lease, LeaseDirectory
+from .leases import Lease, LeaseDirectory, read_locked
 from .paths import private_dir
 
 POLL_INTERVAL = 0.05
@@ -90,25 +89,8 @@ class _Ticket:
 
 def _live_ticket_types(path: Path) -> set[str] | None:
     """The types an older ticket waits for, or None (removing it) if its waiter is gone."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
-            try:
-                return set(json.loads(os.pread(fd, 65536, 0))["types"])
-            except (ValueError, KeyError):
-                return set()
-        path.unlink(missing_ok=True)  # its waiter died: the ticket is stale
-        return None
-    finally:
-        os.close(fd)
-
+    info = read_locked(path, fcntl.LOCK_EX, when_free=lambda stale: stale.unlink(missing_ok=True))
+    return None if info is None else set(info.get("types", ()))
 
 class Scheduler:
     """Allocates this host's GPUs exclusively, queueing fairly when none fits."""
