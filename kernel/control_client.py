@@ -1,18 +1,27 @@
 """The notebook side's view of the control plane.
 
-`ControlPlaneClient` is what the magics and `cellhop.remote` use. The
-embedded implementation runs a control plane inside this kernel process
-(plain IPython, nbclient, any kernel not started by a cellhop server); its
-containers die with this process.
+`ControlPlaneClient` is what the magics, `cellhop.remote`, the widgets and
+the kernel provisioner use. Two implementations behave the same to the user:
+
+- `HttpControlPlane` (http_control_plane.py) talks to the server's control
+  plane; kernels started by a cellhop-enabled jupyter_server (or pointed at
+  `cellhop serve`) find it through CELLHOP_CONTROL_URL and CELLHOP_CONTROL_TOKEN.
+- `EmbeddedControlPlane` runs a control plane inside this process (plain
+  IPython, nbclient, any kernel started elsewhere); its containers die with
+  this process. The server process itself uses one around its own control plane.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from abc import ABC, abstractmethod
 
 from ..server_ext.config import Cellhop
 from ..server_ext.container import ContainerSpec, ExitStatus
+
+CONTROL_URL_ENV = "CELLHOP_CONTROL_URL"
+CONTROL_TOKEN_ENV = "CELLHOP_CONTROL_TOKEN"
 
 
 class ControlPlaneClient(ABC):
@@ -43,6 +52,15 @@ class ControlPlaneClient(ABC):
     @abstractmethod
     def logs(self, container_id: str, tail: int | None = None) -> str: ...
 
+    @abstractmethod
+    def containers(self) -> list[dict]:
+        """Every container this control plane knows, as `Container.to_dict()`."""
+
+    @abstractmethod
+    def subscribe(self, listener, metrics_interval: float | None = None, paused: bool = False):
+        """Events as on the API's event stream (hello, container, metrics, ...), delivered on a
+        background thread. Returns a subscription with configure(interval), pause(), resume(), close()."""
+
     def close(self) -> None:
         pass
 
@@ -50,10 +68,12 @@ class ControlPlaneClient(ABC):
 class EmbeddedControlPlane(ControlPlaneClient):
     """A control plane living in this process."""
 
-    def __init__(self, config: Cellhop):
-        from ..server_ext.container_manager import ContainerManager
+    def __init__(self, config: Cellhop | None = None, control_plane=None, owned: bool = True):
+        from ..server_ext.control_plane import ControlPlane
 
-        self.manager = ContainerManager(config)
+        self.control_plane = control_plane or ControlPlane(config)
+        self.manager = self.control_plane.manager
+        self._owned = owned  # False when the server owns it (and closes it)
 
     def inventory(self):
         return self.manager.inventory
@@ -80,8 +100,15 @@ class EmbeddedControlPlane(ControlPlaneClient):
     def logs(self, container_id: str, tail: int | None = None) -> str:
         return self.manager.logs(container_id, tail=tail)
 
+    def containers(self) -> list[dict]:
+        return self.control_plane.containers_view()
+
+    def subscribe(self, listener, metrics_interval: float | None = None, paused: bool = False):
+        return self.control_plane.subscribe(listener, metrics_interval, paused)
+
     def close(self) -> None:
-        self.manager.close()
+        if self._owned:
+            self.control_plane.close()
 
 
 _lock = threading.Lock()
@@ -89,12 +116,26 @@ _client: ControlPlaneClient | None = None
 
 
 def get_control_plane(config=None) -> ControlPlaneClient:
-    """This process's control plane client, made on first use."""
+    """This process's control plane client, made on first use: the server's when this
+    process was started by a cellhop server (or told where one is), else an embedded one."""
     global _client
     with _lock:
         if _client is None:
-            _client = EmbeddedControlPlane(Cellhop(config=config) if config is not None else Cellhop())
+            url = os.environ.get(CONTROL_URL_ENV)
+            if url:
+                from .http_control_plane import HttpControlPlane
+
+                _client = HttpControlPlane(url, os.environ.get(CONTROL_TOKEN_ENV, ""))
+            else:
+                _client = EmbeddedControlPlane(Cellhop(config=config) if config is not None else Cellhop())
         return _client
+
+
+def set_control_plane(client: ControlPlaneClient | None) -> None:
+    """Make `client` this process's control plane client (the server extension does, for its own)."""
+    global _client
+    with _lock:
+        _client = client
 
 
 def reset_control_plane() -> None:

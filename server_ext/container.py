@@ -6,7 +6,7 @@ import enum
 import re
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .errors import CellhopError
@@ -57,12 +57,50 @@ class ContainerSpec:
     queue_timeout: float | None = None  # None: the control plane's default
     python: str | None = None  # interpreter inside the container; None: this one
     label: str = ""
+    owner_pid: int | None = None  # the notebook kernel's pid: when it exits, the container stops
+    owner_host: str | None = None  # ... if it runs on the control plane's host
 
     def __post_init__(self):
         # Accept what users type ("H100", "8G") as well as parsed values.
         if not isinstance(self.gpu, GpuRequest):
             self.gpu = GpuRequest.parse(self.gpu)
         self.memory = parse_memory(self.memory)
+        if self.workdir is not None and not isinstance(self.workdir, Path):
+            self.workdir = Path(self.workdir)
+
+    def to_json(self) -> dict:
+        """What crosses the API (`POST containers`); `from_json` reads it back."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (GpuRequest, Path)):
+                value = str(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> ContainerSpec:
+        """A spec from the API; unknown fields and wrong types are a CellhopError naming them."""
+        if not isinstance(data, dict):
+            raise CellhopError("the container spec must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CellhopError(f"unknown field(s) in the container spec: {', '.join(unknown)}; "
+                               f"known: {', '.join(sorted(known))}")
+        checks = {"owner": str, "label": str, "python": str, "owner_host": str,
+                  "cpus": int, "owner_pid": int, "idle_timeout": (int, float), "queue_timeout": (int, float),
+                  "env": dict, "workdir": str, "gpu": str, "memory": (str, int)}
+        for name, kind in checks.items():
+            value = data.get(name)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                raise CellhopError(f"container spec field {name!r} has the wrong type ({type(value).__name__})")
+        env = data.get("env") or {}
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise CellhopError("container spec field 'env' must map strings to strings")
+        if data.get("cpus") is not None and data["cpus"] < 1:
+            raise CellhopError("container spec field 'cpus' must be at least 1")
+        return cls(**{k: v for k, v in data.items() if v is not None})
 
 
 @dataclass(frozen=True)
