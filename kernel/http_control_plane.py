@@ -1,0 +1,262 @@
+"""The control plane of a cellhop server, seen from a kernel: REST calls and the event stream.
+
+Kernels started by a cellhop-enabled jupyter_server get CELLHOP_CONTROL_URL
+and a token scoped to the cellhop API; a kernel elsewhere sets both by hand
+to reach a `cellhop serve`. The data path (execute, output, values) never
+goes through here: `start` hands back the container's connection info and
+the kernel talks to the container directly.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import threading
+import time
+from urllib.parse import urlencode, urlsplit
+
+from ..server_ext.container import ContainerSpec, ExitStatus
+from ..server_ext.errors import (CellhopError, ContainerNotFound, ContainerStartError, GpuRequestError,
+                                 QueueTimeout)
+from ..server_ext.inventory import Inventory
+from .control_client import ControlPlaneClient
+
+API = "cellhop/api/"
+INVENTORY_TTL = 30.0  # the inventory changes only when the server restarts
+TOUCH_EVERY = 5.0  # activity is reported at most this often per container (idle timeouts are minutes)
+
+
+class ControlPlaneUnreachable(CellhopError, ConnectionError):
+    """The cellhop server could not be reached."""
+
+
+_ERRORS = {"GpuRequestError": GpuRequestError, "SimulatedInventoryError": GpuRequestError,
+           "QueueTimeout": QueueTimeout, "ContainerStartError": ContainerStartError,
+           "ContainerNotFound": ContainerNotFound}
+
+
+def _error_from(status: int, body: dict) -> CellhopError:
+    message = body.get("message") or f"the cellhop server answered HTTP {status}"
+    kind = _ERRORS.get(body.get("error", ""))
+    if kind is not None:
+        return kind(message)
+    if status == 404:
+        return ContainerNotFound(message)
+    if status == 403:
+        return CellhopError(f"the cellhop server refused the request ({message}); check CELLHOP_CONTROL_TOKEN")
+    return CellhopError(message)
+
+
+class HttpControlPlane(ControlPlaneClient):
+    """A `ControlPlaneClient` over the server's REST API and event stream."""
+
+    def __init__(self, url: str, token: str, timeout: float = 30.0):
+        parts = urlsplit(url if url.endswith("/") else url + "/")
+        if parts.scheme not in ("http", "https"):
+            raise CellhopError(f"CELLHOP_CONTROL_URL={url!r} must be an http:// or https:// URL")
+        self.url = parts
+        self.base_path = parts.path + API
+        self._token = token
+        self.timeout = timeout
+        self._local = threading.local()
+        self._inventory: tuple[float, dict] | None = None
+        self._touched: dict[str, float] = {}
+
+    def __repr__(self) -> str:  # never shows the token
+        return f"HttpControlPlane({self.url.scheme}://{self.url.netloc}{self.url.path})"
+
+    # -- HTTP ------------------------------------------------------------------
+    def _headers(self, body: bool) -> dict:
+        headers = {"Authorization": f"token {self._token}", "Accept": "application/json"}
+        if body:
+            headers["Content-Type"] = "application/json"
+        return headers
+
+    def _new_connection(self, timeout: float | None) -> http.client.HTTPConnection:
+        cls = http.client.HTTPSConnection if self.url.scheme == "https" else http.client.HTTPConnection
+        return cls(self.url.hostname, self.url.port, timeout=timeout)
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._new_connection(self.timeout)
+        return conn
+
+    def request(self, method: str, path: str, body: dict | None = None, query: dict | None = None) -> dict:
+        """One JSON call on the cellhop API; CellhopError (of the right kind) on an error answer."""
+        target = self.base_path + path + (f"?{urlencode(query)}" if query else "")
+        data = json.dumps(body).encode() if body is not None else None
+        for attempt in (0, 1):  # a kept-alive connection the server closed is retried once
+            conn = self._connection()
+            try:
+                conn.request(method, target, body=data, headers=self._headers(data is not None))
+                response = conn.getresponse()
+                raw = response.read()
+                break
+            except (ConnectionError, http.client.HTTPException, socket.timeout, OSError) as exc:
+                conn.close()
+                self._local.conn = None
+                if attempt:
+                    raise ControlPlaneUnreachable(
+                        f"cannot reach the cellhop server at {self.url.netloc} ({exc}); is it running?") from None
+        try:
+            payload = json.loads(raw) if raw else {}
+        except ValueError:
+            payload = {"message": raw[:200].decode(errors="replace")}
+        if response.status >= 400:
+            raise _error_from(response.status, payload)
+        return payload
+
+    def stream(self, method: str, path: str, body: dict | None = None, on_line=None,
+               query: dict | None = None) -> dict:
+        """Call a route that answers with JSON lines; `on_line` sees each, the last is returned.
+
+        Interrupting (KeyboardInterrupt) closes the connection, which cancels the work on the server.
+        """
+        query = {**(query or {}), "events": "1"}
+        conn = self._new_connection(None)
+        try:
+            data = json.dumps(body).encode() if body is not None else None
+            try:
+                conn.request(method, self.base_path + path + "?" + urlencode(query), body=data,
+                             headers=self._headers(data is not None))
+                response = conn.getresponse()
+            except OSError as exc:
+                raise ControlPlaneUnreachable(
+                    f"cannot reach the cellhop server at {self.url.netloc} ({exc}); is it running?") from None
+            if response.status >= 400:
+                raw = response.read()
+                raise _error_from(response.status, json.loads(raw) if raw else {})
+            last: dict = {}
+            while True:
+                line = response.readline()
+                if not line:
+                    break
+                if not line.strip():
+                    continue
+                last = json.loads(line)
+                if on_line is not None:
+                    on_line(last)
+            if not last:
+                raise ControlPlaneUnreachable("the cellhop server closed the stream without an answer")
+            return last
+        finally:
+            conn.close()
+
+    # -- ControlPlaneClient ----------------------------------------------------
+    def _gpus_view(self, fresh: bool = False) -> dict:
+        now = time.monotonic()
+        if fresh or self._inventory is None or now - self._inventory[0] > INVENTORY_TTL:
+            self._inventory = (now, self.request("GET", "gpus"))
+        return self._inventory[1]
+
+    def inventory(self) -> Inventory:
+        return Inventory.from_dict(self._gpus_view())
+
+    def holders(self) -> dict:
+        return {g["uuid"]: g.get("holder") for g in self._gpus_view(fresh=True)["gpus"]}
+
+    def runtime_description(self) -> str:
+        return f"{self._gpus_view()['runtime']}, via the cellhop server at {self.url.netloc}"
+
+    def start(self, spec: ContainerSpec, on_event=None) -> dict:
+        if spec.owner_pid is None:
+            spec.owner_pid, spec.owner_host = os.getpid(), socket.gethostname()
+
+        def on_line(event):
+            if on_event is not None and event.get("type") == "container":
+                on_event(event)
+
+        final = self.stream("POST", "containers", {"spec": spec.to_json()}, on_line)
+        if final.get("type") == "error":
+            raise _error_from(final.get("status", 500), final)
+        container = final["container"]
+        self._touched[container["id"]] = time.monotonic()
+        return container
+
+    def poll(self, container_id: str) -> ExitStatus | None:
+        try:
+            container = self.request("GET", f"containers/{container_id}")
+        except ContainerNotFound:
+            return ExitStatus(stopped=True, reason="the cellhop server no longer knows this container "
+                                                   "(was the server restarted?)")
+        return _exit_of(container)
+
+    def stop(self, container_id: str, reason: str = "stopped on request") -> ExitStatus:
+        try:
+            container = self.request("POST", f"containers/{container_id}/stop", {"reason": reason})
+        except ContainerNotFound:
+            return ExitStatus(stopped=True, reason=reason)
+        self._touched.pop(container_id, None)
+        return _exit_of(container) or ExitStatus(stopped=True, reason=reason)
+
+    def touch(self, container_id: str) -> None:
+        now = time.monotonic()
+        if now - self._touched.get(container_id, 0.0) >= TOUCH_EVERY:
+            self._touched[container_id] = now
+            self.request("POST", f"containers/{container_id}/touch")
+
+    def logs(self, container_id: str, tail: int | None = None) -> str:
+        return self.request("GET", f"containers/{container_id}/logs", query={"tail": tail} if tail else None)["log"]
+
+    def containers(self) -> list[dict]:
+        return self.request("GET", "containers")["containers"]
+
+    def subscribe(self, listener, metrics_interval: float | None = None, paused: bool = False):
+        from .event_stream_client import EventStreamSubscription
+
+        query = {"interval": metrics_interval or 60.0, "paused": "1" if paused or metrics_interval is None else "0"}
+        scheme = "wss" if self.url.scheme == "https" else "ws"
+        url = f"{scheme}://{self.url.netloc}{self.base_path}events?{urlencode(query)}"
+        return EventStreamSubscription(url, {"Authorization": f"token {self._token}"}, listener,
+                                       wants_metrics=metrics_interval is not None)
+
+    def storage(self):
+        from .http_storage_client import HttpStorageClient
+
+        return HttpStorageClient(self)
+
+    # -- images (server_ext/api/images.py) ------------------------------------------
+    def build_image(self, image_spec_json: dict, on_event=None, force: bool = False) -> dict:
+        from ..server_ext.images.builder import ImageBuildError
+        from ..server_ext.images.interpreters import InterpreterNotFound
+        from ..server_ext.images.spec import ImageSpecError
+
+        def on_line(event):
+            if on_event is not None and event.get("type") == "image":
+                on_event(event)
+
+        final = self.stream("POST", "images", {"spec": image_spec_json, "force": bool(force)}, on_line)
+        if final.get("type") == "error":
+            kind = {"ImageBuildError": ImageBuildError, "ImageSpecError": ImageSpecError,
+                    "InterpreterNotFound": InterpreterNotFound}.get(final.get("error", ""))
+            raise kind(final.get("message", "")) if kind else _error_from(final.get("status", 500), final)
+        return final["image"]
+
+    def images(self) -> list[dict]:
+        return self.request("GET", "images")["images"]
+
+    def image_log(self, key: str) -> str:
+        return self.request("GET", f"images/{key}/log")["log"]
+
+    def delete_image(self, key: str) -> dict:
+        return self.request("DELETE", f"images/{key}")
+
+    def prune_images(self, unused_for: float | None = None) -> dict:
+        return self.request("POST", "images/prune", {"unused_for": unused_for})
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+
+
+def _exit_of(container: dict) -> ExitStatus | None:
+    exit_ = container.get("exit")
+    if not exit_:
+        return None
+    return ExitStatus(code=exit_.get("code"), signal=exit_.get("signal"), oom=bool(exit_.get("oom")),
+                      stopped=bool(exit_.get("stopped")),
+                      reason=exit_.get("description", "") if exit_.get("stopped") else "")

@@ -1,0 +1,130 @@
+"""What every cellhop API handler shares: authentication (jupyter_server's, or the kernels'
+scoped token), authorization on the `cellhop` resource, JSON bodies and JSON errors."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from jupyter_server.auth import User
+from jupyter_server.base.call_context import CallContext
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from tornado import web
+
+from ..errors import (CellhopError, ContainerNotFound, ContainerStartError, GpuRequestError, QueueTimeout,
+                      SimulatedInventoryError)
+
+AUTH_RESOURCE = "cellhop"
+KERNEL_TOKEN_SETTING = "cellhop_kernel_token"
+CONTROL_PLANE_SETTING = "cellhop_control_plane"
+
+# What a cellhop error means over HTTP. Anything a user can type is a 4xx.
+_STATUS = (
+    (ContainerNotFound, 404),
+    (QueueTimeout, 503),
+    (ContainerStartError, 500),
+    (GpuRequestError, 400),
+    (SimulatedInventoryError, 400),
+    (CellhopError, 400),
+    (ValueError, 400),
+)
+
+
+def status_of(exc: BaseException) -> int:
+    return next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
+
+
+class _KernelTokenAuthorizer:
+    """The token handed to kernels is good for the cellhop API and nothing else."""
+
+    def is_authorized(self, handler, user, action, resource) -> bool:
+        return resource == AUTH_RESOURCE
+
+
+_KERNEL_AUTHORIZER = _KernelTokenAuthorizer()
+_KERNEL_USER = User(username="cellhop-kernel", name="cellhop kernel")
+
+
+class KernelTokenAuth:
+    """Mixin for JupyterHandler subclasses: accept `Authorization: token <kernel token>`."""
+
+    _cellhop_kernel = False
+
+    def _presents_kernel_token(self) -> bool:
+        expected = self.settings.get(KERNEL_TOKEN_SETTING)
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        return bool(expected) and scheme.lower() == "token" and hmac.compare_digest(
+            token.strip().encode(), expected.encode())
+
+    def _prepare_kernel(self) -> bool:
+        """Authenticate a kernel by its scoped token; False when the request does not carry it."""
+        if not self._presents_kernel_token():
+            return False
+        CallContext.set(CallContext.JUPYTER_HANDLER, self)
+        if not self.check_host():
+            raise web.HTTPError(403)
+        self._cellhop_kernel = True
+        self._token_authenticated = True
+        self.current_user = self._jupyter_current_user = _KERNEL_USER
+        return True
+
+    @property
+    def authorizer(self):
+        if self._cellhop_kernel:
+            return _KERNEL_AUTHORIZER
+        return JupyterHandler.authorizer.fget(self)
+
+    @property
+    def control_plane(self):
+        return self.settings[CONTROL_PLANE_SETTING]
+
+
+class CellhopAPIHandler(KernelTokenAuth, APIHandler):
+    """Base of every REST handler under cellhop/api/. Decorate methods with
+    `@authorized` (jupyter_server.auth.decorator); `auth_resource` is `cellhop`."""
+
+    auth_resource = AUTH_RESOURCE
+
+    async def prepare(self) -> None:
+        if self._prepare_kernel():
+            return
+        await super().prepare()
+
+    def json_body(self) -> dict[str, Any]:
+        """The request body as a JSON object; a 400 naming the problem otherwise."""
+        raw = self.request.body or b"{}"
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise web.HTTPError(400, f"the request body is not valid JSON ({exc})") from None
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, "the request body must be a JSON object")
+        return body
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(data))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Errors are JSON a person can act on: {"error": kind, "message": what to do}."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, web.HTTPError):
+            kind = "HTTPError"
+            message = exc.log_message or exc.reason or f"HTTP {status_code}"
+            if status_code == 403 and not exc.log_message:
+                message = "not authenticated or not authorized for the cellhop API"
+        elif exc is not None and status_code < 500 or isinstance(exc, (CellhopError, ValueError)):
+            kind, message = type(exc).__name__, str(exc)
+        else:
+            kind, message = "InternalError", "cellhop hit an internal error; the server log has the details"
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": kind, "message": message}))
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        # A CellhopError is the user's (or the host's) problem, reported with its own status.
+        if isinstance(e, (CellhopError, ValueError)) and not self._finished:
+            self.send_error(status_of(e), exc_info=(type(e), e, e.__traceback__))
+            return
+        super()._handle_request_exception(e)

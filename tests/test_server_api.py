@@ -1,0 +1,209 @@
+"""The control plane inside jupyter_server: every REST route with and without credentials,
+bad input on each, XSRF, the kernels' scoped token, and a container's life through the API.
+
+A real jupyter_server (pytest-jupyter's fixtures) with the cellhop extension
+enabled and a simulated inventory; real container kernels.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from cellhop.server_ext.api.base import KERNEL_TOKEN_SETTING
+
+pytestmark = pytest.mark.timeout(120)
+
+NO_AUTH = {"Authorization": ""}
+
+
+@pytest.fixture
+def jp_server_config(runtime_root):
+    return {
+        "ServerApp": {"jpserver_extensions": {"cellhop": True}},
+        "Cellhop": {"simulated_gpus": "H100:1,A10G:1", "runtime_root": str(runtime_root), "idle_timeout": 0},
+    }
+
+
+@pytest.fixture
+def control_plane(jp_serverapp):
+    return jp_serverapp.web_app.settings["cellhop_control_plane"]
+
+
+async def call(jp_fetch, method, path, body=None, headers=None, params=None):
+    """(status, JSON body) of a cellhop API call, errors included."""
+    kwargs = {"method": method, "raise_error": False, "headers": dict(headers or {}), "params": params}
+    if body is not None or method in ("POST", "PUT"):
+        kwargs["body"] = body if isinstance(body, (str, bytes)) else json.dumps(body or {})
+    r = await jp_fetch("cellhop", "api", *path.split("/"), **kwargs)
+    return r.code, (json.loads(r.body) if r.body else None)
+
+
+async def start(jp_fetch, gpu="H100", **spec):
+    status, body = await call(jp_fetch, "POST", "containers", {"spec": {"gpu": gpu, "owner": "test", **spec}})
+    assert status == 201, body
+    return body
+
+
+ROUTES = [
+    ("GET", "gpus"), ("GET", "containers"), ("POST", "containers"), ("GET", "containers/{id}"),
+    ("DELETE", "containers/{id}"), ("POST", "containers/{id}/stop"), ("POST", "containers/{id}/interrupt"),
+    ("POST", "containers/{id}/touch"), ("GET", "containers/{id}/logs"),
+]
+
+
+@pytest.mark.parametrize("method,route", ROUTES)
+async def test_every_route_refuses_requests_without_credentials_and_changes_nothing(
+        jp_fetch, control_plane, method, route):
+    container = await start(jp_fetch)
+    path = route.format(id=container["id"])
+    body = {"spec": {"gpu": "A10G"}} if route == "containers" and method == "POST" else None
+    status, reply = await call(jp_fetch, method, path, body, headers=NO_AUTH)
+    assert status == 403, reply
+    assert reply["message"]
+    live = control_plane.manager.list()
+    assert [c.id for c in live] == [container["id"]]  # nothing started, nothing removed
+    assert live[0].phase.value == "ready"  # nothing stopped
+
+
+@pytest.mark.parametrize("method,route", ROUTES)
+async def test_every_route_answers_an_authenticated_request(jp_fetch, method, route):
+    container = await start(jp_fetch)
+    path = route.format(id=container["id"])
+    body = {"spec": {"gpu": "A10G", "owner": "test"}} if route == "containers" and method == "POST" else None
+    status, reply = await call(jp_fetch, method, path, body)
+    assert status in (200, 201), reply
+    assert isinstance(reply, dict)
+
+
+async def test_the_kernels_token_opens_the_cellhop_api_and_nothing_else(jp_fetch, jp_serverapp):
+    token = jp_serverapp.web_app.settings[KERNEL_TOKEN_SETTING]
+    headers = {"Authorization": f"token {token}"}
+    status, body = await call(jp_fetch, "GET", "gpus", headers=headers)
+    assert status == 200 and body["simulated"] is True
+    r = await jp_fetch("api", "kernels", headers=headers, raise_error=False)
+    assert r.code == 403
+    r = await jp_fetch("api", "contents", headers=headers, raise_error=False)
+    assert r.code == 403
+    status, _ = await call(jp_fetch, "GET", "gpus", headers={"Authorization": f"token {token}x"})
+    assert status == 403
+
+
+async def test_gpus_lists_the_inventory_with_holders(jp_fetch):
+    status, body = await call(jp_fetch, "GET", "gpus")
+    assert status == 200
+    assert body["simulated"] is True and body["runtime"].startswith("local")
+    assert [(g["type"], g["simulated"], g["holder"]) for g in body["gpus"]] == [("H100", True, None),
+                                                                               ("A10G", True, None)]
+    container = await start(jp_fetch, "A10G")
+    _, body = await call(jp_fetch, "GET", "gpus")
+    holder = {g["type"]: g["holder"] for g in body["gpus"]}
+    assert (holder["A10G"]["owner"], holder["A10G"]["container"]) == ("test", container["id"])
+    assert holder["H100"] is None
+
+
+async def test_a_container_through_its_whole_life(jp_fetch):
+    container = await start(jp_fetch, "H100", label="api test")
+    cid = container["id"]
+    assert container["phase"] == "ready" and container["gpus"][0]["type"] == "H100"
+    assert container["connection_info"]["key"]  # only the starter gets the key
+    status, listed = await call(jp_fetch, "GET", "containers")
+    assert [c["id"] for c in listed["containers"]] == [cid]
+    assert "connection_info" not in listed["containers"][0]
+    status, detail = await call(jp_fetch, "GET", f"containers/{cid}")
+    assert [p["phase"] for p in detail["phases"]] == ["queued", "starting", "ready"]
+    assert "key" not in json.dumps(detail)
+    status, _ = await call(jp_fetch, "POST", f"containers/{cid}/touch")
+    assert status == 200
+    status, _ = await call(jp_fetch, "POST", f"containers/{cid}/interrupt")
+    assert status == 200
+    status, stopped = await call(jp_fetch, "POST", f"containers/{cid}/stop", {"reason": "done with it"})
+    assert stopped["phase"] == "exited"
+    assert stopped["exit"]["stopped"] and stopped["exit"]["description"] == "done with it"
+    status, logs = await call(jp_fetch, "GET", f"containers/{cid}/logs", params={"tail": "5"})
+    assert status == 200 and isinstance(logs["log"], str)
+    status, _ = await call(jp_fetch, "DELETE", f"containers/{cid}")
+    assert status == 200
+    status, gone = await call(jp_fetch, "GET", f"containers/{cid}")
+    assert status == 404 and cid in gone["message"]
+
+
+async def test_starting_with_events_streams_the_phases(jp_fetch):
+    r = await jp_fetch("cellhop", "api", "containers", method="POST", params={"events": "1"},
+                       body=json.dumps({"spec": {"gpu": "A10G", "owner": "test"}}))
+    lines = [json.loads(line) for line in r.body.decode().splitlines()]
+    assert [e["phase"] for e in lines if e["type"] == "container"] == ["queued", "starting", "ready"]
+    assert lines[-1]["type"] == "started" and lines[-1]["container"]["connection_info"]["key"]
+
+
+async def test_a_request_this_host_can_never_satisfy_fails_in_the_stream_too(jp_fetch):
+    r = await jp_fetch("cellhop", "api", "containers", method="POST", params={"events": "1"},
+                       body=json.dumps({"spec": {"gpu": "A100"}}))
+    last = json.loads(r.body.decode().splitlines()[-1])
+    assert last["type"] == "error" and last["status"] == 400 and "This host has" in last["message"]
+
+
+BAD_STARTS = [
+    ("not json", "not valid JSON"),
+    ([1, 2], "JSON object"),
+    ({"spec": {"gpu": "A100"}}, "This host has: H100, A10G (simulated)"),
+    ({"spec": {"gpu": "H100:9"}}, "H100"),
+    ({"spec": {"gpu": "H100", "memory": "lots"}}, "not a size"),
+    ({"spec": {"gpu": "H100", "memory": "1K"}}, "too small"),
+    ({"spec": {"gpu": "H100", "cpus": 0}}, "cpus"),
+    ({"spec": {"gpu": "H100", "cpus": "two"}}, "wrong type"),
+    ({"spec": {"gpu": "H100", "env": {"A": 1}}}, "env"),
+    ({"spec": {"gpu": "H100", "colour": "red"}}, "unknown field"),
+    ({"spec": {"gpu": 5}}, "wrong type"),
+    ({"spec": "H100"}, "JSON object"),
+    ({"spec": {"gpu": "H100"}, "extra": 1}, "unknown field"),
+]
+
+
+@pytest.mark.parametrize("body,says", BAD_STARTS)
+async def test_bad_input_when_starting_is_a_400_that_says_what_was_wrong(jp_fetch, control_plane, body, says):
+    status, reply = await call(jp_fetch, "POST", "containers", body)
+    assert status == 400, reply
+    assert says in reply["message"], reply
+    assert control_plane.manager.list() == []
+
+
+async def test_bad_input_on_the_container_routes(jp_fetch):
+    for method, path in [("GET", "containers/nope"), ("POST", "containers/nope/stop"),
+                         ("DELETE", "containers/nope"), ("GET", "containers/nope/logs"),
+                         ("POST", "containers/nope/touch"), ("POST", "containers/nope/interrupt")]:
+        status, reply = await call(jp_fetch, method, path)
+        assert status == 404 and "nope" in reply["message"], (method, path, reply)
+    container = await start(jp_fetch, "A10G")
+    cid = container["id"]
+    for tail in ("abc", "0", "-3"):
+        status, reply = await call(jp_fetch, "GET", f"containers/{cid}/logs", params={"tail": tail})
+        assert status == 400 and "tail" in reply["message"]
+    status, reply = await call(jp_fetch, "POST", f"containers/{cid}/stop", "{bad json")
+    assert status == 400
+    status, reply = await call(jp_fetch, "POST", f"containers/{cid}/stop", {"reason": 42})
+    assert status == 400
+    await call(jp_fetch, "POST", f"containers/{cid}/stop")
+    status, reply = await call(jp_fetch, "POST", f"containers/{cid}/interrupt")
+    assert status == 409 and "exited" in reply["message"]
+
+
+async def test_state_changing_requests_with_a_login_cookie_need_the_xsrf_token(jp_fetch, jp_serverapp,
+                                                                               http_server_client, jp_base_url):
+    token = jp_serverapp.identity_provider.token
+    cookies = []
+    for params in ({"token": token}, {}):  # log in with the token, then load the login form (sets _xsrf)
+        r = await jp_fetch("login", params=params, headers=dict(NO_AUTH), follow_redirects=False,
+                           raise_error=False)
+        cookies += [c.split(";")[0] for c in r.headers.get_list("Set-Cookie")]
+    xsrf = next(c.split("=", 1)[1] for c in cookies if c.startswith("_xsrf="))
+    cookie_header = {"Authorization": "", "Cookie": "; ".join(cookies)}
+    status, reply = await call(jp_fetch, "GET", "gpus", headers=cookie_header)
+    assert status == 200  # the cookie logs in
+    body = {"spec": {"gpu": "A10G", "owner": "browser"}}
+    status, reply = await call(jp_fetch, "POST", "containers", body, headers=cookie_header)
+    assert status == 403 and "XSRF" in reply["message"].upper()
+    status, reply = await call(jp_fetch, "POST", "containers", body, headers={**cookie_header, "X-XSRFToken": xsrf})
+    assert status == 201, reply
