@@ -77,12 +77,12 @@ class EventStreamSubscription:
         failures = 0
         while not self._closed.is_set():
             try:
-                self._ws = await websocket_connect(HTTPRequest(self._url, headers=self._headers),
-                                                   connect_timeout=10)
+                self._ws = await websocket_connect(HTTPRequest(self._url, headers=self._headers,
+                                                               connect_timeout=10))
             except Exception as exc:
                 delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
                 if failures == 0:
-                    log.info("cellhop: event stream unreachable (%s); retrying", exc)
+                    log.info("cellhop: event stream unreachable (%r); retrying", exc)
                 failures += 1
                 await asyncio.sleep(delay)
                 continue

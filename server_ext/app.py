@@ -39,6 +39,7 @@ class CellhopApp(ExtensionApp):
     description = "cellhop: run notebook cells and kernels on GPU containers (control plane API)"
     extension_url = "/cellhop/api/gpus"
     load_other_extensions = True
+    headless = False  # `cellhop serve` sets it: the API only, for kernels elsewhere
     classes = [Cellhop]
 
     def initialize_settings(self) -> None:
@@ -54,10 +55,17 @@ class CellhopApp(ExtensionApp):
         set_control_plane(EmbeddedControlPlane(control_plane=self.control_plane, owned=False))
         control_url = url_path_join(self.serverapp.connection_url, "/")
         install_kernel_hooks(self.serverapp.kernel_manager, control_url, token)
+        from ..kernel.kernelspecs import install_dynamic_kernelspecs
+
+        # "Python 3 · H100" in the launcher for each GPU type present (generated, never written to disk)
+        install_dynamic_kernelspecs(self.serverapp.kernel_spec_manager, lambda: self.control_plane.inventory)
         inv = self.control_plane.inventory
         self.log.info("cellhop: control plane ready: %s; runtime %s",
                       inv.describe() if inv.gpus else f"no GPUs ({inv.reason})",
                       self.control_plane.manager.runtime.describe())
+        if self.headless:
+            self.log.info("cellhop: headless control plane. Point kernels at it with CELLHOP_CONTROL_URL=%s "
+                          "and CELLHOP_CONTROL_TOKEN=<this server's token>", self.serverapp.connection_url)
 
     def initialize_handlers(self) -> None:
         for module in _api_modules():

@@ -1,4 +1,8 @@
-"""The `cellhop` command: `cellhop gpus` shows the inventory; `cellhop demo` opens the demo in JupyterLab."""
+"""The `cellhop` command (also `jupyter cellhop`).
+
+`cellhop gpus` shows the inventory; `cellhop demo` opens the demo in JupyterLab;
+`cellhop serve` (or plain `jupyter cellhop`) runs the control plane headless.
+"""
 
 from __future__ import annotations
 
@@ -49,11 +53,23 @@ def _cmd_demo(args) -> int:
     if lab is None:
         raise SystemExit("cellhop: JupyterLab is not installed; run: pip install 'cellhop[lab]'")
     notebook = _demo_notebook()
-    argv = [lab, "lab", str(notebook.name), f"--ServerApp.root_dir={notebook.parent}"]
+    # The wheel enables the extension by a config file; naming it here also covers editable installs.
+    argv = [lab, "lab", str(notebook.name), f"--ServerApp.root_dir={notebook.parent}",
+            "--ServerApp.jpserver_extensions=cellhop=True"]
     if os.geteuid() == 0:
         argv.append("--allow-root")
     argv += args.lab_args
     os.execve(lab, argv, env)
+    return 0
+
+
+def _cmd_serve(args) -> int:
+    from .app import CellhopApp
+
+    # This process serves only the control plane API: no JupyterLab, no other extensions.
+    CellhopApp.load_other_extensions = False
+    CellhopApp.headless = True
+    CellhopApp.launch_instance(argv=["--ServerApp.open_browser=False", *args.server_args])
     return 0
 
 
@@ -66,8 +82,33 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="open the demo notebook in JupyterLab")
     p.add_argument("lab_args", nargs=argparse.REMAINDER, help="extra arguments for jupyter lab")
     p.set_defaults(func=_cmd_demo)
-    args = parser.parse_args(argv)
+    p = sub.add_parser("serve", help="run the control plane headless (REST and WebSocket API only)")
+    p.add_argument("server_args", nargs=argparse.REMAINDER,
+                   help="jupyter_server options, e.g. --port=8888 --ip=0.0.0.0 --IdentityProvider.token=...")
+    p.set_defaults(func=_cmd_serve)
+    from importlib import import_module
+
+    for module in dict.fromkeys(_EXTRA_COMMANDS.values()):
+        import_module(f"{__package__}.{module}").add_commands(sub)
+    args, extra = parser.parse_known_args(argv)
+    passthrough = {"demo": "lab_args", "serve": "server_args"}.get(args.command)
+    if passthrough:  # options for jupyter (--port=...) go through as they are
+        setattr(args, passthrough, [*getattr(args, passthrough), *extra])
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args.func(args)
+
+
+def jupyter_main(argv: list[str] | None = None) -> int:
+    """`jupyter cellhop [subcommand]`: with no subcommand (or only server options), `serve`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"gpus", "demo", "serve", "-h", "--help"} | set(_EXTRA_COMMANDS)
+    if not argv or argv[0] not in commands:
+        argv = ["serve", *argv]
+    return main(argv)
+
+
+_EXTRA_COMMANDS: dict = {"volume": "cli_storage", "secret": "cli_storage", "kernelspec": "cli_kernelspec"}  # name -> module whose add_commands(sub) adds it
 
 
 if __name__ == "__main__":

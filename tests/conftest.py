@@ -30,6 +30,8 @@ from pathlib import Path
 import pytest
 from processes import SESSION_ENV, PythonChild, container_kernel_pids, wait_until
 
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
 SIMULATED_GPUS = "H100:2,A10G:1"
 
 
@@ -96,6 +98,24 @@ def make_manager(runtime_root):
 @pytest.fixture
 def manager(make_manager):
     return make_manager()
+
+
+@pytest.fixture(scope="session")
+def fake_nvml_dir(tmp_path_factory):
+    """A folder holding the fake libnvidia-ml.so.1 (tests/fake_nvml), compiled with gcc.
+
+    With it on LD_LIBRARY_PATH the unmodified pynvml loads it; FAKE_NVML_DEVICES configures it.
+    """
+    import subprocess
+
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed, so the fake libnvidia-ml.so.1 cannot be built")
+    out = tmp_path_factory.mktemp("fake_nvml")
+    source = Path(__file__).parent / "fake_nvml" / "fake_nvml.c"
+    subprocess.run([gcc, "-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o", str(out / "libnvidia-ml.so.1"),
+                    str(source)], check=True, capture_output=True, text=True)
+    return out
 
 
 @pytest.fixture

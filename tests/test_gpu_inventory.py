@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -23,7 +22,6 @@ from cellhop.server_ext.gpu_types import GPU_TYPES, canonical_type, type_from_nv
 from cellhop.server_ext.inventory import SIMULATED_ENV, load_inventory, parse_simulated_spec
 
 MIB = 2**20
-FAKE_SOURCE = Path(__file__).parent / "fake_nvml" / "fake_nvml.c"
 TWO_DEVICES = "NVIDIA H100 80GB HBM3:81559:0;NVIDIA A100-SXM4-40GB:40960:1:nopower"
 
 
@@ -124,23 +122,6 @@ def test_load_inventory_simulated_sources() -> None:
 
 
 # ---------------------------------------------------------------- NVML through the fake library
-
-
-@pytest.fixture(scope="module")
-def fake_nvml_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder holding the fake libnvidia-ml.so.1, compiled with gcc."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed, so the fake libnvidia-ml.so.1 cannot be built")
-    out = tmp_path_factory.mktemp("fake_nvml")
-    subprocess.run(
-        [gcc, "-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o", str(out / "libnvidia-ml.so.1"),
-         str(FAKE_SOURCE)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return out
 
 
 def run_with_nvml(lib_dir: Path, script: str, **fake_env: str) -> tuple[dict, str]:
