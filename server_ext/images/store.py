@@ -1,0 +1,269 @@
+"""The image store on disk: finished layers, build locks, build logs, image records.
+
+    <root>/layers/<key>/          a finished layer (meta.json written last, then renamed into place)
+    <root>/layers/.tmp-<key>-*    a layer being built (never read; removed when its build fails or
+                                  by the next build of that key: a killed builder leaves only this)
+    <root>/locks/<key>.lock       flock held while <key> is built, by whichever process builds it
+    <root>/logs/<key>.log         the build log of layer <key> (followed live by waiting builders)
+    <root>/images/<key>.json      an image someone asked for: its layers, name, spec, last use
+
+Safe across processes: a layer exists only once complete (atomic rename), and
+one flock per key makes two processes asking for the same layer build it once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+from ..errors import CellhopError
+
+
+class ImageNotFound(CellhopError, KeyError):
+    """No built image with that key or name."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "image not found"
+
+
+class ImageInUse(CellhopError):
+    """An image a running container uses cannot be deleted."""
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def tree_size(path: Path, seen: set | None = None) -> int:
+    """Bytes of the files under `path`, each inode counted once (hard links share `seen`)."""
+    seen = set() if seen is None else seen
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            ident = (st.st_dev, st.st_ino)
+            if ident not in seen:
+                seen.add(ident)
+                total += st.st_blocks * 512 if st.st_blocks else st.st_size
+    return total
+
+
+class ImageStore:
+    """Layers and images under `root`. Creates nothing until something is built."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.layers = self.root / "layers"
+        self.locks = self.root / "locks"
+        self.logs = self.root / "logs"
+        self.images = self.root / "images"
+
+    def ensure(self) -> None:
+        for d in (self.layers, self.locks, self.logs, self.images):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    # -- layers -----------------------------------------------------------------
+    def layer_dir(self, key: str) -> Path:
+        return self.layers / key
+
+    def layer(self, key: str) -> dict | None:
+        """A finished layer's meta, or None."""
+        return _read_json(self.layers / key / "meta.json")
+
+    def log_path(self, key: str) -> Path:
+        return self.logs / f"{key}.log"
+
+    @contextlib.contextmanager
+    def locked(self, key: str, wait=None):
+        """Hold the build lock of `key`. While another process holds it, call `wait()` every 0.1 s."""
+        self.ensure()
+        fd = os.open(self.locks / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if wait is not None:
+                        wait()
+                    time.sleep(0.1)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def is_locked(self, key: str) -> bool:
+        """True while some process builds `key`."""
+        path = self.locks / f"{key}.lock"
+        if not path.exists():
+            return False
+        fd = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    def new_tmp(self, key: str) -> Path:
+        """A fresh folder to build `key` in (call with the key's lock held: leftovers are removed)."""
+        self.remove_leftovers(key)
+        path = self.layers / f".tmp-{key}-{secrets.token_hex(4)}"
+        path.mkdir(mode=0o755)
+        return path
+
+    def remove_leftovers(self, key: str) -> None:
+        for stale in self.layers.glob(f".tmp-{key}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def commit(self, tmp: Path, key: str, meta: dict) -> dict:
+        """Make `tmp` the layer `key`, atomically (replacing an older build of it when forced)."""
+        _write_json(tmp / "meta.json", meta)
+        final = self.layers / key
+        old = None
+        if final.exists():
+            old = self.layers / f".old-{key}-{secrets.token_hex(4)}"
+            os.rename(final, old)
+        os.rename(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return meta
+
+    # -- images -----------------------------------------------------------------
+    def record(self, key: str, name: str | None, spec: dict, layers: list[str], info: dict) -> dict:
+        """Remember an image someone built (or found cached): for `images` listings and prune."""
+        self.ensure()
+        path = self.images / f"{key}.json"
+        old = _read_json(path) or {}
+        now = time.time()
+        rec = {**old, "key": key, "name": name or old.get("name"), "spec": spec, "layers": layers,
+               "created": old.get("created", now), "last_used": now, **info}
+        _write_json(path, rec)
+        return rec
+
+    def image(self, key_or_name: str) -> dict:
+        rec = _read_json(self.images / f"{key_or_name}.json") if "/" not in key_or_name else None
+        if rec is None:
+            named = [r for r in self.list_images() if r.get("name") == key_or_name]
+            if named:
+                rec = max(named, key=lambda r: r.get("last_used", 0))
+        if rec is None:
+            raise ImageNotFound(f"no image {key_or_name!r} in {self.root}; list them with GET images "
+                                "(or client.images()) and build it first")
+        return rec
+
+    def touch(self, key: str) -> None:
+        path = self.images / f"{key}.json"
+        rec = _read_json(path)
+        if rec is not None:
+            rec["last_used"] = time.time()
+            _write_json(path, rec)
+
+    def list_images(self) -> list[dict]:
+        if not self.images.is_dir():
+            return []
+        out = []
+        for path in sorted(self.images.glob("*.json")):
+            rec = _read_json(path)
+            if rec is not None:
+                out.append(rec)
+        return out
+
+    def image_size(self, rec: dict) -> int:
+        seen: set = set()
+        return sum(tree_size(self.layers / k, seen) for k in rec.get("layers", []) if (self.layers / k).exists())
+
+    def image_log(self, key_or_name: str) -> str:
+        rec = self.image(key_or_name)
+        parts = []
+        for n, layer_key in enumerate(rec.get("layers", []), 1):
+            meta = self.layer(layer_key) or {}
+            parts.append(f"=> Step {n}: {meta.get('title', layer_key)}")
+            try:
+                parts.append(self.log_path(layer_key).read_text(errors="replace").rstrip())
+            except OSError:
+                parts.append("(no log)")
+        return "\n".join(p for p in parts if p) + "\n"
+
+    def delete(self, key: str) -> list[str]:
+        """Forget image `key` and remove the layers no other image uses; the layers removed."""
+        rec = self.image(key)
+        (self.images / f"{rec['key']}.json").unlink(missing_ok=True)
+        return self.prune_layers()
+
+    def prune_layers(self) -> list[str]:
+        """Remove layers no image record uses, and leftovers of killed builds (not ones being built)."""
+        if not self.layers.is_dir():
+            return []
+        used = {k for rec in self.list_images() for k in rec.get("layers", [])}
+        removed = []
+        for path in self.layers.iterdir():
+            name = path.name
+            if name.startswith(".old-"):
+                shutil.rmtree(path, ignore_errors=True)
+                continue
+            if name.startswith(".tmp-"):
+                key = name[5:].rsplit("-", 1)[0]
+                if not self.is_locked(key):
+                    shutil.rmtree(path, ignore_errors=True)
+                continue
+            if name not in used and not self.is_locked(name):
+                shutil.rmtree(path, ignore_errors=True)
+                self.log_path(name).unlink(missing_ok=True)
+                removed.append(name)
+        return removed
+
+    def prune(self, unused_for: float | None = None, keep: set | None = None) -> dict:
+        """Delete images not used for `unused_for` seconds (None: keep every image record), then
+        every layer no image uses. `keep`: image keys never deleted (those in use)."""
+        deleted = []
+        if unused_for is not None:
+            cutoff = time.time() - unused_for
+            for rec in self.list_images():
+                if rec["key"] not in (keep or set()) and rec.get("last_used", 0) < cutoff:
+                    (self.images / f"{rec['key']}.json").unlink(missing_ok=True)
+                    deleted.append(rec["key"])
+        return {"images": deleted, "layers": self.prune_layers()}
+
+    # -- what a container needs -------------------------------------------------
+    def runtime_view(self, key: str) -> dict:
+        """How to run a container in image `key`: interpreter, environment, folders to expose."""
+        meta = self.layer(key)
+        if meta is None:
+            raise ImageNotFound(f"image {key} is not built in {self.root}; build it first "
+                                "(Image.build(), or use it in %%remote --image, which builds it)")
+        self.touch(key)
+        venv = self.layers / meta["venv"] / "venv"
+        env = dict(meta.get("env", {}))
+        bins = [str(self.layers / k / rel) for k, rel in meta.get("path", [])] + [str(venv / "bin")]
+        libs = [str(self.layers / k / rel) for k, rel in meta.get("ld_library_path", [])]
+        pythonpath = [str(self.layers / k / rel) for k, rel in meta.get("pythonpath", [])]
+        return {
+            "key": key,
+            "python": str(venv / "bin" / "python"),
+            "env": env,
+            "venv": str(venv),
+            "path_prepend": bins,
+            "ld_library_path": libs,
+            "pythonpath": pythonpath,
+            "mounts": [(str(self.layers / k / rel), dest) for k, rel, dest in meta.get("mounts", [])],
+            "binds": [str(self.layers)],
+        }
