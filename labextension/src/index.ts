@@ -1,0 +1,125 @@
+/**
+ * cellhop's JupyterLab extension: a left-sidebar panel with the host's GPUs (live), the
+ * containers cellhop runs (stop, logs), and its images and volumes.
+ */
+
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { Dialog, MainAreaWidget, Notification, showDialog } from '@jupyterlab/apputils';
+import { ServerConnection } from '@jupyterlab/services';
+import { LabIcon, refreshIcon, ToolbarButton } from '@jupyterlab/ui-components';
+import { Widget } from '@lumino/widgets';
+
+import { CellhopApi } from './api';
+import { CellhopPanel } from './panel';
+import { SessionInfo } from './state';
+import { EventStream, eventsUrl } from './stream';
+
+const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
+<g class="jp-icon3" fill="#616161"><path d="M6 6h12v12H6zM8 8v8h8V8z"/>
+<path d="M9 2h2v3H9zM13 2h2v3h-2zM9 19h2v3H9zM13 19h2v3h-2zM2 9h3v2H2zM2 13h3v2H2zM19 9h3v2h-3zM19 13h3v2h-3z"/></g></svg>`;
+
+export const cellhopIcon = new LabIcon({ name: 'cellhop:gpu', svgstr: ICON_SVG });
+
+const COMMANDS = {
+  open: 'cellhop:open-panel',
+  logs: 'cellhop:container-logs'
+};
+
+/** A container's log in the main area, with a refresh button. */
+function logWidget(api: CellhopApi, id: string): MainAreaWidget {
+  const content = new Widget();
+  content.addClass('jp-CellhopLogs');
+  const pre = document.createElement('pre');
+  content.node.append(pre);
+  const load = async () => {
+    try {
+      pre.textContent = (await api.logs(id)) || '(the log is empty)';
+    } catch (err) {
+      pre.textContent = `Could not read the log of container ${id}: ${(err as Error).message}`;
+    }
+    content.node.scrollTop = content.node.scrollHeight;
+  };
+  const widget = new MainAreaWidget({ content });
+  widget.id = `cellhop-logs-${id}`;
+  widget.title.label = `cellhop log ${id.slice(0, 8)}`;
+  widget.title.icon = cellhopIcon;
+  widget.title.closable = true;
+  widget.toolbar.addItem('refresh', new ToolbarButton({ icon: refreshIcon, tooltip: 'Reload the log', onClick: load }));
+  void load();
+  return widget;
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: 'cellhop-labextension:panel',
+  description: "cellhop's sidebar: GPUs, containers, images and volumes",
+  autoStart: true,
+  optional: [ILayoutRestorer],
+  activate: (app: JupyterFrontEnd, restorer: ILayoutRestorer | null) => {
+    const settings = ServerConnection.makeSettings();
+    const api = new CellhopApi(settings);
+    let sessions: SessionInfo[] = [];
+
+    const panel = new CellhopPanel({
+      api,
+      createStream: (onEvent, onStatus) =>
+        new EventStream({
+          url: () => eventsUrl(settings as { wsUrl: string; token?: string; appendToken?: boolean }),
+          onEvent,
+          onStatus
+        }),
+      sessions: () => sessions,
+      confirmStop: async row => {
+        const result = await showDialog({
+          title: 'Stop this container?',
+          body: `Container ${row.id.slice(0, 8)} (${row.gpus}, ${row.notebook ?? row.owner}) stops; the state of its remote cells goes with it.`,
+          buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Stop' })]
+        });
+        return result.button.accept;
+      },
+      openLogs: id => void app.commands.execute(COMMANDS.logs, { id }),
+      notify: message => void Notification.error(message, { autoClose: 8000 })
+    });
+    panel.title.icon = cellhopIcon;
+    app.shell.add(panel, 'left', { rank: 600 });
+    restorer?.add(panel, panel.id);
+
+    const manager = app.serviceManager.sessions;
+    const readSessions = () => {
+      sessions = [...manager.running()]
+        .filter(s => s.kernel)
+        .map(s => ({ kernelId: s.kernel!.id, path: s.path }));
+      panel.renderContainers();
+    };
+    manager.runningChanged.connect(readSessions);
+    readSessions();
+
+    // A %%remote status line offers its container's GPUs: a click on it opens this panel.
+    document.addEventListener('click', event => {
+      const target = (event.target as Element | null)?.closest?.('.cellhop-status [data-cellhop-container]');
+      if (target) {
+        app.shell.activateById(panel.id);
+        panel.highlightContainer(target.getAttribute('data-cellhop-container') ?? '');
+      }
+    });
+
+    app.commands.addCommand(COMMANDS.open, {
+      label: 'Show cellhop GPUs and containers',
+      icon: cellhopIcon,
+      execute: () => app.shell.activateById(panel.id)
+    });
+    app.commands.addCommand(COMMANDS.logs, {
+      label: 'Show a cellhop container log',
+      execute: args => {
+        const id = String(args.id ?? '');
+        const existing = document.getElementById(`cellhop-logs-${id}`);
+        if (existing) {
+          app.shell.activateById(`cellhop-logs-${id}`);
+          return;
+        }
+        app.shell.add(logWidget(api, id), 'main');
+      }
+    });
+  }
+};
+
+export default plugin;

@@ -1,0 +1,386 @@
+/**
+ * The left-sidebar panel: GPUs, Containers, Images, Volumes.
+ *
+ * Data comes from one event stream (hello, container and metrics events) and, for
+ * images and volumes, their REST lists. Each section re-renders only when its data
+ * changes, so the buttons of the container list stay put while metrics tick.
+ */
+
+import { Widget } from '@lumino/widgets';
+
+import { CellhopApi, CellhopApiError } from './api';
+import { describeItem, formatAge, formatBytes, formatReading, sparklinePath } from './format';
+import { ContainerRow, DashboardState, GpuRow, SessionInfo } from './state';
+import { EventStream, StreamStatus } from './stream';
+import { CellhopEvent } from './types';
+
+export interface PanelOptions {
+  api: CellhopApi;
+  /** Makes the event stream (the panel hands it its callbacks). */
+  createStream: (onEvent: (e: CellhopEvent) => void, onStatus: (s: StreamStatus, d?: string) => void) => EventStream;
+  sessions: () => SessionInfo[];
+  confirmStop: (row: ContainerRow) => Promise<boolean>;
+  openLogs: (id: string) => void;
+  notify: (message: string) => void;
+}
+
+const INTERVALS = [0.5, 1, 2, 5, 10];
+const SPARK_W = 120;
+const SPARK_H = 22;
+
+type Attrs = Record<string, string | number | boolean | null | undefined>;
+
+function h(tag: string, attrs: Attrs = {}, ...children: (Node | string | null | undefined | false)[]): HTMLElement {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) {
+      continue;
+    }
+    if (k === 'className') {
+      el.className = String(v);
+    } else {
+      el.setAttribute(k, v === true ? '' : String(v));
+    }
+  }
+  for (const child of children) {
+    if (child !== null && child !== undefined && child !== false) {
+      el.append(child);
+    }
+  }
+  return el;
+}
+
+function svg(tag: string, attrs: Attrs): SVGElement {
+  const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v !== null && v !== undefined) {
+      el.setAttribute(k, String(v));
+    }
+  }
+  return el;
+}
+
+export class CellhopPanel extends Widget {
+  constructor(options: PanelOptions) {
+    super();
+    this.options = options;
+    this.id = 'cellhop-panel';
+    this.addClass('jp-CellhopPanel');
+    this.title.caption = 'cellhop: GPUs and containers';
+
+    this.statusEl = h('span', { className: 'jp-CellhopPanel-status', 'data-status': 'connecting' }, 'connecting…');
+    this.pauseButton = h('button', { className: 'jp-CellhopPanel-button', type: 'button' }, 'Pause') as HTMLButtonElement;
+    this.pauseButton.onclick = () => this.togglePause();
+    this.intervalSelect = h('select', { className: 'jp-CellhopPanel-interval', title: 'Metrics interval' }) as HTMLSelectElement;
+    for (const s of INTERVALS) {
+      this.intervalSelect.append(h('option', { value: s, selected: s === 1 }, `${s} s`));
+    }
+    this.intervalSelect.onchange = () => this.stream.configure(Number(this.intervalSelect.value));
+
+    this.gpusBody = h('div', { className: 'jp-CellhopPanel-gpus' });
+    this.containersBody = h('div', { className: 'jp-CellhopPanel-containers' });
+    this.imagesBody = h('div', { className: 'jp-CellhopPanel-images' });
+    this.volumesBody = h('div', { className: 'jp-CellhopPanel-volumes' });
+
+    this.node.append(
+      h(
+        'div',
+        { className: 'jp-CellhopPanel-header' },
+        h('span', { className: 'jp-CellhopPanel-title' }, 'cellhop'),
+        this.statusEl,
+        h('span', { className: 'jp-CellhopPanel-spacer' }),
+        this.intervalSelect,
+        this.pauseButton
+      ),
+      this.section('GPUs', 'gpus', this.gpusBody),
+      this.section('Containers', 'containers', this.containersBody),
+      this.section('Images', 'images', this.imagesBody, () => this.refreshList('images')),
+      this.section('Volumes', 'volumes', this.volumesBody, () => this.refreshList('volumes'))
+    );
+
+    this.stream = options.createStream(
+      e => this.onEvent(e),
+      (s, d) => this.onStatus(s, d)
+    );
+    this.stream.paused = true; // metrics only while the panel shows (see onAfterShow)
+    this.stream.connect();
+    this.ageTimer = window.setInterval(() => this.renderContainers(true), 10000);
+    this.renderGpus();
+    this.renderContainers();
+  }
+
+  readonly state = new DashboardState();
+  readonly stream: EventStream;
+
+  /** The user's pause (the panel also stops metrics while hidden). */
+  userPaused = false;
+
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    window.clearInterval(this.ageTimer);
+    this.stream.dispose();
+    super.dispose();
+  }
+
+  /** Scroll to a container's GPUs and row and flash them (a status line's click lands here). */
+  highlightContainer(id: string): void {
+    const nodes = [
+      ...this.node.querySelectorAll(`.jp-CellhopPanel-container[data-id="${CSS.escape(id)}"]`),
+      ...[...this.node.querySelectorAll('.jp-CellhopPanel-gpu')].filter(
+        el => this.state.gpuRows().find(r => r.uuid === el.getAttribute('data-uuid'))?.holderContainer === id
+      )
+    ];
+    nodes[0]?.scrollIntoView({ block: 'nearest' });
+    for (const node of nodes) {
+      node.classList.add('jp-mod-highlight');
+      window.setTimeout(() => node.classList.remove('jp-mod-highlight'), 2000);
+    }
+  }
+
+  /** Re-read the list of `route` (Images or Volumes). */
+  async refreshList(route: 'images' | 'volumes'): Promise<void> {
+    const body = route === 'images' ? this.imagesBody : this.volumesBody;
+    try {
+      const items = await this.options.api.list(route);
+      body.replaceChildren(
+        items.length
+          ? h('ul', { className: 'jp-CellhopPanel-list' }, ...items.map(item => h('li', {}, ...describeItem(item))))
+          : h('div', { className: 'jp-CellhopPanel-empty' }, `No ${route} yet.`)
+      );
+    } catch (err) {
+      const missing = err instanceof CellhopApiError && err.status === 404;
+      body.replaceChildren(
+        h(
+          'div',
+          { className: 'jp-CellhopPanel-empty' },
+          missing ? `This server does not serve ${route} yet.` : `Could not list ${route}: ${(err as Error).message}`
+        )
+      );
+    }
+  }
+
+  protected onAfterShow(): void {
+    this.updateMetricsWanted();
+    void this.refreshList('images');
+    void this.refreshList('volumes');
+  }
+
+  protected onAfterHide(): void {
+    this.updateMetricsWanted();
+  }
+
+  private updateMetricsWanted(): void {
+    const want = this.isVisible && !this.userPaused;
+    if (want && this.stream.paused) {
+      this.stream.resume();
+    } else if (!want && !this.stream.paused) {
+      this.stream.pause();
+    }
+  }
+
+  private togglePause(): void {
+    this.userPaused = !this.userPaused;
+    this.pauseButton.textContent = this.userPaused ? 'Resume' : 'Pause';
+    this.pauseButton.setAttribute('aria-pressed', String(this.userPaused));
+    this.updateMetricsWanted();
+  }
+
+  private section(title: string, key: string, body: HTMLElement, refresh?: () => void): HTMLElement {
+    const header = h('div', { className: 'jp-CellhopPanel-sectionHeader' }, h('h3', {}, title));
+    if (refresh) {
+      const button = h('button', { className: 'jp-CellhopPanel-button', type: 'button', title: `Refresh ${title}` }, '↻');
+      button.onclick = refresh;
+      header.append(button);
+    }
+    return h('section', { className: 'jp-CellhopPanel-section', 'data-section': key }, header, body);
+  }
+
+  private onEvent(event: CellhopEvent): void {
+    if (!this.state.apply(event)) {
+      if (/^(image|volume)/.test(event.type)) {
+        void this.refreshList(event.type.startsWith('image') ? 'images' : 'volumes');
+      }
+      return;
+    }
+    if (event.type === 'hello' && this.state.interval) {
+      this.intervalSelect.value = String(this.stream.interval);
+    }
+    if (event.type !== 'metrics') {
+      this.renderContainers();
+    }
+    this.renderGpus();
+  }
+
+  private onStatus(status: StreamStatus, detail?: string): void {
+    const text =
+      status === 'connected'
+        ? 'live'
+        : status === 'reconnecting'
+          ? `reconnecting…${detail ? ' (' + detail + ')' : ''}`
+          : status === 'connecting'
+            ? 'connecting…'
+            : 'closed';
+    this.statusEl.textContent = status === 'reconnecting' ? 'reconnecting…' : text;
+    this.statusEl.title = text;
+    this.statusEl.dataset.status = status;
+  }
+
+  private renderGpus(): void {
+    const rows = this.state.gpuRows();
+    const empty = this.state.emptyGpuMessage();
+    const children: HTMLElement[] = [];
+    if (this.state.inventory?.simulated && rows.length) {
+      children.push(
+        h('div', { className: 'jp-CellhopPanel-note' }, 'Simulated inventory: no real GPU behind these rows.')
+      );
+    }
+    if (empty) {
+      children.push(h('div', { className: 'jp-CellhopPanel-empty', 'data-empty': 'gpus' }, empty));
+    } else if (!this.state.inventory) {
+      children.push(h('div', { className: 'jp-CellhopPanel-empty' }, 'Waiting for the control plane…'));
+    }
+    if (this.state.metricsError) {
+      children.push(h('div', { className: 'jp-CellhopPanel-error' }, this.state.metricsError));
+    }
+    children.push(...rows.map(row => this.gpuRow(row)));
+    this.gpusBody.replaceChildren(...children);
+  }
+
+  private gpuRow(row: GpuRow): HTMLElement {
+    const memFraction = row.memoryUsed !== null && row.memoryTotal ? row.memoryUsed / row.memoryTotal : null;
+    const readings = [
+      row.powerW !== null ? formatReading(row.powerW, ' W') : null,
+      row.temperatureC !== null ? formatReading(row.temperatureC, ' °C') : null
+    ].filter(Boolean);
+    return h(
+      'div',
+      { className: 'jp-CellhopPanel-gpu', 'data-uuid': row.uuid, 'data-held': String(Boolean(row.holderContainer)) },
+      h(
+        'div',
+        { className: 'jp-CellhopPanel-gpuTitle' },
+        h('span', { className: 'jp-CellhopPanel-gpuName' }, `[${row.index}] ${row.type}`),
+        row.simulated && h('span', { className: 'jp-CellhopPanel-badge', title: 'No real GPU behind this row' }, 'simulated'),
+        h('span', { className: 'jp-CellhopPanel-holder', title: row.holder }, row.holder)
+      ),
+      this.meter(
+        'util',
+        row.utilization !== null ? row.utilization / 100 : null,
+        formatReading(row.utilization, '%'),
+        row.history.utilization,
+        100
+      ),
+      this.meter(
+        'mem',
+        memFraction,
+        `${formatBytes(row.memoryUsed)} / ${formatBytes(row.memoryTotal)}`,
+        row.history.memory,
+        1
+      ),
+      readings.length ? h('div', { className: 'jp-CellhopPanel-readings' }, readings.join(' · ')) : null
+    );
+  }
+
+  private meter(kind: string, fraction: number | null, text: string, history: (number | null)[], max: number): HTMLElement {
+    const bar = h('div', { className: 'jp-CellhopPanel-barFill' });
+    bar.style.width = `${Math.round(Math.min(1, Math.max(0, fraction ?? 0)) * 100)}%`;
+    const spark = svg('svg', {
+      class: 'jp-CellhopPanel-spark',
+      width: SPARK_W,
+      height: SPARK_H,
+      viewBox: `0 0 ${SPARK_W} ${SPARK_H}`,
+      preserveAspectRatio: 'none'
+    });
+    const span = Math.max(2, Math.round(this.state.historySeconds / (this.stream.interval || 1)));
+    spark.append(svg('path', { d: sparklinePath(history, SPARK_W, SPARK_H, max, span) }));
+    return h(
+      'div',
+      { className: `jp-CellhopPanel-meter jp-CellhopPanel-${kind}` },
+      h('span', { className: 'jp-CellhopPanel-meterLabel' }, kind === 'util' ? 'util' : 'mem'),
+      h('div', { className: 'jp-CellhopPanel-bar', role: 'meter' }, bar),
+      h('span', { className: 'jp-CellhopPanel-meterValue', 'data-value': kind }, text),
+      spark as unknown as HTMLElement
+    );
+  }
+
+  renderContainers(agesOnly = false): void {
+    const rows = this.state.containerRows(Date.now() / 1000, this.options.sessions());
+    const signature = JSON.stringify(rows.map(r => ({ ...r, ageSeconds: 0 })));
+    if (agesOnly || signature === this.containersSignature) {
+      for (const row of rows) {
+        const age = this.containersBody.querySelector(`[data-id="${row.id}"] .jp-CellhopPanel-age`);
+        if (age) {
+          age.textContent = formatAge(row.ageSeconds);
+        }
+      }
+      return;
+    }
+    this.containersSignature = signature;
+    if (!rows.length) {
+      this.containersBody.replaceChildren(
+        h('div', { className: 'jp-CellhopPanel-empty' }, 'No containers. Run a %%remote cell to start one.')
+      );
+      return;
+    }
+    this.containersBody.replaceChildren(...rows.map(row => this.containerRow(row)));
+  }
+
+  private containerRow(row: ContainerRow): HTMLElement {
+    const stop = h(
+      'button',
+      { className: 'jp-CellhopPanel-button jp-mod-stop', type: 'button', 'data-action': 'stop', disabled: !row.stoppable },
+      'Stop'
+    );
+    stop.onclick = () => void this.stopContainer(row);
+    const logs = h('button', { className: 'jp-CellhopPanel-button', type: 'button', 'data-action': 'logs' }, 'Logs');
+    logs.onclick = () => this.options.openLogs(row.id);
+    return h(
+      'div',
+      { className: 'jp-CellhopPanel-container', 'data-id': row.id, 'data-phase': row.phase },
+      h(
+        'div',
+        { className: 'jp-CellhopPanel-containerTitle' },
+        h('span', { className: 'jp-CellhopPanel-containerId', title: row.id }, row.id.slice(0, 8)),
+        h('span', { className: 'jp-CellhopPanel-phase', 'data-phase': row.phase }, row.phase),
+        h('span', { className: 'jp-CellhopPanel-containerGpus' }, row.gpus)
+      ),
+      h(
+        'div',
+        { className: 'jp-CellhopPanel-containerMeta' },
+        h('span', { title: 'image' }, row.image),
+        ' · ',
+        h('span', { className: 'jp-CellhopPanel-age', title: 'age' }, formatAge(row.ageSeconds)),
+        ' · ',
+        h('span', { className: 'jp-CellhopPanel-owner', title: row.owner }, row.notebook ?? row.owner)
+      ),
+      row.exit ? h('div', { className: 'jp-CellhopPanel-exit' }, row.exit) : null,
+      h('div', { className: 'jp-CellhopPanel-actions' }, stop, logs)
+    );
+  }
+
+  private async stopContainer(row: ContainerRow): Promise<void> {
+    if (!(await this.options.confirmStop(row))) {
+      return;
+    }
+    try {
+      const container = await this.options.api.stop(row.id);
+      this.state.apply({ type: 'container', id: container.id, phase: container.phase, time: Date.now() / 1000, container });
+      this.renderContainers();
+      this.renderGpus();
+    } catch (err) {
+      this.options.notify(`Could not stop container ${row.id.slice(0, 8)}: ${(err as Error).message}`);
+    }
+  }
+
+  private readonly options: PanelOptions;
+  private readonly statusEl: HTMLElement;
+  private readonly pauseButton: HTMLButtonElement;
+  private readonly intervalSelect: HTMLSelectElement;
+  private readonly gpusBody: HTMLElement;
+  private readonly containersBody: HTMLElement;
+  private readonly imagesBody: HTMLElement;
+  private readonly volumesBody: HTMLElement;
+  private readonly ageTimer: number;
+  private containersSignature = '';
+}

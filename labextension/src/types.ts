@@ -1,0 +1,112 @@
+/**
+ * The shapes of cellhop's control plane API (docs/api.md), as the panel reads them.
+ */
+
+export interface Holder {
+  owner: string;
+  container: string;
+}
+
+export interface Gpu {
+  index: number;
+  uuid: string;
+  name?: string;
+  type: string;
+  memory_total: number;
+  simulated: boolean;
+  mig?: unknown;
+  holder: Holder | null;
+}
+
+/** `GET gpus`, and the `gpus` of a `hello` event. */
+export interface GpusView {
+  gpus: Gpu[];
+  simulated: boolean;
+  reason: string | null;
+  driver_version: string | null;
+  runtime: string;
+}
+
+export interface ContainerGpu {
+  index: number;
+  uuid: string;
+  type: string;
+  simulated: boolean;
+}
+
+export interface ExitStatus {
+  code: number | null;
+  signal: number | null;
+  oom: boolean;
+  stopped: boolean;
+  description: string;
+}
+
+export type Phase = 'queued' | 'starting' | 'ready' | 'stopping' | 'exited';
+
+export interface Container {
+  id: string;
+  owner: string;
+  label: string;
+  phase: Phase;
+  gpu_request: string;
+  gpus: ContainerGpu[];
+  queue_position: number | null;
+  queued_seconds: number | null;
+  phases: { phase: Phase; time: number }[];
+  created: number;
+  cpus: number | null;
+  memory: number | null;
+  sandboxed: boolean;
+  exit: ExitStatus | null;
+  /** Set once containers run images (the images issue); absent: the notebook's own environment. */
+  image?: string | null;
+}
+
+/** One GPU's reading; a reading the card does not give is left out. */
+export interface Sample {
+  uuid: string;
+  utilization?: number;
+  memory_used?: number;
+  memory_total?: number;
+  power_w?: number;
+  temperature_c?: number;
+  simulated?: boolean;
+  processes?: { pid: number; used_memory: number }[];
+}
+
+export interface HelloEvent {
+  type: 'hello';
+  gpus: GpusView;
+  containers: Container[];
+  interval: number | null;
+  paused: boolean;
+}
+
+export interface ContainerEvent {
+  type: 'container';
+  id: string;
+  phase: Phase;
+  time: number;
+  container: Container;
+}
+
+export interface MetricsEvent {
+  type: 'metrics';
+  time: number;
+  gpus: Sample[];
+  error?: string;
+}
+
+export interface ErrorEvent {
+  type: 'error';
+  message: string;
+}
+
+/** Events of later issues (images, volumes) pass through as their own types. */
+export interface OtherEvent {
+  type: string;
+  [key: string]: unknown;
+}
+
+export type CellhopEvent = HelloEvent | ContainerEvent | MetricsEvent | ErrorEvent | OtherEvent;

