@@ -1,0 +1,103 @@
+"""Inside a container: mask the values of its secrets in everything the kernel sends out.
+
+The runtime puts a container's secrets in its environment and names their
+keys (never the values) in CELLHOP_SECRET_KEYS. The container kernel wraps
+its Session's `serialize`, which every outgoing message passes through
+(streams, displays, errors, replies, comm traffic), and replaces each
+secret value found in a message's text with *****, as CI systems do with
+their logs. So a value printed by a remote cell never reaches the notebook
+kernel, its frontend, or the saved notebook.
+
+Limits, as for CI masking: values shorter than 4 characters are not masked,
+a value split across two separate writes that are flushed apart is not
+recognised. Values a cell or function sends back are pickles, not text, so
+they are withheld instead: a variable (or a result) whose pickle carries a
+secret value stays in the container, and the notebook is told why (array
+data over 16 MiB is not searched).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..server_ext.secrets import MASK, SECRET_KEYS_ENV, masked_values
+
+SEARCHED_BYTES = 16 << 20
+
+
+def secret_values(environ=None) -> list[str]:
+    """The strings to mask, from the container's own environment."""
+    environ = os.environ if environ is None else environ
+    keys = [k for k in environ.get(SECRET_KEYS_ENV, "").split(",") if k]
+    return masked_values(environ[k] for k in keys if environ.get(k))
+
+
+def mask(value, secrets: list[str]):
+    """A copy of a JSON-like value with each secret in its strings (not its keys) masked."""
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, dict):
+        return {k: mask(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [mask(v, secrets) for v in value]
+    return value
+
+
+class SecretMask:
+    """The container's secret values and what the kernel does with them: mask, withhold."""
+
+    def __init__(self, secrets: list[str]):
+        self.secrets = secrets
+        self._encoded = [v.encode() for v in secrets]
+
+    @classmethod
+    def from_environment(cls, environ=None) -> SecretMask:
+        return cls(secret_values(environ))
+
+    def __bool__(self) -> bool:
+        return bool(self.secrets)
+
+    def install(self, session) -> None:
+        """Mask the secrets in every message `session` sends (nothing to do without secrets)."""
+        if not self.secrets:
+            return
+        serialize, secrets = session.serialize, self.secrets
+
+        def serialize_masked(msg, ident=None):
+            masked = dict(msg)
+            masked["content"] = mask(msg.get("content", {}), secrets)
+            return serialize(masked, ident)
+
+        session.serialize = serialize_masked
+
+    def holds(self, frames: list) -> bool:
+        """Whether pickled frames carry a secret value (as its UTF-8 bytes). Out-of-band buffers over
+        16 MiB (array data) are not searched."""
+        for frame in frames:
+            view = memoryview(frame)
+            if view.nbytes > SEARCHED_BYTES:
+                continue
+            data = frame if isinstance(frame, bytes) else view.cast("B").tobytes()
+            if any(e in data for e in self._encoded):
+                return True
+        return False
+
+    def withhold(self, packed):
+        """`packed` (serialize.Packed) without the values that carry a secret; those are named in its errors."""
+        if not self.secrets:
+            return packed
+        meta, frames, pos = [], [], 0
+        for item in packed.meta:
+            n = item.get("nframes", 0)
+            part, pos = packed.frames[pos:pos + n], pos + n
+            if self.holds(part):
+                packed.errors[item["name"]] = (f"{item['name']} holds the value of a secret; it stays in the "
+                                               "container (cellhop never sends secret values out of it)")
+                continue
+            meta.append(item)
+            frames.extend(part)
+        packed.meta, packed.frames = meta, frames
+        return packed

@@ -1,0 +1,78 @@
+"""REST: `secrets` (list, create) and `secrets/{name}` (its name and keys, delete).
+
+Values go in (POST) and never come out: every answer carries names and keys
+only, and bodies are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+
+from ..errors import CellhopError
+from .base import CellhopAPIHandler
+
+_NAME = r"(?P<name>[^/]+)"
+
+
+async def _in_thread(fn, *args, **kwargs):
+    return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
+
+
+class SecretAPIHandler(CellhopAPIHandler):
+    @property
+    def secrets(self):
+        return self.control_plane.secrets
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        status = getattr(e, "http_status", None) if isinstance(e, CellhopError) else None
+        if status is not None and not self._finished:
+            self.send_error(status, exc_info=sys.exc_info())
+            return
+        super()._handle_request_exception(e)
+
+
+class SecretsHandler(SecretAPIHandler):
+    @web.authenticated
+    @authorized
+    async def get(self):
+        self.write_json({"secrets": await _in_thread(self.secrets.list)})
+
+    @web.authenticated
+    @authorized
+    async def post(self):
+        """`{"name", "values": {KEY: VALUE}, "replace": false, "session": false}`; 201 with name and keys.
+
+        `session`: kept in the server's memory only, until it stops or the secret is deleted."""
+        body = self.json_body()
+        unknown = set(body) - {"name", "values", "replace", "session"}
+        if unknown:
+            raise web.HTTPError(400, f"unknown field(s) {', '.join(sorted(unknown))}; "
+                                     "known: name, values, replace, session")
+        replace, session = body.get("replace", False), body.get("session", False)
+        if not isinstance(replace, bool) or not isinstance(session, bool):
+            raise web.HTTPError(400, "replace and session must be true or false")
+        view = await _in_thread(self.secrets.create, body.get("name"), body.get("values"), replace, session)
+        self.write_json(view, status=201)
+
+
+class SecretHandler(SecretAPIHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, name):
+        self.write_json(await _in_thread(self.secrets.get, name))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, name):
+        await _in_thread(self.secrets.delete, name)
+        self.write_json({"name": name, "deleted": True})
+
+
+handlers = [
+    (r"secrets", SecretsHandler),
+    (rf"secrets/{_NAME}", SecretHandler),
+]

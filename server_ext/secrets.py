@@ -1,0 +1,219 @@
+"""Named secrets: sets of environment variables for containers, whose values are write-only.
+
+Stored ones live under `<state dir>/secrets/<name>.json`: the folder is
+owner-only (0700), each file 0600, written aside and renamed into place.
+Session ones (`cellhop.Secret.from_dict`) live in this process's memory only
+and end with it. Listing shows names and keys; the only way to a value is
+`environment(names)`, which the container manager calls at launch to put the
+values into the container's environment (and nowhere else).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets as _random
+import threading
+import time
+from pathlib import Path
+
+from .errors import CellhopError
+from .paths import private_dir
+from .volume_paths import VolumePathError, volume_name
+
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Variables a secret may not set: cellhop's own and the ones that decide what the container runs.
+_RESERVED_PREFIXES = ("CELLHOP_", "JPY_")
+_RESERVED = {"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "PATH", "PYTHONPATH", "PYTHONHOME", "LD_PRELOAD",
+             "LD_LIBRARY_PATH", "IPYTHONDIR", "MPLCONFIGDIR", "HOME"}
+SECRET_KEYS_ENV = "CELLHOP_SECRET_KEYS"  # names (never values) of a container's secret variables, for masking
+MIN_MASKED = 4  # shorter values are not masked in output (they would blank out ordinary text)
+
+
+class SecretError(CellhopError, ValueError):
+    http_status = 400
+
+
+class SecretNotFound(CellhopError, KeyError):
+    http_status = 404
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "secret not found"
+
+
+class SecretExists(CellhopError):
+    http_status = 409
+
+
+def secret_name(name) -> str:
+    try:
+        return volume_name(name, "secret")
+    except VolumePathError as exc:
+        raise SecretError(str(exc)) from None
+
+
+def check_values(values) -> dict[str, str]:
+    """{KEY: value} with valid environment variable names and string values; raises SecretError."""
+    if not isinstance(values, dict) or not values:
+        raise SecretError("a secret needs at least one KEY=VALUE pair")
+    for key, value in values.items():
+        if not isinstance(key, str) or not _KEY.match(key):
+            raise SecretError(f"secret key {key!r} is not an environment variable name; use letters, digits "
+                              "and '_', not starting with a digit (e.g. HF_TOKEN)")
+        if key in _RESERVED or key.startswith(_RESERVED_PREFIXES):
+            raise SecretError(f"secret key {key!r} is reserved (cellhop or the container's runtime sets it); "
+                              "pick another name")
+        if not isinstance(value, str):
+            raise SecretError(f"the value of secret key {key!r} must be a string, not {type(value).__name__}")
+        if "\x00" in value:
+            raise SecretError(f"the value of secret key {key!r} contains a NUL byte, which an environment "
+                              "variable cannot hold")
+    return dict(values)
+
+
+def parse_dotenv(text: str) -> dict[str, str]:
+    """KEY=VALUE lines of a .env file (comments, blank lines, `export`, single or double quotes)."""
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):].lstrip()
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise SecretError(f".env line {number} is not KEY=VALUE (the value is not shown)")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+            if raw.strip().split("=", 1)[1].strip()[0] == '"':
+                value = value.replace("\\n", "\n").replace('\\"', '"')
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key] = value
+    return check_values(values)
+
+
+def parse_assignments(items: list[str]) -> dict[str, str]:
+    """['KEY=VALUE', ...] from a command line."""
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SecretError(f"{key!r} has no '='; write KEY=VALUE (the value is never shown afterwards)")
+        values[key] = value
+    return check_values(values)
+
+
+class SecretStore:
+    """The secrets of one control plane: stored under `root` (0700, files 0600) and session ones in memory."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._session: dict[str, dict] = {}
+        self._lock = threading.Lock()
+
+    def _path(self, name: str) -> Path:
+        return self.root / f"{secret_name(name)}.json"
+
+    def _read(self, name: str) -> dict:
+        with self._lock:
+            record = self._session.get(name)
+        if record is not None:
+            return record
+        try:
+            return json.loads(self._path(name).read_text())
+        except FileNotFoundError:
+            raise SecretNotFound(f"no secret {name!r}; create it with `cellhop secret create {name} KEY=VALUE` "
+                                 "or cellhop.Secret.from_dict(...)") from None
+
+    @staticmethod
+    def _view(record: dict) -> dict:
+        return {"name": record["name"], "keys": sorted(record["values"]), "created": record.get("created"),
+                "session": bool(record.get("session"))}
+
+    def create(self, name: str, values: dict[str, str], replace: bool = False, session: bool = False) -> dict:
+        """Store (or, `session`, keep in memory) secret `name`. Returns its view (name and keys)."""
+        name = secret_name(name)
+        values = check_values(values)
+        record = {"name": name, "values": values, "created": time.time(), "session": session}
+        if session:
+            with self._lock:
+                if name in self._session and not replace:
+                    raise SecretExists(f"secret {name!r} already exists in this session; pass replace=True")
+                self._session[name] = record
+            return self._view(record)
+        path = self._path(name)
+        if path.exists() and not replace:
+            raise SecretExists(f"secret {name!r} already exists; replace it with --replace (CLI) or replace=True")
+        private_dir(self.root)
+        tmp = self.root / f".{name}.{_random.token_hex(4)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(record, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return self._view(record)
+
+    def list(self) -> list[dict]:
+        """Names and keys of every secret (values never)."""
+        views = {}
+        if self.root.is_dir():
+            for path in self.root.glob("*.json"):
+                try:
+                    views[path.stem] = self._view(json.loads(path.read_text()))
+                except (OSError, ValueError, KeyError):
+                    continue
+        with self._lock:
+            views.update({n: self._view(r) for n, r in self._session.items()})
+        return sorted(views.values(), key=lambda v: v["name"])
+
+    def get(self, name: str) -> dict:
+        return self._view(self._read(secret_name(name)))
+
+    def delete(self, name: str) -> None:
+        name = secret_name(name)
+        with self._lock:
+            if self._session.pop(name, None) is not None:
+                return
+        try:
+            self._path(name).unlink()
+        except FileNotFoundError:
+            raise SecretNotFound(f"no secret {name!r}") from None
+
+    def environment(self, names) -> dict[str, str]:
+        """The variables of secrets `names`, merged in order (later ones win). For the runtime only."""
+        env: dict[str, str] = {}
+        for name in names:
+            env.update(self._read(secret_name(name))["values"])
+        return env
+
+
+def masked_values(values) -> list[str]:
+    """What to mask in output for these secret values: each value and each long-enough line of it, longest first."""
+    found = set()
+    for value in values:
+        if len(value) >= MIN_MASKED:
+            found.add(value)
+        for line in value.splitlines():
+            line = line.strip()
+            if len(line) >= MIN_MASKED:
+                found.add(line)
+    return sorted(found, key=len, reverse=True)
+
+
+MASK = "*****"
+
+
+def mask_text(text: str, values) -> str:
+    """`text` with every secret value (see masked_values) replaced by *****."""
+    for value in values:
+        if value in text:
+            text = text.replace(value, MASK)
+    return text
