@@ -18,7 +18,13 @@ round of each), four starts are timed:
   container kernel answers kernel_info_request: scheduling, the sandbox
   (bubblewrap, when installed) and the kernel's start included;
 - container, unsandboxed: the same with c.Cellhop.sandbox = "none", which
-  shows what bubblewrap itself costs.
+  shows what bubblewrap itself costs;
+- provisioned: a whole kernel on a GPU container, "start kernel" to "kernel
+  ready" exactly as for the plain kernel (`KernelManager.start_kernel()` then
+  `wait_for_ready()`), with a cellhop kernelspec (`Python 3 · H100`) whose
+  provisioner queues for a simulated H100 on an embedded control plane and
+  starts the container kernel under bubblewrap. Its ratio to the plain
+  kernel is the issue 5 figure.
 
 Each kernel is stopped, untimed, before the next start. Prints medians and
 p90s, the ratios container/plain, and whether the aim of issue 2 is met
@@ -67,6 +73,51 @@ def plain_kernel_start(readiness: str = "wait_for_ready") -> float:
         return time.perf_counter() - started
     finally:
         km.shutdown_kernel(now=True)
+
+
+class ProvisionedStarts:
+    """Whole kernels through the cellhop provisioner: a kernelspec for a simulated H100 in a temporary
+    kernels folder, an embedded control plane in a fresh runtime folder (this process's, as in
+    jupyter console or nbclient)."""
+
+    def __init__(self):
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        from cellhop.kernel.control_client import EmbeddedControlPlane, set_control_plane
+        from cellhop.kernel.kernelspecs import write_kernelspec
+        from cellhop.server_ext.config import Cellhop
+
+        self.root = tempfile.mkdtemp(prefix="ch-bench-", dir="/tmp")
+        write_kernelspec(Path(self.root) / "kernels" / "cellhop-h100", "H100")
+        self.specs = KernelSpecManager(kernel_dirs=[str(Path(self.root) / "kernels")])
+        self.control = EmbeddedControlPlane(Cellhop(simulated_gpus="H100:1", runtime_root=self.root + "/rt"))
+        set_control_plane(self.control)
+        self.cwd = Path(self.root) / "notebooks"
+        self.cwd.mkdir()
+
+    def __call__(self) -> float:
+        from jupyter_client.manager import KernelManager
+
+        km = KernelManager(kernel_name="cellhop-h100", kernel_spec_manager=self.specs)
+        started = time.perf_counter()
+        km.start_kernel(cwd=str(self.cwd))
+        try:
+            kc = km.client()
+            kc.start_channels()
+            try:
+                kc.wait_for_ready(timeout=60)
+                return time.perf_counter() - started
+            finally:
+                kc.stop_channels()
+        finally:
+            km.shutdown_kernel(now=True)
+
+    def close(self) -> None:
+        from cellhop.kernel.control_client import set_control_plane
+
+        set_control_plane(None)
+        self.control.close()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _wait_kernel_info(info: dict, timeout: float = 60) -> None:
@@ -126,14 +177,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=15, help="timed rounds (default 15)")
     parser.add_argument("--no-write", action="store_true", help="print only; write no results file")
+    parser.add_argument("--name", default="cold_start",
+                        help="results file name before the date (default cold_start: results/cold_start-<date>.json)")
     args = parser.parse_args(argv)
 
-    sandboxed, unsandboxed = ContainerStarts(), ContainerStarts(sandbox="none")
+    sandboxed, unsandboxed, provisioned = ContainerStarts(), ContainerStarts(sandbox="none"), ProvisionedStarts()
     starts = {
         "plain": plain_kernel_start,
         "plain_same_readiness": lambda: plain_kernel_start("kernel_info"),
         "container": sandboxed,
         "container_unsandboxed": unsandboxed,
+        "provisioned": provisioned,
     }
     times: dict[str, list[float]] = {name: [] for name in starts}
     try:
@@ -142,13 +196,15 @@ def main(argv=None) -> int:
         sandboxed.phases.clear()
         names = list(starts)
         for round_ in range(args.n):
-            for name in names[round_ % 4:] + names[:round_ % 4]:  # rotate who goes first
+            turn = round_ % len(names)
+            for name in names[turn:] + names[:turn]:  # rotate who goes first
                 times[name].append(starts[name]())
             print(f"round {round_ + 1:2d}/{args.n}: " + "   ".join(
                 f"{name} {times[name][-1] * 1e3:4.0f} ms" for name in names), flush=True)
     finally:
         sandboxed.close()
         unsandboxed.close()
+        provisioned.close()
 
     med = {name: median(xs) for name, xs in times.items()}
     ratio = med["container"] / med["plain"]
@@ -161,6 +217,7 @@ def main(argv=None) -> int:
         "plain_same_readiness": "plain ipykernel, first kernel_info_reply",
         "container": "cellhop container to ready" + ("" if sandboxed.sandboxed else " (bubblewrap MISSING)"),
         "container_unsandboxed": "cellhop container, sandbox='none'",
+        "provisioned": "cellhop kernel (provisioner), wait_for_ready",
     }
     host = host_info()
     print()
@@ -170,6 +227,8 @@ def main(argv=None) -> int:
     print(f"    container: scheduling {scheduling * 1e3:.1f} ms, launch to ready {launch * 1e3:.0f} ms (medians)")
     print(f"  ratio container / plain (the issue's baseline):         {ratio:.2f}x")
     print(f"  ratio container / plain with the same readiness test:   {like_for_like:.2f}x")
+    provisioned_ratio = med["provisioned"] / med["plain"]
+    print(f"  ratio cellhop kernel / plain kernel, start to ready:      {provisioned_ratio:.2f}x")
     print(f"  bubblewrap's cost (container / unsandboxed container):  "
           f"{med['container'] / med['container_unsandboxed']:.2f}x")
     print(f"  aim (container ready within {AIM}x of a plain kernel's start): "
@@ -177,7 +236,7 @@ def main(argv=None) -> int:
           + f"; like for like {'also within' if like_for_like <= AIM else 'NOT within'} {AIM}x")
 
     if not args.no_write:
-        path = write_results("cold_start", {
+        path = write_results(args.name, {
             "device": DEVICE,
             "rounds": args.n,
             "sandboxed": sandboxed.sandboxed,
@@ -186,6 +245,7 @@ def main(argv=None) -> int:
             "ratio_container_to_plain": ratio,
             "ratio_container_to_plain_same_readiness": like_for_like,
             "ratio_sandboxed_to_unsandboxed": med["container"] / med["container_unsandboxed"],
+            "ratio_provisioned_kernel_to_plain": provisioned_ratio,
             "aim_ratio": AIM,
             "aim_met": met,
         })

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "gpus", "remote", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["__version__", "gpus", "remote", "Image", "Volume", "Secret",
+           "load_ipython_extension", "unload_ipython_extension"]
 
 
 def load_ipython_extension(ipython):  # `%load_ext cellhop`
@@ -24,6 +25,12 @@ def unload_ipython_extension(ipython):
     unload(ipython)
 
 
+def _jupyter_server_extension_points():  # jupyter_server finds the control plane here
+    from .server_ext.app import CellhopApp
+
+    return [{"module": "cellhop.server_ext.app", "app": CellhopApp}]
+
+
 def __getattr__(name: str):
     if name == "remote":
         from .kernel.remote_function import remote
@@ -33,4 +40,16 @@ def __getattr__(name: str):
         from .kernel.control_client import gpus
 
         return gpus
+    if name == "Image":
+        from .server_ext.images.spec import Image
+
+        return Image
+    if name == "Volume":
+        from .kernel.volume import Volume
+
+        return Volume
+    if name == "Secret":
+        from .kernel.secret import Secret
+
+        return Secret
     raise AttributeError(f"module 'cellhop' has no attribute {name!r}")

@@ -21,6 +21,7 @@ from ipykernel.ipkernel import IPythonKernel
 
 from ..server_ext.container import OOM_EXIT_CODE
 from .cell_names import is_user_name, names_assigned, parse
+from .secret_masking import SecretMask
 from .serialize import dumps, loads, pack, unpack
 
 
@@ -33,6 +34,9 @@ def _oom_exit_if_enforced(exc: BaseException | None) -> None:
         os._exit(OOM_EXIT_CODE)
 
 
+RESTART_IN_PLACE_ENV = "CELLHOP_RESTART_IN_PLACE"  # set by the kernel provisioner (provisioner.py)
+
+
 class ContainerKernel(IPythonKernel):
     implementation = "cellhop-container"
     msg_types = [*IPythonKernel.msg_types, "cellhop_execute_request", "cellhop_apply_request"]
@@ -41,10 +45,22 @@ class ContainerKernel(IPythonKernel):
         super().__init__(**kwargs)
         # plain execute_requests too (remote GPU kernels): memory exhaustion ends the container
         self.shell.events.register("post_run_cell", lambda result: _oom_exit_if_enforced(result.error_in_exec))
+        self.secret_mask = SecretMask.from_environment()
+        self.secret_mask.install(self.session)  # secret values never leave the container unmasked
 
     def _send_interrupt_children(self):
         # Interrupt this process only: a process-group signal would also reach the sandbox's init.
         os.kill(os.getpid(), signal.SIGINT)
+
+    async def shutdown_request(self, stream, ident, parent):
+        """A kernel of the cellhop provisioner answers a restart's shutdown request and stays up:
+        the control plane replaces this process itself (ContainerManager.restart), so the GPUs
+        are never released in between, as they would be if it exited on its own."""
+        if parent["content"].get("restart") and os.environ.get(RESTART_IN_PLACE_ENV) == "1":
+            content = await self.do_shutdown(True)
+            self.session.send(stream, "shutdown_reply", content, parent, ident=ident)
+            return
+        await super().shutdown_request(stream, ident, parent)
 
     async def cellhop_execute_request(self, stream, ident, parent):
         content = parent["content"]
@@ -93,7 +109,7 @@ class ContainerKernel(IPythonKernel):
             for name in missing:
                 reply["errors"][name] = f"{name}: not defined in the container"
             names = [n for n in names if n in shell.user_ns]
-        packed = pack({n: shell.user_ns[n] for n in names})
+        packed = self.secret_mask.withhold(pack({n: shell.user_ns[n] for n in names}))
         reply["values"], frames = packed.meta, packed.frames
         reply["errors"].update(packed.errors)
         self.session.send(stream, "cellhop_execute_reply", reply, parent, ident=ident, buffers=frames)
@@ -122,6 +138,11 @@ class ContainerKernel(IPythonKernel):
         try:
             frames = dumps(outcomes)
             reply = {"status": "ok", "count": len(outcomes)}
+            if self.secret_mask and self.secret_mask.holds(frames):
+                frames = []
+                reply = {"status": "error", "ename": "SecretWithheld",
+                         "evalue": "the result holds the value of a secret; it stays in the container "
+                                   "(cellhop never sends secret values out of it)"}
         except Exception as exc:
             frames = []
             reply = {"status": "error", "ename": type(exc).__name__,
@@ -148,7 +169,9 @@ def main(argv: list[str] | None = None) -> None:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     # parent_handle=1: no parent poller, and no connection banner in the container's log
-    argv += ["--HistoryManager.enabled=False", "--IPKernelApp.quiet=True", "--IPKernelApp.parent_handle=1"]
+    argv += ["--IPKernelApp.quiet=True", "--IPKernelApp.parent_handle=1"]
+    if os.environ.get(RESTART_IN_PLACE_ENV) != "1":  # a whole kernel (provisioner) keeps history, as any kernel
+        argv.append("--HistoryManager.enabled=False")
     IPKernelApp.launch_instance(argv=argv, kernel_class=ContainerKernel)
 
 

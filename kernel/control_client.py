@@ -50,6 +50,15 @@ class ControlPlaneClient(ABC):
     def touch(self, container_id: str) -> None: ...
 
     @abstractmethod
+    def interrupt(self, container_id: str) -> None:
+        """SIGINT to the container's kernel (the kernel provisioner's interrupt)."""
+
+    @abstractmethod
+    def restart(self, container_id: str, on_event=None) -> dict:
+        """A fresh kernel process in the same container, its GPUs kept; the container's view
+        with its connection_info (the same ports and key as before)."""
+
+    @abstractmethod
     def logs(self, container_id: str, tail: int | None = None) -> str: ...
 
     @abstractmethod
@@ -60,6 +69,31 @@ class ControlPlaneClient(ABC):
     def subscribe(self, listener, metrics_interval: float | None = None, paused: bool = False):
         """Events as on the API's event stream (hello, container, metrics, ...), delivered on a
         background thread. Returns a subscription with configure(interval), pause(), resume(), close()."""
+
+    @abstractmethod
+    def storage(self):
+        """This control plane's volumes and secrets, as a StorageClient (storage_client.py)."""
+
+    @abstractmethod
+    def build_image(self, image_spec_json: dict, on_event=None, force: bool = False) -> dict:
+        """Build a `cellhop.Image` (its `to_json()`), or find it cached; `on_event` sees its progress
+        events. Returns {"key", "name", "python_version", "packages", "modules", "layers", "built", ...}."""
+
+    @abstractmethod
+    def images(self) -> list[dict]:
+        """Every built image: key, name, steps, size, created, last_used, in_use."""
+
+    @abstractmethod
+    def image_log(self, key: str) -> str:
+        """The build log of an image (key or name), step by step."""
+
+    @abstractmethod
+    def delete_image(self, key: str) -> dict:
+        """Forget an image and remove the layers no other image uses."""
+
+    @abstractmethod
+    def prune_images(self, unused_for: float | None = None) -> dict:
+        """Remove layers no image uses (and images unused for `unused_for` seconds)."""
 
     def close(self) -> None:
         pass
@@ -97,6 +131,13 @@ class EmbeddedControlPlane(ControlPlaneClient):
     def touch(self, container_id: str) -> None:
         self.manager.touch(container_id)
 
+    def interrupt(self, container_id: str) -> None:
+        self.manager.interrupt(container_id)
+
+    def restart(self, container_id: str, on_event=None) -> dict:
+        container = self.manager.restart(container_id, on_event=on_event)
+        return {**container.to_dict(), "connection_info": container.connection_info}
+
     def logs(self, container_id: str, tail: int | None = None) -> str:
         return self.manager.logs(container_id, tail=tail)
 
@@ -105,6 +146,26 @@ class EmbeddedControlPlane(ControlPlaneClient):
 
     def subscribe(self, listener, metrics_interval: float | None = None, paused: bool = False):
         return self.control_plane.subscribe(listener, metrics_interval, paused)
+
+    def storage(self):
+        from .storage_client import LocalStorageClient
+
+        return LocalStorageClient(self.control_plane.volumes, self.control_plane.secrets)
+
+    def build_image(self, image_spec_json: dict, on_event=None, force: bool = False) -> dict:
+        return self.control_plane.images.build(image_spec_json, on_event=on_event, force=force)
+
+    def images(self) -> list[dict]:
+        return self.control_plane.images.list()
+
+    def image_log(self, key: str) -> str:
+        return self.control_plane.images.log(key)
+
+    def delete_image(self, key: str) -> dict:
+        return self.control_plane.images.delete(key)
+
+    def prune_images(self, unused_for: float | None = None) -> dict:
+        return self.control_plane.images.prune(unused_for)
 
     def close(self) -> None:
         if self._owned:

@@ -198,6 +198,12 @@ class HttpControlPlane(ControlPlaneClient):
             self._touched[container_id] = now
             self.request("POST", f"containers/{container_id}/touch")
 
+    def interrupt(self, container_id: str) -> None:
+        self.request("POST", f"containers/{container_id}/interrupt")
+
+    def restart(self, container_id: str, on_event=None) -> dict:
+        return self.request("POST", f"containers/{container_id}/restart")
+
     def logs(self, container_id: str, tail: int | None = None) -> str:
         return self.request("GET", f"containers/{container_id}/logs", query={"tail": tail} if tail else None)["log"]
 

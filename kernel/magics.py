@@ -6,6 +6,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, argument_group, magic_arguments, parse_argstring
 
 from .remote_cells import RemoteCells
+from .volume import mounts_of
 
 
 def _resources(group_title: str):
@@ -24,6 +25,36 @@ def _resources(group_title: str):
     return decorate
 
 
+def _storage(group_title: str):
+    """Options shared by %gpu and %%remote: volumes to mount and secrets to inject (both repeatable)."""
+
+    def decorate(func):
+        for deco in reversed([
+            argument_group(group_title),
+            argument("--volume", action="append", default=None, metavar="NAME:/PATH[:ro]",
+                     help="Mount a cellhop volume (made on first use), e.g. datasets:/data or weights:/models:ro."),
+            argument("--secret", action="append", default=None, metavar="NAME",
+                     help="Put a secret's variables in the container's environment (masked in output)."),
+        ]):
+            func = deco(func)
+        return func
+
+    return decorate
+
+
+def _with_cell_storage(d, args) -> dict:
+    """%%remote's --volume/--secret added to the notebook's defaults (a cell's mount wins at the same path)."""
+    changes = {}
+    if args.volume:
+        cell = mounts_of(args.volume)
+        paths = {m["path"] for m in cell}
+        changes["volumes"] = [{"name": n, "path": p, "read_only": ro} for n, p, ro in d.volumes
+                              if p not in paths] + cell
+    if args.secret:
+        changes["secrets"] = [*d.secrets, *args.secret]
+    return changes
+
+
 def inventory_table(cells: RemoteCells) -> str:
     control = cells.control
     inv = control.inventory()
@@ -36,14 +67,17 @@ def inventory_table(cells: RemoteCells) -> str:
             who = holders.get(g.uuid)
             state = "free" if not who else f"held by {who.get('owner', '?')} (container {who.get('container', '?')})"
             sim = " simulated" if g.simulated else ""
-            lines.append(f"  [{g.index}] {g.type:<10} {g.memory_total / 2**30:6.0f} GiB{sim}  {state}")
+            node = f" on node {g.node}" if getattr(g, "node", None) else ""
+            lines.append(f"  [{g.index}] {g.type:<10} {g.memory_total / 2**30:6.0f} GiB{sim}{node}  {state}")
     else:
         lines.append(f"GPUs: none — {inv.reason or 'no GPU found'}. %%remote cells run in CPU-only containers.")
     d = cells.defaults
     lines.append(f"Runtime: {control.runtime_description()}")
     extras = [f"cpus={d.cpus}" if d.cpus else "", f"memory={d.memory // 2**20}M" if d.memory else "",
               f"idle timeout {d.idle_timeout:g} s" if d.idle_timeout is not None else "",
-              f"cell timeout {d.timeout:g} s" if d.timeout is not None else ""]
+              f"cell timeout {d.timeout:g} s" if d.timeout is not None else "",
+              "volumes " + ", ".join(f"{n}:{p}" + (":ro" if ro else "") for n, p, ro in d.volumes) if d.volumes else "",
+              "secrets " + ", ".join(d.secrets) if d.secrets else ""]
     extras_text = ", ".join(e for e in extras if e)
     lines.append(f"Selected for %%remote: {d.gpu}" + (f" ({extras_text})" if extras_text else ""))
     return "\n".join(lines)
@@ -62,36 +96,74 @@ class CellhopMagics(Magics):
     @_resources("resources")
     @argument("--idle-timeout", type=float, default=None,
               help="Seconds this notebook's container may idle before it is stopped.")
+    @argument("--image", default=None,
+              help="A notebook variable holding a cellhop.Image for later %%%%remote cells ('default': none).")
+    @_storage("volumes and secrets")
+    @argument("--monitor", action="store_true",
+              help="Show live metrics (GpuMonitor) of the GPUs this notebook's containers hold "
+                   "(all GPUs when they hold none).")
     @line_magic
     def gpu(self, line: str = ""):
         """Show this host's GPUs, or choose the GPU for later %%remote cells."""
         args = parse_argstring(self.gpu, line)
+        if args.monitor:
+            return self._monitor()
         changes = {k: v for k, v in (("cpus", args.cpus), ("memory", args.memory), ("timeout", args.timeout),
                                      ("idle_timeout", args.idle_timeout)) if v is not None}
+        if args.image is not None:
+            changes["image"] = self._image(args.image)
+        if args.volume is not None:  # `--volume none` clears the defaults
+            changes["volumes"] = [] if args.volume == ["none"] else args.volume
+        if args.secret is not None:
+            changes["secrets"] = [] if args.secret == ["none"] else args.secret
         if args.request is not None or changes:
             self.cells.select(args.request, **changes)
         print(inventory_table(self.cells))
 
+    def _monitor(self):
+        """A GpuMonitor of this notebook's containers' GPUs (the view a %%remote status line offers)."""
+        from ..widgets.gpu_monitor import GpuMonitor
+
+        held = [g["uuid"] for s in list(self.cells.sessions.values()) if s.alive()
+                for g in s.container.get("gpus") or []]
+        monitor = GpuMonitor(control=self.cells.control, gpus=held or None)
+        if held:
+            monitor.title = "GPUs of this notebook's containers"
+        return monitor
+
     @magic_arguments()
     @argument("--gpu", default=None, help="GPU request for this cell only (same syntax as %%gpu).")
+    @argument("--image", default=None, help="A notebook variable holding a cellhop.Image to run this cell in.")
     @argument("--out", default=None, help="Names to bring back, comma-separated (default: all it assigned).")
     @argument("--no-pull", action="store_true", help="Bring no values back.")
     @argument("--fresh", action="store_true", help="Run in a new container (the old one is stopped).")
     @argument("--async", dest="run_async", action="store_true",
               help="Return at once with a handle (status, wait(), cancel()).")
     @_resources("resources for this cell")
+    @_storage("volumes and secrets for this cell (added to %gpu's)")
     @cell_magic
     def remote(self, line: str, cell: str):
         """Run this cell in the notebook's GPU container; its new values come back."""
         args = parse_argstring(self.remote, line)
         changes = {k: v for k, v in (("cpus", args.cpus), ("memory", args.memory),
                                      ("timeout", args.timeout)) if v is not None}
+        if args.image is not None:
+            changes["image"] = self._image(args.image)
+        changes.update(_with_cell_storage(self.cells.defaults, args))
         d = self.cells.resolve(self.cells.defaults, args.gpu, **changes)
         out = [n.strip() for n in args.out.split(",") if n.strip()] if args.out else None
         kwargs = dict(out=out, pull=not args.no_pull, fresh=args.fresh, show_status=self.kernel is not None)
         if args.run_async:
             return self.cells.run_cell_async(cell, d, **kwargs)
         self.cells.run_cell(cell, d, input_fn=self._input_fn(), **kwargs)  # values land in the namespace
+
+    def _image(self, name: str):
+        """The Image a `--image NAME` names (None for 'default': the notebook's own environment)."""
+        if name in ("default", "none"):
+            return None
+        from .image_use import image_named
+
+        return image_named(self.shell, name)
 
     def _input_fn(self):
         kernel = self.kernel

@@ -19,6 +19,8 @@ from .container_session import ContainerSession
 from .control_client import ControlPlaneClient
 from .errors import ContainerDied, RemoteTimeout, UnsendableVariable
 from .remote_run import RemoteRun
+from .secret import secret_names
+from .volume import mounts_of
 from .serialize import Packed, pack
 from .status_line import StatusLine, describe_gpus, finished_text, progress_text
 
@@ -32,9 +34,13 @@ class Defaults:
     memory: int | None = None
     idle_timeout: float | None = None
     timeout: float | None = None
+    image: object = None  # a cellhop.Image (`--image NAME`); None: the notebook's own environment
+    image_key: str | None = None  # the built image's key, set when a cell is about to use it
+    volumes: tuple = ()  # ((name, path, read_only), ...): `--volume NAME:/path[:ro]`
+    secrets: tuple = ()  # secret names: `--secret NAME`
 
     def key(self) -> tuple:
-        return (str(self.gpu), self.cpus, self.memory)
+        return (str(self.gpu), self.cpus, self.memory, self.image_key, self.volumes, self.secrets)
 
 
 class RemoteCells:
@@ -57,6 +63,10 @@ class RemoteCells:
             changes["gpu"] = gpu
         if "memory" in changes:
             changes["memory"] = parse_memory(changes["memory"])
+        if "volumes" in changes:  # the whole list: %gpu sets it, %%remote adds its own to the defaults
+            changes["volumes"] = tuple((m["name"], m["path"], m["read_only"]) for m in mounts_of(changes["volumes"]))
+        if "secrets" in changes:
+            changes["secrets"] = tuple(dict.fromkeys(secret_names(changes["secrets"])))
         return replace(base, **changes)
 
     def select(self, request: str | None = None, **changes) -> Defaults:
@@ -67,7 +77,21 @@ class RemoteCells:
     # -- containers ---------------------------------------------------------------
     def spec_for(self, d: Defaults) -> ContainerSpec:
         return ContainerSpec(gpu=d.gpu, owner=self.owner, cpus=d.cpus, memory=d.memory,
-                             idle_timeout=d.idle_timeout, label="%%remote")
+                             idle_timeout=d.idle_timeout, label="%%remote", image=d.image_key,
+                             volumes=[{"name": n, "path": p, "read_only": ro} for n, p, ro in d.volumes],
+                             secrets=list(d.secrets))
+
+    def prepare_image(self, d: Defaults, code: str) -> Defaults:
+        """Build the cell's image (its progress shows if it builds) and check that the values the
+        cell reads will unpickle there; `d` with the built image's key."""
+        if d.image is None or d.image.is_default:
+            return replace(d, image_key=None)
+        from .image_use import build_for_use, check_values
+        from .output_relay import KernelSink
+
+        info = build_for_use(self.control, d.image, in_kernel=isinstance(self.sink, KernelSink))
+        check_values(self.values_to_send(code), info, d.image)
+        return replace(d, image_key=info["key"])
 
     def session_for(self, d: Defaults, fresh: bool = False, status: StatusLine | None = None):
         """(warm or new session, seconds it took to start or None when it was warm)."""
@@ -152,6 +176,7 @@ class RemoteCells:
                  fresh: bool = False, input_fn=None, show_status: bool = True) -> dict:
         """Run `code` in the container for `d`; land its values in the notebook; return them."""
         packed = self.pack_cell(code)
+        d = self.prepare_image(d, code)
         parent = self.sink.current_parent()
         status = StatusLine(self.sink if show_status else None, parent)
         session, started = self.session_for(d, fresh=fresh, status=status)
@@ -167,6 +192,7 @@ class RemoteCells:
         work goes on over a second connection to the same container.
         """
         packed = self.pack_cell(code)
+        d = self.prepare_image(d, code)
         parent = self.sink.current_parent()
         status = StatusLine(self.sink if show_status else None, parent)
         session, started = self.session_for(d, fresh=fresh, status=status)
@@ -182,6 +208,7 @@ class RemoteCells:
 
     def _execute(self, code, d, packed, session, started, status, parent, out, pull, input_fn) -> dict:
         """Ship the cell on `session`, keep the status line current, return the values it brought back."""
+        status.container_id = session.id if session.container.get("gpus") else None
         status.show(f"▶ running on container {session.id} · {describe_gpus(session.container)}")
         pull_names = [] if not pull else out
         t0 = time.monotonic()

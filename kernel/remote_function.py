@@ -25,6 +25,8 @@ from .control_client import get_control_plane
 from .errors import ContainerDied
 from .output_relay import ConsoleSink, KernelSink
 from .remote_run import RemoteRun
+from .secret import secret_names
+from .volume import mounts_of
 
 
 def _notebook_context():
@@ -51,8 +53,13 @@ def _raise_remote(exc: BaseException):
 
 
 class RemoteFunction:
-    def __init__(self, fn, gpu=None, cpus=None, memory=None, timeout=None, max_containers=None):
+    def __init__(self, fn, gpu=None, cpus=None, memory=None, timeout=None, max_containers=None, image=None,
+                 volumes=None, secrets=None):
         self.fn = fn
+        self.volumes = mounts_of(volumes)  # checked now: a bad mount fails at decoration, not at the call
+        self.secrets = secret_names(secrets)
+        self.image = image  # a cellhop.Image; None: the notebook's own environment
+        self._image_info: dict | None = None
         self.gpu = gpu
         self.cpus = cpus
         self.memory = parse_memory(memory)
@@ -82,7 +89,24 @@ class RemoteFunction:
 
     def _spec(self, queue_timeout=None) -> ContainerSpec:
         return ContainerSpec(gpu=self._request(), owner=f"cellhop.remote {self.__name__}", cpus=self.cpus,
-                             memory=self.memory, queue_timeout=queue_timeout, label=f"function {self.__name__}")
+                             memory=self.memory, queue_timeout=queue_timeout, label=f"function {self.__name__}",
+                             image=self._image_info["key"] if self._image_info else None,
+                             volumes=self.volumes, secrets=self.secrets)
+
+    def _prepare_image(self, values: dict) -> None:
+        """Build this function's image (progress shows if it builds; instant when cached) and check
+        that `values` will unpickle there. A rebuilt image retires the containers of the old one."""
+        if self.image is None or self.image.is_default:
+            return
+        from .image_use import build_for_use, check_values
+
+        old = self._image_info["key"] if self._image_info else None
+        sink = _notebook_context()[0]
+        image = self.image if self.image.name else self.image.named(self.__name__)
+        self._image_info = build_for_use(get_control_plane(), image, in_kernel=isinstance(sink, KernelSink))
+        if old is not None and old != self._image_info["key"]:
+            self.shutdown()
+        check_values(values, self._image_info, image)
 
     def _budget(self) -> int:
         """How many containers `.map` may use: what the GPU request allows on this host."""
@@ -144,6 +168,7 @@ class RemoteFunction:
     # -- calls --------------------------------------------------------------------
     def remote(self, *args, **kwargs):
         """Run once in a warm container; return the result or raise the remote exception."""
+        self._prepare_image({"fn": self.fn, "args": args, "kwargs": kwargs})
         session = self._sessions_for(1)[0]
         parent = _notebook_context()[2]
         (ok, value), = session.apply(self.fn, [(args, kwargs)], parent, timeout=self.timeout)
@@ -154,6 +179,7 @@ class RemoteFunction:
 
     def spawn(self, *args, **kwargs) -> RemoteRun:
         """Start a call and return at once; the handle has status, wait() and cancel()."""
+        self._prepare_image({"fn": self.fn, "args": args, "kwargs": kwargs})
         session = self._sessions_for(1)[0]
         worker = session.secondary()
         parent = _notebook_context()[2]
@@ -181,6 +207,7 @@ class RemoteFunction:
         n = len(calls)
         if n == 0:
             return []
+        self._prepare_image({"fn": self.fn, "calls": calls[:3]})
         sessions = self._sessions_for(min(self._budget(), n))
         size = chunk_size or max(1, min(512, math.ceil(n / (len(sessions) * 4))))
         chunks = [(i, calls[i:i + size]) for i in range(0, n, size)]
@@ -246,9 +273,15 @@ def _progress_bar(total: int, name: str):
 
 
 def remote(fn=None, *, gpu: str | None = None, cpus: int | None = None, memory: str | None = None,
-           timeout: float | None = None, max_containers: int | None = None):
-    """Make `fn` runnable in cellhop containers (`.remote`, `.map`, `.spawn`); usable bare or with options."""
+           timeout: float | None = None, max_containers: int | None = None, image=None, volumes=None,
+           secrets=None):
+    """Make `fn` runnable in cellhop containers (`.remote`, `.map`, `.spawn`); usable bare or with options.
+
+    `volumes`: {"/data": cellhop.Volume("datasets")} or ["datasets:/data", "weights:/models:ro"];
+    `secrets`: [cellhop.Secret("hf"), "other-name"] (their variables, in the container's environment).
+    """
     def wrap(f):
-        return RemoteFunction(f, gpu=gpu, cpus=cpus, memory=memory, timeout=timeout, max_containers=max_containers)
+        return RemoteFunction(f, gpu=gpu, cpus=cpus, memory=memory, timeout=timeout, max_containers=max_containers,
+                              image=image, volumes=volumes, secrets=secrets)
 
     return wrap(fn) if fn is not None else wrap

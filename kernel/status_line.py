@@ -23,13 +23,24 @@ class StatusLine:
         self._shown = False
         self.text = ""
         self.state = "pending"
+        self.container_id: str | None = None  # set while the cell's container holds a GPU: offers the monitor
 
     def _content(self) -> dict:
         color = _COLORS.get(self.state, "var(--jp-ui-font-color2, #666)")
         markup = (f'<div class="cellhop-status" style="font-size:0.85em;color:{color};'
-                  f'font-family:var(--jp-ui-font-family,sans-serif)">{html.escape(self.text)}</div>')
+                  f'font-family:var(--jp-ui-font-family,sans-serif)">{html.escape(self.text)}{self._monitor_hint()}</div>')
         return {"data": {"text/plain": self.text, "text/html": markup}, "metadata": {},
                 "transient": {"display_id": self._display_id}}
+
+    def _monitor_hint(self) -> str:
+        """The way to this container's GPUs, live: `%gpu --monitor` in the notebook; a click in
+        JupyterLab (cellhop's panel picks up data-cellhop-container)."""
+        if not self.container_id:
+            return ""
+        cid = html.escape(self.container_id)
+        return (f' <span class="cellhop-status-monitor" data-cellhop-container="{cid}" style="cursor:pointer" '
+                f'title="Live metrics of this container\'s GPUs: run %gpu --monitor, or click to open '
+                f'cellhop\'s panel">· 📈 <code>%gpu --monitor</code></span>')
 
     def show(self, text: str, state: str = "pending") -> None:
         self.text, self.state = text, state

@@ -67,9 +67,16 @@ class KernelConnection:
         self.context = context or zmq.Context.instance()
         self.session = make_session(info)
         self.sockets: dict[str, zmq.Socket] = {}
+        # A kernel on another host (Ray runtime) speaks CurveZMQ: its public key is in the info;
+        # this connection's own key pair is made here and never leaves it.
+        server_key = info.get("curve_serverkey")
+        client_keys = zmq.curve_keypair() if server_key else None
         for channel in channels:
             sock = self.context.socket(CHANNEL_SOCKET_TYPES[channel])
             sock.linger = 0
+            if client_keys:
+                sock.curve_serverkey = server_key.encode() if isinstance(server_key, str) else server_key
+                sock.curve_publickey, sock.curve_secretkey = client_keys
             if channel == "iopub":
                 sock.setsockopt(zmq.SUBSCRIBE, b"")
             else:

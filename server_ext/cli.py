@@ -108,7 +108,8 @@ def jupyter_main(argv: list[str] | None = None) -> int:
     return main(argv)
 
 
-_EXTRA_COMMANDS: dict = {"volume": "cli_storage", "secret": "cli_storage", "kernelspec": "cli_kernelspec"}  # name -> module whose add_commands(sub) adds it
+# Subcommands other modules add: name -> module (in this package) whose add_commands(subparsers) adds it.
+_EXTRA_COMMANDS: dict = {"volume": "cli_storage", "secret": "cli_storage", "kernelspec": "cli_kernelspec"}
 
 
 if __name__ == "__main__":

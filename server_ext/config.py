@@ -10,7 +10,19 @@ class Cellhop(Configurable):
     """Settings of cellhop's control plane (shared by the server extension and the embedded one)."""
 
     runtime = CaselessStrEnum(
-        ["local"], default_value="local", help="Where containers run: 'local' (this host)."
+        ["local", "ray"], default_value="local",
+        help="Where containers run: 'local' (this host) or 'ray' (a Ray cluster's nodes; see ray_address).",
+    ).tag(config=True)
+
+    ray_address = Unicode(
+        "auto", help="The Ray cluster of runtime 'ray': 'host:port' of its head, a 'ray://host:10001' "
+        "client address, or 'auto' (RAY_ADDRESS, else the cluster started on this host).",
+    ).tag(config=True)
+
+    ray_shared_volume_path = Unicode(
+        "", help="Runtime 'ray': a folder mounted at the same path on every node (NFS, a cluster file "
+        "system) that holds cellhop's volumes (put state_dir under it). Empty: mounting a volume on Ray "
+        "is an error, never a node-local folder.",
     ).tag(config=True)
 
     simulated_gpus = Unicode(
@@ -53,6 +65,11 @@ class Cellhop(Configurable):
 
     state_dir = Unicode(
         "", help="Folder for state that survives restarts; default jupyter_data_dir()/cellhop."
+    ).tag(config=True)
+
+    volume_quota = Unicode(
+        "100G", help="Most a volume may hold through uploads, e.g. '500G'; empty = no limit. "
+        "`cellhop volume create --quota` sets it per volume."
     ).tag(config=True)
 
     transport = CaselessStrEnum(

@@ -12,6 +12,7 @@ from pathlib import Path
 from .errors import CellhopError
 from .gpu_request import GpuRequest
 from .scheduler import Allocation
+from .volume_paths import parse_mounts, volume_name
 
 OOM_EXIT_CODE = 86  # the container kernel exits with this when memory ran out (RLIMIT_AS mode)
 
@@ -59,6 +60,9 @@ class ContainerSpec:
     label: str = ""
     owner_pid: int | None = None  # the notebook kernel's pid: when it exits, the container stops
     owner_host: str | None = None  # ... if it runs on the control plane's host
+    volumes: list[dict] = field(default_factory=list)  # [{"name", "path", "read_only"}], see volume_paths
+    secrets: list[str] = field(default_factory=list)  # secret names; their values are resolved at launch
+    image: str | None = None  # key of a built image (cellhop.Image); None: the notebook's own environment
 
     def __post_init__(self):
         # Accept what users type ("H100", "8G") as well as parsed values.
@@ -67,6 +71,8 @@ class ContainerSpec:
         self.memory = parse_memory(self.memory)
         if self.workdir is not None and not isinstance(self.workdir, Path):
             self.workdir = Path(self.workdir)
+        self.volumes = parse_mounts(self.volumes)
+        self.secrets = [volume_name(getattr(s, "name", s), "secret") for s in (self.secrets or [])]
 
     def to_json(self) -> dict:
         """What crosses the API (`POST containers`); `from_json` reads it back."""
@@ -90,7 +96,8 @@ class ContainerSpec:
                                f"known: {', '.join(sorted(known))}")
         checks = {"owner": str, "label": str, "python": str, "owner_host": str,
                   "cpus": int, "owner_pid": int, "idle_timeout": (int, float), "queue_timeout": (int, float),
-                  "env": dict, "workdir": str, "gpu": str, "memory": (str, int)}
+                  "env": dict, "workdir": str, "gpu": str, "memory": (str, int), "volumes": list, "secrets": list,
+                  "image": str}
         for name, kind in checks.items():
             value = data.get(name)
             if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
@@ -150,6 +157,9 @@ class Container:
     directory: Path | None = None  # runtime files: connection file, log
     handle: object = None  # the runtime's own handle (a Popen, a Ray actor)
     sandboxed: bool = False
+    node: str | None = None  # where it runs: the Ray node's IP (None: this host)
+    mounts: list[tuple[Path, str, bool]] = field(default_factory=list)  # (host folder, path inside, read-only)
+    secret_env: dict[str, str] = field(default_factory=dict, repr=False)  # never shown, never in to_dict
 
     def __post_init__(self):
         self.phases.append((self.phase.value, self.created))
@@ -177,7 +187,9 @@ class Container:
             "label": self.spec.label,
             "phase": self.phase.value,
             "gpu_request": str(self.spec.gpu),
-            "gpus": [{"index": g.index, "uuid": g.uuid, "type": g.type, "simulated": g.simulated} for g in self.gpus],
+            "gpus": [{"index": g.index, "uuid": g.uuid, "type": g.type, "simulated": g.simulated, "node": g.node}
+                     for g in self.gpus],
+            "node": self.node,
             "queue_position": self.queue_position,
             "queued_seconds": self.allocation.waited if self.allocation else None,
             "phases": [{"phase": p, "time": t} for p, t in self.phases],
@@ -185,5 +197,8 @@ class Container:
             "cpus": self.spec.cpus,
             "memory": self.spec.memory,
             "sandboxed": self.sandboxed,
+            "volumes": self.spec.volumes,
+            "secrets": self.spec.secrets,  # names only
+            "image": self.spec.image,
             "exit": self.exit_status.to_dict() if self.exit_status else None,
         }

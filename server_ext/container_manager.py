@@ -9,7 +9,9 @@ exit causes, idle timeouts and lifecycle events. Thread-safe; blocking calls.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import socket
 import shutil
 import threading
 import time
@@ -18,11 +20,13 @@ from pathlib import Path
 
 from .config import Cellhop
 from .container import Container, ContainerSpec, ExitStatus, Phase, parse_memory
+from .container_storage import ContainerStorage
 from .errors import ContainerNotFound, ContainerStartError
 from .inventory import Inventory, load_inventory
 from .paths import private_dir, runtime_dir
 from .runtimes.base import ContainerRuntime
 from .scheduler import Scheduler
+from .secrets import mask_text, masked_values
 
 log = logging.getLogger("cellhop")
 
@@ -30,11 +34,12 @@ Listener = Callable[[dict], None]
 MONITOR_INTERVAL = 0.25
 
 
-def _log_tail(container: Container, lines: int = 15) -> str:
+def _log_tail(container: Container, lines: int = 15, runtime: ContainerRuntime | None = None) -> str:
     try:
-        text = container.log_path.read_text(errors="replace")
+        text = runtime.read_log(container) if runtime is not None else container.log_path.read_text(errors="replace")
     except (OSError, AttributeError):
         return ""
+    text = mask_text(text, masked_values(container.secret_env.values()))
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
@@ -45,11 +50,14 @@ class ContainerManager:
                  runtime: ContainerRuntime | None = None):
         self.config = config or Cellhop()
         self.root = private_dir(Path(self.config.runtime_root)) if self.config.runtime_root else runtime_dir()
-        self.inventory = inventory if inventory is not None else load_inventory(self.config.simulated_gpus)
+        self.runtime = runtime or self._make_runtime()
+        if inventory is None:  # the runtime's own (a Ray cluster's), else this host's
+            inventory = self.runtime.load_inventory() or load_inventory(self.config.simulated_gpus)
+        self.inventory = inventory
         if not self.inventory.gpus and self.inventory.reason:
             log.info("cellhop: %s; containers will be CPU-only", self.inventory.reason)
-        self.scheduler = Scheduler(self.inventory, self.root)
-        self.runtime = runtime or self._make_runtime()
+        self.scheduler = self.runtime.make_scheduler(self.inventory, self.root)
+        self.storage = ContainerStorage(self.config)  # volumes and secrets; touches no disk until used
         self._containers: dict[str, Container] = {}
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
@@ -60,7 +68,17 @@ class ContainerManager:
     def _make_runtime(self) -> ContainerRuntime:
         from .runtimes.local import LocalRuntime
 
-        return LocalRuntime(private_dir(self.root / "containers"), self.config.sandbox, self.config.transport)
+        from .images.service import images_root
+
+        if self.config.runtime == "ray":
+            from .runtimes.ray import RayRuntime
+
+            return RayRuntime(self.config.ray_address, self.config.sandbox, images_root=images_root(self.config),
+                              shared_volume_path=self.config.ray_shared_volume_path,
+                              start_timeout=self.config.start_timeout)
+
+        return LocalRuntime(private_dir(self.root / "containers"), self.config.sandbox, self.config.transport,
+                            images_root=images_root(self.config))
 
     # -- events ---------------------------------------------------------------
     def subscribe(self, listener: Listener) -> Callable[[], None]:
@@ -104,6 +122,7 @@ class ContainerManager:
             self._emit(container)
             timeout = spec.queue_timeout if spec.queue_timeout is not None else self.config.queue_timeout
             try:
+                self.storage.attach(container)  # a missing volume or secret fails before any queueing
                 container.allocation = self.scheduler.acquire(
                     spec.gpu,
                     holder={"owner": spec.owner, "container": container.id},
@@ -112,6 +131,7 @@ class ContainerManager:
                     cancelled=cancelled,
                 )
             except BaseException:
+                self.storage.detach(container)
                 self._forget(container)
                 raise
             container.queue_position = None
@@ -154,7 +174,7 @@ class ContainerManager:
                     return
                 status = self.runtime.poll(container)
                 if status is not None:
-                    tail = _log_tail(container)
+                    tail = _log_tail(container, runtime=self.runtime)
                     raise ContainerStartError(
                         f"container {container.id} died while starting: {status.describe()}"
                         + (f"\n--- container log ---\n{tail}" if tail else ""))
@@ -200,6 +220,45 @@ class ContainerManager:
         if container.phase in (Phase.READY, Phase.STARTING):
             self.runtime.interrupt(container)
 
+    def restart(self, container_id: str, on_event: Listener | None = None) -> Container:
+        """Replace a ready container's kernel process with a fresh one, keeping its GPUs, id and
+        connection info (ports, key), as a kernel restart does. Raises ContainerStartError (the
+        container is then stopped and its GPUs freed) or CellhopError when it is not ready."""
+        from .errors import CellhopError
+
+        container = self.get(container_id)
+        unsubscribe = self.subscribe(
+            lambda e: on_event(e) if e["id"] == container.id else None) if on_event else None
+        try:
+            with self._lock:
+                if container.phase != Phase.READY:
+                    raise CellhopError(f"container {container_id} is {container.phase.value}; only a ready "
+                                       "container can be restarted: start a new one")
+                self._set_phase(container, Phase.STARTING, reason="restarting")  # the monitor leaves it be
+            self.runtime.terminate(container)
+            deadline = time.monotonic() + self.config.stop_grace
+            while time.monotonic() < deadline and self.runtime.poll(container) is None:
+                time.sleep(0.02)
+            self.runtime.kill(container)
+            self.runtime.cleanup(container)
+            try:
+                if container.phase != Phase.STARTING:  # stopped meanwhile
+                    raise ContainerStartError(f"container {container_id} was stopped while restarting")
+                self.runtime.launch(container)
+                self._wait_ready(container)
+            except BaseException as exc:
+                status = self.runtime.poll(container)
+                self._finish(container, status or ExitStatus(stopped=True, reason="restart failed"), kill=True)
+                if isinstance(exc, (ContainerStartError, KeyboardInterrupt, SystemExit)):
+                    raise
+                raise ContainerStartError(f"container {container.id} failed to restart: {exc}") from exc
+            container.last_activity = time.monotonic()
+            self._set_phase(container, Phase.READY)
+            return container
+        finally:
+            if unsubscribe:
+                unsubscribe()
+
     def stop(self, container_id: str, reason: str = "stopped on request", grace: float | None = None) -> ExitStatus:
         """Stop politely, then kill after the grace period. Idempotent."""
         container = self.get(container_id)
@@ -239,6 +298,7 @@ class ContainerManager:
             if container.allocation is not None:
                 self.scheduler.release(container.allocation)
             self.runtime.cleanup(container)
+            self.storage.detach(container)
             self._set_phase(container, Phase.EXITED, exit=status.to_dict())
 
     def _forget(self, container: Container) -> None:
@@ -257,9 +317,10 @@ class ContainerManager:
     def logs(self, container_id: str, tail: int | None = None) -> str:
         container = self.get(container_id)
         try:
-            text = container.log_path.read_text(errors="replace")
+            text = self.runtime.read_log(container)
         except (OSError, AttributeError):
             return ""
+        text = mask_text(text, masked_values(container.secret_env.values()))
         return "\n".join(text.splitlines()[-tail:]) if tail else text
 
     # -- background work ------------------------------------------------------
@@ -274,6 +335,11 @@ class ContainerManager:
                     if status is not None:
                         self._finish(container, status)
                         continue
+                    if self._owner_gone(container):
+                        threading.Thread(target=self.stop, args=(container.id,),
+                                         kwargs={"reason": f"its notebook kernel (pid {container.spec.owner_pid}) "
+                                                           "exited"}, daemon=True).start()
+                        continue
                     idle = container.spec.idle_timeout
                     idle = self.config.idle_timeout if idle is None else idle
                     if idle and time.monotonic() - container.last_activity > idle:
@@ -282,6 +348,20 @@ class ContainerManager:
                                          daemon=True).start()
                 except Exception:
                     log.exception("cellhop: monitoring container %s failed", container.id)
+
+    @staticmethod
+    def _owner_gone(container: Container) -> bool:
+        """True when the kernel that asked for `container` ran on this host and has exited."""
+        spec = container.spec
+        if spec.owner_pid is None or spec.owner_host != socket.gethostname():
+            return False
+        try:
+            os.kill(spec.owner_pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
 
     def close(self) -> None:
         """Stop every container (used when the owner shuts down)."""
@@ -294,3 +374,4 @@ class ContainerManager:
         for t in threads:
             t.join()
         self.runtime.close()
+        self.storage.close()

@@ -36,6 +36,28 @@ class ControlPlane:
     def inventory(self):
         return self.manager.inventory
 
+    @property
+    def images(self):
+        """The image store and builder (images/service.py) under state_dir/images; made on first use."""
+        with self._lock:
+            if getattr(self, "_images", None) is None:
+                from .images.service import Images, images_root
+
+                in_use = lambda: {c.spec.image for c in self.manager.list()  # noqa: E731
+                                  if c.spec.image and c.phase != Phase.EXITED}
+                self._images = Images(images_root(self.config), publish=self.publish, in_use=in_use)
+            return self._images
+
+    @property
+    def volumes(self):
+        """The VolumeStore (volumes.py) of this control plane's state directory."""
+        return self.manager.storage.volumes
+
+    @property
+    def secrets(self):
+        """The SecretStore (secrets.py): stored secrets and this process's session ones."""
+        return self.manager.storage.secrets
+
     # -- views ------------------------------------------------------------------
     def gpus_view(self) -> dict:
         """GET gpus: the inventory with who holds what."""

@@ -37,6 +37,7 @@ class Gpu:
     memory_total: int  # bytes
     mig_mode: bool | None = None  # None where NVML does not say
     simulated: bool = False
+    node: str | None = None  # the Ray node (its IP) holding it; None on a single host
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,6 +68,14 @@ class Inventory:
             return f"no GPUs ({self.reason})" if self.reason else "no GPUs"
         parts = [f"{t} ×{n}" if n > 1 else t for t, n in self.counts().items()]
         return ", ".join(parts) + (" (simulated)" if self.simulated else "")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Inventory:
+        """The inverse of `to_dict` (extra keys, such as a GPU's holder, are ignored)."""
+        names = set(Gpu.__dataclass_fields__)
+        gpus = tuple(Gpu(**{k: v for k, v in g.items() if k in names}) for g in data.get("gpus", ()))
+        return cls(gpus=gpus, simulated=bool(data.get("simulated")), reason=data.get("reason"),
+                   driver_version=data.get("driver_version"))
 
     def to_dict(self) -> dict:
         return {

@@ -9,6 +9,7 @@ it, so a container never outlives its owner.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -44,13 +45,31 @@ def find_bubblewrap() -> str | None:
     return shutil.which("bwrap")
 
 
-def bubblewrap_argv(bwrap: str, rw_binds: list[Path], workdir: Path, ro_binds: list[tuple[Path, Path]] = ()) -> list[str]:
+def _root_entries() -> list[str]:
+    """The host root bound entry by entry (links kept as links), so the sandbox's own root can take
+    new top-level mount points such as /data; it is made read-only again once they exist."""
+    argv = []
+    for entry in sorted(os.scandir("/"), key=lambda e: e.name):
+        path = f"/{entry.name}"
+        if path in ("/proc", "/dev", "/tmp"):
+            continue
+        if entry.is_symlink():
+            argv += ["--symlink", os.readlink(path), path]
+        else:
+            argv += ["--ro-bind-try", path, path]
+    return argv
+
+
+def bubblewrap_argv(bwrap: str, rw_binds: list[Path], workdir: Path, ro_binds: list[tuple[Path, Path]] = (),
+                    volumes: list[tuple[Path, str, bool]] = ()) -> list[str]:
+    """`volumes`: (host folder, path inside, read-only) bind mounts of cellhop volumes."""
+    new_top = any(not os.path.lexists("/" + dest.strip("/").split("/")[0]) for _, dest, _ in volumes)
     argv = [
         bwrap,
         "--die-with-parent",
         "--unshare-pid",
         "--unshare-ipc",
-        "--ro-bind", "/", "/",
+        *(_root_entries() if new_top else ["--ro-bind", "/", "/"]),
         "--dev", "/dev",
         "--proc", "/proc",
         "--tmpfs", "/tmp",
@@ -60,5 +79,9 @@ def bubblewrap_argv(bwrap: str, rw_binds: list[Path], workdir: Path, ro_binds: l
         argv += ["--ro-bind", str(src), str(dest)]
     for path in rw_binds:
         argv += ["--bind", str(path), str(path)]
+    for src, dest, read_only in volumes:
+        argv += ["--ro-bind" if read_only else "--bind", str(src), dest]
+    if new_top:
+        argv += ["--remount-ro", "/"]
     argv += ["--chdir", str(workdir), "--"]
     return argv

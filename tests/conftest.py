@@ -11,6 +11,11 @@ Fixtures:
 - `manager`: one such manager with the default configuration.
 - `python_child(script, *args)`: a line-driven Python subprocess (see
   processes.PythonChild), killed at teardown if still running.
+- `jp_server_config` (pytest-jupyter's, overridden): a test server with the cellhop
+  extension over the simulated inventory `cellhop_gpus` (a module overrides that
+  fixture); `control_plane`: that server's ControlPlane; `start_kernel()`: kernels
+  of that server, as JupyterLab starts them (drive them with server_kernel_client.run).
+- `fake_nvml_dir`: a folder with the fake libnvidia-ml.so.1 built from tests/fake_nvml.
 
 At the end of the session no container kernel started by it may be running:
 the check finds them through an environment variable every process of the
@@ -98,6 +103,55 @@ def make_manager(runtime_root):
 @pytest.fixture
 def manager(make_manager):
     return make_manager()
+
+
+# -- a real jupyter_server with cellhop (pytest-jupyter's jp_serverapp, jp_fetch, jp_ws_fetch) ----
+@pytest.fixture
+def cellhop_gpus():
+    """The simulated inventory of the test server; a module overrides this fixture to change it."""
+    return "H100:1,A10G:1"
+
+
+@pytest.fixture
+def jp_server_config(runtime_root, cellhop_gpus):
+    return {
+        "ServerApp": {"jpserver_extensions": {"cellhop": True}},
+        "Cellhop": {"simulated_gpus": cellhop_gpus, "runtime_root": str(runtime_root), "idle_timeout": 0},
+    }
+
+
+@pytest.fixture
+def control_plane(jp_serverapp):
+    """The test server's own ControlPlane object."""
+    return jp_serverapp.web_app.settings["cellhop_control_plane"]
+
+
+@pytest.fixture
+def start_kernel(jp_serverapp, jp_asyncio_loop, http_server_client):
+    """Start kernels through the test server's kernel manager (as JupyterLab would); shut down at teardown.
+
+    Requesting http_server_client makes the test server serve HTTP, which its kernels call.
+    """
+    km = jp_serverapp.kernel_manager
+    clients = []
+
+    async def start():
+        kid = await km.start_kernel(kernel_name="python3", path="")
+        kc = km.get_kernel(kid).client()
+        kc.start_channels()
+        await kc.wait_for_ready(timeout=60)
+        clients.append((kid, kc))
+        return kid, kc
+
+    yield start
+
+    async def shutdown():
+        for kid, kc in clients:
+            kc.stop_channels()
+            if kid in km:
+                await km.shutdown_kernel(kid, now=True)
+
+    jp_asyncio_loop.run_until_complete(shutdown())
 
 
 @pytest.fixture(scope="session")

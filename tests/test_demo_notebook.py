@@ -7,7 +7,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from test_server_kernels import run, start_kernel  # noqa: F401  (fixture)
+from server_kernel_client import run
 
 from cellhop.server_ext.cli import DEMO_SIMULATED
 
@@ -16,11 +16,8 @@ DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.ipynb"
 
 
 @pytest.fixture
-def jp_server_config(runtime_root):
-    return {
-        "ServerApp": {"jpserver_extensions": {"cellhop": True}},
-        "Cellhop": {"simulated_gpus": DEMO_SIMULATED, "runtime_root": str(runtime_root), "idle_timeout": 0},
-    }
+def cellhop_gpus():
+    return DEMO_SIMULATED
 
 
 async def test_the_demo_notebook_runs_top_to_bottom(start_kernel):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from tornado.httpclient import HTTPClientError
 
 from cellhop.server_ext.api.base import KERNEL_TOKEN_SETTING
 
@@ -19,17 +18,7 @@ pytestmark = pytest.mark.timeout(120)
 NO_AUTH = {"Authorization": ""}
 
 
-@pytest.fixture
-def jp_server_config(runtime_root):
-    return {
-        "ServerApp": {"jpserver_extensions": {"cellhop": True}},
-        "Cellhop": {"simulated_gpus": "H100:1,A10G:1", "runtime_root": str(runtime_root), "idle_timeout": 0},
-    }
 
-
-@pytest.fixture
-def control_plane(jp_serverapp):
-    return jp_serverapp.web_app.settings["cellhop_control_plane"]
 
 
 async def call(jp_fetch, method, path, body=None, headers=None, params=None):

@@ -13,17 +13,7 @@ from tornado.httpclient import HTTPClientError
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
-def jp_server_config(runtime_root):
-    return {
-        "ServerApp": {"jpserver_extensions": {"cellhop": True}},
-        "Cellhop": {"simulated_gpus": "H100:1,A10G:1", "runtime_root": str(runtime_root), "idle_timeout": 0},
-    }
 
-
-@pytest.fixture
-def control_plane(jp_serverapp):
-    return jp_serverapp.web_app.settings["cellhop_control_plane"]
 
 
 async def read(ws, timeout=5.0):

@@ -10,70 +10,15 @@ import signal
 import time
 
 import pytest
+from server_kernel_client import run
 
 pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture
-def jp_server_config(runtime_root):
-    return {
-        "ServerApp": {"jpserver_extensions": {"cellhop": True}},
-        "Cellhop": {"simulated_gpus": "H100:1", "runtime_root": str(runtime_root), "idle_timeout": 0},
-    }
+def cellhop_gpus():
+    return "H100:1"
 
-
-@pytest.fixture
-def control_plane(jp_serverapp):
-    return jp_serverapp.web_app.settings["cellhop_control_plane"]
-
-
-@pytest.fixture
-def start_kernel(jp_serverapp, jp_asyncio_loop, http_server_client):  # the client fixture starts serving HTTP
-    km = jp_serverapp.kernel_manager
-    clients = []
-
-    async def start():
-        kid = await km.start_kernel(kernel_name="python3", path="")
-        kc = km.get_kernel(kid).client()
-        kc.start_channels()
-        await kc.wait_for_ready(timeout=60)
-        clients.append((kid, kc))
-        return kid, kc
-
-    yield start
-
-    async def shutdown():
-        for kid, kc in clients:
-            kc.stop_channels()
-            if kid in km:
-                await km.shutdown_kernel(kid, now=True)
-
-    jp_asyncio_loop.run_until_complete(shutdown())
-
-
-async def run(kc, code: str, timeout: float = 90):
-    """(reply content, stdout text, every iopub message of the cell).
-
-    Awaits the kernel's messages without blocking the event loop, which also serves the
-    server: the kernel calls back into it (execute_interactive would block the loop).
-    """
-    msg_id = kc.execute(code)
-    deadline = time.monotonic() + timeout
-    msgs = []
-    while True:
-        msg = await kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            break
-        msgs.append(msg)
-    while True:
-        reply = await kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
-        if reply["parent_header"].get("msg_id") == msg_id:
-            break
-    stdout = "".join(m["content"]["text"] for m in msgs if m["msg_type"] == "stream"
-                     and m["content"]["name"] == "stdout")
-    return reply["content"], stdout, msgs
 
 
 async def test_a_kernel_of_the_server_runs_remote_cells_with_no_setup(start_kernel, control_plane):
@@ -134,3 +79,4 @@ async def test_when_a_kernel_dies_its_containers_stop_and_free_the_gpu(start_ker
     assert container.phase.value == "exited"
     assert "notebook kernel" in container.exit_status.describe()
     assert control_plane.manager.scheduler.holders() == {"GPU-simulated-h100-0": None}
+

@@ -3,14 +3,18 @@ scoped token), authorization on the `cellhop` resource, JSON bodies and JSON err
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from jupyter_server.auth import User
 from jupyter_server.base.call_context import CallContext
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web
+from tornado.iostream import StreamClosedError
 
 from ..errors import (CellhopError, ContainerNotFound, ContainerStartError, GpuRequestError, QueueTimeout,
                       SimulatedInventoryError)
@@ -33,6 +37,11 @@ _STATUS = (
 
 def status_of(exc: BaseException) -> int:
     return next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
+
+
+async def in_thread(fn, *args, **kwargs):
+    """Run blocking control-plane work off the server's event loop."""
+    return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
 
 
 class _KernelTokenAuthorizer:
@@ -128,3 +137,65 @@ class CellhopAPIHandler(KernelTokenAuth, APIHandler):
             self.send_error(status_of(e), exc_info=(type(e), e, e.__traceback__))
             return
         super()._handle_request_exception(e)
+
+
+class JsonLinesStream:
+    """Mixin for a route that answers long work (`?events=1`) with a stream of JSON lines:
+    the work's events as they happen, then one final line (see docs/api.md)."""
+
+    def wants_events(self) -> bool:
+        return self.get_argument("events", "0") not in ("0", "", "false")
+
+    @property
+    def gone(self) -> threading.Event:
+        """Set when the requester closes the connection (work may use it to cancel)."""
+        if not hasattr(self, "_gone"):
+            self._gone = threading.Event()
+        return self._gone
+
+    def on_connection_close(self):
+        self.gone.set()
+
+    async def stream_json_lines(self, work: Callable[[Callable[[dict], None]], Any],
+                                final: Callable[[Any], dict], status: Callable[[BaseException], int] = status_of):
+        """Run `work(on_event)` in a thread, stream its events, then `final(result)` or an error line.
+
+        Returns the result (None when the work failed)."""
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue = asyncio.Queue()
+        self.set_status(200)
+        self.set_header("Content-Type", "application/x-ndjson")
+        self.set_header("Cache-Control", "no-cache")
+        task = loop.run_in_executor(None, lambda: work(lambda e: loop.call_soon_threadsafe(lines.put_nowait, e)))
+        while True:
+            waiter = asyncio.ensure_future(lines.get())
+            done, _ = await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+            if waiter in done:
+                await self._send_line(waiter.result())
+                continue
+            waiter.cancel()
+            while not lines.empty():
+                await self._send_line(lines.get_nowait())
+            break
+        result = None
+        try:
+            result = task.result()
+            last = final(result)
+        except (CellhopError, ValueError) as exc:
+            last = {"type": "error", "status": status(exc), "error": type(exc).__name__, "message": str(exc)}
+        except Exception as exc:  # reported in the stream; the log has the traceback
+            self.log.exception("cellhop: %s %s failed", self.request.method, self.request.path)
+            last = {"type": "error", "status": 500, "error": type(exc).__name__, "message": str(exc)}
+        await self._send_line(last)
+        if not self.gone.is_set():
+            self.finish()
+        return result
+
+    async def _send_line(self, event: dict) -> None:
+        if self.gone.is_set():
+            return
+        try:
+            self.write(json.dumps(event, default=str) + "\n")
+            await self.flush()
+        except StreamClosedError:
+            self.gone.set()

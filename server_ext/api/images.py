@@ -3,23 +3,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
-from tornado.iostream import StreamClosedError
 
-from ..errors import CellhopError
 from ..images.store import ImageInUse, ImageNotFound
-from .base import CellhopAPIHandler, status_of
+from .base import CellhopAPIHandler, JsonLinesStream, in_thread, status_of
 
 _KEY = r"(?P<key>[^/]+)"
-
-
-async def _in_thread(fn, *args, **kwargs):
-    return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
 
 
 def _status(exc: BaseException) -> int:
@@ -42,12 +34,12 @@ class _ImagesBase(CellhopAPIHandler):
         super()._handle_request_exception(e)
 
 
-class ImagesHandler(_ImagesBase):
+class ImagesHandler(JsonLinesStream, _ImagesBase):
     @web.authenticated
     @authorized
     async def get(self):
         """Every image built here, with its size on disk and last use."""
-        self.write_json({"images": await _in_thread(self.images.list)})
+        self.write_json({"images": await in_thread(self.images.list)})
 
     @web.authenticated
     @authorized
@@ -63,74 +55,36 @@ class ImagesHandler(_ImagesBase):
         if not isinstance(body.get("spec"), dict):
             raise web.HTTPError(400, "field 'spec' must be an image spec (cellhop.Image(...).to_json())")
         spec, force = body["spec"], bool(body.get("force", False))
-        if self.get_argument("events", "0") in ("0", "", "false"):
-            info = await _in_thread(self.images.build, spec, None, force)
+        if not self.wants_events():
+            info = await in_thread(self.images.build, spec, None, force)
             self.write_json(info, status=201)
             return
         await self._build_streaming(spec, force)
 
     async def _build_streaming(self, spec: dict, force: bool) -> None:
-        loop = asyncio.get_running_loop()
-        lines: asyncio.Queue = asyncio.Queue()
-        self._gone = False
-        self.set_status(200)
-        self.set_header("Content-Type", "application/x-ndjson")
-        self.set_header("Cache-Control", "no-cache")
         # A build goes on when its requester leaves: others may be waiting on the same layers.
-        task = loop.run_in_executor(None, lambda: self.images.build(
-            spec, on_event=lambda e: loop.call_soon_threadsafe(lines.put_nowait, e), force=force))
-        final = None
-        while final is None:
-            waiter = asyncio.ensure_future(lines.get())
-            done, _ = await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
-            if waiter in done:
-                await self._send_line(waiter.result())
-                continue
-            waiter.cancel()
-            while not lines.empty():
-                await self._send_line(lines.get_nowait())
-            try:
-                final = {"type": "built", "image": task.result()}
-            except (CellhopError, ValueError) as exc:
-                final = {"type": "error", "status": _status(exc), "error": type(exc).__name__, "message": str(exc)}
-            except Exception as exc:
-                self.log.exception("cellhop: building an image failed")
-                final = {"type": "error", "status": 500, "error": type(exc).__name__, "message": str(exc)}
-        await self._send_line(final)
-        if not self._gone:
-            self.finish()
-
-    async def _send_line(self, event: dict) -> None:
-        if self._gone:
-            return
-        try:
-            self.write(json.dumps(event, default=str) + "\n")
-            await self.flush()
-        except StreamClosedError:
-            self._gone = True
-
-    def on_connection_close(self):
-        self._gone = True
+        await self.stream_json_lines(lambda on_event: self.images.build(spec, on_event=on_event, force=force),
+                                     lambda info: {"type": "built", "image": info}, status=_status)
 
 
 class ImageHandler(_ImagesBase):
     @web.authenticated
     @authorized
     async def get(self, key):
-        self.write_json(await _in_thread(self.images.get, key))
+        self.write_json(await in_thread(self.images.get, key))
 
     @web.authenticated
     @authorized
     async def delete(self, key):
         """Forget the image and remove the layers no other image uses; 409 while a container uses it."""
-        self.write_json(await _in_thread(self.images.delete, key))
+        self.write_json(await in_thread(self.images.delete, key))
 
 
 class ImageLogHandler(_ImagesBase):
     @web.authenticated
     @authorized
     async def get(self, key):
-        self.write_json({"key": key, "log": await _in_thread(self.images.log, key)})
+        self.write_json({"key": key, "log": await in_thread(self.images.log, key)})
 
 
 class ImagesPruneHandler(_ImagesBase):
@@ -142,7 +96,7 @@ class ImagesPruneHandler(_ImagesBase):
         if unused_for is not None and (not isinstance(unused_for, (int, float)) or isinstance(unused_for, bool)
                                        or unused_for < 0):
             raise web.HTTPError(400, "unused_for must be a number of seconds (>= 0) or null")
-        self.write_json(await _in_thread(self.images.prune, unused_for))
+        self.write_json(await in_thread(self.images.prune, unused_for))
 
 
 handlers = [

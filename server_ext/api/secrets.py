@@ -6,20 +6,15 @@ only, and bodies are never logged.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from ..errors import CellhopError
-from .base import CellhopAPIHandler
+from .base import CellhopAPIHandler, in_thread
 
 _NAME = r"(?P<name>[^/]+)"
-
-
-async def _in_thread(fn, *args, **kwargs):
-    return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
 
 
 class SecretAPIHandler(CellhopAPIHandler):
@@ -39,7 +34,7 @@ class SecretsHandler(SecretAPIHandler):
     @web.authenticated
     @authorized
     async def get(self):
-        self.write_json({"secrets": await _in_thread(self.secrets.list)})
+        self.write_json({"secrets": await in_thread(self.secrets.list)})
 
     @web.authenticated
     @authorized
@@ -55,7 +50,7 @@ class SecretsHandler(SecretAPIHandler):
         replace, session = body.get("replace", False), body.get("session", False)
         if not isinstance(replace, bool) or not isinstance(session, bool):
             raise web.HTTPError(400, "replace and session must be true or false")
-        view = await _in_thread(self.secrets.create, body.get("name"), body.get("values"), replace, session)
+        view = await in_thread(self.secrets.create, body.get("name"), body.get("values"), replace, session)
         self.write_json(view, status=201)
 
 
@@ -63,12 +58,12 @@ class SecretHandler(SecretAPIHandler):
     @web.authenticated
     @authorized
     async def get(self, name):
-        self.write_json(await _in_thread(self.secrets.get, name))
+        self.write_json(await in_thread(self.secrets.get, name))
 
     @web.authenticated
     @authorized
     async def delete(self, name):
-        await _in_thread(self.secrets.delete, name)
+        await in_thread(self.secrets.delete, name)
         self.write_json({"name": name, "deleted": True})
 
 

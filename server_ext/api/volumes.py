@@ -9,7 +9,6 @@ time with backpressure: a file of any size never sits in memory.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import sys
 from urllib.parse import quote
@@ -21,14 +20,10 @@ from tornado.iostream import StreamClosedError
 from ..errors import CellhopError
 from ..volume_paths import VolumePathError
 from ..volumes import CHUNK
-from .base import AUTH_RESOURCE, CellhopAPIHandler
+from .base import AUTH_RESOURCE, CellhopAPIHandler, in_thread
 
 _NAME = r"(?P<name>[^/]+)"
 MAX_UPLOAD = 2**50  # the volume's quota is the real limit; this only lifts tornado's default
-
-
-async def _in_thread(fn, *args, **kwargs):
-    return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
 
 
 def _os_status(exc: OSError) -> tuple[int, str]:
@@ -83,7 +78,7 @@ class VolumesHandler(VolumeAPIHandler):
     @web.authenticated
     @authorized
     async def get(self):
-        self.write_json({"volumes": await _in_thread(self.volumes.list)})
+        self.write_json({"volumes": await in_thread(self.volumes.list)})
 
     @web.authenticated
     @authorized
@@ -94,8 +89,8 @@ class VolumesHandler(VolumeAPIHandler):
         if unknown:
             raise web.HTTPError(400, f"unknown field(s) {', '.join(sorted(unknown))}; known: name, quota")
         name = body.get("name")
-        existed = isinstance(name, str) and await _in_thread(self.volumes.exists, name) if name else False
-        info = await _in_thread(self.volumes.create, name, body.get("quota"))
+        existed = isinstance(name, str) and await in_thread(self.volumes.exists, name) if name else False
+        info = await in_thread(self.volumes.create, name, body.get("quota"))
         self.write_json(info, status=200 if existed else 201)
 
 
@@ -103,13 +98,13 @@ class VolumeHandler(VolumeAPIHandler):
     @web.authenticated
     @authorized
     async def get(self, name):
-        self.write_json(await _in_thread(self.volumes.info, name))
+        self.write_json(await in_thread(self.volumes.info, name))
 
     @web.authenticated
     @authorized
     async def delete(self, name):
         """Delete the volume; 409 naming the containers while any mounts it."""
-        await _in_thread(self.volumes.delete, name)
+        await in_thread(self.volumes.delete, name)
         self.write_json({"name": name, "deleted": True})
 
 
@@ -117,7 +112,7 @@ class UsageHandler(VolumeAPIHandler):
     @web.authenticated
     @authorized
     async def get(self, name):
-        self.write_json(await _in_thread(self.volumes.usage, name))
+        self.write_json(await in_thread(self.volumes.usage, name))
 
 
 class FilesHandler(VolumeAPIHandler):
@@ -125,7 +120,7 @@ class FilesHandler(VolumeAPIHandler):
     @authorized
     async def get(self, name):
         """`?path=` (default: the root): the folder's entries, or the file's own entry."""
-        entries = await _in_thread(self.volumes.ls, name, self.path_argument(required=False))
+        entries = await in_thread(self.volumes.ls, name, self.path_argument(required=False))
         self.write_json({"entries": entries})
 
     @web.authenticated
@@ -133,7 +128,7 @@ class FilesHandler(VolumeAPIHandler):
     async def delete(self, name):
         """`?path=...&recursive=1`."""
         path = self.path_argument()
-        await _in_thread(self.volumes.rm, name, path, self.flag("recursive"))
+        await in_thread(self.volumes.rm, name, path, self.flag("recursive"))
         self.write_json({"path": path, "deleted": True})
 
 
@@ -142,7 +137,7 @@ class DownloadHandler(VolumeAPIHandler):
     @authorized
     async def get(self, name):
         """The file's bytes, streamed a MiB at a time."""
-        f, size = await _in_thread(self.volumes.open, name, self.path_argument())
+        f, size = await in_thread(self.volumes.open, name, self.path_argument())
         try:
             filename = self.path_argument().rsplit("/", 1)[-1]
             self.set_header("Content-Type", "application/octet-stream")
@@ -150,7 +145,7 @@ class DownloadHandler(VolumeAPIHandler):
             self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(filename)}")
             sent = 0
             while sent < size:
-                chunk = await _in_thread(f.read, min(CHUNK, size - sent))
+                chunk = await in_thread(f.read, min(CHUNK, size - sent))
                 if not chunk:
                     break
                 sent += len(chunk)
@@ -172,12 +167,12 @@ class PathBodyHandler(VolumeAPIHandler):
             src, dst = body.get("src"), body.get("dst")
             if not isinstance(src, str) or not isinstance(dst, str):
                 raise web.HTTPError(400, 'send {"src": "old/path", "dst": "new/path"}')
-            self.write_json(await _in_thread(self.volumes.mv, name, src, dst))
+            self.write_json(await in_thread(self.volumes.mv, name, src, dst))
         else:
             path = body.get("path")
             if not isinstance(path, str):
                 raise web.HTTPError(400, 'send {"path": "new/folder"}')
-            self.write_json(await _in_thread(self.volumes.mkdir, name, path), status=201)
+            self.write_json(await in_thread(self.volumes.mkdir, name, path), status=201)
 
 
 @web.stream_request_body
@@ -204,7 +199,7 @@ class UploadHandler(VolumeAPIHandler):
         length = self.request.headers.get("Content-Length")
         size = int(length) if length and length.isdigit() else None
         name = self.path_kwargs.get("name")
-        self._upload = await _in_thread(self.volumes.upload, name, self.path_argument(), size)
+        self._upload = await in_thread(self.volumes.upload, name, self.path_argument(), size)
         self.request.connection.set_max_body_size(MAX_UPLOAD)
 
     def data_received(self, chunk: bytes) -> None:
@@ -220,7 +215,7 @@ class UploadHandler(VolumeAPIHandler):
     async def put(self, name):
         if self._failed is not None:
             raise self._failed
-        entry = await _in_thread(self._upload.commit)
+        entry = await in_thread(self._upload.commit)
         self.write_json(entry, status=201)
 
     def on_connection_close(self):

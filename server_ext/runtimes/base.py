@@ -8,6 +8,7 @@ kernel somewhere. `local` and `ray` are two short subclasses of this.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 from ..container import Container, ExitStatus
 
@@ -16,6 +17,20 @@ class ContainerRuntime(ABC):
     """Starts and stops container kernels for the control plane."""
 
     name: str = "base"
+
+    def load_inventory(self):
+        """The GPUs this runtime's containers can get, or None for this host's (NVML or simulated)."""
+        return None
+
+    def make_scheduler(self, inventory, root: Path):
+        """Who gets which GPU: this host's flock scheduler, unless the runtime places GPUs itself (Ray)."""
+        from ..scheduler import Scheduler
+
+        return Scheduler(inventory, root)
+
+    def read_log(self, container: Container) -> str:
+        """The container's log so far (the runtime may keep it elsewhere than this host)."""
+        return container.log_path.read_text(errors="replace")
 
     def describe(self) -> str:
         """One line about how containers are isolated here, for `%gpu` and the API."""

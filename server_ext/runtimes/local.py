@@ -22,10 +22,13 @@ import threading
 from pathlib import Path
 
 from ..container import OOM_EXIT_CODE, Container, ExitStatus
+from ..container_storage import unsandboxed_mount_error
 from ..errors import CellhopError
 from ..resource_limits import ResourceLimits
+from ..secrets import SECRET_KEYS_ENV
 from ..sandbox import bubblewrap_argv, find_bubblewrap, hidden_import_paths
 from .base import ContainerRuntime
+from .orphans import reap_orphans, record_owner
 
 log = logging.getLogger("cellhop")
 
@@ -99,8 +102,9 @@ class LocalRuntime(ContainerRuntime):
 
     name = "local"
 
-    def __init__(self, root: Path, sandbox: str = "auto", transport: str = "ipc"):
+    def __init__(self, root: Path, sandbox: str = "auto", transport: str = "ipc", images_root: Path | None = None):
         self.root = Path(root)
+        self.images_root = images_root  # where built images live (cellhop.Image); see images/
         self.transport = transport
         self.bwrap = None if sandbox == "none" else find_bubblewrap()
         if sandbox == "bubblewrap" and self.bwrap is None:
@@ -109,6 +113,7 @@ class LocalRuntime(ContainerRuntime):
         if self.bwrap is None and sandbox == "auto":
             log.warning("cellhop: bubblewrap (bwrap) is not installed, so containers run unsandboxed "
                         "on this host; install it with 'apt-get install bubblewrap'")
+        reap_orphans(self.root)
         self._spawner = _Spawner()
         self._limits: dict[str, ResourceLimits] = {}
         self._ro_binds = [(p, p) for p in hidden_import_paths()] if self.bwrap else []
@@ -121,7 +126,8 @@ class LocalRuntime(ContainerRuntime):
         directory = container.directory
         workdir = Path(spec.workdir) if spec.workdir else directory / "work"
         workdir.mkdir(parents=True, exist_ok=True)
-        info = connection_info(directory, self.transport)
+        # a restart (ContainerManager.restart) keeps the ports and key its clients already hold
+        info = container.connection_info or connection_info(directory, self.transport)
         conn_file = directory / "connection.json"
         fd = os.open(conn_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -132,10 +138,25 @@ class LocalRuntime(ContainerRuntime):
         self._limits[container.id] = limits
         env = self._environment(container, limits)
         python = spec.python or sys.executable
+        ro_binds, image_mounts = self._ro_binds, []
+        if spec.image:  # a built image: its venv's Python, its environment, its folders
+            from ..images.runtime_env import apply_image, image_view
+
+            view = image_view(self.images_root, spec.image)
+            python = view["python"]
+            image_mounts = apply_image(env, view, workdir, spec.env)
+            ro_binds = ro_binds + [(Path(p), Path(p)) for p in view["binds"]]
         command = [python, "-m", "cellhop.kernel.container_kernel", "-f", str(conn_file)]
         if self.bwrap:
             binds = [directory] + ([workdir] if spec.workdir else [])
-            command = bubblewrap_argv(self.bwrap, binds, workdir, self._ro_binds) + command
+            command = bubblewrap_argv(self.bwrap, binds, workdir, ro_binds,
+                                      volumes=list(container.mounts) + image_mounts) + command
+        elif container.mounts:
+            raise unsandboxed_mount_error(container)
+        elif image_mounts:
+            from ..images.runtime_env import link_mounts
+
+            link_mounts(image_mounts)
         logfile = open(directory / "container.log", "ab")
         try:
             proc = self._spawner.popen(
@@ -151,6 +172,7 @@ class LocalRuntime(ContainerRuntime):
         finally:
             logfile.close()
         container.handle = proc
+        record_owner(directory, proc.pid)
         container.sandboxed = self.bwrap is not None
         container.connection_info = info
 
@@ -180,6 +202,9 @@ class LocalRuntime(ContainerRuntime):
         env["MPLCONFIGDIR"] = str(container.directory / "mpl")
         env.update(limits.environment())
         env.update(container.spec.env)
+        if container.secret_env:  # values only here; the container kernel masks them in its output
+            env.update(container.secret_env)
+            env[SECRET_KEYS_ENV] = ",".join(sorted(container.secret_env))
         return env
 
     def _kernel_pid(self, container: Container) -> int | None:

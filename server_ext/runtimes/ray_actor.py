@@ -1,0 +1,166 @@
+"""The node side of the Ray runtime: one Ray actor per container, running it with the local runtime.
+
+The actor is placed by Ray (GPUs, `accelerator_type:<TYPE>`, the image's
+runtime_env); on its node it is a `LocalRuntime` for one container: the
+same bubblewrap sandbox, resource limits and exit statuses as on a single
+host. It makes the kernel's CurveZMQ key pair here and hands back only the
+public key; the HMAC key and the sealed secret values come from the shared
+secret (curve.py). CUDA_VISIBLE_DEVICES is Ray's assignment to this actor.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import curve
+
+CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
+
+
+def _node_runtime(root: Path, sandbox: str):
+    """The local runtime, less the Ray worker's own settings in the kernel's environment."""
+    from .local import LocalRuntime
+
+    class NodeRuntime(LocalRuntime):
+        name = "ray-node"
+
+        def _environment(self, container, limits):
+            env = super()._environment(container, limits)
+            for name in [k for k in env if k.startswith("RAY_")]:
+                del env[name]
+            return env
+
+    return NodeRuntime(root, sandbox=sandbox, transport="tcp")
+
+
+@dataclass(frozen=True)
+class _NodeAllocation:
+    """What `Container.gpus` reads on the node: the GPUs Ray gave this actor."""
+
+    gpus: tuple = ()
+
+
+def _free_ports(ip: str, count: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind((ip, 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+class ContainerActor:
+    """Runs one container kernel on this Ray node. Methods are called by the control plane's RayRuntime."""
+
+    def __init__(self, container_id: str, control_public: str, sandbox: str = "auto"):
+        import ray
+
+        self.container_id = container_id
+        self._control_public = control_public
+        self._public, self._secret = curve.keypair()  # the secret never leaves this process
+        self.node_ip = ray.util.get_node_ip_address()
+        self.node_id = ray.get_runtime_context().get_node_id()
+        base = Path(tempfile.gettempdir()) / f"cellhop-ray-{os.getuid()}"
+        base.mkdir(mode=0o700, exist_ok=True)
+        self.directory = Path(tempfile.mkdtemp(prefix=f"{container_id[:8]}-", dir=base))
+        self._sandbox = sandbox
+        self._runtime = None
+        self._container = None
+        self._lock = threading.Lock()
+
+    def public_key(self) -> dict:
+        """The kernel's public key and where this actor runs (no secret in it)."""
+        return {"public": self._public, "node_ip": self.node_ip, "node_id": self.node_id,
+                "hostname": socket.gethostname()}
+
+    def start(self, spec, gpu_type: str | None, simulated: bool, sealed_secrets: bytes,
+              mounts: list, info: dict | None = None, workdir_dest: str | None = None) -> dict:
+        """Start the kernel; returns its public connection info (no HMAC key, no secret key) and placement."""
+        import ray
+
+        from ..container import Container
+        from ..inventory import Gpu
+
+        with self._lock:
+            if self._runtime is None:
+                self._runtime = _node_runtime(self.directory.parent / "runtime", self._sandbox)
+            ids = [str(i) for i in ray.get_runtime_context().get_accelerator_ids().get("GPU", [])]
+            gpus = tuple(Gpu(index=int(i) if i.isdigit() else n, uuid=i, name=f"{gpu_type or 'GPU'} {i}",
+                             type=gpu_type or "", memory_total=0, simulated=simulated)
+                         for n, i in enumerate(ids))
+            container = Container(id=self.container_id, spec=spec)
+            container.allocation = _NodeAllocation(gpus)
+            container.directory = self.directory
+            container.mounts = [tuple(m) for m in mounts]
+            if workdir_dest:  # the image's folder, shipped by Ray as the working_dir
+                container.mounts.append((Path.cwd(), workdir_dest, True))
+            container.secret_env = curve.unseal(sealed_secrets, self._secret, self._control_public,
+                                                self.container_id)
+            if info is None:  # a restart keeps the ports and keys its clients hold
+                info = {"transport": "tcp", "ip": self.node_ip, "signature_scheme": "hmac-sha256",
+                        "kernel_name": "cellhop-container"}
+                info.update({f"{ch}_port": p for ch, p in zip(CHANNELS, _free_ports(self.node_ip, len(CHANNELS)))})
+            container.connection_info = {
+                **{k: v for k, v in info.items() if k not in ("curve_serverkey",)},
+                "key": curve.hmac_key(self._secret, self._control_public, self.container_id),
+                "curve_publickey": self._public, "curve_secretkey": self._secret,  # read by ipykernel
+            }
+            self._runtime.launch(container)
+            self._container = container
+            public = {k: v for k, v in container.connection_info.items()
+                      if k not in ("key", "curve_secretkey", "curve_publickey")}
+            public["curve_serverkey"] = self._public
+            return {"connection_info": public, "gpu_ids": ids, "sandboxed": container.sandboxed,
+                    "pid": container.handle.pid, "node_ip": self.node_ip, "node_id": self.node_id,
+                    "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+
+    def wait_exit(self) -> dict:
+        """Blocks until the kernel process ends; how it ended."""
+        container = self._container
+        container.handle.wait()
+        status = self._runtime.poll(container)
+        return {"code": status.code, "signal": status.signal, "oom": status.oom}
+
+    def signal(self, name: str) -> None:
+        container = self._container
+        if container is None:
+            return
+        if name == "SIGINT":
+            self._runtime.interrupt(container)
+        elif name == "SIGTERM":
+            self._runtime.terminate(container)
+        else:
+            self._runtime.kill(container)
+
+    def read_log(self) -> str:
+        try:
+            return (self.directory / "container.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def cleanup(self) -> None:
+        if self._container is not None:
+            self._runtime.cleanup(self._container)
+
+    def remove(self) -> None:
+        """Kill the kernel and remove this container's folder (before the actor goes)."""
+        if self._container is not None:
+            self._runtime.kill(self._container)
+            self._runtime.cleanup(self._container)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def probe_node_gpus() -> dict:
+    """This node's GPUs as NVML sees them, as Inventory.to_dict() (run as a Ray task pinned to the node)."""
+    from ..nvml import read_nvml_inventory
+
+    return read_nvml_inventory().to_dict()
