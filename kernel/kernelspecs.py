@@ -49,10 +49,14 @@ def _checked_gpu(gpu: str) -> str:
 
 def kernelspec_dict(gpu: str, display: str | None = None, image: str | None = None, cpus: int | None = None,
                     memory: str | int | None = None, python: str | None = None, simulated: bool = False,
-                    launch_timeout: float | None = None) -> dict:
-    """The kernel.json of a cellhop kernel for `gpu` ('H100', 'H100:2', 'H100,A100-80GB', 'any')."""
+                    launch_timeout: float | None = None, volumes: list[str] | None = None,
+                    secrets: list[str] | None = None) -> dict:
+    """The kernel.json of a cellhop kernel for `gpu` ('H100', 'H100:2', 'H100,A100-80GB', 'any').
+
+    `volumes` like ['datasets:/data', 'weights:/models:ro'], `secrets` secret names."""
     gpu = _checked_gpu(gpu)
-    config = {"gpu": gpu, "image": image, "cpus": cpus, "memory": memory}
+    config = {"gpu": gpu, "image": image, "cpus": cpus, "memory": memory,
+              "volumes": list(volumes or []), "secrets": list(secrets or [])}
     if launch_timeout is not None:
         config["launch_timeout"] = launch_timeout
     return {

@@ -15,7 +15,7 @@ def _cmd_install(args) -> int:
         where = install_kernelspec(args.gpu, name=args.name, user=args.user,
                                    prefix=sys.prefix if args.sys_prefix else args.prefix,
                                    display=args.display_name, image=args.image, cpus=args.cpus, memory=args.memory,
-                                   launch_timeout=args.launch_timeout)
+                                   launch_timeout=args.launch_timeout, volumes=args.volume, secrets=args.secret)
     except (CellhopError, ValueError) as exc:
         print(f"cellhop kernelspec install: {exc}", file=sys.stderr)
         return 2
@@ -40,6 +40,10 @@ def add_commands(subparsers) -> None:
     i.add_argument("--cpus", type=int, help="CPUs the kernel may use")
     i.add_argument("--memory", help="memory limit, e.g. 16G")
     i.add_argument("--launch-timeout", type=float, help="seconds to wait for a GPU and the kernel (default 300)")
+    i.add_argument("--volume", action="append", default=[], metavar="NAME:/path[:ro]",
+                   help="mount a volume in the kernel's container (repeatable)")
+    i.add_argument("--secret", action="append", default=[], metavar="NAME",
+                   help="inject a secret's variables into the kernel's environment (repeatable)")
     where = i.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true", help="install for this user only")
     where.add_argument("--sys-prefix", action="store_true", help=f"install into this environment ({sys.prefix})")

@@ -22,7 +22,8 @@ def test_a_kernelspec_selects_the_cellhop_provisioner_with_its_request():
     spec = kernelspec_dict("h100:2", cpus=4, memory="16G")
     assert spec["argv"][1:] == ["-m", "cellhop.kernel.container_kernel", "-f", "{connection_file}"]
     assert spec["metadata"]["kernel_provisioner"] == {
-        "provisioner_name": "cellhop", "config": {"gpu": "H100:2", "image": None, "cpus": 4, "memory": "16G"}}
+        "provisioner_name": "cellhop",
+        "config": {"gpu": "H100:2", "image": None, "cpus": 4, "memory": "16G", "volumes": [], "secrets": []}}
     assert spec["display_name"] == "Python 3 · H100 ×2" and spec["interrupt_mode"] == "signal"
 
 

@@ -1,0 +1,230 @@
+"""The Ray runtime on a real two-node Ray cluster started by this module (ray_cluster.py):
+H100 on the head (127.0.0.2), A10G on the second node (127.0.0.3), both simulated GPUs.
+
+The local runtime's own %%remote tests run here too, unchanged, against a notebook whose
+control plane uses `c.Cellhop.runtime = "ray"` (the `nb` fixture below): values, outputs,
+errors, interrupt, timeout, dead containers. Then what is Ray's own: placement by GPU
+type, the cluster's inventory with its nodes, ordered fallback, waiting for resources,
+CurveZMQ on the wire, images as runtime environments, volumes, and a node lost mid-cell.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from kernel_fixtures import short_runtime_dir, start_cellhop_kernel
+from ray_cluster import HEAD_IP, WORKER_IP, ray_cluster  # noqa: F401  (ray_cluster is a fixture)
+
+# -- the local runtime's %%remote tests, collected here against the Ray runtime ------------------------
+from test_remote_cells import (  # noqa: F401
+    test_100mb_array_round_trip_values_and_writable,
+    test_notebook_functions_and_classes_run_remotely,
+    test_remote_state_persists_across_cells,
+    test_out_restricts_what_comes_back,
+)
+from test_remote_failures import (  # noqa: F401
+    test_remote_exception_shows_remote_traceback_with_cell_lines,
+    test_unpicklable_variable_is_named_and_nothing_runs,
+    test_interrupt_stops_the_remote_cell_and_the_container_survives,
+    test_second_interrupt_stops_a_stubborn_container,
+    test_timeout_stops_the_cell_quickly,
+    test_timeout_stops_a_cell_that_ignores_interrupt,
+    test_container_killed_mid_cell,
+    test_container_exit_code_is_reported,
+    test_out_of_memory_is_reported,
+    test_async_returns_a_handle_and_wait_lands_values,
+)
+from test_remote_outputs import (  # noqa: F401
+    test_output_streams_while_the_cell_runs,
+    test_stdout_and_stderr_keep_their_order,
+)
+
+
+def ray_args(cluster) -> tuple:
+    return ("--Cellhop.runtime=ray", f"--Cellhop.ray_address={cluster.address}")
+
+
+@pytest.fixture(scope="module")
+def nb(ray_cluster):  # noqa: F811
+    """A notebook kernel whose control plane runs its containers on the Ray cluster."""
+    with start_cellhop_kernel(extra_arguments=ray_args(ray_cluster), queue_timeout=30) as kernel:
+        yield kernel
+
+
+@pytest.fixture(scope="module")
+def ray_manager(ray_cluster, tmp_path_factory):  # noqa: F811
+    """A control plane in this process on the Ray runtime (for what the notebook does not show)."""
+    import shutil
+
+    from cellhop.server_ext.config import Cellhop
+    from cellhop.server_ext.container_manager import ContainerManager
+
+    root = short_runtime_dir()
+    manager = ContainerManager(Cellhop(runtime="ray", ray_address=ray_cluster.address, runtime_root=root,
+                                       state_dir=str(tmp_path_factory.mktemp("state")), queue_timeout=30))
+    yield manager
+    manager.close()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def local_json(nb, expression: str):
+    ran = nb.ok(f"import json as _json\nprint(_json.dumps({expression}))")
+    return json.loads(ran.stdout.strip().splitlines()[-1])
+
+
+def container_view(nb, container_id: str) -> dict:
+    return local_json(nb, "[c for c in __import__('cellhop.kernel.control_client', fromlist=['x'])"
+                          f".get_control_plane().containers() if c['id'] == {container_id!r}][0]")
+
+
+# -- inventory and placement ------------------------------------------------------------------------
+def test_inventory_comes_from_the_cluster_with_nodes(ray_manager):
+    inv = ray_manager.inventory
+    assert sorted((g.type, g.node) for g in inv.gpus) == [("A10G", WORKER_IP), ("H100", HEAD_IP)]
+    assert inv.simulated and all(g.simulated for g in inv.gpus)  # custom resources, no real GPU
+    assert "(simulated)" in inv.describe()
+    assert ray_manager.runtime.describe().startswith(f"ray cluster at {ray_manager.runtime.address} (2 node(s))")
+
+
+def test_gpu_table_shows_nodes_and_says_simulated(nb):
+    text = nb.ok("%gpu").stdout
+    assert "simulated" in text
+    h100 = [line for line in text.splitlines() if " H100 " in line]
+    a10g = [line for line in text.splitlines() if " A10G " in line]
+    assert len(h100) == 1 and f"on node {HEAD_IP}" in h100[0], text
+    assert len(a10g) == 1 and f"on node {WORKER_IP}" in a10g[0], text
+    assert "Runtime: ray cluster at" in text
+
+
+@pytest.mark.parametrize("gpu_type, node", [("H100", HEAD_IP), ("A10G", WORKER_IP)])
+def test_cells_land_on_the_node_of_their_gpu_type(nb, gpu_type, node):
+    ran = nb.ok(f"%%remote --gpu {gpu_type}\nimport os\n"
+                "print(os.environ['CUDA_VISIBLE_DEVICES'], os.environ['CELLHOP_GPU_TYPE'])")
+    assert ran.stdout.split() == ["0", gpu_type], ran  # CUDA_VISIBLE_DEVICES: Ray's assignment
+    view = container_view(nb, ran.container)
+    assert view["node"] == node
+    assert [(g["type"], g["node"], g["simulated"]) for g in view["gpus"]] == [(gpu_type, node, True)]
+    table = nb.ok("%gpu").stdout
+    line = next(line for line in table.splitlines() if f" {gpu_type} " in line)
+    assert f"held by" in line and ran.container in line, table
+
+
+def test_fallback_takes_the_next_type_and_a_full_request_waits_for_resources(ray_manager):
+    from cellhop.server_ext.container import ContainerSpec
+    from cellhop.server_ext.errors import QueueTimeout
+
+    m = ray_manager
+    first = m.start(ContainerSpec(gpu="H100", owner="first"))
+    try:
+        assert first.node == HEAD_IP
+        second = m.start(ContainerSpec(gpu="H100,A10G", owner="second"))
+        assert second.node == WORKER_IP and [g.type for g in second.gpus] == ["A10G"]
+        assert second.allocation.waited < 5  # it did not wait for the H100
+        m.stop(second.id)
+
+        with pytest.raises(QueueTimeout, match="waiting for resources"):
+            m.start(ContainerSpec(gpu="H100", owner="impatient", queue_timeout=1))
+
+        events, got = [], {}
+
+        def wait_for_h100():
+            got["container"] = m.start(ContainerSpec(gpu="H100", owner="patient"), on_event=events.append)
+
+        waiter = threading.Thread(target=wait_for_h100)
+        waiter.start()
+        deadline = time.monotonic() + 20
+        while not any(e.get("queue_position") is not None for e in events) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        queued = [e for e in events if e.get("queue_position") is not None]
+        assert queued and queued[0]["queue_position"] == 0 and queued[0]["phase"] == "queued", events
+        assert waiter.is_alive()  # it waits in Ray's queue while the H100 is held
+        m.stop(first.id)
+        waiter.join(60)
+        patient = got["container"]
+        assert patient.node == HEAD_IP and patient.allocation.waited > 0.2
+        m.stop(patient.id)
+    finally:
+        for c in m.list():
+            m.stop(c.id)
+    assert all(h is None for h in m.scheduler.holders().values())
+
+
+# -- the wire ---------------------------------------------------------------------------------------
+def test_connection_is_curve_encrypted_and_keys_stay_put(ray_manager):
+    from cellhop.kernel.wire import KernelConnection
+    from cellhop.server_ext.container import ContainerSpec
+
+    c = ray_manager.start(ContainerSpec(gpu="none", owner="wire"))
+    try:
+        info = c.connection_info
+        assert info["transport"] == "tcp" and info["ip"] in (HEAD_IP, WORKER_IP)
+        assert len(info["curve_serverkey"]) == 40  # the kernel's public key (Z85) ...
+        assert "curve_secretkey" not in info and "curve_publickey" not in info  # ... and nothing secret of it
+        secure = KernelConnection(info, channels=("shell",))
+        assert secure.request("shell", "kernel_info_request", {}, timeout=10).content["status"] == "ok"
+        secure.close()
+        plain = KernelConnection({k: v for k, v in info.items() if k != "curve_serverkey"}, channels=("shell",))
+        plain.send("shell", "kernel_info_request", {})
+        assert plain.recv("shell", timeout=3) is None  # an unencrypted client gets nothing
+        plain.close()
+        from cellhop.server_ext.runtimes.curve import keypair
+
+        impostor = KernelConnection({**info, "curve_serverkey": keypair()[0]}, channels=("shell",))
+        impostor.send("shell", "kernel_info_request", {})
+        assert impostor.recv("shell", timeout=3) is None  # nor one that expects another server's key
+        impostor.close()
+    finally:
+        ray_manager.stop(c.id)
+
+
+# -- images and volumes -----------------------------------------------------------------------------
+def test_image_becomes_a_ray_runtime_env(nb):
+    nb.ok("import cellhop\n"
+          "ray_img = cellhop.Image.current().pip_install('tomli-w').env({'CELLHOP_RAY_IMAGE': 'yes'})", timeout=240)
+    ran = nb.ok("%%remote --image ray_img --no-pull\nimport os, sys, tomli_w\n"
+                "print(tomli_w.dumps({'a': 1}).strip(), os.environ['CELLHOP_RAY_IMAGE'], "
+                "'runtime_resources' in sys.prefix)", timeout=300)
+    assert ran.stdout.split() == ["a", "=", "1", "yes", "True"], ran  # installed by Ray, in Ray's env
+    # the notebook's own environment has no tomli_w: it came from the runtime_env
+    assert nb.run("import tomli_w").ename == "ModuleNotFoundError"
+
+
+def test_volume_without_shared_storage_is_a_clear_error(ray_manager):
+    from cellhop.server_ext.container import ContainerSpec
+    from cellhop.server_ext.errors import CellhopError, ContainerStartError
+
+    with pytest.raises((CellhopError, ContainerStartError), match="ray_shared_volume_path"):
+        ray_manager.start(ContainerSpec(gpu="A10G", owner="vol", volumes=[{"name": "data", "path": "/data"}]))
+    assert all(h is None for h in ray_manager.scheduler.holders().values())
+
+
+# -- a node lost mid-cell (last: it restarts the node) ----------------------------------------------------
+def test_worker_node_killed_mid_cell(nb, ray_cluster):  # noqa: F811
+    killed = {}
+
+    def hook(msg):
+        if msg["msg_type"] == "stream" and "on the A10G node" in msg["content"]["text"] and not killed:
+            killed["at"] = time.monotonic()
+            threading.Thread(target=ray_cluster.kill_node, args=("worker",), daemon=True).start()
+
+    try:
+        ran = nb.run("%%remote --gpu A10G\nimport time\nnode_state = 1\nprint('on the A10G node', flush=True)\n"
+                     "time.sleep(60)", output_hook=hook, timeout=90)
+        assert killed, ran
+        assert ran.status == "error" and ran.ename == "ContainerDied", ran
+        assert "SIGKILL" in ran.evalue and f"Ray node {WORKER_IP} was lost" in ran.evalue, ran
+        assert time.monotonic() - killed["at"] < 20, ran
+        assert nb.ok("print('notebook alive')").stdout == "notebook alive\n"
+        table = nb.ok("%gpu").stdout
+        assert [line for line in table.splitlines() if " A10G " in line and "free" in line], table
+    finally:
+        if "worker" not in ray_cluster.nodes:
+            ray_cluster.start_node("worker")
+    # the node is back: the next A10G cell gets a fresh container there
+    ran = nb.ok("%%remote --gpu A10G --no-pull\nprint('node_state' in dir())", timeout=120)
+    assert ran.stdout == "False\n"
+    assert container_view(nb, ran.container)["node"] == WORKER_IP
