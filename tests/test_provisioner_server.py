@@ -109,7 +109,8 @@ async def test_the_launcher_lists_a_kernel_per_gpu_type_without_a_manual_step(jp
                        "cellhop-a10g": "Python 3 · A10G (simulated)"}
     provisioner = specs["cellhop-h100x2"]["spec"]["metadata"]["kernel_provisioner"]
     assert provisioner == {"provisioner_name": "cellhop",
-                           "config": {"gpu": "H100:2", "image": None, "cpus": None, "memory": None}}
+                           "config": {"gpu": "H100:2", "image": None, "cpus": None, "memory": None,
+                                      "volumes": [], "secrets": []}}
     assert specs["cellhop-h100"]["resources"].get("logo-64x64")  # the Python logo
     assert "python3" in specs  # the plain kernel is still there
     assert not list(Path(jp_kernel_dir).glob("cellhop-*"))  # generated, never written to disk

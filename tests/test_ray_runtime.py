@@ -65,7 +65,7 @@ def ray_manager(ray_cluster, tmp_path_factory):  # noqa: F811
 
     root = short_runtime_dir()
     manager = ContainerManager(Cellhop(runtime="ray", ray_address=ray_cluster.address, runtime_root=root,
-                                       state_dir=str(tmp_path_factory.mktemp("state")), queue_timeout=30))
+                                       state_dir=str(tmp_path_factory.mktemp("state")), queue_timeout=15))
     yield manager
     manager.close()
     shutil.rmtree(root, ignore_errors=True)
@@ -113,10 +113,19 @@ def test_cells_land_on_the_node_of_their_gpu_type(nb, gpu_type, node):
     assert f"held by" in line and ran.container in line, table
 
 
-def test_fallback_takes_the_next_type_and_a_full_request_waits_for_resources(ray_manager):
+def stop_notebook_containers(nb) -> None:
+    """The notebook's warm containers hold cluster GPUs too: stop them (its next cell starts a fresh one)."""
+    nb.ok("from cellhop.kernel.control_client import get_control_plane as _cp\n"
+          "for _c in _cp().containers():\n"
+          "    if _c['phase'] != 'exited':\n"
+          "        _cp().stop(_c['id'])")
+
+
+def test_fallback_takes_the_next_type_and_a_full_request_waits_for_resources(ray_manager, nb):
     from cellhop.server_ext.container import ContainerSpec
     from cellhop.server_ext.errors import QueueTimeout
 
+    stop_notebook_containers(nb)
     m = ray_manager
     first = m.start(ContainerSpec(gpu="H100", owner="first"))
     try:

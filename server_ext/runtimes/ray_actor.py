@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -29,6 +30,17 @@ def _node_runtime(root: Path, sandbox: str):
 
     class NodeRuntime(LocalRuntime):
         name = "ray-node"
+
+        def _preexec(self, limits):
+            inner = super()._preexec(limits)
+
+            def preexec():  # a Ray worker blocks or ignores signals its kernel must act on (interrupt)
+                signal.pthread_sigmask(signal.SIG_SETMASK, set())
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_DFL)
+                inner()
+
+            return preexec
 
         def _environment(self, container, limits):
             env = super()._environment(container, limits)
