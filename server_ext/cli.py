@@ -53,6 +53,13 @@ def _cmd_demo(args) -> int:
     if lab is None:
         raise SystemExit("cellhop: JupyterLab is not installed; run: pip install 'cellhop[lab]'")
     notebook = _demo_notebook()
+    if not os.access(notebook.parent, os.W_OK):  # a site-wide install: work on a copy the user owns
+        copy = Path.home() / "cellhop-demo"
+        copy.mkdir(exist_ok=True)
+        if not (copy / notebook.name).exists():
+            shutil.copy2(notebook, copy / notebook.name)
+        notebook = copy / notebook.name
+    os.chdir(notebook.parent)  # JupyterLab resolves the notebook argument against the working folder
     # The wheel enables the extension by a config file; naming it here also covers editable installs.
     argv = [lab, "lab", str(notebook.name), f"--ServerApp.root_dir={notebook.parent}",
             "--ServerApp.jpserver_extensions=cellhop=True"]

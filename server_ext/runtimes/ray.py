@@ -194,7 +194,10 @@ class RayScheduler:
         start = time.monotonic()
         pending: dict[tuple, object] = {}
         try:
-            available = available_resources_per_node()
+            try:
+                available = available_resources_per_node()
+            except Exception:  # a ray:// client cannot ask per node: the cluster's totals approximate it
+                available = {"cluster": ray.available_resources()}
             for want in wants:  # ordered fallback: the first type with room now
                 if self._fits_now(want, available):
                     pg = placement_group([self._bundle(want)], strategy="STRICT_PACK", name=_pg_name(want))
