@@ -60,17 +60,25 @@ def plain_kernel_start(readiness: str = "wait_for_ready") -> float:
     km = KernelManager(kernel_name="python3")
     started = time.perf_counter()
     km.start_kernel(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # as the container's go to its log
+    if readiness == "wait_for_ready":
+        return _until_client_ready(km, started)
     try:
-        if readiness == "wait_for_ready":
-            kc = km.client()
-            kc.start_channels()
-            try:
-                kc.wait_for_ready(timeout=60)
-                return time.perf_counter() - started
-            finally:
-                kc.stop_channels()
         _wait_kernel_info(km.get_connection_info())
         return time.perf_counter() - started
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+def _until_client_ready(km, started: float) -> float:
+    """Seconds from `started` until a client of `km` is ready (wait_for_ready); then shut the kernel down."""
+    try:
+        kc = km.client()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=60)
+            return time.perf_counter() - started
+        finally:
+            kc.stop_channels()
     finally:
         km.shutdown_kernel(now=True)
 
@@ -101,16 +109,7 @@ class ProvisionedStarts:
         km = KernelManager(kernel_name="cellhop-h100", kernel_spec_manager=self.specs)
         started = time.perf_counter()
         km.start_kernel(cwd=str(self.cwd))
-        try:
-            kc = km.client()
-            kc.start_channels()
-            try:
-                kc.wait_for_ready(timeout=60)
-                return time.perf_counter() - started
-            finally:
-                kc.stop_channels()
-        finally:
-            km.shutdown_kernel(now=True)
+        return _until_client_ready(km, started)
 
     def close(self) -> None:
         from cellhop.kernel.control_client import set_control_plane

@@ -96,6 +96,9 @@ class Kernel:
         return "".join(texts).strip()
 
     def close(self) -> None:
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
         try:
             self.kc.stop_channels()
         finally:
@@ -432,7 +435,6 @@ def ray_main(args) -> int:
             k = kernels[name] = Kernel(extra)
             stack.callback(_quietly, k.close)
             k.run("%load_ext cellhop")
-            stack.callback(_quietly, k.run, "%unload_ext cellhop")
             k.run("%gpu H100\nimport numpy as np")
             t0 = time.perf_counter()
             k.run("%%remote\nx = 1")
@@ -458,9 +460,9 @@ def ray_main(args) -> int:
                 raise CellError(f"b did not come back intact on the {name} runtime")
             kernel.run("%%remote --no-pull\ndel a, b")
             kernel.run("del a, b")
-        for kernel in kernels.values():
+        for kernel in kernels.values():  # before this process's own measurements
             _quietly(kernel.run, "%unload_ext cellhop")
-            _quietly(kernel.close)
+            kernel.close()
 
         # -- plain Ray on the same cluster, from this process (its connection is reused below)
         import ray

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from .container import format_size
 from .errors import CellhopError
 
 
@@ -41,14 +42,6 @@ def _volume(args):
     return Volume(args.name, client=_storage(args))
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "no limit"
-    for unit in ("B", "K", "M", "G", "T"):
-        if n < 1024 or unit == "T":
-            return f"{n}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024
-    return str(n)
 
 
 def _print(args, data, text: str) -> None:
@@ -58,12 +51,12 @@ def _print(args, data, text: str) -> None:
 # -- volume ----------------------------------------------------------------------
 def _vol_create(args):
     info = _storage(args).volume_create(args.name, quota=args.quota)
-    _print(args, info, f"volume {info['name']} (quota {_size(info['quota'])})")
+    _print(args, info, f"volume {info['name']} (quota {format_size(info['quota'])})")
 
 
 def _vol_list(args):
     vols = _storage(args).volume_list()
-    lines = [f"{v['name']:<24} {_size(v['usage']):>9} / {_size(v['quota']):<9} "
+    lines = [f"{v['name']:<24} {format_size(v['usage']):>9} / {format_size(v['quota']):<9} "
              + (f"mounted by {', '.join(m['container'] for m in v['mounted_by'])}" if v["mounted_by"] else "")
              for v in vols]
     _print(args, vols, "\n".join(lines) if lines else "no volumes; make one with `cellhop volume create NAME`")
@@ -71,7 +64,7 @@ def _vol_list(args):
 
 def _vol_ls(args):
     entries = _storage(args).volume_ls(args.name, args.path)
-    lines = [f"{e['type']:<4} {_size(e['size']) if e['type'] == 'file' else '-':>9}  "
+    lines = [f"{e['type']:<4} {format_size(e['size']) if e['type'] == 'file' else '-':>9}  "
              f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(e['modified']))}  "
              f"{e['path']}{'/' if e['type'] == 'dir' else ''}" for e in entries]
     _print(args, entries, "\n".join(lines) if lines else "(empty)")
@@ -79,7 +72,7 @@ def _vol_ls(args):
 
 def _vol_put(args):
     for entry in _volume(args).put(args.local, args.path):
-        print(f"{entry['path']}  {_size(entry['size'])}")
+        print(f"{entry['path']}  {format_size(entry['size'])}")
 
 
 def _vol_get(args):
@@ -100,7 +93,7 @@ def _vol_mkdir(args):
 
 def _vol_usage(args):
     usage = _storage(args).volume_usage(args.name)
-    _print(args, usage, f"{_size(usage['bytes'])} in {usage['files']} file(s), quota {_size(usage['quota'])}")
+    _print(args, usage, f"{format_size(usage['bytes'])} in {usage['files']} file(s), quota {format_size(usage['quota'])}")
 
 
 def _vol_delete(args):

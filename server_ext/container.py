@@ -44,6 +44,18 @@ def parse_memory(text: str | int | None) -> int | None:
     return value
 
 
+def format_size(n: int | None) -> str:
+    """1536 -> '1.5 KiB'; None -> 'no limit'."""
+    if n is None:
+        return "no limit"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
 @dataclass
 class ContainerSpec:
     """What to start. Parsed and validated before anything runs."""

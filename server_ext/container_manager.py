@@ -138,23 +138,25 @@ class ContainerManager:
             container.directory = private_dir(self.runtime.root / container.id) \
                 if hasattr(self.runtime, "root") else None
             self._set_phase(container, Phase.STARTING)
-            try:
-                self.runtime.launch(container)
-                self._wait_ready(container)
-            except BaseException as exc:
-                status = self.runtime.poll(container)
-                self._finish(container, status or ExitStatus(stopped=True, reason="start failed"), kill=True)
-                if isinstance(exc, ContainerStartError):
-                    raise
-                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                    raise
-                raise ContainerStartError(f"container {container.id} failed to start: {exc}") from exc
-            container.last_activity = time.monotonic()
-            self._set_phase(container, Phase.READY)
-            return container
+            return self._launch_until_ready(container, "start")
         finally:
             if unsubscribe:
                 unsubscribe()
+
+    def _launch_until_ready(self, container: Container, what: str) -> Container:
+        """Launch the kernel and wait for it; on any failure nothing is left running or held."""
+        try:
+            self.runtime.launch(container)
+            self._wait_ready(container)
+        except BaseException as exc:
+            status = self.runtime.poll(container)
+            self._finish(container, status or ExitStatus(stopped=True, reason=f"{what} failed"), kill=True)
+            if isinstance(exc, (ContainerStartError, KeyboardInterrupt, SystemExit)):
+                raise
+            raise ContainerStartError(f"container {container.id} failed to {what}: {exc}") from exc
+        container.last_activity = time.monotonic()
+        self._set_phase(container, Phase.READY)
+        return container
 
     def _queued(self, container: Container, position: int) -> None:
         container.queue_position = position
@@ -241,20 +243,9 @@ class ContainerManager:
                 time.sleep(0.02)
             self.runtime.kill(container)
             self.runtime.cleanup(container)
-            try:
-                if container.phase != Phase.STARTING:  # stopped meanwhile
-                    raise ContainerStartError(f"container {container_id} was stopped while restarting")
-                self.runtime.launch(container)
-                self._wait_ready(container)
-            except BaseException as exc:
-                status = self.runtime.poll(container)
-                self._finish(container, status or ExitStatus(stopped=True, reason="restart failed"), kill=True)
-                if isinstance(exc, (ContainerStartError, KeyboardInterrupt, SystemExit)):
-                    raise
-                raise ContainerStartError(f"container {container.id} failed to restart: {exc}") from exc
-            container.last_activity = time.monotonic()
-            self._set_phase(container, Phase.READY)
-            return container
+            if container.phase != Phase.STARTING:  # stopped meanwhile
+                raise ContainerStartError(f"container {container_id} was stopped while restarting")
+            return self._launch_until_ready(container, "restart")
         finally:
             if unsubscribe:
                 unsubscribe()

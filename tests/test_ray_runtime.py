@@ -186,6 +186,29 @@ def test_connection_is_curve_encrypted_and_keys_stay_put(ray_manager):
         impostor.send("shell", "kernel_info_request", {})
         assert impostor.recv("shell", timeout=3) is None  # nor one that expects another server's key
         impostor.close()
+        # a restart (remote GPU kernels restart this way) keeps the ports and keys its clients hold
+        restarted = ray_manager.restart(c.id)
+        assert restarted.connection_info == info and restarted.node == c.node
+        again = KernelConnection(info, channels=("shell",))
+        assert again.request("shell", "kernel_info_request", {}, timeout=10).content["status"] == "ok"
+        again.close()
+    finally:
+        ray_manager.stop(c.id)
+
+
+def test_secret_values_reach_the_container_sealed(ray_manager):
+    from cellhop.kernel.wire import KernelConnection
+    from cellhop.server_ext.container import ContainerSpec
+
+    ray_manager.storage.secrets.create("ray-token", {"RAY_TEST_SECRET": "s3cr3t-value"}, session=True)
+    c = ray_manager.start(ContainerSpec(gpu="none", owner="secret", secrets=["ray-token"]))
+    try:
+        conn = KernelConnection(c.connection_info, channels=("shell",))
+        code = "import os\nok = os.environ.get('RAY_TEST_SECRET') == 's3cr3t-value'"
+        reply = conn.request("shell", "execute_request", {"code": code, "silent": False,
+                                                          "user_expressions": {"ok": "ok"}}, timeout=20)
+        assert reply.content["user_expressions"]["ok"]["data"]["text/plain"] == "True", reply.content
+        conn.close()
     finally:
         ray_manager.stop(c.id)
 

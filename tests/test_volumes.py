@@ -99,7 +99,7 @@ def test_cli_round_trip(state, tmp_path):
     (tmp_path / "model" / "weights.bin").write_bytes(os.urandom(100_000))
     (tmp_path / "notes.txt").write_text("hello\n")
 
-    assert "quota 1.0G" in cli(state, "volume", "create", "ckpt", "--quota", "1G").stdout
+    assert "quota 1.0 GiB" in cli(state, "volume", "create", "ckpt", "--quota", "1G").stdout
     cli(state, "volume", "put", "ckpt", str(tmp_path / "model"))
     cli(state, "volume", "put", "ckpt", str(tmp_path / "notes.txt"), "docs/")
     listing = json.loads(cli(state, "volume", "ls", "ckpt", "--json").stdout)

@@ -14,17 +14,10 @@ from pathlib import Path
 
 import ipywidgets as w
 
+from ..server_ext.container import format_size
 from ..server_ext.errors import CellhopError
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "no limit"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 class VolumeBrowser(w.VBox):
@@ -82,7 +75,7 @@ class VolumeBrowser(w.VBox):
         self.title.value = f"<b>volume {self.volume.name}</b> <code>{where}</code>"
         quota = usage.get("quota")
         self.usage_bar.value = min(1.0, usage["bytes"] / quota) if quota else 0.0
-        self.usage_text.value = f"{_size(usage['bytes'])} of {_size(quota)} · {usage['files']} file(s)"
+        self.usage_text.value = f"{format_size(usage['bytes'])} of {format_size(quota)} · {usage['files']} file(s)"
         self.up_button.disabled = not self.path
         self.rows.children = [self._row(e) for e in entries] or [w.Label("(empty folder)")]
 
@@ -94,7 +87,7 @@ class VolumeBrowser(w.VBox):
             size = w.Label("")
         else:
             label = w.Label(name + (" → (link)" if entry["type"] == "link" else ""), layout=w.Layout(width="260px"))
-            size = w.Label(_size(entry["size"]), layout=w.Layout(width="90px"))
+            size = w.Label(format_size(entry["size"]), layout=w.Layout(width="90px"))
         delete = w.Button(description="Delete", icon="trash", layout=w.Layout(width="90px"))
         delete.on_click(lambda _, n=name: self.delete(n))
         parts = [label, size]

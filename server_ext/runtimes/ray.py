@@ -285,7 +285,7 @@ class RayHandle:
     node_id: str
     control_secret: str = field(repr=False, default="")
     kernel_public: str = ""
-    pid: int | None = None  # the kernel's pid on its node (not this host's)
+    node_pid: int | None = None  # the kernel's pid on its node (not a pid of this host)
     status: ExitStatus | None = None
     last_log: str = ""
 
@@ -367,7 +367,7 @@ class RayRuntime(ContainerRuntime):
             node_spec, alloc.gpu_type_wanted, self._simulated(handle.node_ip), sealed, mounts, keep,
             workdir_dest), timeout=self.start_timeout)
         handle.exit_ref = handle.actor.wait_exit.remote()
-        handle.pid, handle.status = started["pid"], None
+        handle.node_pid, handle.status = started["pid"], None
         container.handle = handle
         container.node = handle.node_ip
         container.sandboxed = started["sandboxed"]
