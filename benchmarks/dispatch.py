@@ -406,8 +406,6 @@ def ray_main(args) -> int:
     interleaved round by round; this process times `f.remote(1)` on each runtime and a plain
     Ray actor call on the same cluster, and `.map` on each runtime against Ray tasks.
     """
-    import numpy as np
-
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
     from ray_cluster import DRIVER_ENV, RayCluster
 

@@ -25,7 +25,6 @@ from .errors import ContainerNotFound, ContainerStartError
 from .inventory import Inventory, load_inventory
 from .paths import private_dir, runtime_dir
 from .runtimes.base import ContainerRuntime
-from .scheduler import Scheduler
 from .secrets import mask_text, masked_values
 
 log = logging.getLogger("cellhop")

@@ -44,7 +44,8 @@ def _node_runtime(root: Path, sandbox: str):
 
         def _environment(self, container, limits):
             env = super()._environment(container, limits)
-            for name in [k for k in env if k.startswith("RAY_")]:
+            own = set(container.spec.env) | set(container.secret_env)  # what the user set stays
+            for name in [k for k in env if k.startswith("RAY_") and k not in own and os.environ.get(k) == env[k]]:
                 del env[name]
             return env
 
