@@ -205,13 +205,32 @@ class CellhopProvisioner(KernelProvisionerBase):
                                              "(jupyter kernelspec list shows where it lives).") from None
             self._cwd = str(spec.workdir)
             view = await self._start(spec, progress, started)
-        info = dict(view["connection_info"])
+        info = self._reachable(dict(view["connection_info"]))
         info["key"] = info["key"].encode() if isinstance(info["key"], str) else info["key"]
         info.pop("kernel_name", None)
         self.connection_info = info
         self.container_id = view["id"]
         self._exited = None
         return info
+
+    def _reachable(self, info: dict) -> dict:
+        """The connection info JupyterLab can use: a kernel speaking CurveZMQ (on a Ray node) is
+        reached through a loopback tunnel here, since its secret key never leaves its node."""
+        tunnel = getattr(self, "_tunnel", None)
+        if "curve_serverkey" not in info:
+            self._close_tunnel()
+            return info
+        if tunnel is None or not tunnel.leads_to(info):
+            from .curve_tunnel import CurveTunnel
+
+            self._close_tunnel()
+            self._tunnel = tunnel = CurveTunnel(info)
+        return dict(tunnel.local_info)
+
+    def _close_tunnel(self) -> None:
+        tunnel, self._tunnel = getattr(self, "_tunnel", None), None
+        if tunnel is not None:
+            tunnel.close()
 
     async def _start(self, spec, progress: _Progress, started: float) -> dict:
         future = _in_thread(self._client.start, spec, progress)
@@ -343,6 +362,7 @@ class CellhopProvisioner(KernelProvisionerBase):
             return  # the container and its GPUs are kept for the relaunch
         self._kill_pending = False
         await self._stop("kernel shut down")
+        self._close_tunnel()
         self.container_id = None
         self._restarting = False
 

@@ -170,3 +170,61 @@ def test_cpu_only_container_offers_no_monitor(nb):
     html_lines = [c["data"]["text/html"] for t, c in ran.outputs
                   if t in ("display_data", "update_display_data") and is_status_line(c)]
     assert html_lines and not any("--monitor" in h for h in html_lines)
+
+
+class _FakeControl:
+    """Enough of a ControlPlaneClient for GpuMonitor: hands back the callback it subscribes."""
+
+    def __init__(self):
+        self.on_event = None
+
+    def subscribe(self, on_event, metrics_interval=None, paused=False):
+        self.on_event = on_event
+        return self
+
+    def configure(self, interval):
+        pass
+
+    def pause(self):
+        pass
+
+    def resume(self):
+        pass
+
+    def close(self):
+        pass
+
+    def containers(self):
+        return []
+
+
+def _hello(*gpus: dict) -> dict:
+    return {"type": "hello", "containers": [], "interval": 1, "paused": False,
+            "gpus": {"gpus": list(gpus), "simulated": True, "reason": None, "driver_version": None,
+                     "runtime": "ray"}}
+
+
+def _gpu(index: int, uuid: str, **extra) -> dict:
+    return {"index": index, "uuid": uuid, "type": "H100", "memory_total": 80 * 2**30, "simulated": True,
+            "holder": None, **extra}
+
+
+def test_monitor_carries_each_gpus_node_and_none_locally():
+    """No kernel needed: the widget's model, fed a hello as the control plane sends it."""
+    from cellhop.widgets.gpu_monitor import GpuMonitor
+
+    control = _FakeControl()
+    mon = GpuMonitor(control=control)
+    try:
+        control.on_event(_hello(_gpu(0, "GPU-a", node="127.0.0.2"), _gpu(0, "GPU-b", node="127.0.0.3")))
+        assert [(g["uuid"], g["node"]) for g in mon.gpus] == [("GPU-a", "127.0.0.2"), ("GPU-b", "127.0.0.3")]
+        # a container taking a GPU leaves its node as it was
+        control.on_event({"type": "container", "container": {"id": "c1" * 8, "owner": "kernel 1a2b3c4d",
+                                                              "phase": "ready", "node": "127.0.0.3",
+                                                              "gpus": [{"uuid": "GPU-b", "node": "127.0.0.3"}]}})
+        assert [(g["node"], bool(g["holder"])) for g in mon.gpus] == [("127.0.0.2", False), ("127.0.0.3", True)]
+        # the local runtime: node null or absent reads as None
+        control.on_event(_hello(_gpu(0, "GPU-a", node=None), _gpu(1, "GPU-b")))
+        assert [g["node"] for g in mon.gpus] == [None, None]
+    finally:
+        mon.close()

@@ -110,7 +110,7 @@ def test_cells_land_on_the_node_of_their_gpu_type(nb, gpu_type, node):
     assert [(g["type"], g["node"], g["simulated"]) for g in view["gpus"]] == [(gpu_type, node, True)]
     table = nb.ok("%gpu").stdout
     line = next(line for line in table.splitlines() if f" {gpu_type} " in line)
-    assert f"held by" in line and ran.container in line, table
+    assert "held by" in line and ran.container in line, table
 
 
 def stop_notebook_containers(nb) -> None:
@@ -194,6 +194,58 @@ def test_connection_is_curve_encrypted_and_keys_stay_put(ray_manager):
         again.close()
     finally:
         ray_manager.stop(c.id)
+
+
+def test_a_whole_gpu_kernel_runs_on_its_node_through_the_provisioner(ray_manager, tmp_path):
+    """A kernelspec's kernel on the Ray runtime: jupyter_client talks to it through the provisioner's
+    loopback tunnel (plain on this host, CurveZMQ to the node); interrupt and restart work, the GPU
+    stays held across the restart, shutdown frees it."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+
+    from cellhop.kernel.control_client import EmbeddedControlPlane, set_control_plane
+    from cellhop.kernel.kernelspecs import write_kernelspec
+    from cellhop.server_ext.control_plane import ControlPlane
+
+    write_kernelspec(tmp_path / "kernels" / "cellhop-h100", "H100")
+    control = EmbeddedControlPlane(control_plane=ControlPlane(ray_manager.config, manager=ray_manager), owned=False)
+    set_control_plane(control)
+    km = KernelManager(kernel_name="cellhop-h100",
+                       kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]))
+    try:
+        km.start_kernel(cwd=str(tmp_path))
+        info = km.get_connection_info()
+        assert info["ip"] == "127.0.0.1" and "curve_serverkey" not in info  # the tunnel's loopback end
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        out = []
+        reply = kc.execute_interactive("import os; print(os.environ['CELLHOP_GPU_TYPE'], os.environ['CUDA_VISIBLE_DEVICES'])",
+                                       output_hook=lambda m: out.append(m["content"].get("text", "")), timeout=60)
+        assert reply["content"]["status"] == "ok" and "".join(out).split() == ["H100", "0"]
+        [container] = [c for c in ray_manager.list() if c.phase.value == "ready" and "kernel" in c.spec.owner]
+        assert container.to_dict()["node"] == HEAD_IP
+
+        msg_id = kc.execute("import time; time.sleep(60)")
+        time.sleep(1.0)
+        km.interrupt_kernel()
+        deadline = time.monotonic() + 20
+        while True:
+            msg = kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+            if msg["parent_header"].get("msg_id") == msg_id:
+                break
+        assert msg["content"]["status"] == "error" and msg["content"]["ename"] == "KeyboardInterrupt"
+
+        km.restart_kernel()
+        kc.wait_for_ready(timeout=60)
+        assert container.phase.value == "ready" and container.to_dict()["gpus"][0]["type"] == "H100"
+        reply = kc.execute_interactive("x = 1", timeout=60)
+        assert reply["content"]["status"] == "ok"
+        kc.stop_channels()
+    finally:
+        km.shutdown_kernel(now=True)
+        set_control_plane(None)
+    assert container.phase.value == "exited"
 
 
 def test_secret_values_reach_the_container_sealed(ray_manager):

@@ -32,7 +32,8 @@ class GpuMonitor(anywidget.AnyWidget):
     _css = _STATIC / "gpu_monitor.css"
 
     # -- synced state (what the front end draws) ----------------------------------------
-    gpus = traitlets.List(help="[{uuid, index, type, simulated, memory_total, holder}] of the GPUs shown").tag(sync=True)
+    gpus = traitlets.List(help="[{uuid, index, type, simulated, memory_total, node, holder}] of the GPUs shown "
+                                 "(node: the Ray node's IP; None on the local runtime)").tag(sync=True)
     latest = traitlets.Dict(help="uuid -> the newest sample of that GPU").tag(sync=True)
     history = traitlets.Dict(
         help="uuid -> {time: [...], utilization, memory_used, power_w, temperature_c: [...]} (None: not given)"
@@ -100,7 +101,7 @@ class GpuMonitor(anywidget.AnyWidget):
         view = event.get("gpus") or {}
         self._all_gpus = [{"uuid": g["uuid"], "index": g["index"], "type": g["type"],
                            "simulated": bool(g.get("simulated")), "memory_total": g.get("memory_total"),
-                           "holder": _holder_text(g.get("holder")),
+                           "node": g.get("node") or None, "holder": _holder_text(g.get("holder")),
                            "holder_container": (g.get("holder") or {}).get("container")}
                           for g in view.get("gpus") or []]
         self.simulated = bool(view.get("simulated"))

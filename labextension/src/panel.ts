@@ -244,7 +244,14 @@ export class CellhopPanel extends Widget {
     if (this.state.metricsError) {
       children.push(h('div', { className: 'jp-CellhopPanel-error' }, this.state.metricsError));
     }
-    children.push(...rows.map(row => this.gpuRow(row)));
+    for (const group of this.state.gpuGroups()) {
+      if (group.node) {
+        children.push(
+          h('div', { className: 'jp-CellhopPanel-node', 'data-node': group.node, title: 'Ray node' }, `node ${group.node}`)
+        );
+      }
+      children.push(...group.rows.map(row => this.gpuRow(row)));
+    }
     this.gpusBody.replaceChildren(...children);
   }
 
@@ -256,7 +263,12 @@ export class CellhopPanel extends Widget {
     ].filter(Boolean);
     return h(
       'div',
-      { className: 'jp-CellhopPanel-gpu', 'data-uuid': row.uuid, 'data-held': String(Boolean(row.holderContainer)) },
+      {
+        className: 'jp-CellhopPanel-gpu',
+        'data-uuid': row.uuid,
+        'data-node': row.node,
+        'data-held': String(Boolean(row.holderContainer))
+      },
       h(
         'div',
         { className: 'jp-CellhopPanel-gpuTitle' },
@@ -352,7 +364,9 @@ export class CellhopPanel extends Widget {
         ' · ',
         h('span', { className: 'jp-CellhopPanel-age', title: 'age' }, formatAge(row.ageSeconds)),
         ' · ',
-        h('span', { className: 'jp-CellhopPanel-owner', title: row.owner }, row.notebook ?? row.owner)
+        h('span', { className: 'jp-CellhopPanel-owner', title: row.owner }, row.notebook ?? row.owner),
+        row.node ? ' · ' : null,
+        row.node ? h('span', { className: 'jp-CellhopPanel-containerNode', title: 'Ray node' }, `node ${row.node}`) : null
       ),
       row.exit ? h('div', { className: 'jp-CellhopPanel-exit' }, row.exit) : null,
       h('div', { className: 'jp-CellhopPanel-actions' }, stop, logs)

@@ -29,6 +29,8 @@ export interface GpuRow {
   index: number;
   type: string;
   simulated: boolean;
+  /** The Ray node (its IP) holding it; null on the local runtime. */
+  node: string | null;
   /** Who holds it, in words ("free" when nobody does). */
   holder: string;
   holderContainer: string | null;
@@ -40,11 +42,19 @@ export interface GpuRow {
   history: History;
 }
 
+/** GPU rows under one node; `node` is null for GPUs without one (the local runtime). */
+export interface GpuGroup {
+  node: string | null;
+  rows: GpuRow[];
+}
+
 export interface ContainerRow {
   id: string;
   phase: string;
   gpus: string;
   image: string;
+  /** The Ray node (its IP) it runs on; null on the local runtime (or not placed yet). */
+  node: string | null;
   ageSeconds: number;
   owner: string;
   /** The notebook its owning kernel runs, when a session of this server has it. */
@@ -169,9 +179,22 @@ export class DashboardState {
     return this.inventory?.gpus.find(g => g.uuid === uuid)?.memory_total ?? 0;
   }
 
-  /** One row per GPU, in index order. */
+  /** The nodes the GPUs are on, in order; empty on the local runtime (no GPU has a node). */
+  nodes(): string[] {
+    const nodes = new Set<string>();
+    for (const gpu of this.inventory?.gpus ?? []) {
+      if (gpu.node) {
+        nodes.add(gpu.node);
+      }
+    }
+    return [...nodes].sort(compareNodes);
+  }
+
+  /** One row per GPU, by node (GPUs without one first), then index (indices count per node). */
   gpuRows(): GpuRow[] {
-    const gpus = [...(this.inventory?.gpus ?? [])].sort((a, b) => a.index - b.index);
+    const gpus = [...(this.inventory?.gpus ?? [])].sort(
+      (a, b) => compareNodes(a.node || '', b.node || '') || a.index - b.index
+    );
     return gpus.map(gpu => {
       const s = this.latest.get(gpu.uuid);
       return {
@@ -179,6 +202,7 @@ export class DashboardState {
         index: gpu.index,
         type: gpu.type,
         simulated: Boolean(gpu.simulated),
+        node: gpu.node || null,
         holder: holderText(gpu, this.containers),
         holderContainer: gpu.holder?.container ?? null,
         utilization: s?.utilization ?? null,
@@ -189,6 +213,27 @@ export class DashboardState {
         history: this.history.get(gpu.uuid) ?? { time: [], utilization: [], memory: [] }
       };
     });
+  }
+
+  /**
+   * The GPU rows grouped by node: one group (node null) when no GPU has a node, so the
+   * local runtime shows no node at all; otherwise one group per node, in order.
+   */
+  gpuGroups(): GpuGroup[] {
+    const rows = this.gpuRows();
+    if (!rows.some(r => r.node)) {
+      return rows.length ? [{ node: null, rows }] : [];
+    }
+    const groups: GpuGroup[] = [];
+    for (const row of rows) {
+      const last = groups[groups.length - 1];
+      if (last && last.node === row.node) {
+        last.rows.push(row);
+      } else {
+        groups.push({ node: row.node, rows: [row] });
+      }
+    }
+    return groups;
   }
 
   /** Why the GPU list is empty, in words; null when there are GPUs (or nothing is known yet). */
@@ -207,6 +252,7 @@ export class DashboardState {
       phase: c.phase === 'queued' && c.queue_position ? `queued (${c.queue_position} ahead)` : c.phase,
       gpus: describeGpus(c),
       image: c.image || 'notebook env',
+      node: nodeOf(c),
       ageSeconds: Math.max(0, now - c.created),
       owner: c.owner,
       notebook: notebookOf(c.owner, sessions),
@@ -233,6 +279,16 @@ export function describeGpus(c: Container): string {
   const types = [...new Set(gpus.map(g => g.type))].sort();
   const count = gpus.length > 1 ? ` ×${gpus.length}` : '';
   return types.join(' + ') + count + (gpus[0].simulated ? ' (simulated)' : '');
+}
+
+/** Node IPs in numeric order ("10.0.0.2" before "10.0.0.10"). */
+export function compareNodes(a: string, b: string): number {
+  return a.localeCompare(b, 'en', { numeric: true });
+}
+
+/** The node a container runs on: its own `node`, else its GPUs' (null on the local runtime). */
+export function nodeOf(c: Container): string | null {
+  return c.node || (c.gpus ?? []).find(g => g.node)?.node || null;
 }
 
 /** Who holds a GPU, in words: its notebook's container, or another owner. */

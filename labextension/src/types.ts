@@ -15,6 +15,8 @@ export interface Gpu {
   memory_total: number;
   simulated: boolean;
   mig?: unknown;
+  /** The Ray node (its IP) holding it; null or absent on the local runtime. */
+  node?: string | null;
   holder: Holder | null;
 }
 
@@ -32,6 +34,7 @@ export interface ContainerGpu {
   uuid: string;
   type: string;
   simulated: boolean;
+  node?: string | null;
 }
 
 export interface ExitStatus {
@@ -61,6 +64,8 @@ export interface Container {
   exit: ExitStatus | null;
   /** Set once containers run images (the images issue); absent: the notebook's own environment. */
   image?: string | null;
+  /** The Ray node (its IP) it runs on; null or absent on the local runtime. */
+  node?: string | null;
 }
 
 /** One GPU's reading; a reading the card does not give is left out. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { DashboardState, describeGpus, notebookOf } from '../src/state';
+import { DashboardState, compareNodes, describeGpus, nodeOf, notebookOf } from '../src/state';
 import { Container, GpusView, HelloEvent } from '../src/types';
 
 const GiB = 2 ** 30;
@@ -136,6 +136,71 @@ describe('DashboardState', () => {
     state.apply({ type: 'metrics', time: 2, gpus: [{ uuid: 'GPU-a', utilization: 1 }] });
     expect(state.metricsError).toBeNull();
     expect(state.apply({ type: 'image', name: 'x' })).toBe(false);
+  });
+});
+
+describe('nodes (the Ray runtime)', () => {
+  function rayInventory(): GpusView {
+    const gpu = (index: number, node: string, type = 'H100') => ({
+      index, uuid: `GPU-${node}-${index}`, type, memory_total: 80 * GiB, simulated: true, node, holder: null
+    });
+    // indices count per node; the list comes in no particular order
+    return { ...inventory(), gpus: [gpu(1, '127.0.0.10'), gpu(0, '127.0.0.2', 'A10G'), gpu(0, '127.0.0.10'), gpu(1, '127.0.0.2', 'A10G')],
+      runtime: 'ray' };
+  }
+
+  it('shows no node on the local runtime, whether node is null or absent', () => {
+    const state = new DashboardState();
+    const view = inventory();
+    view.gpus[0].node = null; // the others have no node key at all
+    state.apply({ ...hello([container('c1', 'ready', { node: null })]), gpus: view });
+    expect(state.nodes()).toEqual([]);
+    expect(state.gpuRows().map(r => r.node)).toEqual([null, null, null]);
+    const groups = state.gpuGroups();
+    expect(groups).toHaveLength(1);
+    expect(groups[0].node).toBeNull();
+    expect(groups[0].rows.map(r => r.uuid)).toEqual(['GPU-a', 'GPU-b', 'GPU-c']);
+    expect(state.containerRows(1060)[0].node).toBeNull();
+  });
+
+  it('groups GPU rows by node in numeric order, each node\'s GPUs by index', () => {
+    const state = new DashboardState();
+    state.apply({ ...hello(), gpus: rayInventory() });
+    expect(state.nodes()).toEqual(['127.0.0.2', '127.0.0.10']);
+    expect(state.gpuRows().map(r => `${r.node}/${r.index}`)).toEqual(
+      ['127.0.0.2/0', '127.0.0.2/1', '127.0.0.10/0', '127.0.0.10/1']);
+    const groups = state.gpuGroups();
+    expect(groups.map(g => g.node)).toEqual(['127.0.0.2', '127.0.0.10']);
+    expect(groups[0].rows.map(r => r.type)).toEqual(['A10G', 'A10G']);
+    expect(groups[1].rows.map(r => r.uuid)).toEqual(['GPU-127.0.0.10-0', 'GPU-127.0.0.10-1']);
+  });
+
+  it('keeps the node through holder changes and a new hello without nodes', () => {
+    const state = new DashboardState();
+    state.apply({ ...hello(), gpus: rayInventory() });
+    const c = container('c1', 'ready', { node: '127.0.0.10',
+      gpus: [{ index: 1, uuid: 'GPU-127.0.0.10-1', type: 'H100', simulated: true, node: '127.0.0.10' }] });
+    state.apply({ type: 'container', id: 'c1', phase: 'ready', time: 1, container: c });
+    const held = state.gpuRows().find(r => r.holderContainer === 'c1');
+    expect(held?.node).toBe('127.0.0.10');
+    expect(held?.index).toBe(1);
+    expect(state.containerRows(1060)[0].node).toBe('127.0.0.10');
+    state.apply(hello());
+    expect(state.gpuGroups().map(g => g.node)).toEqual([null]);
+  });
+
+  it('gives no groups while there are no GPUs', () => {
+    const state = new DashboardState();
+    expect(state.gpuGroups()).toEqual([]);
+  });
+
+  it('finds a container\'s node from itself or its GPUs', () => {
+    expect(nodeOf(container('x', 'ready'))).toBeNull();
+    expect(nodeOf(container('x', 'queued', { gpus: [], node: null }))).toBeNull();
+    expect(nodeOf(container('x', 'ready', { node: '10.0.0.3' }))).toBe('10.0.0.3');
+    expect(nodeOf(container('x', 'ready', {
+      gpus: [{ index: 0, uuid: 'u', type: 'H100', simulated: false, node: '10.0.0.4' }] }))).toBe('10.0.0.4');
+    expect(compareNodes('10.0.0.9', '10.0.0.10')).toBeLessThan(0);
   });
 });
 

@@ -86,8 +86,9 @@ function render({ model, el: root }) {
     message.style.display = model.get("message") ? "" : "none";
     table.replaceChildren();
     if (!gpus.length) return;
+    const nodes = gpus.some((g) => g.node); // the Ray runtime: say where each GPU is
     const head = el("tr");
-    for (const h of ["GPU", "holder", "utilization", "memory", "power", "temperature"]) head.append(el("th", "", h));
+    for (const h of ["GPU", ...(nodes ? ["node"] : []), "holder", "utilization", "memory", "power", "temperature"]) head.append(el("th", "", h));
     table.append(head);
     for (const g of gpus) {
       const s = latest[g.uuid] || {}, h = history[g.uuid] || {};
@@ -95,7 +96,9 @@ function render({ model, el: root }) {
       tr.dataset.uuid = g.uuid;
       const name = el("td", "cellhop-gpumon-name", `[${g.index}] ${g.type}`);
       if (g.simulated) name.append(el("span", "cellhop-gpumon-sim", " simulated"));
-      tr.append(name, el("td", "cellhop-gpumon-holder", g.holder || "free"));
+      tr.append(name);
+      if (nodes) tr.append(el("td", "cellhop-gpumon-node", g.node || "–"));
+      tr.append(el("td", "cellhop-gpumon-holder", g.holder || "free"));
       const total = s.memory_total || g.memory_total;
       tr.append(
         cell(s.utilization === undefined ? "–" : `${s.utilization}%`, h.utilization, 100, span, "util"),
