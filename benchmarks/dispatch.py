@@ -275,20 +275,7 @@ def main(argv=None) -> int:
                  logging_level=logging.ERROR, log_to_driver=False)
         stack.callback(_quietly, ray.shutdown)
 
-        @ray.remote
-        class Echo:
-            def f(self, x):
-                return x
-
-            def echo(self, x):
-                return x
-
-        @ray.remote
-        def task(x):
-            return x
-
-        actor = Echo.remote()
-        ray.get(actor.f.remote(0))
+        actor, task = _plain_ray_echo(ray)
         log(f"timing {reps['latency']} Ray actor calls, Ray tasks, 256 MiB through an actor")
         m["ray_actor_call"] = timed(lambda: ray.get(actor.f.remote(1)), reps["latency"], warmup=10)
 
@@ -391,7 +378,7 @@ def _figures(m: dict) -> tuple[list[dict], dict]:
         f"{rate['map_cellhop']:,.0f} calls/s", f"{rate['map_ipp']:,.0f} calls/s",
         "ipyparallel load-balanced map, 2 engines", rate["map_cellhop"] / rate["map_ipp"], "higher",
         "reference (no aim)", "n/a", {"cellhop_per_s": rate["map_cellhop"], "peer_per_s": rate["map_ipp"]})
-    add("map_unbatched_vs_ray_tasks", f".map chunk_size=1 (one call a message), 2 containers",
+    add("map_unbatched_vs_ray_tasks", ".map chunk_size=1 (one call a message), 2 containers",
         f"{rate['map_cellhop_chunk1']:,.0f} calls/s", f"{rate['map_ray']:,.0f} tasks/s", "Ray tasks (2 CPUs)",
         rate["map_cellhop_chunk1"] / rate["map_ray"], "higher", "reference (no aim)", "n/a",
         {"cellhop_per_s": rate["map_cellhop_chunk1"], "peer_per_s": rate["map_ray"]})
@@ -468,17 +455,7 @@ def ray_main(args) -> int:
         ray.init(address=cluster.address, logging_level=logging.ERROR, log_to_driver=False)
         stack.callback(_quietly, ray.shutdown)
 
-        @ray.remote(num_cpus=0)
-        class Echo:
-            def f(self, x):
-                return x
-
-        @ray.remote
-        def task(x):
-            return x
-
-        actor = Echo.remote()
-        ray.get(actor.f.remote(0))
+        actor, task = _plain_ray_echo(ray, num_cpus=0)
         log(f"timing {reps['latency']} plain Ray actor calls and {MAP_N} Ray tasks")
         m["ray_actor_call"] = timed(lambda: ray.get(actor.f.remote(1)), reps["latency"], warmup=10)
         expected = list(range(MAP_N))
@@ -563,6 +540,26 @@ def ray_main(args) -> int:
     })
     print(f"results: {path}")
     return 0
+
+
+def _plain_ray_echo(ray, **actor_options):
+    """A started plain Ray actor whose f/echo return their argument, and a task that does the same."""
+
+    @ray.remote(**actor_options)
+    class Echo:
+        def f(self, x):
+            return x
+
+        def echo(self, x):
+            return x
+
+    @ray.remote
+    def task(x):
+        return x
+
+    actor = Echo.remote()
+    ray.get(actor.f.remote(0))
+    return actor, task
 
 
 def _quietly(fn, *args) -> None:
