@@ -545,13 +545,14 @@ def ray_main(args) -> int:
 def _plain_ray_echo(ray, **actor_options):
     """A started plain Ray actor whose f/echo return their argument, and a task that does the same."""
 
-    @ray.remote(**actor_options)
     class Echo:
         def f(self, x):
             return x
 
         def echo(self, x):
             return x
+
+    Echo = ray.remote(**actor_options)(Echo) if actor_options else ray.remote(Echo)
 
     @ray.remote
     def task(x):
