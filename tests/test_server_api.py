@@ -196,3 +196,37 @@ async def test_state_changing_requests_with_a_login_cookie_need_the_xsrf_token(j
     assert status == 403 and "XSRF" in reply["message"].upper()
     status, reply = await call(jp_fetch, "POST", "containers", body, headers={**cookie_header, "X-XSRFToken": xsrf})
     assert status == 201, reply
+
+
+def _every_route():
+    """(method, path) for every method of every route the extension mounts, path groups filled in."""
+    import re
+
+    from cellhop.server_ext.app import _api_modules
+
+    routes = []
+    for module in _api_modules():
+        for pattern, handler in module.handlers:
+            path = re.sub(r"\(\?P<\w+>([^)]*)\)",  # a group of words takes its first, any other "x"
+                          lambda m: m.group(1).split("|")[0] if re.fullmatch(r"[\w|]+", m.group(1)) else "x",
+                          pattern)
+            for method in ("get", "post", "put", "delete", "patch"):
+                if method in vars(handler) or any(method in vars(base) for base in handler.__mro__[:3]
+                                                  if base.__module__.startswith("cellhop")):
+                    routes.append((method.upper(), path))
+    return sorted(set(routes))
+
+
+EVERY_ROUTE = _every_route()
+
+
+def test_the_route_list_covers_every_resource():
+    paths = {path.split("/")[0] for _, path in EVERY_ROUTE}
+    assert {"gpus", "containers", "events", "images", "volumes", "secrets"} <= paths, paths
+
+
+@pytest.mark.parametrize("method,route", EVERY_ROUTE)
+async def test_no_route_of_any_resource_answers_without_credentials(jp_fetch, method, route):
+    body = "{}" if method in ("POST", "PUT", "PATCH") else None
+    status, reply = await call(jp_fetch, method, route, body, headers=NO_AUTH)
+    assert status == 403, (method, route, reply)

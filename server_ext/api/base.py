@@ -90,7 +90,26 @@ class KernelTokenAuth:
         return self.settings[CONTROL_PLANE_SETTING]
 
 
-class CellhopAPIHandler(KernelTokenAuth, APIHandler):
+class JsonErrors:
+    """Mixin: errors are JSON a person can act on, on every cellhop route (the WebSocket's too)."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Errors are JSON a person can act on: {"error": kind, "message": what to do}."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, web.HTTPError):
+            kind = "HTTPError"
+            message = exc.log_message or exc.reason or f"HTTP {status_code}"
+            if status_code == 403 and not exc.log_message:
+                message = "not authenticated or not authorized for the cellhop API"
+        elif exc is not None and status_code < 500 or isinstance(exc, (CellhopError, ValueError)):
+            kind, message = type(exc).__name__, str(exc)
+        else:
+            kind, message = "InternalError", "cellhop hit an internal error; the server log has the details"
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": kind, "message": message}))
+
+
+class CellhopAPIHandler(KernelTokenAuth, JsonErrors, APIHandler):
     """Base of every REST handler under cellhop/api/. Decorate methods with
     `@authorized` (jupyter_server.auth.decorator); `auth_resource` is `cellhop`."""
 
@@ -115,21 +134,6 @@ class CellhopAPIHandler(KernelTokenAuth, APIHandler):
     def write_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
         self.finish(json.dumps(data))
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Errors are JSON a person can act on: {"error": kind, "message": what to do}."""
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, web.HTTPError):
-            kind = "HTTPError"
-            message = exc.log_message or exc.reason or f"HTTP {status_code}"
-            if status_code == 403 and not exc.log_message:
-                message = "not authenticated or not authorized for the cellhop API"
-        elif exc is not None and status_code < 500 or isinstance(exc, (CellhopError, ValueError)):
-            kind, message = type(exc).__name__, str(exc)
-        else:
-            kind, message = "InternalError", "cellhop hit an internal error; the server log has the details"
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": kind, "message": message}))
 
     def _handle_request_exception(self, e: BaseException) -> None:
         # A CellhopError is the user's (or the host's) problem, reported with its own status.

@@ -14,12 +14,12 @@ from jupyter_server.base.handlers import JupyterHandler
 from tornado import web, websocket
 
 from ..event_bus import check_interval
-from .base import AUTH_RESOURCE, KernelTokenAuth
+from .base import AUTH_RESOURCE, JsonErrors, KernelTokenAuth
 
 DEFAULT_INTERVAL = 1.0
 
 
-class EventsHandler(KernelTokenAuth, JupyterHandler, websocket.WebSocketHandler):
+class EventsHandler(KernelTokenAuth, JsonErrors, JupyterHandler, websocket.WebSocketHandler):
     auth_resource = AUTH_RESOURCE
 
     async def prepare(self, *args, **kwargs):
