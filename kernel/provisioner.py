@@ -33,7 +33,6 @@ import os
 import shutil
 import signal
 import sys
-import threading
 import time
 from typing import Any
 
@@ -43,6 +42,7 @@ from traitlets import Float, Int, List, Unicode, Union
 
 from ..server_ext.errors import (CellhopError, ContainerNotFound, ContainerStartError, GpuRequestError,
                                  QueueTimeout)
+from ..server_ext.own_thread import on_own_thread
 
 PROVISIONER_NAME = "cellhop"
 KILL_GRACE = 2.0  # seconds between kill() and the container's stop, unless cleanup() comes first
@@ -61,31 +61,6 @@ class KernelLaunchError(CellhopError, HTTPError):
 
     def __str__(self) -> str:
         return self.message
-
-
-def _in_thread(fn, *args, **kwargs) -> asyncio.Future:
-    """Run a blocking control-plane call on a thread of its own (a launch may queue for minutes;
-    the event loop's default executor is small and shared with the server's own handlers)."""
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
-
-    def run():
-        try:
-            outcome = (fn(*args, **kwargs), None)
-        except BaseException as exc:  # handed to the awaiting coroutine
-            outcome = (None, exc)
-        try:
-            loop.call_soon_threadsafe(_settle, future, *outcome)
-        except RuntimeError:  # the loop is closed: nobody waits any more
-            pass
-
-    threading.Thread(target=run, name="cellhop-provisioner", daemon=True).start()
-    return future
-
-
-def _settle(future: asyncio.Future, result, exc: BaseException | None) -> None:
-    if not future.done():
-        future.set_exception(exc) if exc is not None else future.set_result(result)
 
 
 def _exit_code(status) -> int:
@@ -138,7 +113,7 @@ class CellhopProvisioner(KernelProvisionerBase):
         """A quick control-plane call: inline when embedded, else on a thread (it is an HTTP request)."""
         if self._local:
             return fn(*args, **kwargs)
-        return await _in_thread(fn, *args, **kwargs)
+        return await on_own_thread(fn, *args, **kwargs)
 
     @property
     def _name(self) -> str:
@@ -186,7 +161,7 @@ class CellhopProvisioner(KernelProvisionerBase):
         view = None
         if restarting and self.container_id is not None:
             try:
-                view = await _in_thread(self._client.restart, self.container_id, progress)
+                view = await on_own_thread(self._client.restart, self.container_id, progress)
                 self.log.info("cellhop kernel %s: restarted in container %s in %.1f s, its GPUs kept",
                               self._name, self.container_id, time.monotonic() - started)
             except ContainerStartError as exc:
@@ -233,7 +208,7 @@ class CellhopProvisioner(KernelProvisionerBase):
             tunnel.close()
 
     async def _start(self, spec, progress: _Progress, started: float) -> dict:
-        future = _in_thread(self._client.start, spec, progress)
+        future = on_own_thread(self._client.start, spec, progress)
         deadline = started + self.launch_timeout
         while not future.done():
             await asyncio.wait([future], timeout=0.1)
@@ -241,7 +216,7 @@ class CellhopProvisioner(KernelProvisionerBase):
                     and progress.phase == "starting" and not progress.timed_out):
                 # Past the launch timeout while starting (the queue times itself out): stop it.
                 progress.timed_out = True
-                await _in_thread(self._client.stop, progress.container_id, "kernel launch timed out")
+                await on_own_thread(self._client.stop, progress.container_id, "kernel launch timed out")
                 await asyncio.wait([future], timeout=30)
         try:
             view = future.result()
@@ -250,7 +225,7 @@ class CellhopProvisioner(KernelProvisionerBase):
         except Exception as exc:
             raise self._launch_error(ContainerStartError(f"{type(exc).__name__}: {exc}"), progress) from None
         if progress.timed_out:  # it became ready just as it was stopped
-            await _in_thread(self._client.stop, view["id"], "kernel launch timed out")
+            await on_own_thread(self._client.stop, view["id"], "kernel launch timed out")
             raise self._launch_error(ContainerStartError("timed out"), progress)
         self.log.info("cellhop kernel %s: ready in container %s in %.1f s (%s)", self._name, view["id"],
                       time.monotonic() - started, progress.describe())
@@ -349,7 +324,7 @@ class CellhopProvisioner(KernelProvisionerBase):
         if self.container_id is None:
             return
         try:
-            status = await _in_thread(self._client.stop, self.container_id, reason)
+            status = await on_own_thread(self._client.stop, self.container_id, reason)
             self._exited = _exit_code(status)
         except ContainerNotFound:
             self._exited = 1

@@ -18,6 +18,7 @@ from tornado.iostream import StreamClosedError
 
 from ..errors import (CellhopError, ContainerNotFound, ContainerStartError, GpuRequestError, QueueTimeout,
                       SimulatedInventoryError)
+from ..own_thread import on_own_thread
 
 AUTH_RESOURCE = "cellhop"
 KERNEL_TOKEN_SETTING = "cellhop_kernel_token"
@@ -40,7 +41,7 @@ def status_of(exc: BaseException) -> int:
 
 
 async def in_thread(fn, *args, **kwargs):
-    """Run blocking control-plane work off the server's event loop."""
+    """Run quick blocking control-plane work off the server's event loop (long work: on_own_thread)."""
     return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
 
 
@@ -170,7 +171,7 @@ class JsonLinesStream:
         self.set_status(200)
         self.set_header("Content-Type", "application/x-ndjson")
         self.set_header("Cache-Control", "no-cache")
-        task = loop.run_in_executor(None, lambda: work(lambda e: loop.call_soon_threadsafe(lines.put_nowait, e)))
+        task = on_own_thread(work, lambda e: loop.call_soon_threadsafe(lines.put_nowait, e))
         while True:
             waiter = asyncio.ensure_future(lines.get())
             done, _ = await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)

@@ -6,6 +6,7 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from ..container import ContainerSpec, Phase
+from ..own_thread import on_own_thread
 from .base import CellhopAPIHandler, JsonLinesStream, in_thread
 
 _ID = r"(?P<container_id>[^/]+)"
@@ -36,7 +37,7 @@ class ContainersHandler(JsonLinesStream, CellhopAPIHandler):
         if self.wants_events():
             await self._start_streaming(spec)
         else:
-            container = await in_thread(self.control_plane.manager.start, spec, cancelled=self.gone)
+            container = await on_own_thread(self.control_plane.manager.start, spec, cancelled=self.gone)
             if self.gone.is_set():
                 await in_thread(self.control_plane.manager.stop, container.id, "its requester went away")
                 return

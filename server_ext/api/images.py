@@ -9,6 +9,7 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from ..images.store import ImageInUse, ImageNotFound
+from ..own_thread import on_own_thread
 from .base import CellhopAPIHandler, JsonLinesStream, in_thread, status_of
 
 _KEY = r"(?P<key>[^/]+)"
@@ -56,7 +57,7 @@ class ImagesHandler(JsonLinesStream, _ImagesBase):
             raise web.HTTPError(400, "field 'spec' must be an image spec (cellhop.Image(...).to_json())")
         spec, force = body["spec"], bool(body.get("force", False))
         if not self.wants_events():
-            info = await in_thread(self.images.build, spec, None, force)
+            info = await on_own_thread(self.images.build, spec, None, force)
             self.write_json(info, status=201)
             return
         await self._build_streaming(spec, force)
