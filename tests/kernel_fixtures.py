@@ -15,6 +15,7 @@ Use it in a test module with
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -103,6 +104,12 @@ class Ran:
         return (f"Ran(status={self.status!r}, ename={self.ename!r}, evalue={self.evalue[:300]!r}, "
                 f"stdout={self.stdout[-500:]!r}, stderr={self.stderr[-800:]!r}, "
                 f"outputs={[t for t, _ in self.outputs]!r}, elapsed={self.elapsed:.2f})")
+
+
+def local_json(nb, expression: str):
+    """Evaluate `expression` in the notebook kernel (not remotely) and return it, via JSON on stdout."""
+    ran = nb.ok(f"import json as _json\nprint(_json.dumps({expression}))")
+    return json.loads(ran.stdout.strip().splitlines()[-1])
 
 
 def is_status_line(content: dict) -> bool:

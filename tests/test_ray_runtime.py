@@ -10,13 +10,12 @@ CurveZMQ on the wire, images as runtime environments, volumes, and a node lost m
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
 import pytest
 
-from kernel_fixtures import short_runtime_dir, start_cellhop_kernel
+from kernel_fixtures import local_json, short_runtime_dir, start_cellhop_kernel
 from ray_cluster import HEAD_IP, WORKER_IP, ray_cluster  # noqa: F401  (ray_cluster is a fixture)
 
 # -- the local runtime's %%remote tests, collected here against the Ray runtime ------------------------
@@ -71,9 +70,6 @@ def ray_manager(ray_cluster, tmp_path_factory):  # noqa: F811
     shutil.rmtree(root, ignore_errors=True)
 
 
-def local_json(nb, expression: str):
-    ran = nb.ok(f"import json as _json\nprint(_json.dumps({expression}))")
-    return json.loads(ran.stdout.strip().splitlines()[-1])
 
 
 def container_view(nb, container_id: str) -> dict:

@@ -8,11 +8,10 @@ GPUs it was given.
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
-from kernel_fixtures import cellhop_kernel, start_cellhop_kernel  # noqa: F401  (cellhop_kernel is a fixture)
+from kernel_fixtures import cellhop_kernel, local_json, start_cellhop_kernel  # noqa: F401  (cellhop_kernel is a fixture)
 
 H100_UUIDS = {"GPU-simulated-h100-0", "GPU-simulated-h100-1"}
 A10G_UUIDS = {"GPU-simulated-a10g-0"}
@@ -24,10 +23,6 @@ def nb(cellhop_kernel):  # noqa: F811
     return cellhop_kernel
 
 
-def local_json(nb, expression: str):
-    """Evaluate `expression` in the notebook kernel (not remotely) and return it, via JSON on stdout."""
-    ran = nb.ok(f"import json as _json\nprint(_json.dumps({expression}))")
-    return json.loads(ran.stdout.strip().splitlines()[-1])
 
 
 # -- values in and out ------------------------------------------------------------------------------

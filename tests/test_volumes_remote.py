@@ -4,14 +4,13 @@ mounted volume that cannot be deleted."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from kernel_fixtures import start_cellhop_kernel
+from kernel_fixtures import local_json, start_cellhop_kernel
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +23,6 @@ def nb():
     shutil.rmtree(state, ignore_errors=True)
 
 
-def local_json(nb, expression: str):
-    ran = nb.ok(f"print(json.dumps({expression}))")
-    return json.loads(ran.stdout.strip().splitlines()[-1])
 
 
 def test_a_remote_cell_reads_and_writes_a_mounted_volume(nb):
