@@ -37,12 +37,22 @@ _ERRORS = {"GpuRequestError": GpuRequestError, "SimulatedInventoryError": GpuReq
            "ContainerNotFound": ContainerNotFound}
 
 
-def _error_from(status: int, body: dict) -> CellhopError:
+def _payload(raw: bytes) -> dict:
+    """An answer's JSON body; a body that is not JSON (a proxy's error page) becomes its message."""
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError:
+        return {"message": raw[:200].decode(errors="replace")}
+
+
+def _error_from(status: int, body: dict, kinds: dict | None = None) -> CellhopError:
+    """The CellhopError an error answer stands for. `kinds` (error name -> class) serves routes other
+    than the containers' (volumes, secrets); a bare 404 means a container only on the containers' routes."""
     message = body.get("message") or f"the cellhop server answered HTTP {status}"
-    kind = _ERRORS.get(body.get("error", ""))
+    kind = (kinds or _ERRORS).get(body.get("error", ""))
     if kind is not None:
         return kind(message)
-    if status == 404:
+    if status == 404 and kinds is None:
         return ContainerNotFound(message)
     if status == 403:
         return CellhopError(f"the cellhop server refused the request ({message}); check CELLHOP_CONTROL_TOKEN")
@@ -84,8 +94,10 @@ class HttpControlPlane(ControlPlaneClient):
             conn = self._local.conn = self._new_connection(self.timeout)
         return conn
 
-    def request(self, method: str, path: str, body: dict | None = None, query: dict | None = None) -> dict:
-        """One JSON call on the cellhop API; CellhopError (of the right kind) on an error answer."""
+    def request(self, method: str, path: str, body: dict | None = None, query: dict | None = None,
+                errors: dict | None = None) -> dict:
+        """One JSON call on the cellhop API; CellhopError (of the right kind: `errors` maps the error
+        names of routes other than the containers') on an error answer."""
         target = self.base_path + path + (f"?{urlencode(query)}" if query else "")
         data = json.dumps(body).encode() if body is not None else None
         for attempt in (0, 1):  # a kept-alive connection the server closed is retried once
@@ -101,12 +113,9 @@ class HttpControlPlane(ControlPlaneClient):
                 if attempt:
                     raise ControlPlaneUnreachable(
                         f"cannot reach the cellhop server at {self.url.netloc} ({exc}); is it running?") from None
-        try:
-            payload = json.loads(raw) if raw else {}
-        except ValueError:
-            payload = {"message": raw[:200].decode(errors="replace")}
+        payload = _payload(raw)
         if response.status >= 400:
-            raise _error_from(response.status, payload)
+            raise _error_from(response.status, payload, errors)
         return payload
 
     def stream(self, method: str, path: str, body: dict | None = None, on_line=None,
@@ -127,8 +136,7 @@ class HttpControlPlane(ControlPlaneClient):
                 raise ControlPlaneUnreachable(
                     f"cannot reach the cellhop server at {self.url.netloc} ({exc}); is it running?") from None
             if response.status >= 400:
-                raw = response.read()
-                raise _error_from(response.status, json.loads(raw) if raw else {})
+                raise _error_from(response.status, _payload(response.read()))
             last: dict = {}
             while True:
                 line = response.readline()

@@ -17,6 +17,7 @@ from ..server_ext.secrets import SecretError, SecretExists, SecretNotFound
 from ..server_ext.volume_paths import VolumePathError
 from ..server_ext.volumes import (CHUNK, VolumeConflict, VolumeFileNotFound, VolumeInUse, VolumeNotFound,
                                   VolumeQuotaExceeded)
+from .http_control_plane import _error_from, _payload
 from .storage_client import StorageClient
 
 _ERRORS = {cls.__name__: cls for cls in (VolumeNotFound, VolumeFileNotFound, VolumeInUse, VolumeConflict,
@@ -25,17 +26,7 @@ _ERRORS = {cls.__name__: cls for cls in (VolumeNotFound, VolumeFileNotFound, Vol
 
 
 def _error(status: int, raw: bytes) -> CellhopError:
-    try:
-        body = json.loads(raw) if raw else {}
-    except ValueError:
-        body = {}
-    message = body.get("message") or f"the cellhop server answered HTTP {status}"
-    kind = _ERRORS.get(body.get("error", ""))
-    if kind is not None:
-        return kind(message)
-    if status == 403:
-        return CellhopError(f"the cellhop server refused the request ({message}); check CELLHOP_CONTROL_TOKEN")
-    return CellhopError(message)
+    return _error_from(status, _payload(raw), _ERRORS)
 
 
 class HttpStorageClient(StorageClient):
@@ -49,19 +40,7 @@ class HttpStorageClient(StorageClient):
         return self.control.base_path + path + (f"?{urlencode(query)}" if query else "")
 
     def _call(self, method: str, path: str, body: dict | None = None, query: dict | None = None):
-        conn = self.control._new_connection(self.control.timeout)
-        try:
-            data = json.dumps(body).encode() if body is not None else None
-            conn.request(method, self._target(path, query), body=data, headers=self.control._headers(data is not None))
-            response = conn.getresponse()
-            raw = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise CellhopError(f"cannot reach the cellhop server at {self.control.url.netloc} ({exc})") from None
-        finally:
-            conn.close()
-        if response.status >= 400:
-            raise _error(response.status, raw)
-        return json.loads(raw) if raw else None
+        return self.control.request(method, path, body, query, errors=_ERRORS)
 
     @staticmethod
     def _vol(name: str) -> str:

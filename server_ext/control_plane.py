@@ -116,16 +116,16 @@ class ControlPlane:
         foreign = {u for u, h in self.manager.scheduler.holders().items() if h and u not in held}
         samples = []
         with self._lock:
-            live = set()
+            measured: dict[str, tuple] = {}  # container id -> (cpu %, rss): one walk of its processes a sample
             for g in gpus:
                 sample = {"uuid": g.uuid, "simulated": True, "memory_total": g.memory_total}
                 container = held.get(g.uuid)
                 pid = getattr(container.handle, "pid", None) if container is not None else None
                 if pid is not None:
-                    key = f"{container.id}:{g.uuid}"
-                    live.add(key)
-                    usage = self._usage.setdefault(key, ProcessTreeUsage(pid))
-                    cpu, rss = usage.sample()
+                    if container.id not in measured:
+                        usage = self._usage.setdefault(container.id, ProcessTreeUsage(pid))
+                        measured[container.id] = usage.sample()
+                    cpu, rss = measured[container.id]
                     share = max(1, len(container.gpus))
                     sample["utilization"] = int(min(100.0, (cpu or 0.0) / share))
                     sample["memory_used"] = min(rss // share, g.memory_total)
@@ -135,7 +135,7 @@ class ControlPlane:
                     sample["memory_used"] = 0
                     sample["processes"] = []
                 samples.append(sample)
-            for key in set(self._usage) - live:
+            for key in set(self._usage) - set(measured):
                 del self._usage[key]
         return samples
 
