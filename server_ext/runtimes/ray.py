@@ -290,6 +290,20 @@ class RayHandle:
     last_log: str = ""
 
 
+NODE_DEATH_WAIT = 8.0  # seconds an actor's death waits for Ray to say whether its node went with it
+
+
+def _node_lost(ray, node_ip: str, wait: float = NODE_DEATH_WAIT) -> bool:
+    """Whether the Ray node at `node_ip` is dead, or dies within `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        if not any(n.get("Alive") and n.get("NodeManagerAddress") == node_ip for n in ray.nodes()):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.25)
+
+
 class RayRuntime(ContainerRuntime):
     """Containers as Ray actors placed on a cluster's nodes."""
 
@@ -480,17 +494,19 @@ class RayRuntime(ContainerRuntime):
             out = ray.get(handle.exit_ref)
             handle.status = ExitStatus(code=out["code"], signal=out["signal"], oom=out["oom"])
         except ray.exceptions.RayActorError as exc:
-            handle.status = self._actor_death(handle, exc)
+            handle.status = self._actor_death(handle, exc, lambda: _node_lost(ray, handle.node_ip))
         return handle.status
 
     @staticmethod
-    def _actor_death(handle: RayHandle, exc: BaseException) -> ExitStatus:
+    def _actor_death(handle: RayHandle, exc: BaseException, node_lost=lambda: False) -> ExitStatus:
         text = str(exc)
         lowered = text.lower()
         if "outofmemory" in lowered.replace(" ", "") or "out of memory" in lowered:
             return ExitStatus(oom=True, signal=signal.SIGKILL)
-        if "node" in lowered and ("died" in lowered or "dead" in lowered or "lost" in lowered
-                                  or "terminated" in lowered):
+        said_node = "node" in lowered and ("died" in lowered or "dead" in lowered or "lost" in lowered
+                                           or "terminated" in lowered)
+        # Ray may report the actor's death before it marks the node dead: ask the cluster as well.
+        if said_node or node_lost():
             return ExitStatus(signal=signal.SIGKILL, reason=f"its Ray node {handle.node_ip} was lost")
         first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
         return ExitStatus(signal=signal.SIGKILL, reason=f"its Ray actor on {handle.node_ip} died: {first[:200]}")
