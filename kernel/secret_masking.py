@@ -4,8 +4,11 @@ The runtime puts a container's secrets in its environment and names their
 keys (never the values) in CELLHOP_SECRET_KEYS. The container kernel wraps
 its Session's `serialize`, which every outgoing message passes through
 (streams, displays, errors, replies, comm traffic), and replaces each
-secret value found in a message's text with *****, as CI systems do with
-their logs. So a value printed by a remote cell never reaches the notebook
+secret value found in a message's text (its content and its metadata) with
+*****, as CI systems do with their logs. It also wraps `send`, whose binary
+buffers (comm and widget buffers) go out beside the serialized message: a
+buffer holding a secret value's UTF-8 bytes has each occurrence overwritten
+with as many '*' bytes, so its length (and any binary layout) is kept. So a value printed by a remote cell never reaches the notebook
 kernel, its frontend, or the saved notebook.
 
 Limits, as for CI masking: values shorter than 4 characters are not masked,
@@ -18,6 +21,7 @@ data over 16 MiB is not searched).
 
 from __future__ import annotations
 
+import inspect
 import os
 
 from ..server_ext.secrets import MASK, SECRET_KEYS_ENV, masked_values
@@ -69,9 +73,38 @@ class SecretMask:
         def serialize_masked(msg, ident=None):
             masked = dict(msg)
             masked["content"] = mask(msg.get("content", {}), secrets)
+            if msg.get("metadata"):
+                masked["metadata"] = mask(msg["metadata"], secrets)
             return serialize(masked, ident)
 
         session.serialize = serialize_masked
+        send = session.send
+        signature = inspect.signature(send)
+
+        def send_masked(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            buffers = bound.arguments.get("buffers")
+            message = bound.arguments.get("msg_or_type")
+            if not buffers and isinstance(message, dict) and message.get("buffers"):
+                buffers = message["buffers"]  # Session.send takes a message's own buffers too
+            if buffers:
+                bound.arguments["buffers"] = self.mask_buffers(buffers)
+            return send(*bound.args, **bound.kwargs)
+
+        session.send = send_masked
+
+    def mask_buffers(self, buffers: list) -> list:
+        """`buffers` with each one that holds a secret value (see holds()) replaced by a copy in which
+        every occurrence is overwritten with '*' bytes of the same length; the others untouched."""
+        out = []
+        for buffer in buffers:
+            if self.holds([buffer]):
+                data = memoryview(buffer).cast("B").tobytes()
+                for encoded in self._encoded:
+                    data = data.replace(encoded, b"*" * len(encoded))
+                buffer = data
+            out.append(buffer)
+        return out
 
     def holds(self, frames: list) -> bool:
         """Whether pickled frames carry a secret value (as its UTF-8 bytes). Out-of-band buffers over
