@@ -32,8 +32,34 @@ def _storage(args):
     from .config import Cellhop
     from .container_storage import ContainerStorage
 
-    storage = ContainerStorage(Cellhop(state_dir=args.state_dir or ""))
+    cellhop = Cellhop(config=server_config())
+    if args.state_dir:
+        cellhop.state_dir = args.state_dir
+    storage = ContainerStorage(cellhop)
     return LocalStorageClient(storage.volumes, storage.secrets)
+
+
+# The config files a Jupyter server with cellhop reads, lowest priority first: the base Jupyter one,
+# the server's, and the extension's own (CellhopApp's config_file_name).
+CONFIG_FILES = ("jupyter_config", "jupyter_server_config", "jupyter_cellhop_config")
+
+
+def server_config():
+    """The traitlets Config of the Jupyter config files (.py and .json) on jupyter_config_path() (so
+    JUPYTER_CONFIG_DIR and JUPYTER_CONFIG_PATH count), merged as the server merges them: the CLI and
+    the server then agree on c.Cellhop.state_dir and the rest."""
+    import logging
+
+    from jupyter_core.paths import jupyter_config_path
+    from traitlets.config import Application, Config
+
+    log = logging.getLogger("cellhop")
+    config = Config()
+    paths = jupyter_config_path()
+    for base in CONFIG_FILES:
+        for loaded in Application._load_config_files(base, path=paths, log=log):
+            config.merge(loaded[0] if isinstance(loaded, tuple) else loaded)  # (config, file name) in traitlets 5
+    return config
 
 
 def _volume(args):
@@ -158,8 +184,8 @@ def add_commands(sub) -> None:
     vol = sub.add_parser("volume", help="persistent volumes: create, list, ls, put, get, rm, mv, usage, delete")
     vsub = vol.add_subparsers(dest="volume_command", required=True)
 
-    def command(parent, name, func, help_text, parents=(common,)):
-        p = parent.add_parser(name, help=help_text, parents=list(parents))
+    def command(parent, name, func, help_text, parents=(common,), aliases=()):
+        p = parent.add_parser(name, help=help_text, parents=list(parents), aliases=list(aliases))
         p.set_defaults(func=_run(func))
         return p
 
@@ -203,6 +229,6 @@ def add_commands(sub) -> None:
     p.add_argument("pairs", nargs="*", metavar="KEY[=VALUE]")
     p.add_argument("--from-dotenv", default=None, metavar="FILE", help="read KEY=VALUE lines from a .env file")
     p.add_argument("--replace", action="store_true", help="replace a secret of that name")
-    command(ssub, "list", _sec_list, "names and keys of every secret", (common, as_json))
+    command(ssub, "list", _sec_list, "names and keys of every secret", (common, as_json), aliases=["ls"])
     p = command(ssub, "delete", _sec_delete, "delete a secret")
     p.add_argument("name")
