@@ -28,6 +28,7 @@ import socket
 import stat
 import time
 from collections.abc import Iterable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -97,19 +98,26 @@ class Upload:
         self.parts = parse_path(path)
         self.written = 0
         self._quota = store.quota_of(name)
+        self._declared = size or 0  # reserved against the quota up front (its staging file's name says it)
+        self._base = 0
         self._root = store._data_fd(name)
         try:
             self._check_destination()
-            self._base = store.usage(name)["bytes"] - self._replaced_size() if self._quota is not None else 0
-            if size is not None:
-                self._charge(size)
             staging = store._dir(name) / "staging"
             store._sweep_staging(staging)
             self._staging_fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            self._tmp = f"{secrets.token_hex(8)}.part"
-            self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644,
-                               dir_fd=self._staging_fd)
-            fcntl.flock(self._fd, fcntl.LOCK_EX)  # live: the sweep of another upload leaves it alone
+            try:
+                with store._quota_lock(name):  # one reservation at a time, across processes
+                    if self._quota is not None:
+                        self._base = store.usage(name)["bytes"] - self._replaced_size()
+                        self._check(self._declared, store._reserved(self._staging_fd))
+                    self._tmp = f"{secrets.token_hex(8)}.{self._declared}.part"
+                    self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644,
+                                       dir_fd=self._staging_fd)
+                    fcntl.flock(self._fd, fcntl.LOCK_EX)  # live: sweeps leave it, reservations count it
+            except BaseException:
+                os.close(self._staging_fd)
+                raise
         except BaseException:
             os.close(self._root)
             raise
@@ -142,11 +150,23 @@ class Upload:
             os.close(parent)
         return st.st_size if st is not None and stat.S_ISREG(st.st_mode) else 0
 
-    def _charge(self, total: int) -> None:
-        if self._quota is not None and self._base + total > self._quota:
+    def _check(self, total: int, others: int) -> None:
+        """Refuse when what the volume holds, plus the other live uploads' reservations, plus `total`
+        bytes of this one would pass the quota."""
+        if self._quota is not None and self._base + others + total > self._quota:
+            others_text = f" (with {_human(others)} of other uploads in progress)" if others else ""
             raise VolumeQuotaExceeded(
-                f"volume {self.volume!r} would hold {_human(self._base + total)}, over its quota of "
-                f"{_human(self._quota)}; delete files (cellhop volume rm) or raise c.Cellhop.volume_quota")
+                f"volume {self.volume!r} would hold {_human(self._base + others + total)}{others_text}, over "
+                f"its quota of {_human(self._quota)}; delete files (cellhop volume rm) or raise "
+                "c.Cellhop.volume_quota")
+
+    def _charge(self, total: int) -> None:
+        """`total` bytes written so far: within the reservation nothing to do; beyond it, check again
+        against the other uploads in progress (under the volume's quota lock)."""
+        if self._quota is None or total <= self._declared:
+            return
+        with self.store._quota_lock(self.volume):
+            self._check(total, self.store._reserved(self._staging_fd, mine=self._tmp))
 
     def write(self, chunk: bytes | memoryview) -> None:
         if self.done:
@@ -175,8 +195,14 @@ class Upload:
                                      f"{exc.strerror}") from None
             try:
                 self._check_destination()
-                os.rename(self._tmp, self.parts[-1], src_dir_fd=self._staging_fd, dst_dir_fd=parent)
-                os.fsync(parent)
+                if self._quota is not None and self.written > self._declared:
+                    # Grown past its reservation: others may have landed meanwhile, so count afresh.
+                    with self.store._quota_lock(self.volume):
+                        self._base = self.store.usage(self.volume)["bytes"] - self._replaced_size()
+                        self._check(self.written, self.store._reserved(self._staging_fd, mine=self._tmp))
+                        self._land(parent)
+                else:
+                    self._land(parent)
                 st = os.stat(self.parts[-1], dir_fd=parent, follow_symlinks=False)
             finally:
                 os.close(parent)
@@ -185,6 +211,10 @@ class Upload:
             raise
         self._close()
         return _entry(self.path, st)
+
+    def _land(self, parent: int) -> None:
+        os.rename(self._tmp, self.parts[-1], src_dir_fd=self._staging_fd, dst_dir_fd=parent)
+        os.fsync(parent)
 
     def abort(self) -> None:
         """Drop what was written; the previous version of the file stays as it was."""
@@ -530,6 +560,42 @@ class VolumeStore:
         """The host folder a container binds (runtimes only)."""
         self._meta(name)
         return self._dir(name) / "data"
+
+    @contextmanager
+    def _quota_lock(self, name: str):
+        """The volume's quota lock (an flock on `<volume>/quota.lock`): reservations are checked and made
+        under it, so concurrent uploads, from any process, cannot together pass the quota."""
+        fd = os.open(self._dir(name) / "quota.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # drops the lock
+
+    @staticmethod
+    def _reserved(staging_fd: int, mine: str | None = None) -> int:
+        """Bytes the live uploads in a staging folder hold against the quota (each its declared size,
+        or what it has written when more), leaving out `mine`. Dead uploads' files count nothing."""
+        total = 0
+        for entry in os.scandir(staging_fd):
+            if entry.name == mine or not entry.name.endswith(".part"):
+                continue
+            try:
+                fd = os.open(entry.name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=staging_fd)
+            except FileNotFoundError:
+                continue  # landed or aborted meanwhile
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    continue  # nobody writes it: left by an upload that died (the next sweep removes it)
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                        raise
+                declared = entry.name.split(".")[1] if entry.name.count(".") == 2 else "0"
+                total += max(int(declared) if declared.isdigit() else 0, os.fstat(fd).st_size)
+            finally:
+                os.close(fd)
+        return total
 
     @staticmethod
     def _sweep_staging(staging: Path) -> None:
