@@ -14,7 +14,9 @@ pickling it or saving the notebook shows nothing secret.
 from __future__ import annotations
 
 import atexit
+import os
 import secrets as _random
+import socket
 import threading
 from pathlib import Path
 
@@ -38,6 +40,31 @@ def _forget_session_secrets() -> None:
             _client().secret_delete(name)
         except Exception:
             pass
+
+
+def _owner() -> dict:
+    """Who this kernel is to the control plane, as its container specs say it (owner_pid, owner_host),
+    with the label `%gpu` shows ("kernel 1a2b3c4d"): a session secret is this kernel's alone."""
+    from .extension import _server_kernel_id
+
+    try:
+        kernel_id = _server_kernel_id()
+    except Exception:
+        kernel_id = None
+    pid, host = os.getpid(), socket.gethostname()
+    label = f"kernel {kernel_id[:8]}" if kernel_id else f"process {pid} on {host}"
+    return {"pid": pid, "host": host, "label": label}
+
+
+def _create_session(client, name: str, values: dict[str, str]) -> dict:
+    """Create a session secret owned by this kernel through either kind of storage client."""
+    owner = _owner()
+    if hasattr(client, "secrets"):  # LocalStorageClient: the stores of this process's control plane
+        return client.secrets.create(name, values, replace=True, session=True, owner=owner)
+    if hasattr(client, "_call"):  # HttpStorageClient: POST secrets with the owner field
+        return client._call("POST", "secrets", {"name": name, "values": values, "replace": True,
+                                                "session": True, "owner": owner})
+    return client.secret_create(name, values, replace=True, session=True)
 
 
 class Secret:
@@ -81,10 +108,11 @@ class Secret:
 
     @classmethod
     def from_dict(cls, values: dict[str, str], name: str | None = None) -> Secret:
-        """A secret for this session only: held in the control plane's memory, never written to disk."""
+        """A secret for this session only: held in the control plane's memory, never written to disk,
+        usable by this kernel's containers alone and gone when this kernel exits (even killed)."""
         values = check_values(values)
         name = secret_name(name) if name else f"session-{_random.token_hex(4)}"
-        view = _client().secret_create(name, values, replace=True, session=True)
+        view = _create_session(_client(), name, values)
         with _session_lock:
             if not _session_names:
                 atexit.register(_forget_session_secrets)

@@ -6,6 +6,12 @@ Session ones (`cellhop.Secret.from_dict`) live in this process's memory only
 and end with it. Listing shows names and keys; the only way to a value is
 `environment(names)`, which the container manager calls at launch to put the
 values into the container's environment (and nowhere else).
+
+A session secret made by a notebook kernel records its owner as containers
+do (the kernel's pid and host, and a label such as "kernel 1a2b3c4d"): only
+containers of that owner may use it, and it is dropped once the owner has
+exited, however it exited (the same liveness test that stops a dead
+kernel's containers), so a crashed kernel leaves nothing usable behind.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import os
 import re
 import secrets as _random
+import socket
 import threading
 import time
 from pathlib import Path
@@ -44,6 +51,32 @@ class SecretNotFound(CellhopError, KeyError):
 
 class SecretExists(CellhopError):
     http_status = 409
+
+
+class SecretOfAnotherOwner(SecretError):
+    """A session-only secret used (or replaced) by someone other than the notebook that made it."""
+
+
+def check_owner(owner) -> dict | None:
+    """The owner of a session secret as the API takes it: {"pid": int, "host": str, "label": str}."""
+    if owner is None:
+        return None
+    if not isinstance(owner, dict) or set(owner) - {"pid", "host", "label"} or \
+            not isinstance(owner.get("pid"), int) or isinstance(owner.get("pid"), bool) or \
+            not isinstance(owner.get("host"), str) or not isinstance(owner.get("label", ""), str):
+        raise SecretError('a session secret\'s owner is {"pid": <int>, "host": <str>, "label": <str>}')
+    return {"pid": owner["pid"], "host": owner["host"], "label": owner.get("label") or f"pid {owner['pid']}"}
+
+
+def _owner_gone(owner: dict) -> bool:
+    """Whether the owner of a session secret has exited: the container manager's test for a container's
+    notebook kernel (its pid on this host), so the two cannot disagree."""
+    from types import SimpleNamespace
+
+    from .container_manager import ContainerManager
+
+    return ContainerManager._owner_gone(SimpleNamespace(spec=SimpleNamespace(owner_pid=owner["pid"],
+                                                                             owner_host=owner["host"])))
 
 
 def secret_name(name) -> str:
@@ -117,10 +150,24 @@ class SecretStore:
     def _path(self, name: str) -> Path:
         return self.root / f"{secret_name(name)}.json"
 
-    def _read(self, name: str) -> dict:
+    def _prune(self) -> None:
+        """Forget the session secrets whose owner has exited (a SIGKILLed kernel runs no atexit)."""
+        with self._lock:
+            owned = [(n, r["owner"]) for n, r in self._session.items() if r.get("owner")]
+        gone = [(n, owner) for n, owner in owned if _owner_gone(owner)]
+        if gone:
+            with self._lock:
+                for name, owner in gone:
+                    if (self._session.get(name) or {}).get("owner") is owner:  # not made again meanwhile
+                        del self._session[name]
+
+    def _read(self, name: str, requester: tuple | None = None) -> dict:
+        self._prune()
         with self._lock:
             record = self._session.get(name)
         if record is not None:
+            if requester is not None:
+                self._refuse_if_not_owner(record, requester, "use")
             return record
         try:
             return json.loads(self._path(name).read_text())
@@ -129,19 +176,51 @@ class SecretStore:
                                  "or cellhop.Secret.from_dict(...)") from None
 
     @staticmethod
-    def _view(record: dict) -> dict:
-        return {"name": record["name"], "keys": sorted(record["values"]), "created": record.get("created"),
-                "session": bool(record.get("session"))}
+    def _refuse_if_not_owner(record: dict, requester: tuple, doing: str) -> None:
+        """`requester`: (pid, host) of who wants the secret; None parts mean this process, this host."""
+        owner = record.get("owner")
+        if not owner:
+            return  # made without an owner (REST, the sidebar): the server's, for every notebook
+        pid, host = requester
+        pid = os.getpid() if pid is None else pid
+        host = socket.gethostname() if host is None else host
+        if (pid, host) != (owner["pid"], owner["host"]):
+            name = record["name"]
+            raise SecretOfAnotherOwner(
+                f"secret {name!r} is a session-only secret of another notebook ({owner['label']}); only that "
+                f"notebook can {doing} it. Make one in this notebook with cellhop.Secret.from_dict(...), or "
+                f"store one every notebook can use with `cellhop secret create {name} KEY=VALUE`")
 
-    def create(self, name: str, values: dict[str, str], replace: bool = False, session: bool = False) -> dict:
-        """Store (or, `session`, keep in memory) secret `name`. Returns its view (name and keys)."""
+    @staticmethod
+    def _view(record: dict) -> dict:
+        view = {"name": record["name"], "keys": sorted(record["values"]), "created": record.get("created"),
+                "session": bool(record.get("session"))}
+        if record.get("owner"):
+            view["owner"] = record["owner"]["label"]
+        return view
+
+    def create(self, name: str, values: dict[str, str], replace: bool = False, session: bool = False,
+               owner: dict | None = None) -> dict:
+        """Store (or, `session`, keep in memory) secret `name`. Returns its view (name and keys).
+
+        `owner` (session ones): {"pid", "host", "label"} of the notebook kernel that makes it; only
+        that kernel's containers can use it, and it goes when that kernel exits."""
         name = secret_name(name)
         values = check_values(values)
+        owner = check_owner(owner)
+        if owner is not None and not session:
+            raise SecretError("only a session secret has an owner; a stored one is for every notebook")
         record = {"name": name, "values": values, "created": time.time(), "session": session}
         if session:
+            record["owner"] = owner
+            self._prune()
             with self._lock:
-                if name in self._session and not replace:
+                old = self._session.get(name)
+                if old is not None and not replace:
                     raise SecretExists(f"secret {name!r} already exists in this session; pass replace=True")
+                if old is not None:  # another live notebook's session secret is not replaced
+                    self._refuse_if_not_owner(old, (owner["pid"], owner["host"]) if owner else (None, None),
+                                              "replace")
                 self._session[name] = record
             return self._view(record)
         path = self._path(name)
@@ -170,6 +249,7 @@ class SecretStore:
                     views[path.stem] = self._view(json.loads(path.read_text()))
                 except (OSError, ValueError, KeyError):
                     continue
+        self._prune()
         with self._lock:
             views.update({n: self._view(r) for n, r in self._session.items()})
         return sorted(views.values(), key=lambda v: v["name"])
@@ -187,11 +267,15 @@ class SecretStore:
         except FileNotFoundError:
             raise SecretNotFound(f"no secret {name!r}") from None
 
-    def environment(self, names) -> dict[str, str]:
-        """The variables of secrets `names`, merged in order (later ones win). For the runtime only."""
+    def environment(self, names, requester: tuple | None = (None, None)) -> dict[str, str]:
+        """The variables of secrets `names`, merged in order (later ones win). For the runtime only.
+
+        `requester`: (owner_pid, owner_host) of the container's spec, its notebook kernel; None parts
+        mean this process (an embedded control plane's own kernel). A session secret of another owner
+        is refused (SecretOfAnotherOwner)."""
         env: dict[str, str] = {}
         for name in names:
-            env.update(self._read(secret_name(name))["values"])
+            env.update(self._read(secret_name(name), requester)["values"])
         return env
 
 

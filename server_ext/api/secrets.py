@@ -39,18 +39,23 @@ class SecretsHandler(SecretAPIHandler):
     @web.authenticated
     @authorized
     async def post(self):
-        """`{"name", "values": {KEY: VALUE}, "replace": false, "session": false}`; 201 with name and keys.
+        """`{"name", "values": {KEY: VALUE}, "replace": false, "session": false, "owner": null}`; 201 with
+        name and keys.
 
-        `session`: kept in the server's memory only, until it stops or the secret is deleted."""
+        `session`: kept in the server's memory only, until it stops or the secret is deleted.
+        `owner` (session ones): `{"pid", "host", "label"}` of the notebook kernel making it (as a
+        container spec's owner_pid and owner_host): only its containers may use the secret, and the
+        secret goes when that kernel exits."""
         body = self.json_body()
-        unknown = set(body) - {"name", "values", "replace", "session"}
+        unknown = set(body) - {"name", "values", "replace", "session", "owner"}
         if unknown:
             raise web.HTTPError(400, f"unknown field(s) {', '.join(sorted(unknown))}; "
-                                     "known: name, values, replace, session")
+                                     "known: name, values, replace, session, owner")
         replace, session = body.get("replace", False), body.get("session", False)
         if not isinstance(replace, bool) or not isinstance(session, bool):
             raise web.HTTPError(400, "replace and session must be true or false")
-        view = await in_thread(self.secrets.create, body.get("name"), body.get("values"), replace, session)
+        view = await in_thread(self.secrets.create, body.get("name"), body.get("values"), replace, session,
+                               body.get("owner"))
         self.write_json(view, status=201)
 
 
