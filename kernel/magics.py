@@ -99,15 +99,16 @@ class CellhopMagics(Magics):
     @argument("--image", default=None,
               help="A notebook variable holding a cellhop.Image for later %%%%remote cells ('default': none).")
     @_storage("volumes and secrets")
-    @argument("--monitor", action="store_true",
+    @argument("--monitor", nargs="?", const=True, default=None, metavar="CONTAINER",
               help="Show live metrics (GpuMonitor) of the GPUs this notebook's containers hold "
-                   "(all GPUs when they hold none).")
+                   "(all GPUs when they hold none); with a container id (or a unique prefix, as a "
+                   "%%%%remote cell's status line gives it), of that container's GPUs alone.")
     @line_magic
     def gpu(self, line: str = ""):
         """Show this host's GPUs, or choose the GPU for later %%remote cells."""
         args = parse_argstring(self.gpu, line)
-        if args.monitor:
-            return self._monitor()
+        if args.monitor is not None:
+            return self._monitor(None if args.monitor is True else args.monitor)
         changes = {k: v for k, v in (("cpus", args.cpus), ("memory", args.memory), ("timeout", args.timeout),
                                      ("idle_timeout", args.idle_timeout)) if v is not None}
         if args.image is not None:
@@ -120,10 +121,13 @@ class CellhopMagics(Magics):
             self.cells.select(args.request, **changes)
         print(inventory_table(self.cells))
 
-    def _monitor(self):
-        """A GpuMonitor of this notebook's containers' GPUs (the view a %%remote status line offers)."""
+    def _monitor(self, container: str | None = None):
+        """A GpuMonitor of one container's GPUs (the view a %%remote status line offers), or of this
+        notebook's containers' GPUs."""
         from ..widgets.gpu_monitor import GpuMonitor
 
+        if container is not None:
+            return GpuMonitor(control=self.cells.control, container=container)
         held = [g["uuid"] for s in list(self.cells.sessions.values()) if s.alive()
                 for g in s.container.get("gpus") or []]
         monitor = GpuMonitor(control=self.cells.control, gpus=held or None)

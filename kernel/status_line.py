@@ -32,15 +32,20 @@ class StatusLine:
         return {"data": {"text/plain": self.text, "text/html": markup}, "metadata": {},
                 "transient": {"display_id": self._display_id}}
 
+    def monitor_command(self) -> str | None:
+        """The line magic that opens a GpuMonitor of this container's GPUs alone."""
+        return f"%gpu --monitor {self.container_id}" if self.container_id else None
+
     def _monitor_hint(self) -> str:
-        """The way to this container's GPUs, live: `%gpu --monitor` in the notebook; a click in
-        JupyterLab (cellhop's panel picks up data-cellhop-container)."""
+        """The way to this container's GPUs alone, live: `%gpu --monitor <container>` in the notebook;
+        a click in JupyterLab (cellhop's panel picks up data-cellhop-container)."""
         if not self.container_id:
             return ""
-        cid = html.escape(self.container_id)
-        return (f' <span class="cellhop-status-monitor" data-cellhop-container="{cid}" style="cursor:pointer" '
-                f'title="Live metrics of this container\'s GPUs: run %gpu --monitor, or click to open '
-                f'cellhop\'s panel">· 📈 <code>%gpu --monitor</code></span>')
+        cid, command = html.escape(self.container_id), html.escape(self.monitor_command())
+        return (f' <span class="cellhop-status-monitor" data-cellhop-container="{cid}" '
+                f'data-cellhop-command="{command}" style="cursor:pointer" '
+                f'title="Live metrics of this container\'s GPUs: run {command}, or click to open '
+                f'cellhop\'s panel">· 📈 <code>{command}</code></span>')
 
     def show(self, text: str, state: str = "pending") -> None:
         self.text, self.state = text, state
