@@ -1,9 +1,11 @@
 """GpuMonitor in a real notebook kernel: its model as a frontend sees it over the wire (comm
-messages), as samples arrive, as a %%remote container takes a GPU, paused and re-timed from the
-front end; and the %%remote status line's way to it."""
+messages: state updates, and custom messages carrying only each tick's new samples), as samples
+arrive, as a %%remote container takes a GPU, paused and re-timed from the front end, a late front
+end's hello answered with the buffered history; and the %%remote status line's way to it."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -13,14 +15,20 @@ from kernel_fixtures import cellhop_kernel, is_status_line  # noqa: F401  (a fix
 WIDGET_TARGET = "jupyter.widget"
 
 
+READINGS = ("utilization", "memory_used", "power_w", "temperature_c")
+
+
 class WidgetOnTheWire:
-    """One widget's state, rebuilt from the comm messages a frontend receives."""
+    """One widget's state, rebuilt from the comm messages a frontend receives; its sparklines' history
+    rebuilt from the custom messages, as static/gpu_monitor.js keeps it."""
 
     def __init__(self, kernel, comm_id: str, state: dict):
         self.kernel = kernel
         self.comm_id = comm_id
         self.state = dict(state)
         self.updates: list[tuple[float, dict]] = []  # (arrival, state delta)
+        self.custom: list[dict] = []  # every custom message's content
+        self.history: dict[str, dict] = {}  # uuid -> {"time": [...], <reading>: [...]}
 
     def take(self, msg: dict) -> None:
         content = msg["content"]
@@ -29,6 +37,24 @@ class WidgetOnTheWire:
             if data.get("method") == "update":
                 self.state.update(data.get("state") or {})
                 self.updates.append((time.monotonic(), data.get("state") or {}))
+            elif data.get("method") == "custom":
+                custom = data.get("content") or {}
+                self.custom.append(custom)
+                if custom.get("type") == "samples":
+                    for uuid, sample in custom["samples"].items():
+                        h = self.history.setdefault(uuid, {"time": [], **{k: [] for k in READINGS}})
+                        h["time"].append(custom["time"])
+                        for k in READINGS:
+                            h[k].append(sample.get(k))
+                self.state["samples_seen"] = sum(c.get("type") == "samples" for c in self.custom)
+
+    def series(self, uuid: str) -> dict:
+        return self.history.get(uuid, {"time": [], **{k: [] for k in READINGS}})
+
+    def send_custom(self, content: dict) -> None:
+        """What the front end's model.send(content) puts on the wire."""
+        self.kernel.send_shell("comm_msg", {"comm_id": self.comm_id,
+                                            "data": {"method": "custom", "content": content}})
 
     def read_until(self, predicate, timeout: float = 15) -> None:
         """Apply updates as they arrive until `predicate(state)` holds."""
@@ -78,23 +104,45 @@ def test_monitor_lists_every_gpu_and_fills_with_samples(nb):
         [(0, "H100", True), (1, "H100", True), (2, "A10G", True)]
     assert w.state["simulated"] is True
     assert w.state["interval"] == 0.2
+    assert "history" not in w.state  # the history is no part of the model's state
     uuids = [g["uuid"] for g in w.state["gpus"]]
 
-    w.read_until(lambda s: s["samples_received"] >= 5 and all(len(s["history"].get(u, {}).get("time", [])) >= 5
-                                                              for u in uuids))
+    w.read_until(lambda s: s.get("samples_seen", 0) >= 5 and all(len(w.series(u)["time"]) >= 5 for u in uuids))
     for u in uuids:
         latest = w.state["latest"][u]
         assert latest["utilization"] == 0 and latest["memory_used"] == 0  # free simulated cards
         assert latest["simulated"] is True
         assert "power_w" not in latest and "temperature_c" not in latest  # not given, left out
-        h = w.state["history"][u]
+        h = w.series(u)
         assert h["time"] == sorted(h["time"])
         assert len(h["utilization"]) == len(h["time"]) == len(h["power_w"])
         assert set(h["power_w"]) == {None}
+    # each custom message carries one tick's new samples: one time, one reading per GPU, no lists
+    samples = [c for c in w.custom if c["type"] == "samples"]
+    assert len({c["time"] for c in samples}) == len(samples)
+    for c in samples:
+        assert set(c["samples"]) == set(uuids)
+        assert all(not isinstance(v, list) for s in c["samples"].values() for v in s.values())
+    # and the state updates stay small: newest values only, never a growing history
+    assert not any("history" in delta for _, delta in w.updates)
+    sizes = [len(json.dumps(delta)) for _, delta in w.updates if "latest" in delta]
+    assert sizes and max(sizes) < 2000, sizes
     # at 0.2 s a sample, 5 samples took about a second, not five
-    times = w.state["history"][uuids[0]]["time"]
+    times = w.series(uuids[0])["time"]
     gaps = [b - a for a, b in zip(times, times[1:])]
     assert 0.1 < sum(gaps) / len(gaps) < 0.6, gaps
+
+    # a front end attaching late says hello and gets the buffered history once, as the kernel has it
+    seen = len(w.custom)
+    w.send_custom({"type": "hello"})
+    w.read_until(lambda s: any(c["type"] == "history" for c in w.custom[seen:]))
+    [answer] = [c for c in w.custom[seen:] if c["type"] == "history"]
+    assert set(answer["history"]) == set(uuids)
+    for u in uuids:
+        got, mine = answer["history"][u], w.series(u)
+        assert got["time"][:len(mine["time"])] == mine["time"]  # everything seen so far, in order
+        assert set(got) == {"time", *READINGS} and len(got["utilization"]) == len(got["time"])
+    nb.ok("h = mon.history\nassert set(h) == set(g['uuid'] for g in mon.gpus) and len(h[mon.gpus[0]['uuid']]['time']) >= 5")
     nb.ok("mon.close()")
 
 
@@ -109,9 +157,9 @@ def test_a_remote_container_shows_as_holder_with_its_real_load(nb):
     held = [g for g in w.state["gpus"] if g["holder"] and container[:8] in g["holder"]]
     assert len(held) == 1 and held[0]["type"] == "H100", w.state["gpus"]
     # the busy loop showed: simulated utilization is the container's real CPU use
-    peak = max(v or 0 for v in w.state["history"][held[0]["uuid"]]["utilization"])
-    assert peak >= 30, w.state["history"][held[0]["uuid"]]
-    used = [v for v in w.state["history"][held[0]["uuid"]]["memory_used"] if v]
+    peak = max(v or 0 for v in w.series(held[0]["uuid"])["utilization"])
+    assert peak >= 30, w.series(held[0]["uuid"])
+    used = [v for v in w.series(held[0]["uuid"])["memory_used"] if v]
     assert used and min(used) > 10 * 2**20  # a Python kernel's resident memory
     nb.ok("mon.close()")
 
@@ -133,9 +181,10 @@ def test_pause_and_interval_from_the_front_end(nb):
     deadline = time.monotonic() + 5
     while nb.ok("print(mon.interval, mon.paused)").stdout.strip() != "0.5 False":
         assert time.monotonic() < deadline, "interval and resume from the front end never reached the kernel"
-    start = int(frozen)
-    w.read_until(lambda s: s["samples_received"] >= start + 3, timeout=10)
-    times = w.state["history"][w.state["gpus"][0]["uuid"]]["time"][-3:]
+    uuid = w.state["gpus"][0]["uuid"]
+    seen = len(w.series(uuid)["time"])  # (samples that came while nb.ok read its own cell's output are not)
+    w.read_until(lambda s: len(w.series(uuid)["time"]) >= seen + 3, timeout=10)
+    times = w.series(uuid)["time"][seen:][-3:]
     assert all(0.35 < b - a < 0.8 for a, b in zip(times, times[1:])), times
     nb.ok("mon.close()")
 
@@ -145,24 +194,37 @@ def test_bad_interval_says_what_is_allowed(nb):
     assert ran.status == "error" and "0.1 to 60" in ran.evalue, ran
 
 
-def test_remote_status_line_offers_the_monitor_of_its_gpu(nb):
-    ran = nb.ok("%%remote\nx = 1")
+def status_html(ran) -> str:
     lines = [c for t, c in ran.outputs if t in ("display_data", "update_display_data") and is_status_line(c)]
-    final = lines[-1]["data"]["text/html"]
-    assert "%gpu --monitor" in final and f'data-cellhop-container="{ran.container}"' in final
-    assert "%gpu --monitor" not in lines[-1]["data"]["text/plain"]  # the plain line stays as it was
+    assert "--monitor" not in lines[-1]["data"]["text/plain"]  # the plain line stays as it was
+    return lines[-1]["data"]["text/html"]
 
+
+def test_remote_status_line_offers_the_monitor_of_its_gpu_alone(nb):
+    """Two containers of one notebook hold different GPUs: each status line's view shows exactly its own."""
+    on_h100 = nb.ok("%%remote\nx = 1")
+    on_a10g = nb.ok("%%remote --gpu A10G\nz = 2")
+    assert on_h100.container != on_a10g.container
+    for ran, kind in ((on_h100, "H100"), (on_a10g, "A10G")):
+        final = status_html(ran)
+        command = f"%gpu --monitor {ran.container}"
+        assert command in final and f'data-cellhop-container="{ran.container}"' in final
+        w = open_monitor(nb, command)
+        assert [g["type"] for g in w.state["gpus"]] == [kind], w.state["gpus"]
+        assert ran.container[:8] in w.state["gpus"][0]["holder"]
+        assert w.state["title"] == f"GPUs of container {ran.container[:8]}"
+        uuid = w.state["gpus"][0]["uuid"]
+        w.read_until(lambda s, u=uuid: s["latest"].get(u) is not None)
+        assert set(w.state["latest"]) == {uuid}
+        nb.ok("_.close()")  # the monitor the magic returned
+
+    # bare `%gpu --monitor`: every GPU this notebook's containers hold
     w = open_monitor(nb, "%gpu --monitor")
-    assert len(w.state["gpus"]) == 1 and w.state["gpus"][0]["type"] == "H100"
-    assert ran.container[:8] in w.state["gpus"][0]["holder"]
+    assert sorted(g["type"] for g in w.state["gpus"]) == ["A10G", "H100"]
     assert w.state["title"] == "GPUs of this notebook's containers"
-    w.read_until(lambda s: s["latest"].get(s["gpus"][0]["uuid"]) is not None)
-    assert set(w.state["latest"]) == {w.state["gpus"][0]["uuid"]}
-
-    nb.ok(f"one = GpuMonitor(container={ran.container[:6]!r})\n"
-          f"assert [g['type'] for g in one.gpus] == ['H100'], one.gpus\n"
-          f"assert one.title == 'GPUs of container {ran.container[:8]}'\none.close()")
-    nb.ok("get_ipython().run_line_magic('gpu', '--monitor').close()")
+    nb.ok("_.close()")
+    nb.ok(f"one = GpuMonitor(container={on_h100.container[:6]!r})\n"
+          f"assert [g['type'] for g in one.gpus] == ['H100'], one.gpus\none.close()")
 
 
 def test_cpu_only_container_offers_no_monitor(nb):

@@ -4,13 +4,22 @@ One row per GPU (type, holder, utilization, memory, power, temperature) as numbe
 and as sparklines of the last minutes. It reads the control plane's event stream
 through this kernel's control-plane client (the server's over HTTP, or the embedded
 one in plain Jupyter and nbclient): the same samples the JupyterLab panel shows, no
-second NVML poller. The samples and their history live in the widget's model; the
-front end (static/gpu_monitor.js, shipped in the package) only draws them.
+second NVML poller.
+
+Samples travel as anywidget custom messages, only the new ones each tick
+(`{"type": "samples", "time", "samples": {uuid: readings}}`); the front end
+(static/gpu_monitor.js, shipped in the package) keeps the sparklines' ring
+buffer itself. The model's state stays small: the GPUs and the newest sample
+of each (`latest`, also what plain nbclient users read). The kernel keeps a
+ring buffer of the last `history_seconds` too, sent once to a front end that
+attaches late and says "hello" (`{"type": "history", "history": {...}}`), and
+readable in Python as `.history`.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from pathlib import Path
 
 import anywidget
@@ -34,10 +43,8 @@ class GpuMonitor(anywidget.AnyWidget):
     # -- synced state (what the front end draws) ----------------------------------------
     gpus = traitlets.List(help="[{uuid, index, type, simulated, memory_total, node, holder}] of the GPUs shown "
                                  "(node: the Ray node's IP; None on the local runtime)").tag(sync=True)
-    latest = traitlets.Dict(help="uuid -> the newest sample of that GPU").tag(sync=True)
-    history = traitlets.Dict(
-        help="uuid -> {time: [...], utilization, memory_used, power_w, temperature_c: [...]} (None: not given)"
-    ).tag(sync=True)
+    latest = traitlets.Dict(help="uuid -> the newest sample of that GPU (the history goes by custom messages)"
+                            ).tag(sync=True)
     interval = traitlets.Float(1.0, help="Seconds between samples (0.1 to 60)").tag(sync=True)
     paused = traitlets.Bool(False, help="No samples while paused").tag(sync=True)
     history_seconds = traitlets.Float(300.0, help="How far back the sparklines go").tag(sync=True)
@@ -67,6 +74,8 @@ class GpuMonitor(anywidget.AnyWidget):
         elif gpus is not None:
             self._only = set(gpus)
         self._all_gpus: list[dict] = []
+        self._ring: deque = deque()  # (time, {uuid: readings}) of the last history_seconds
+        self.on_msg(self._on_front_end_message)
         self._subscription = None
         self._subscription = control.subscribe(self._on_event, metrics_interval=self.interval, paused=self.paused)
 
@@ -140,28 +149,49 @@ class GpuMonitor(anywidget.AnyWidget):
     def _on_metrics(self, event: dict) -> None:
         t = event.get("time")
         shown = {g["uuid"] for g in self.gpus}
-        latest = dict(self.latest)
-        history = {u: h for u, h in self.history.items() if u in shown}
-        horizon = t - self.history_seconds
+        latest = {u: v for u, v in self.latest.items() if u in shown}
+        samples = {}
         for sample in event.get("gpus") or []:
             uuid = sample.get("uuid")
             if uuid not in shown:
                 continue
             latest[uuid] = {k: sample[k] for k in ("simulated", "memory_total", *_READINGS) if k in sample}
-            old = history.get(uuid) or {"time": [], **{k: [] for k in _READINGS}}
-            keep = next((i for i, x in enumerate(old["time"]) if x >= horizon), len(old["time"]))
-            h = {k: old[k][keep:] for k in ("time", *_READINGS)}
-            h["time"].append(t)
-            for k in _READINGS:
-                h[k].append(sample.get(k))
-            history[uuid] = h
+            samples[uuid] = {k: sample.get(k) for k in _READINGS}
+        self._ring.append((t, samples))
+        horizon = t - self.history_seconds
+        while self._ring and self._ring[0][0] < horizon:
+            self._ring.popleft()
         self.latest = latest
-        self.history = history
         self.samples_received += 1
+        self.send({"type": "samples", "time": t, "samples": samples})  # only what is new
         if event.get("error"):
             self.message = event["error"]
         elif self.message.startswith("GPU metrics could not"):
             self.message = ""
+
+    @property
+    def history(self) -> dict:
+        """uuid -> {"time": [...], "utilization", "memory_used", "power_w", "temperature_c": [...]} of the
+        last `history_seconds` (None where a reading is not given); the kernel's copy, not synced."""
+        with self._lock:
+            ring = list(self._ring)
+        shown = [g["uuid"] for g in self.gpus]
+        out = {}
+        for uuid in shown:
+            h = {"time": [], **{k: [] for k in _READINGS}}
+            for t, samples in ring:
+                if uuid in samples:
+                    h["time"].append(t)
+                    for k in _READINGS:
+                        h[k].append(samples[uuid][k])
+            if h["time"]:
+                out[uuid] = h
+        return out
+
+    def _on_front_end_message(self, _widget, content, _buffers) -> None:
+        """A front end that attaches (or re-attaches) says hello: it gets the buffered history once."""
+        if isinstance(content, dict) and content.get("type") == "hello":
+            self.send({"type": "history", "history": self.history})
 
     # -- what the user changes -----------------------------------------------------------
     @traitlets.validate("interval")

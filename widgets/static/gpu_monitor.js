@@ -1,5 +1,9 @@
 // cellhop's GpuMonitor front end (an anywidget ES module; no imports, no network).
-// The kernel keeps the samples and their history in the model; this only draws them.
+// The model holds the GPUs and each one's newest sample (`latest`); the samples themselves come
+// as custom messages, only the new ones each tick ({type: "samples", time, samples: {uuid: readings}}),
+// and the sparklines' ring buffer lives here, one per model (shared by its views). On attaching,
+// the front end says {type: "hello"} and the kernel answers once with what it has buffered
+// ({type: "history", history: {uuid: {time: [...], <reading>: [...]}}}).
 
 const SVG = "http://www.w3.org/2000/svg";
 const UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -49,7 +53,65 @@ function cell(text, values, max, span, kind) {
   return td;
 }
 
+const READINGS = ["utilization", "memory_used", "power_w", "temperature_c"];
+const buffers = new WeakMap(); // model -> {history: {uuid: {time, <reading>...}}, listeners: Set}
+
+function emptySeries() {
+  const h = { time: [] };
+  for (const k of READINGS) h[k] = [];
+  return h;
+}
+
+// Drop what is older than history_seconds before the newest time.
+function trim(h, horizon) {
+  let keep = 0;
+  while (keep < h.time.length && h.time[keep] < horizon) keep++;
+  if (keep) for (const k of ["time", ...READINGS]) h[k].splice(0, keep);
+}
+
+function bufferOf(model) {
+  let buffer = buffers.get(model);
+  if (buffer) return buffer;
+  buffer = { history: {}, listeners: new Set() };
+  buffers.set(model, buffer);
+  model.on("msg:custom", (msg) => {
+    if (!msg || typeof msg !== "object") return;
+    if (msg.type === "history") {
+      const history = {};
+      for (const [uuid, h] of Object.entries(msg.history || {})) {
+        history[uuid] = { time: [...(h.time || [])] };
+        for (const k of READINGS) history[uuid][k] = [...(h[k] || [])];
+      }
+      // samples that arrived after the kernel answered stay
+      for (const [uuid, h] of Object.entries(buffer.history)) {
+        const last = history[uuid] && history[uuid].time.length ? history[uuid].time[history[uuid].time.length - 1] : -Infinity;
+        const into = history[uuid] || (history[uuid] = emptySeries());
+        h.time.forEach((t, i) => {
+          if (t > last) { into.time.push(t); for (const k of READINGS) into[k].push(h[k][i]); }
+        });
+      }
+      buffer.history = history;
+    } else if (msg.type === "samples") {
+      const horizon = msg.time - (model.get("history_seconds") || 300);
+      for (const [uuid, s] of Object.entries(msg.samples || {})) {
+        const h = buffer.history[uuid] || (buffer.history[uuid] = emptySeries());
+        h.time.push(msg.time);
+        for (const k of READINGS) h[k].push(s[k] === undefined ? null : s[k]);
+        trim(h, horizon);
+      }
+    } else return;
+    for (const listener of buffer.listeners) listener();
+  });
+  model.send({ type: "hello" }); // the kernel answers with what it has buffered, once
+  return buffer;
+}
+
+function initialize({ model }) {
+  bufferOf(model);
+}
+
 function render({ model, el: root }) {
+  const buffer = bufferOf(model);
   root.classList.add("cellhop-gpumon");
   const header = el("div", "cellhop-gpumon-header");
   const title = el("span", "cellhop-gpumon-title");
@@ -75,7 +137,7 @@ function render({ model, el: root }) {
   pause.addEventListener("click", () => { model.set("paused", !model.get("paused")); model.save_changes(); });
 
   function draw() {
-    const gpus = model.get("gpus") || [], latest = model.get("latest") || {}, history = model.get("history") || {};
+    const gpus = model.get("gpus") || [], latest = model.get("latest") || {}, history = buffer.history;
     const span = Math.max(2, Math.round(model.get("history_seconds") / (model.get("interval") || 1)));
     title.textContent = model.get("title");
     badge.style.display = model.get("simulated") ? "" : "none";
@@ -110,10 +172,14 @@ function render({ model, el: root }) {
     }
   }
 
-  const names = ["gpus", "latest", "history", "interval", "paused", "message", "title", "simulated", "history_seconds"];
+  const names = ["gpus", "latest", "interval", "paused", "message", "title", "simulated", "history_seconds"];
   for (const n of names) model.on(`change:${n}`, draw);
+  buffer.listeners.add(draw); // each samples message redraws (latest changes with it)
   draw();
-  return () => { for (const n of names) model.off(`change:${n}`, draw); };
+  return () => {
+    for (const n of names) model.off(`change:${n}`, draw);
+    buffer.listeners.delete(draw);
+  };
 }
 
-export default { render };
+export default { initialize, render };
