@@ -38,6 +38,7 @@ class Gpu:
     mig_mode: bool | None = None  # None where NVML does not say
     simulated: bool = False
     node: str | None = None  # the Ray node (its IP) holding it; None on a single host
+    minor: int | None = None  # NVML's minor number: its device file is /dev/nvidia<minor>; None where unknown
 
     def to_dict(self) -> dict:
         return asdict(self)

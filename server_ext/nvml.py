@@ -106,6 +106,7 @@ def _read_device(index: int) -> Gpu | None:
     memory = _query(pynvml.nvmlDeviceGetMemoryInfo, handle)
     memory_total = int(memory.total) if memory is not None else 0
     mig = _query(pynvml.nvmlDeviceGetMigMode, handle)
+    minor = _query(pynvml.nvmlDeviceGetMinorNumber, handle)
     return Gpu(
         index=index,
         uuid=_text(uuid),
@@ -113,6 +114,7 @@ def _read_device(index: int) -> Gpu | None:
         type=type_from_nvml(name, memory_total),
         memory_total=memory_total,
         mig_mode=None if mig is None else bool(mig[0]),
+        minor=None if minor is None else int(minor),
     )
 
 

@@ -1,6 +1,6 @@
 """Secrets inside containers, from a real notebook kernel: injected as environment variables, masked in
-everything streamed back, withheld from values that come back, and absent from the container's log, the
-event stream, the status line and a saved .ipynb."""
+everything streamed back, withheld from values that come back, and absent from the container's log (the
+file on disk too, masked as it is written), the event stream, the status line and a saved .ipynb."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -115,16 +116,62 @@ def test_the_value_is_absent_from_the_container_log_and_the_event_stream(nb):
           "from cellhop.kernel.control_client import get_control_plane\n"
           "sub = get_control_plane().subscribe(events.append)")
     ran = nb.ok("%%remote --secret tok --fresh\n"
-                "import os, sys\n"
+                "import os, sys, time\n"
                 "os.write(1, ('fd1 ' + os.environ['API_TOKEN'] + '\\n').encode())\n"
-                "sys.__stderr__.write('raw stderr ' + os.environ['API_TOKEN'] + '\\n'); sys.__stderr__.flush()")
+                "sys.__stderr__.write('raw stderr ' + os.environ['API_TOKEN'] + '\\n'); sys.__stderr__.flush()\n"
+                "v = os.environ['API_TOKEN']\n"
+                "os.write(2, ('split ' + v[:7]).encode()); time.sleep(0.3)  # two reads of the log's pipe\n"
+                "os.write(2, (v[7:] + ' done\\n').encode()); del v")
     assert VALUE not in everything(ran)
     container = ran.container
     log = nb.ok(f"print(get_control_plane().logs({container!r}))").stdout
     assert VALUE not in log
+    # the file itself, as anyone who can read the runtime folder would see it: masked before it was written
+    path = Path(nb.runtime_dir) / "cellhop" / "containers" / container / "container.log"
+    deadline = time.monotonic() + 10
+    while b"split ***** done" not in path.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    on_disk = path.read_bytes()
+    assert b"fd1 *****" in on_disk and b"raw stderr *****" in on_disk and b"split ***** done" in on_disk, on_disk
+    assert VALUE.encode() not in on_disk and VALUE[7:].encode() not in on_disk
     events = nb.ok("sub.close()\nprint(json.dumps(events, default=str))").stdout
     assert container in events and '"tok"' in events  # the container's events name the secret
     assert VALUE not in events
+
+
+class _File:
+    def __init__(self):
+        self.data, self.closed = b"", False
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 64])
+def test_the_log_masks_values_split_across_reads(size):
+    from cellhop.server_ext.runtimes.local import MaskedLog
+
+    secrets = {"API_TOKEN": VALUE, "KEY": "line-one-aa\nline-two-bb", "TINY": "ab", "UNICODE": "pässwört-ключ"}
+    text = (f"a {VALUE} b {VALUE}{VALUE} c sk-cel not a value; line-one-aa\nline-two-bb; pässwört-ключ; "
+            f"ab stays; the end sk-cellhop-7f")
+    file = _File()
+    log = MaskedLog(file, secrets.values())
+    data = text.encode()
+    for at in range(0, len(data), size):
+        log.write(data[at:at + size])
+        assert VALUE.encode() not in file.data and "pässwört-ключ".encode() not in file.data
+    log.close()
+    assert file.closed
+    # a multi-line value read line by line is masked line by line (each long-enough line is a value too)
+    assert file.data.decode().replace("*****\n*****", "*****") == (
+        "a ***** b ********** c sk-cel not a value; *****; *****; ab stays; the end sk-cellhop-7f")
+    assert b"line-" not in file.data
 
 
 NOTEBOOK_CELLS = [

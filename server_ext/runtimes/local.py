@@ -3,12 +3,17 @@
 Each container gets a folder under the control plane's runtime directory
 holding its connection file (fresh HMAC key; ipc sockets or loopback ports),
 its log and its private working directory. The kernel runs under bubblewrap
-(see sandbox.py) with its GPUs pinned by UUID; without bubblewrap it runs
-unsandboxed, and the control plane says so once.
+(see sandbox.py) with its GPUs pinned by UUID and only their device files in
+its /dev; cellhop's state, runtime and Jupyter runtime folders are hidden from
+it, all but its own folder and its volumes. Without bubblewrap it runs
+unsandboxed, and the control plane says so once. The kernel's output goes to
+container.log; a container with secrets writes it through a pipe, masked
+(server_ext.secrets.mask_text) before it reaches the disk.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import os
@@ -25,8 +30,8 @@ from ..container import OOM_EXIT_CODE, Container, ExitStatus
 from ..container_storage import unsandboxed_mount_error
 from ..errors import CellhopError
 from ..resource_limits import ResourceLimits
-from ..secrets import SECRET_KEYS_ENV
-from ..sandbox import bubblewrap_argv, find_bubblewrap, hidden_import_paths
+from ..secrets import SECRET_KEYS_ENV, mask_text, masked_values
+from ..sandbox import bubblewrap_argv, find_bubblewrap, folders_to_hide, gpu_device_files, hidden_import_paths
 from .base import ContainerRuntime
 from .orphans import reap_orphans, record_owner
 
@@ -71,6 +76,60 @@ class _Spawner:
         return result[0]
 
 
+class MaskedLog:
+    """Writes a stream of output to a log file with every secret value masked (mask_text), even one split
+    across reads: after masking, the longest tail that could be the start of a value is held back until the
+    next read shows whether it is one (or the stream ends)."""
+
+    def __init__(self, file, values):
+        self.file = file
+        self.values = masked_values(values)
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+
+    def _held(self, text: str) -> int:
+        """How many characters at the end of `text` are a proper prefix of a value."""
+        held = 0
+        for value in self.values:
+            for k in range(min(len(value) - 1, len(text)), held, -1):
+                if value[k - 1] == text[-1] and text.endswith(value[:k]):
+                    held = k
+                    break
+        return held
+
+    def write(self, data: bytes) -> None:
+        text = mask_text(self._pending + self._decoder.decode(data), self.values)
+        held = self._held(text) if text else 0
+        self._pending = text[len(text) - held:] if held else ""
+        if len(text) > held:
+            self.file.write(text[:len(text) - held].encode())
+            self.file.flush()
+
+    def close(self) -> None:
+        tail = mask_text(self._pending + self._decoder.decode(b"", final=True), self.values)
+        self._pending = ""
+        if tail:
+            self.file.write(tail.encode())
+        self.file.close()
+
+    def pump(self, fd: int) -> None:
+        """Copy what is read from `fd` until end of file, then close both."""
+        try:
+            while True:
+                try:
+                    data = os.read(fd, 65536)
+                except InterruptedError:
+                    continue
+                except OSError:
+                    break
+                if not data:
+                    break
+                self.write(data)
+        finally:
+            os.close(fd)
+            self.close()
+
+
 def _free_tcp_ports(count: int) -> list[int]:
     import socket
 
@@ -97,13 +156,50 @@ def connection_info(directory: Path, transport: str) -> dict:
     return info
 
 
+def default_hidden_folders(root: Path, images_root: Path | None = None) -> list[Path]:
+    """What no container may see of its host (none of these is created here):
+
+    - the runtime's root (other containers' connection files with their HMAC keys, their logs) and, when it
+      is a control plane's `<runtime root>/containers`, that whole runtime root (GPU leases, queue tickets);
+    - jupyter_runtime_dir(): notebook kernels' connection files and jupyter_server's jpserver-*.json with its
+      token (the default runtime root, jupyter_runtime_dir()/cellhop, is inside);
+    - the state directory (secrets, every volume's data, images), `<state_dir>/images`'s parent, and the
+      default one, jupyter_data_dir()/cellhop.
+
+    A container gets back what is its own on top: its folder, its volumes, its image's layers (read-only).
+    """
+    from jupyter_core.paths import jupyter_data_dir, jupyter_runtime_dir
+
+    root = Path(root)
+    folders = [root.parent if root.name == "containers" else root, Path(jupyter_runtime_dir())]
+    if images_root is not None:
+        folders.append(Path(images_root).parent)
+    folders.append(Path(jupyter_data_dir()) / "cellhop")
+    return folders
+
+
+def volume_state_dirs(mounts) -> list[Path]:
+    """The state directories that the volume folders among `mounts` ((host folder, path inside, read-only))
+    belong to: `<state_dir>/volumes/<name>/data` (VolumeStore.data_path) gives `<state_dir>`."""
+    found = []
+    for src, _, _ in mounts:
+        src = Path(src)
+        if src.name == "data" and len(src.parents) > 3 and src.parents[1].name == "volumes":
+            found.append(src.parents[2])
+    return found
+
+
 class LocalRuntime(ContainerRuntime):
     """Containers as bubblewrap-sandboxed processes on this host."""
 
     name = "local"
 
-    def __init__(self, root: Path, sandbox: str = "auto", transport: str = "ipc", images_root: Path | None = None):
+    def __init__(self, root: Path, sandbox: str = "auto", transport: str = "ipc", images_root: Path | None = None,
+                 hidden: list[Path] | None = None):
         self.root = Path(root)
+        # Host folders no container may see, behind a tmpfs (which of them exist is checked at each launch:
+        # they may appear later); the folders of the volumes a container mounts are added to them.
+        self.hidden = list(hidden) if hidden is not None else default_hidden_folders(self.root, images_root)
         self.images_root = images_root  # where built images live (cellhop.Image); see images/
         self.transport = transport
         self.bwrap = None if sandbox == "none" else find_bubblewrap()
@@ -116,7 +212,7 @@ class LocalRuntime(ContainerRuntime):
         reap_orphans(self.root)
         self._spawner = _Spawner()
         self._limits: dict[str, ResourceLimits] = {}
-        self._ro_binds = [(p, p) for p in hidden_import_paths()] if self.bwrap else []
+        self._log_pumps: dict[str, threading.Thread] = {}
 
     def describe(self) -> str:
         return "local, sandboxed with bubblewrap" if self.bwrap else "local, unsandboxed (bubblewrap missing)"
@@ -138,7 +234,9 @@ class LocalRuntime(ContainerRuntime):
         self._limits[container.id] = limits
         env = self._environment(container, limits)
         python = spec.python or sys.executable
-        ro_binds, image_mounts = self._ro_binds, []
+        hidden = folders_to_hide(self.hidden + volume_state_dirs(container.mounts)) if self.bwrap else []
+        ro_binds = [(p, p) for p in hidden_import_paths(hidden)] if self.bwrap else []
+        image_mounts = []
         if spec.image:  # a built image: its venv's Python, its environment, its folders
             from ..images.runtime_env import apply_image, image_view
 
@@ -149,8 +247,10 @@ class LocalRuntime(ContainerRuntime):
         command = [python, "-m", "cellhop.kernel.container_kernel", "-f", str(conn_file)]
         if self.bwrap:
             binds = [directory] + ([workdir] if spec.workdir else [])
+            devices = gpu_device_files(g.minor for g in container.gpus if not g.simulated)
             command = bubblewrap_argv(self.bwrap, binds, workdir, ro_binds,
-                                      volumes=list(container.mounts) + image_mounts) + command
+                                      volumes=list(container.mounts) + image_mounts, hidden=hidden,
+                                      devices=devices) + command
         elif container.mounts:
             raise unsandboxed_mount_error(container)
         elif image_mounts:
@@ -158,19 +258,36 @@ class LocalRuntime(ContainerRuntime):
 
             link_mounts(image_mounts)
         logfile = open(directory / "container.log", "ab")
+        masked = MaskedLog(logfile, container.secret_env.values()) if container.secret_env else None
+        if masked is not None and masked.values:  # the raw output goes through a pipe, masked on its way
+            read_end, output = os.pipe()
+        else:
+            masked, read_end, output = None, None, logfile
         try:
             proc = self._spawner.popen(
                 command,
                 cwd=str(workdir),
                 env=env,
                 stdin=subprocess.DEVNULL,
-                stdout=logfile,
+                stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=self._preexec(limits),
             )
-        finally:
+        except BaseException:
+            if read_end is not None:
+                os.close(read_end)
+                os.close(output)
             logfile.close()
+            raise
+        if masked is None:
+            logfile.close()
+        else:
+            os.close(output)
+            pump = threading.Thread(target=masked.pump, args=(read_end,), name=f"cellhop-log-{container.id}",
+                                    daemon=True)
+            pump.start()
+            self._log_pumps[container.id] = pump
         container.handle = proc
         record_owner(directory, proc.pid)
         container.sandboxed = self.bwrap is not None
@@ -263,7 +380,17 @@ class LocalRuntime(ContainerRuntime):
             pass
         proc.wait()
 
+    def read_log(self, container: Container) -> str:
+        pump = self._log_pumps.get(container.id)
+        proc: subprocess.Popen = container.handle
+        if pump is not None and proc is not None and proc.poll() is not None:
+            pump.join(timeout=2)  # the kernel has exited: let its last output reach the file
+        return super().read_log(container)
+
     def cleanup(self, container: Container) -> None:
+        pump = self._log_pumps.pop(container.id, None)
+        if pump is not None:
+            pump.join(timeout=2)
         limits = self._limits.pop(container.id, None)
         if limits is not None:
             limits.remove()

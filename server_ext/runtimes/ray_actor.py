@@ -5,7 +5,11 @@ runtime_env); on its node it is a `LocalRuntime` for one container: the
 same bubblewrap sandbox, resource limits and exit statuses as on a single
 host. It makes the kernel's CurveZMQ key pair here and hands back only the
 public key; the HMAC key and the sealed secret values come from the shared
-secret (curve.py). CUDA_VISIBLE_DEVICES is Ray's assignment to this actor.
+secret (curve.py). CUDA_VISIBLE_DEVICES is Ray's assignment to this actor;
+the sandbox's /dev holds only those GPUs' device files (their minor numbers
+read from this node's NVML), and hides this node's Jupyter runtime folder,
+cellhop's folders and the state directory of the volumes it mounts (see
+LocalRuntime and sandbox.py).
 """
 
 from __future__ import annotations
@@ -59,6 +63,17 @@ class _NodeAllocation:
     gpus: tuple = ()
 
 
+def _node_gpu_minors() -> dict[str, int]:
+    """{NVML index and UUID: minor number} of this node's GPUs (empty without NVML)."""
+    from ..nvml import read_nvml_inventory
+
+    minors = {}
+    for gpu in read_nvml_inventory().gpus:
+        if gpu.minor is not None:
+            minors[str(gpu.index)] = minors[gpu.uuid] = gpu.minor
+    return minors
+
+
 def _free_ports(ip: str, count: int) -> list[int]:
     socks, ports = [], []
     for _ in range(count):
@@ -107,8 +122,9 @@ class ContainerActor:
             if self._runtime is None:
                 self._runtime = _node_runtime(self.directory.parent / "runtime", self._sandbox)
             ids = [str(i) for i in ray.get_runtime_context().get_accelerator_ids().get("GPU", [])]
+            minors = _node_gpu_minors() if ids and not simulated else {}  # Ray's GPU ids: NVML indices or UUIDs
             gpus = tuple(Gpu(index=int(i) if i.isdigit() else n, uuid=i, name=f"{gpu_type or 'GPU'} {i}",
-                             type=gpu_type or "", memory_total=0, simulated=simulated)
+                             type=gpu_type or "", memory_total=0, simulated=simulated, minor=minors.get(i))
                          for n, i in enumerate(ids))
             container = Container(id=self.container_id, spec=spec)
             container.allocation = _NodeAllocation(gpus)
@@ -156,6 +172,8 @@ class ContainerActor:
 
     def read_log(self) -> str:
         try:
+            if self._container is not None:  # waits for the masked log's last lines once the kernel exited
+                return self._runtime.read_log(self._container)
             return (self.directory / "container.log").read_text(errors="replace")
         except OSError:
             return ""

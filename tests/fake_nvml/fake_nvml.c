@@ -10,11 +10,12 @@
  *   FAKE_NVML_DEVICES  "name:memory MiB:mig[:flags];..." e.g.
  *                      "NVIDIA H100 80GB HBM3:81559:0;NVIDIA A100-SXM4-40GB:40960:1:nopower"
  *                      mig is 0, 1 or "na" (not supported); flags, joined by '+':
- *                      nopower, notemp, noutil, noprocs (that query is NOT_SUPPORTED)
+ *                      nopower, notemp, noutil, noprocs, nominor (that query is NOT_SUPPORTED)
  *   FAKE_NVML_DRIVER   driver version string (default "550.54.15")
  *
  * Deterministic readings for device i: utilization 40+i %, memory used (i+1) GiB,
- * power 250000+1000*i mW, temperature 50+i C; device 0 runs pid 4242 using 1 GiB.
+ * power 250000+1000*i mW, temperature 50+i C, minor number (/dev/nvidiaN) 7+i;
+ * device 0 runs pid 4242 using 1 GiB.
  * fake_nvml_refcount() and fake_nvml_init_calls() let tests check init/shutdown.
  */
 #include <stdio.h>
@@ -38,7 +39,7 @@ typedef struct {
     char uuid[96];
     unsigned long long memory_total;
     int mig; /* 0, 1, or -1: not supported */
-    int no_power, no_temp, no_util, no_procs;
+    int no_power, no_temp, no_util, no_procs, no_minor;
 } fake_device;
 
 typedef fake_device *nvmlDevice_t;
@@ -75,6 +76,7 @@ static void parse_device(char *spec, fake_device *d, unsigned int index) {
         d->no_temp = strstr(flags, "notemp") != NULL;
         d->no_util = strstr(flags, "noutil") != NULL;
         d->no_procs = strstr(flags, "noprocs") != NULL;
+        d->no_minor = strstr(flags, "nominor") != NULL;
     }
 }
 
@@ -216,6 +218,14 @@ nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t d, unsigned int *current, unsigne
     if (d->mig < 0) return E_NOT_SUPPORTED;
     if (!current || !pending) return E_INVALID_ARGUMENT;
     *current = *pending = (unsigned int)d->mig;
+    return OK;
+}
+
+nvmlReturn_t nvmlDeviceGetMinorNumber(nvmlDevice_t d, unsigned int *minor) {
+    if (!valid(d)) return refcount > 0 ? E_INVALID_ARGUMENT : E_UNINITIALIZED;
+    if (d->no_minor) return E_NOT_SUPPORTED;
+    if (!minor) return E_INVALID_ARGUMENT;
+    *minor = 7 + (unsigned int)(d - devices);
     return OK;
 }
 
