@@ -4,7 +4,7 @@
  */
 
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { Dialog, MainAreaWidget, Notification, showDialog } from '@jupyterlab/apputils';
+import { Dialog, InputDialog, MainAreaWidget, Notification, showDialog } from '@jupyterlab/apputils';
 import { ServerConnection } from '@jupyterlab/services';
 import { LabIcon, refreshIcon, ToolbarButton } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
@@ -51,7 +51,7 @@ function logWidget(api: CellhopApi, id: string): MainAreaWidget {
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'cellhop-labextension:panel',
-  description: "cellhop's sidebar: GPUs, containers, images and volumes",
+  description: "cellhop's sidebar: GPUs, containers, images, volumes and secrets",
   autoStart: true,
   optional: [ILayoutRestorer],
   activate: (app: JupyterFrontEnd, restorer: ILayoutRestorer | null) => {
@@ -77,7 +77,19 @@ const plugin: JupyterFrontEndPlugin<void> = {
         return result.button.accept;
       },
       openLogs: id => void app.commands.execute(COMMANDS.logs, { id }),
-      notify: message => void Notification.error(message, { autoClose: 8000 })
+      notify: message => void Notification.error(message, { autoClose: 8000 }),
+      confirm: async (title, body, accept) => {
+        const result = await showDialog({
+          title,
+          body,
+          buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: accept })]
+        });
+        return result.button.accept;
+      },
+      prompt: async (title, placeholder) => {
+        const result = await InputDialog.getText({ title, placeholder, okLabel: 'Create' });
+        return result.button.accept ? result.value : null;
+      }
     });
     panel.title.icon = cellhopIcon;
     app.shell.add(panel, 'left', { rank: 600 });

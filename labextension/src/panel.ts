@@ -1,18 +1,22 @@
 /**
- * The left-sidebar panel: GPUs, Containers, Images, Volumes.
+ * The left-sidebar panel: GPUs, Containers, Images, Volumes, Secrets.
  *
  * Data comes from one event stream (hello, container and metrics events) and, for
- * images and volumes, their REST lists. Each section re-renders only when its data
+ * images, volumes and secrets, their REST routes (Volumes and Secrets are their own views:
+ * volumes.ts, secrets.ts). Each section re-renders only when its data
  * changes, so the buttons of the container list stay put while metrics tick.
  */
 
 import { Widget } from '@lumino/widgets';
 
 import { CellhopApi, CellhopApiError } from './api';
+import { Attrs, h } from './dom';
 import { describeItem, formatAge, formatBytes, formatReading, sparklinePath } from './format';
+import { SecretsView } from './secrets';
 import { ContainerRow, DashboardState, GpuRow, SessionInfo } from './state';
 import { EventStream, StreamStatus } from './stream';
 import { CellhopEvent } from './types';
+import { StorageOptions, VolumesView } from './volumes';
 
 export interface PanelOptions {
   api: CellhopApi;
@@ -22,33 +26,13 @@ export interface PanelOptions {
   confirmStop: (row: ContainerRow) => Promise<boolean>;
   openLogs: (id: string) => void;
   notify: (message: string) => void;
+  confirm: StorageOptions['confirm'];
+  prompt: StorageOptions['prompt'];
 }
 
 const INTERVALS = [0.5, 1, 2, 5, 10];
 const SPARK_W = 120;
 const SPARK_H = 22;
-
-type Attrs = Record<string, string | number | boolean | null | undefined>;
-
-function h(tag: string, attrs: Attrs = {}, ...children: (Node | string | null | undefined | false)[]): HTMLElement {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === null || v === undefined || v === false) {
-      continue;
-    }
-    if (k === 'className') {
-      el.className = String(v);
-    } else {
-      el.setAttribute(k, v === true ? '' : String(v));
-    }
-  }
-  for (const child of children) {
-    if (child !== null && child !== undefined && child !== false) {
-      el.append(child);
-    }
-  }
-  return el;
-}
 
 function svg(tag: string, attrs: Attrs): SVGElement {
   const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
@@ -80,7 +64,9 @@ export class CellhopPanel extends Widget {
     this.gpusBody = h('div', { className: 'jp-CellhopPanel-gpus' });
     this.containersBody = h('div', { className: 'jp-CellhopPanel-containers' });
     this.imagesBody = h('div', { className: 'jp-CellhopPanel-images' });
-    this.volumesBody = h('div', { className: 'jp-CellhopPanel-volumes' });
+    const storage = { api: options.api, confirm: options.confirm, prompt: options.prompt };
+    this.volumes = new VolumesView(storage);
+    this.secrets = new SecretsView(storage);
 
     this.node.append(
       h(
@@ -95,7 +81,8 @@ export class CellhopPanel extends Widget {
       this.section('GPUs', 'gpus', this.gpusBody),
       this.section('Containers', 'containers', this.containersBody),
       this.section('Images', 'images', this.imagesBody, () => this.refreshList('images')),
-      this.section('Volumes', 'volumes', this.volumesBody, () => this.refreshList('volumes'))
+      this.section('Volumes', 'volumes', this.volumes.node, () => void this.volumes.refresh()),
+      this.section('Secrets', 'secrets', this.secrets.node, () => void this.secrets.refresh())
     );
 
     this.stream = options.createStream(
@@ -110,6 +97,8 @@ export class CellhopPanel extends Widget {
   }
 
   readonly state = new DashboardState();
+  readonly volumes: VolumesView;
+  readonly secrets: SecretsView;
   readonly stream: EventStream;
 
   /** The user's pause (the panel also stops metrics while hidden). */
@@ -139,9 +128,12 @@ export class CellhopPanel extends Widget {
     }
   }
 
-  /** Re-read the list of `route` (Images or Volumes). */
+  /** Re-read the list of `route` (Images; Volumes and Secrets refresh themselves). */
   async refreshList(route: 'images' | 'volumes'): Promise<void> {
-    const body = route === 'images' ? this.imagesBody : this.volumesBody;
+    if (route === 'volumes') {
+      return this.volumes.refresh();
+    }
+    const body = this.imagesBody;
     try {
       const items = await this.options.api.list(route);
       body.replaceChildren(
@@ -164,7 +156,8 @@ export class CellhopPanel extends Widget {
   protected onAfterShow(): void {
     this.updateMetricsWanted();
     void this.refreshList('images');
-    void this.refreshList('volumes');
+    void this.volumes.refresh();
+    void this.secrets.refresh();
   }
 
   protected onAfterHide(): void {
@@ -199,7 +192,9 @@ export class CellhopPanel extends Widget {
 
   private onEvent(event: CellhopEvent): void {
     if (!this.state.apply(event)) {
-      if (/^(image|volume)/.test(event.type)) {
+      if (/^secret/.test(event.type)) {
+        void this.secrets.refresh();
+      } else if (/^(image|volume)/.test(event.type)) {
         void this.refreshList(event.type.startsWith('image') ? 'images' : 'volumes');
       }
       return;
@@ -394,7 +389,6 @@ export class CellhopPanel extends Widget {
   private readonly gpusBody: HTMLElement;
   private readonly containersBody: HTMLElement;
   private readonly imagesBody: HTMLElement;
-  private readonly volumesBody: HTMLElement;
   private readonly ageTimer: number;
   private containersSignature = '';
 }
