@@ -119,11 +119,11 @@ def test_volumes_browse_upload_download_delete(lab, page):
     # the server's own message (413 VolumeQuotaExceeded), not a guess of the panel's
     assert "too-big.bin" in error.inner_text() and "over its quota" in error.inner_text(), error.inner_text()
     assert status_of(lab, "volumes/datasets/files?path=too-big.bin") == 404
+    screenshot(page, "sidebar-volumes-error.png")
     # a name no volume takes (a backslash) is refused before sending, saying why
     drop(page, "bad\\name.txt", b"x")
     page.wait_for_function(f"""() => document.querySelector("{VOLUMES} [data-error='volumes']")
                                         .textContent.includes('backslash')""")
-    screenshot(page, "sidebar-volumes-error.png")
 
     # delete, with the confirmation dialog
     entry(page, "blob.bin").locator("[data-action='delete']").click()
