@@ -6,13 +6,42 @@ its node). The provisioner therefore puts this tunnel in front of it: plain
 sockets on 127.0.0.1 of the server's host, relayed frame for frame to the
 kernel's encrypted ones. Messages stay HMAC-signed end to end; what leaves the
 host is encrypted. One proxy thread a channel; `close()` ends them.
+
+The tunnel's shell, control and stdin sockets share one identity, as
+jupyter_client's do (its session id): the kernel sends an `input_request` on
+stdin to the identity its execute_request came from on shell, so with two
+identities `input()` would wait forever.
+
+The kernel admits only its own clients: the connection info carries the
+client key pair (`curve_client_publickey`/`curve_client_secretkey`, derived by
+the control plane and the node alike, curve.py), and the node runs the
+kernel through `serve_kernel` below, whose ZAP authenticator refuses any
+other client key, so knowing the kernel's public key is not enough.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 import threading
+import uuid
 
 import zmq
+
+CLIENT_PUBLIC, CLIENT_SECRET = "curve_client_publickey", "curve_client_secretkey"
+ALLOWED_CLIENTS = "cellhop_curve_clients"  # in the node's connection file: the client public keys admitted
+CURVE_FIELDS = ("curve_serverkey", "curve_publickey", "curve_secretkey", CLIENT_PUBLIC, CLIENT_SECRET,
+                ALLOWED_CLIENTS)
+
+
+def client_keys(info: dict) -> tuple[bytes, bytes]:
+    """The client key pair to reach the kernel of `info` with: the one it admits, else a throwaway
+    pair (which a kernel with an authenticator refuses)."""
+    public, secret = info.get(CLIENT_PUBLIC), info.get(CLIENT_SECRET)
+    if public and secret:
+        return (public.encode() if isinstance(public, str) else public,
+                secret.encode() if isinstance(secret, str) else secret)
+    return zmq.curve_keypair()
 
 # channel -> (socket type facing local clients, socket type facing the kernel)
 _CHANNELS = {
@@ -30,10 +59,10 @@ class CurveTunnel:
     def __init__(self, remote_info: dict):
         server_key = remote_info["curve_serverkey"]
         server_key = server_key.encode() if isinstance(server_key, str) else server_key
-        public, secret = zmq.curve_keypair()  # this tunnel's own pair; it never leaves this process
+        public, secret = client_keys(remote_info)  # the pair the kernel admits; it never leaves this host
+        identity = uuid.uuid4().hex.encode()  # shell, control and stdin: one identity (see above)
         self.remote = {k: remote_info[k] for k in ("ip", *(f"{c}_port" for c in _CHANNELS))}
-        self.local_info = {k: v for k, v in remote_info.items()
-                           if k not in ("curve_serverkey", "curve_publickey", "curve_secretkey")}
+        self.local_info = {k: v for k, v in remote_info.items() if k not in CURVE_FIELDS}
         self.local_info.update(transport="tcp", ip="127.0.0.1")
         self._context = zmq.Context()
         self._threads: list[threading.Thread] = []
@@ -47,6 +76,8 @@ class CurveTunnel:
             remote = self._context.socket(remote_type)
             remote.linger = 0
             remote.curve_serverkey, remote.curve_publickey, remote.curve_secretkey = server_key, public, secret
+            if channel in ("shell", "control", "stdin"):
+                remote.setsockopt(zmq.IDENTITY, identity)
             remote.connect(f"tcp://{remote_info['ip']}:{remote_info[f'{channel}_port']}")
             address = f"inproc://tunnel-{channel}"
             steer = self._context.socket(zmq.PAIR)
@@ -84,3 +115,71 @@ class CurveTunnel:
         self._controls.clear()
         self._threads.clear()
         self._context.term()
+
+
+# -- the kernel's side: admit only known client keys ------------------------------------------------
+class _KnownKeys:
+    """A ZAP credentials provider: the client public keys (Z85) the kernel admits."""
+
+    def __init__(self, keys):
+        self.keys = {k.encode() if isinstance(k, str) else k for k in keys}
+
+    def callback(self, domain, key) -> bool:
+        return key in self.keys
+
+
+def admit_only(keys) -> None:
+    """From now on, every CurveZMQ server socket of this process admits only clients with one of `keys`:
+    a ZAP authenticator is started in the socket's context before the socket is bound (ipykernel makes
+    two contexts, one for the heartbeat)."""
+    from zmq.auth.thread import ThreadAuthenticator
+
+    provider = _KnownKeys(keys)
+    authenticators: dict[int, ThreadAuthenticator] = {}
+    lock = threading.Lock()
+    original = zmq.Socket.set
+
+    def set_option(sock, option, value):
+        if option == zmq.CURVE_SERVER and value:
+            with lock:
+                context = sock.context
+                if id(context) not in authenticators:
+                    auth = ThreadAuthenticator(context)
+                    auth.start()
+                    auth.configure_curve_callback(domain="*", credentials_provider=provider)
+                    authenticators[id(context)] = auth
+        return original(sock, option, value)
+
+    original_term = zmq.Context.term
+
+    def term(context):  # the authenticator's own sockets first, or term() would wait for them forever
+        with lock:
+            auth = authenticators.pop(id(context), None)
+        if auth is not None:
+            auth.stop()
+        return original_term(context)
+
+    zmq.Socket.set = set_option
+    zmq.Socket.setsockopt = set_option
+    zmq.Context.term = term
+
+
+def serve_kernel(argv: list[str] | None = None) -> None:
+    """The container kernel (container_kernel.main), admitting only the clients its connection file names."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    connection_file = argv[argv.index("-f") + 1] if "-f" in argv else None
+    with open(connection_file) as f:
+        config = json.load(f)
+    allowed = list(config.get(ALLOWED_CLIENTS) or [])
+    if not allowed:
+        raise SystemExit("cellhop: the connection file names no client key to admit")
+    if config.get("curve_publickey"):  # ipykernel's own debug socket connects with the kernel's pair
+        allowed.append(config["curve_publickey"])
+    admit_only(allowed)
+    from .container_kernel import main
+
+    main(argv)
+
+
+if __name__ == "__main__":
+    serve_kernel()

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import zmq
 from jupyter_client.session import Session
 
+from .curve_tunnel import client_keys as curve_client_keys
+
 CHANNEL_SOCKET_TYPES = {
     "shell": zmq.DEALER,
     "control": zmq.DEALER,
@@ -67,10 +69,10 @@ class KernelConnection:
         self.context = context or zmq.Context.instance()
         self.session = make_session(info)
         self.sockets: dict[str, zmq.Socket] = {}
-        # A kernel on another host (Ray runtime) speaks CurveZMQ: its public key is in the info;
-        # this connection's own key pair is made here and never leaves it.
+        # A kernel on another host (Ray runtime) speaks CurveZMQ: its public key is in the info, and so is
+        # the client key pair it admits (derived by the control plane, never sent to the node; curve.py).
         server_key = info.get("curve_serverkey")
-        client_keys = zmq.curve_keypair() if server_key else None
+        client_keys = curve_client_keys(info) if server_key else None
         for channel in channels:
             sock = self.context.socket(CHANNEL_SOCKET_TYPES[channel])
             sock.linger = 0

@@ -85,28 +85,56 @@ def _parse_count(item: str, count_text: str) -> int:
     return count
 
 
+def largest_per_node(inventory: Inventory) -> dict[str, int]:
+    """GPU type -> the most GPUs of it on any one node (one container's GPUs are all on one node).
+
+    On a single host (GPUs without a node) that is the host's count; on a Ray cluster, two nodes with
+    one H100 each give {"H100": 1}: an `H100:2` container could never be placed there.
+    """
+    per_node: dict[tuple[str | None, str], int] = {}
+    for g in inventory.gpus:
+        per_node[(g.node, g.type)] = per_node.get((g.node, g.type), 0) + 1
+    out: dict[str, int] = {}
+    for gpu_type in inventory.counts():  # the inventory's order of types
+        out[gpu_type] = max(n for (_, t), n in per_node.items() if t == gpu_type)
+    return out
+
+
 def feasible_choices(request: GpuRequest, inventory: Inventory) -> list[GpuChoice]:
-    """The choices this host could ever satisfy, in order; raise when there is none.
+    """The choices this host (or cluster) could ever satisfy, in order; raise when there is none.
 
     In a fallback list a type this host lacks is skipped (the list is meant to
     travel between hosts); a request none of whose choices fits is an error
-    that lists what the host has.
+    that lists what the host has. On a cluster a choice must fit on one node:
+    the cluster's total of a type does not count, its largest node's does.
     """
     if request.cpu_only:
         return []
-    counts = inventory.counts()
+    counts = largest_per_node(inventory)
+    clustered = any(g.node for g in inventory.gpus)  # a Ray cluster: GPUs say their node
     feasible, problems = [], []
     for choice in request.choices:
         have = max(counts.values(), default=0) if choice.type == ANY else counts.get(choice.type, 0)
         if have == 0:
-            problems.append(f"{choice.type}: this host has none")
+            problems.append(f"{choice.type}: this {'cluster' if clustered else 'host'} has none")
         elif choice.count > have:
-            problems.append(f"{choice}: this host has only {have}")
+            if clustered:
+                kind = "GPUs of one type" if choice.type == ANY else choice.type
+                total = len(inventory.gpus) if choice.type == ANY else inventory.counts().get(choice.type, 0)
+                problems.append(f"{choice}: a container's GPUs must all be on one node, and no node has more "
+                                f"than {have} {kind} (the cluster has {total} in all)")
+            else:
+                problems.append(f"{choice}: this host has only {have}")
         else:
             feasible.append(choice)
     if not feasible:
         raise GpuRequestError(
             f"cannot satisfy GPU request {str(request)!r} ({'; '.join(problems)}). "
-            f"This host has: {inventory.describe()}."
+            f"This {'cluster' if clustered else 'host'} has: {inventory.describe()}"
+            + (f"; the most on one node: {_per_node_text(counts)}" if clustered else "") + "."
         )
     return feasible
+
+
+def _per_node_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{t} ×{n}" for t, n in counts.items())

@@ -158,6 +158,24 @@ def test_fallback_takes_the_next_type_and_a_full_request_waits_for_resources(ray
     assert all(h is None for h in m.scheduler.holders().values())
 
 
+def test_a_request_larger_than_any_node_is_refused_not_queued(ray_manager):
+    """On the cluster itself: a request only the cluster's total could hold fails at once."""
+    from cellhop.server_ext.errors import GpuRequestError
+    from cellhop.server_ext.gpu_request import GpuRequest
+    from cellhop.server_ext.runtimes.ray import RayScheduler
+
+    scheduler = RayScheduler(_two_node_inventory())  # one H100 per node (placement would wait forever)
+    t0 = time.monotonic()
+    with pytest.raises(GpuRequestError, match="no node has more than 1 H100"):
+        scheduler.acquire(GpuRequest.parse("H100:2"), {"owner": "big"}, timeout=5)
+    assert time.monotonic() - t0 < 2
+    from cellhop.server_ext.container import ContainerSpec
+    from cellhop.server_ext.errors import ContainerStartError
+
+    with pytest.raises((GpuRequestError, ContainerStartError), match="all be on one node"):
+        ray_manager.start(ContainerSpec(gpu="any:2", owner="big"))  # the cluster's own inventory
+
+
 # -- the wire ---------------------------------------------------------------------------------------
 def test_connection_is_curve_encrypted_and_keys_stay_put(ray_manager):
     from cellhop.kernel.wire import KernelConnection
@@ -182,6 +200,21 @@ def test_connection_is_curve_encrypted_and_keys_stay_put(ray_manager):
         impostor.send("shell", "kernel_info_request", {})
         assert impostor.recv("shell", timeout=3) is None  # nor one that expects another server's key
         impostor.close()
+        # the kernel admits only the client key pair the control plane derived (ZAP): one who knows the
+        # kernel's public key (it went through Ray) but not that pair gets nothing, not even iopub
+        from cellhop.kernel.curve_tunnel import CLIENT_PUBLIC, CLIENT_SECRET
+
+        assert info[CLIENT_PUBLIC] and info[CLIENT_SECRET]
+        other_public, other_secret = keypair()
+        stranger = KernelConnection({**info, CLIENT_PUBLIC: other_public, CLIENT_SECRET: other_secret},
+                                    channels=("shell", "iopub"))
+        stranger.send("shell", "kernel_info_request", {})
+        assert stranger.recv("shell", timeout=3) is None
+        watched = KernelConnection(info, channels=("shell",))
+        assert watched.request("shell", "kernel_info_request", {}, timeout=10).content["status"] == "ok"
+        watched.close()
+        assert stranger.recv("iopub", timeout=2) is None  # the busy/idle of that request did not reach it
+        stranger.close()
         # a restart (remote GPU kernels restart this way) keeps the ports and keys its clients hold
         restarted = ray_manager.restart(c.id)
         assert restarted.connection_info == info and restarted.node == c.node
@@ -219,6 +252,15 @@ def test_a_whole_gpu_kernel_runs_on_its_node_through_the_provisioner(ray_manager
         reply = kc.execute_interactive("import os; print(os.environ['CELLHOP_GPU_TYPE'], os.environ['CUDA_VISIBLE_DEVICES'])",
                                        output_hook=lambda m: out.append(m["content"].get("text", "")), timeout=60)
         assert reply["content"]["status"] == "ok" and "".join(out).split() == ["H100", "0"]
+        # input() through the tunnel: its stdin and shell sockets share one identity, as the kernel expects
+        asked = kc.execute("answer = input('name? ')", allow_stdin=True)
+        assert kc.get_stdin_msg(timeout=20)["content"]["prompt"] == "name? "
+        kc.input("ray")
+        while True:
+            msg = kc.get_shell_msg(timeout=20)
+            if msg["parent_header"].get("msg_id") == asked:
+                break
+        assert msg["content"]["status"] == "ok"
         [container] = [c for c in ray_manager.list() if c.phase.value == "ready" and "kernel" in c.spec.owner]
         assert container.to_dict()["node"] == HEAD_IP
 
@@ -308,3 +350,89 @@ def test_worker_node_killed_mid_cell(nb, ray_cluster):  # noqa: F811
     ran = nb.ok("%%remote --gpu A10G --no-pull\nprint('node_state' in dir())", timeout=120)
     assert ran.stdout == "False\n"
     assert container_view(nb, ran.container)["node"] == WORKER_IP
+
+
+# -- what needs no cluster ------------------------------------------------------------------------------
+def _two_node_inventory():
+    from cellhop.server_ext.inventory import Gpu, Inventory
+
+    def gpu(n, node, gpu_type="H100"):
+        return Gpu(index=0, uuid=f"GPU-{n}", name=gpu_type, type=gpu_type, memory_total=80 * 2**30,
+                   simulated=True, node=node)
+
+    return Inventory(gpus=(gpu(1, HEAD_IP), gpu(2, WORKER_IP), gpu(3, WORKER_IP, "A10G")), simulated=True)
+
+
+def test_a_request_must_fit_on_one_node_not_on_the_cluster():
+    """Two nodes with one H100 each: H100:2 can never be placed (one STRICT_PACK bundle), so it is an
+    error at once naming the most on one node, not a wait forever."""
+    from cellhop.server_ext.errors import GpuRequestError
+    from cellhop.server_ext.gpu_request import GpuRequest, feasible_choices
+    from cellhop.server_ext.runtimes.ray import RayScheduler
+
+    inv = _two_node_inventory()
+    for text in ("H100:2", "any:2"):
+        with pytest.raises(GpuRequestError, match="all be on one node") as err:
+            feasible_choices(GpuRequest.parse(text), inv)
+        assert "the most on one node: H100 ×1, A10G ×1" in str(err.value)
+        with pytest.raises(GpuRequestError):
+            RayScheduler(inv)._wants(GpuRequest.parse(text))
+    assert "no node has more than 1 H100 (the cluster has 2 in all)" in str(
+        pytest.raises(GpuRequestError, feasible_choices, GpuRequest.parse("H100:2"), inv).value)
+    # a fallback skips what no node can hold; what one node holds is fine
+    assert RayScheduler(inv)._wants(GpuRequest.parse("H100:2,A10G")) == [("A10G", 1)]
+    assert RayScheduler(inv)._wants(GpuRequest.parse("any")) == [("H100", 1), ("A10G", 1)]
+
+
+def test_requirements_become_packages_and_pip_options(tmp_path):
+    from cellhop.server_ext.images.store import ImageStore
+    from cellhop.server_ext.runtimes.ray import RayRuntime
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "requirements.txt").write_text(
+        "# pinned for the cluster\n--index-url https://pypi.example/simple\n\ntomli-w==1.0.0  # writer\n"
+        "-r sub/more.txt\n--extra-index-url=https://extra.example/simple\nattrs \\\n    >=20\n")
+    (tmp_path / "sub" / "more.txt").write_text("--find-links /wheels\nsix\n-r ../requirements.txt\n")
+    store = ImageStore(tmp_path / "images")
+    spec = {"base": {"kind": "current", "python": "python3", "site": []},
+            "steps": [{"op": "requirements", "path": str(tmp_path / "requirements.txt")}]}
+    store.record("k" * 32, "reqs", spec, ["k" * 32], {})
+    runtime = RayRuntime.__new__(RayRuntime)
+    runtime.images_root = tmp_path / "images"
+    env, _ = runtime._runtime_env("k" * 32)
+    assert env["pip"]["packages"] == ["tomli-w==1.0.0", "six", "attrs >=20"]
+    assert env["pip"]["pip_install_options"] == [
+        "--index-url", "https://pypi.example/simple", "--find-links", "/wheels",
+        "--extra-index-url", "https://extra.example/simple"]
+
+
+def test_a_node_check_does_not_hold_up_the_monitor(monkeypatch):
+    """An actor dead without Ray saying its node went: poll() returns at once (the monitor thread polls
+    every container) and says so later, once the cluster has been asked."""
+    import types
+
+    from cellhop.server_ext.runtimes import ray as ray_module
+
+    class ActorDied(Exception):
+        pass
+
+    asked = threading.Event()
+    fake = types.SimpleNamespace(
+        wait=lambda refs, timeout=0: (refs, []),
+        get=lambda ref, timeout=None: (_ for _ in ()).throw(ActorDied("The actor died unexpectedly")),
+        exceptions=types.SimpleNamespace(RayActorError=ActorDied),
+        nodes=lambda: (asked.set(), time.sleep(0.3), [{"Alive": True, "NodeManagerAddress": WORKER_IP}])[2])
+    monkeypatch.setattr(ray_module, "_ray", lambda: fake)
+    monkeypatch.setattr(ray_module, "NODE_DEATH_WAIT", 1.0)
+    monkeypatch.setattr(ray_module._node_lost, "__defaults__", (1.0,))
+    handle = ray_module.RayHandle(actor=None, exit_ref=object(), node_ip=WORKER_IP, node_id="n")
+    container = types.SimpleNamespace(handle=handle)
+    runtime = ray_module.RayRuntime.__new__(ray_module.RayRuntime)
+    t0 = time.monotonic()
+    assert runtime.poll(container) is None
+    assert time.monotonic() - t0 < 0.9  # one look at the cluster at most, never the whole wait
+    deadline = time.monotonic() + 10
+    while runtime.poll(container) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status = runtime.poll(container)
+    assert status is not None and "Ray actor on" in status.reason and "died" in status.reason

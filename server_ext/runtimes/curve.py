@@ -6,8 +6,11 @@ from its connection file). Its key pair is made on the node and only the
 public key leaves it. The control plane makes its own key pair per
 container and sends only its public key. Both sides then compute the same
 X25519 shared secret (CurveZMQ keys are Curve25519 keys), from which come
-the kernel's HMAC key and the key that seals the container's secret values
-on their way to the node: neither ever travels, in clear or otherwise.
+the kernel's HMAC key, the key that seals the container's secret values
+on their way to the node, and the CurveZMQ client key pair that the kernel's
+ZAP authenticator alone admits (`client_keypair`): none of them ever travels,
+in clear or otherwise. A client that knows only the kernel's public key (which
+does travel, through Ray) completes no handshake.
 """
 
 from __future__ import annotations
@@ -39,6 +42,20 @@ def _derive(own_secret: str, peer_public: str, purpose: bytes, context: str) -> 
 def hmac_key(own_secret: str, peer_public: str, context: str) -> str:
     """The kernel's message-signing key (hex), the same on both sides of the exchange."""
     return _derive(own_secret, peer_public, b"hmac", context).hex()
+
+
+def client_keypair(own_secret: str, peer_public: str, context: str) -> tuple[str, str]:
+    """The CurveZMQ client key pair (public, secret; Z85) of container `context`'s clients, the same on both
+    sides of the exchange: the node admits only its public key, the control plane hands the pair to the
+    container's clients (notebook, provisioner) as it does the HMAC key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    private = X25519PrivateKey.from_private_bytes(_derive(own_secret, peer_public, b"curve-client", context))
+    raw = serialization.Encoding.Raw
+    secret = private.private_bytes(raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    public = private.public_key().public_bytes(raw, serialization.PublicFormat.Raw)
+    return z85.encode(public).decode("ascii"), z85.encode(secret).decode("ascii")
 
 
 def seal(values: dict[str, str], own_secret: str, peer_public: str, context: str) -> bytes:

@@ -9,7 +9,8 @@ What differs from the local runtime, and nothing else:
   shown, and the first of its types placed wins.
 - The container: a `ContainerActor` (ray_actor.py) in that placement group runs the kernel with
   the local runtime on its node and returns its connection info. Connections go over TCP to
-  the node with CurveZMQ; keys as curve.py says.
+  the node with CurveZMQ; keys as curve.py says (the kernel admits only the client key pair the
+  control plane derives and hands its clients, as it does the HMAC key).
 - Images: a built image's steps become the actor's Ray runtime_env (pip packages, env vars,
   working_dir, py_modules). Volumes need storage every node sees (`ray_shared_volume_path`).
 - An actor that dies (node lost, killed) ends the container with the same ExitStatus and
@@ -28,9 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...kernel.curve_tunnel import CLIENT_PUBLIC, CLIENT_SECRET
 from ..container import Container, ExitStatus
 from ..errors import CellhopError, QueueTimeout
-from ..gpu_request import ANY, GpuRequest, feasible_choices
+from ..gpu_request import ANY, GpuRequest, feasible_choices, largest_per_node
 from ..gpu_types import canonical_type
 from ..inventory import _SIMULATED_MEMORY_GIB, Gpu, Inventory
 from ..scheduler import Allocation
@@ -161,9 +163,11 @@ class RayScheduler:
 
     def _wants(self, request: GpuRequest) -> list[tuple[str | None, int]]:
         wants: list[tuple[str | None, int]] = []
-        for choice in feasible_choices(request, self.inventory):  # GpuRequestError when none could fit
+        # GpuRequestError when none could fit on one node (a placement group's bundle is STRICT_PACK)
+        per_node = largest_per_node(self.inventory)
+        for choice in feasible_choices(request, self.inventory):
             if choice.type == ANY:
-                wants += [(t, choice.count) for t, n in self.inventory.counts().items() if n >= choice.count]
+                wants += [(t, choice.count) for t, n in per_node.items() if n >= choice.count]
             else:
                 wants.append((choice.type, choice.count))
         return list(dict.fromkeys(wants)) or [(None, 0)]
@@ -288,6 +292,7 @@ class RayHandle:
     node_pid: int | None = None  # the kernel's pid on its node (not a pid of this host)
     status: ExitStatus | None = None
     last_log: str = ""
+    death_check: threading.Thread | None = field(default=None, repr=False)  # asks whether its node died
 
 
 NODE_DEATH_WAIT = 8.0  # seconds an actor's death waits for Ray to say whether its node went with it
@@ -304,11 +309,75 @@ def _node_lost(ray, node_ip: str, wait: float = NODE_DEATH_WAIT) -> bool:
         time.sleep(0.25)
 
 
+_REQUIREMENT_OPTIONS_WITH_VALUE = ("--index-url", "-i", "--extra-index-url", "--find-links", "-f",
+                                   "--trusted-host", "--constraint", "-c")
+_REQUIREMENT_FLAGS = ("--pre", "--no-index", "--prefer-binary", "--only-binary", "--no-binary")
+
+
+def requirements_file(path: Path, _seen: frozenset = frozenset()) -> tuple[list[str], list[str]]:
+    """(requirement lines, pip options) of a requirements file as pip reads it: comments and blank lines
+    skipped, continuation lines joined, `-r`/`--requirement` files followed (relative to the file),
+    index and link options kept apart (they become Ray's pip_install_options, not package names)."""
+    import shlex
+
+    path = Path(path).resolve()
+    if path in _seen:
+        return [], []
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise CellhopError(f"cannot read requirements file {path}: {exc}") from None
+    logical, pending = [], ""
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        logical.append(pending + line)
+        pending = ""
+    if pending:
+        logical.append(pending)
+    packages: list[str] = []
+    options: list[str] = []
+    for line in logical:
+        line = line.strip()
+        if line.startswith("#"):
+            continue
+        if " #" in line or "\t#" in line:  # an inline comment (pip: whitespace, then #)
+            line = line.split(" #", 1)[0].split("\t#", 1)[0].strip()
+        if not line:
+            continue
+        if not line.startswith("-"):
+            packages.append(" ".join(line.split()))
+            continue
+        words = shlex.split(line)
+        flag, value = words[0], " ".join(words[1:]) or None
+        if "=" in flag and flag.startswith("--"):
+            flag, value = flag.split("=", 1)
+        elif flag[:2] in ("-r", "-c", "-i", "-f", "-e") and len(flag) > 2:
+            flag, value = flag[:2], flag[2:]
+        if flag in ("-r", "--requirement"):
+            more, more_options = requirements_file(path.parent / value, _seen | {path})
+            packages += more
+            options += more_options
+        elif flag in ("-e", "--editable"):
+            packages.append(value)
+        elif flag in ("-c", "--constraint"):
+            options += ["--constraint", str(path.parent / value)]
+        elif flag in _REQUIREMENT_OPTIONS_WITH_VALUE:
+            options += [flag, value]
+        elif flag in _REQUIREMENT_FLAGS:
+            options += [flag] + ([value] if value else [])
+        else:
+            raise CellhopError(f"requirements file {path}: option {flag!r} cannot become a Ray runtime_env "
+                               "(index, link, constraint and -r options can)")
+    return packages, options
+
+
 class RayRuntime(ContainerRuntime):
     """Containers as Ray actors placed on a cluster's nodes."""
 
     name = "ray"
-    schedules_gpus = True
 
     def __init__(self, address: str = "auto", sandbox: str = "auto", images_root: Path | None = None,
                  shared_volume_path: str = "", start_timeout: float = 60.0, probe_nvml: bool = True):
@@ -376,19 +445,23 @@ class RayRuntime(ContainerRuntime):
         sealed = curve.seal(container.secret_env, handle.control_secret, handle.kernel_public, container.id)
         node_spec = dataclasses.replace(spec, image=None, workdir=None, python=None)
         keep = container.connection_info  # a restart keeps the ports and keys its clients hold ...
-        keep = {k: v for k, v in keep.items() if k != "key"} if keep else None  # ... the HMAC key stays here
+        keep = {k: v for k, v in keep.items()  # ... the HMAC key and the client pair stay here
+                if k not in ("key", CLIENT_PUBLIC, CLIENT_SECRET)} if keep else None
         started = ray.get(handle.actor.start.remote(
             node_spec, alloc.gpu_type_wanted, self._simulated(handle.node_ip), sealed, mounts, keep,
             workdir_dest), timeout=self.start_timeout)
         handle.exit_ref = handle.actor.wait_exit.remote()
-        handle.node_pid, handle.status = started["pid"], None
+        handle.node_pid, handle.status, handle.death_check = started["pid"], None, None
         container.handle = handle
         container.node = handle.node_ip
         container.sandboxed = started["sandboxed"]
         alloc.assigned = self._assigned(handle.node_ip, started["gpu_ids"], alloc.gpu_type_wanted)
-        container.connection_info = {
+        client_public, client_secret = curve.client_keypair(handle.control_secret, handle.kernel_public,
+                                                            container.id)
+        container.connection_info = {  # the node's kernel admits this client pair alone (its ZAP)
             **started["connection_info"],
             "key": curve.hmac_key(handle.control_secret, handle.kernel_public, container.id),
+            CLIENT_PUBLIC: client_public, CLIENT_SECRET: client_secret,
         }
 
     def _simulated(self, node_ip: str) -> bool:
@@ -456,8 +529,9 @@ class RayRuntime(ContainerRuntime):
                 if step.get("pre"):
                     pip_options.append("--pre")
             elif op == "requirements":
-                pip += [line.strip() for line in Path(step["path"]).read_text().splitlines()
-                        if line.strip() and not line.strip().startswith("#")]
+                packages, options = requirements_file(Path(step["path"]))
+                pip += packages
+                pip_options += options
             elif op == "env":
                 env_vars.update(step["vars"])
             elif op == "add_local_dir":
@@ -490,12 +564,31 @@ class RayRuntime(ContainerRuntime):
         ready, _ = ray.wait([handle.exit_ref], timeout=0)
         if not ready:
             return None
+        if handle.death_check is not None:  # still asking the cluster about its node (below)
+            return handle.status
         try:
             out = ray.get(handle.exit_ref)
             handle.status = ExitStatus(code=out["code"], signal=out["signal"], oom=out["oom"])
         except ray.exceptions.RayActorError as exc:
-            handle.status = self._actor_death(handle, exc, lambda: _node_lost(ray, handle.node_ip))
+            status = self._actor_death(handle, exc, lambda: _node_lost(ray, handle.node_ip, wait=0))
+            if status.reason and "Ray node" in status.reason or status.oom:
+                handle.status = status
+            else:
+                self._check_node_later(ray, handle, exc)
         return handle.status
+
+    def _check_node_later(self, ray, handle: RayHandle, exc: BaseException) -> None:
+        """Ray may report an actor's death before it marks the node dead: ask the cluster for a while,
+        on a thread of its own (poll() runs on the monitor thread, which watches every container)."""
+
+        def check():
+            try:
+                handle.status = self._actor_death(handle, exc, lambda: _node_lost(ray, handle.node_ip))
+            except Exception:  # the cluster cannot say: the actor died, that is all we know
+                handle.status = self._actor_death(handle, exc)
+
+        handle.death_check = threading.Thread(target=check, name="cellhop-ray-node-check", daemon=True)
+        handle.death_check.start()
 
     @staticmethod
     def _actor_death(handle: RayHandle, exc: BaseException, node_lost=lambda: False) -> ExitStatus:

@@ -4,8 +4,9 @@ The actor is placed by Ray (GPUs, `accelerator_type:<TYPE>`, the image's
 runtime_env); on its node it is a `LocalRuntime` for one container: the
 same bubblewrap sandbox, resource limits and exit statuses as on a single
 host. It makes the kernel's CurveZMQ key pair here and hands back only the
-public key; the HMAC key and the sealed secret values come from the shared
-secret (curve.py). CUDA_VISIBLE_DEVICES is Ray's assignment to this actor;
+public key; the HMAC key, the sealed secret values and the one client key the
+kernel admits come from the shared secret (curve.py): the kernel runs through
+curve_tunnel.serve_kernel, whose ZAP authenticator refuses every other client. CUDA_VISIBLE_DEVICES is Ray's assignment to this actor;
 the sandbox's /dev holds only those GPUs' device files (their minor numbers
 read from this node's NVML), and hides this node's Jupyter runtime folder,
 cellhop's folders and the state directory of the volumes it mounts (see
@@ -23,6 +24,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...kernel.curve_tunnel import ALLOWED_CLIENTS, CLIENT_PUBLIC, CLIENT_SECRET
 from . import curve
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
@@ -53,7 +55,27 @@ def _node_runtime(root: Path, sandbox: str):
                 del env[name]
             return env
 
-    return NodeRuntime(root, sandbox=sandbox, transport="tcp")
+    runtime = NodeRuntime(root, sandbox=sandbox, transport="tcp")
+    runtime._spawner = _GuardedSpawner(runtime._spawner)
+    return runtime
+
+
+class _GuardedSpawner:
+    """Starts the container kernel through curve_tunnel.serve_kernel (ZAP: only the known client key)."""
+
+    KERNEL, GUARDED = "cellhop.kernel.container_kernel", "cellhop.kernel.curve_tunnel"
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def popen(self, argv, **kwargs):
+        argv = [self.GUARDED if a == self.KERNEL else a for a in argv]
+        if self.GUARDED not in argv:
+            raise RuntimeError(f"cellhop: unexpected container command {argv!r}")
+        return self._inner.popen(argv, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
 
 
 @dataclass(frozen=True)
@@ -138,15 +160,18 @@ class ContainerActor:
                 info = {"transport": "tcp", "ip": self.node_ip, "signature_scheme": "hmac-sha256",
                         "kernel_name": "cellhop-container"}
                 info.update({f"{ch}_port": p for ch, p in zip(CHANNELS, _free_ports(self.node_ip, len(CHANNELS)))})
+            client_public, _ = curve.client_keypair(self._secret, self._control_public, self.container_id)
             container.connection_info = {
-                **{k: v for k, v in info.items() if k not in ("curve_serverkey",)},
+                **{k: v for k, v in info.items()
+                   if k not in ("curve_serverkey", CLIENT_PUBLIC, CLIENT_SECRET, ALLOWED_CLIENTS)},
                 "key": curve.hmac_key(self._secret, self._control_public, self.container_id),
                 "curve_publickey": self._public, "curve_secretkey": self._secret,  # read by ipykernel
+                ALLOWED_CLIENTS: [client_public],  # read by curve_tunnel.serve_kernel: no other client
             }
             self._runtime.launch(container)
             self._container = container
             public = {k: v for k, v in container.connection_info.items()
-                      if k not in ("key", "curve_secretkey", "curve_publickey")}
+                      if k not in ("key", "curve_secretkey", "curve_publickey", ALLOWED_CLIENTS)}
             public["curve_serverkey"] = self._public
             return {"connection_info": public, "gpu_ids": ids, "sandboxed": container.sandboxed,
                     "pid": container.handle.pid, "node_ip": self.node_ip, "node_id": self.node_id,
