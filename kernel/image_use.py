@@ -60,8 +60,12 @@ class BuildProgress:
 
 
 def build_for_use(control, image: Image, in_kernel: bool, force: bool = False) -> dict:
-    """Build `image` (instant when cached), showing progress if it builds; its description."""
-    return control.build_image(image.to_json(), on_event=BuildProgress(image.name, in_kernel), force=force)
+    """Build `image` (instant when cached), showing progress if it builds; its description.
+    Its force_build steps rebuild on the first use of this Image object only (Image.build_spec): every
+    %%remote cell builds its image, and a cell must not rebuild it each time."""
+    info = control.build_image(image.build_spec(), on_event=BuildProgress(image.name, in_kernel), force=force)
+    image.built()
+    return info
 
 
 def check_values(values: dict, info: dict, image: Image) -> list[str]:

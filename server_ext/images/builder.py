@@ -96,23 +96,26 @@ class ImageBuilder:
                     except Exception:
                         log.exception("cellhop: image event listener failed")
 
-        states = []
-        for p in plan:
-            states.append("cached" if not p.force and self.store.layer(p.key) is not None else "pending")
-        emit(event="plan", steps=[{"index": p.index, "key": p.key, "title": p.title, "state": s}
-                                  for p, s in zip(plan, states)])
-        built = 0
-        for p, state in zip(plan, states):
-            if state == "cached":
-                continue
-            if self._build_layer(p, emit):
-                built += 1
-        final = self.store.layer(image_key)
-        info = {"key": image_key, "name": image.name, "python_version": final.get("python_version"),
-                "packages": final.get("packages", {}), "modules": final.get("modules", []),
-                "layers": [p.key for p in plan], "built": built, "base": image.base.get("kind")}
-        self.store.record(image_key, image.name, image.to_json(), info["layers"],
-                          {"python_version": info["python_version"], "steps": [p.title for p in plan]})
+        # Every layer of the plan is held for the whole build (prune and delete leave them alone) until
+        # the image's record, which keeps them from then on, is written.
+        with self.store.using(p.key for p in plan):
+            states = []
+            for p in plan:
+                states.append("cached" if not p.force and self.store.layer(p.key) is not None else "pending")
+            emit(event="plan", steps=[{"index": p.index, "key": p.key, "title": p.title, "state": s}
+                                      for p, s in zip(plan, states)])
+            built = 0
+            for p, state in zip(plan, states):
+                if state == "cached":
+                    continue
+                if self._build_layer(p, emit):
+                    built += 1
+            final = self.store.layer(image_key)
+            info = {"key": image_key, "name": image.name, "python_version": final.get("python_version"),
+                    "packages": final.get("packages", {}), "modules": final.get("modules", []),
+                    "layers": [p.key for p in plan], "built": built, "base": image.base.get("kind")}
+            self.store.record(image_key, image.name, image.to_json(), info["layers"],
+                              {"python_version": info["python_version"], "steps": [p.title for p in plan]})
         info["seconds"] = time.monotonic() - t0
         emit(event="done", seconds=info["seconds"], built=built)
         return info

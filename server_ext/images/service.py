@@ -52,7 +52,7 @@ class Images:
         if rec["key"] in self._in_use():
             raise ImageInUse(f"image {rec.get('name') or rec['key']} is used by a running container; "
                              "stop that container first (GET containers shows which)")
-        return {"deleted": rec["key"], "layers_removed": self.store.delete(rec["key"])}
+        return {"deleted": rec["key"], "layers_removed": self.store.delete(rec["key"], keep=self._in_use())}
 
     def prune(self, unused_for: float | None = None) -> dict:
         """Remove layers no image uses (and, with `unused_for` seconds, images unused that long)."""

@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import re
+import secrets
 import site
 import sys
 from pathlib import Path
@@ -35,6 +36,7 @@ _VERSION = re.compile(r"^3\.\d{1,2}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DEB_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$")
 MIN_PYTHON = (3, 10)  # cellhop's container side needs what cellhop needs
+_FORCED_BUILT: set[str] = set()  # identities of Image objects whose force_build steps were built here
 
 
 def _strings(values, what: str) -> list[str]:
@@ -66,6 +68,7 @@ class Image:
         self.base = dict(base)
         self.steps = tuple(steps)
         self.name = name
+        self._identity = secrets.token_hex(8)  # this object (and its named() copies): see build_spec
 
     # -- bases ----------------------------------------------------------------
     @classmethod
@@ -224,13 +227,37 @@ class Image:
         return cls(base, tuple(steps), name if isinstance(name, str) else None)
 
     def named(self, name: str | None) -> Image:
-        return Image(self.base, self.steps, name)
+        image = Image(self.base, self.steps, name)
+        image._identity = self._identity  # the same image under a name: its forced steps were built
+        return image
+
+    @property
+    def forces(self) -> bool:
+        """Whether a step says force_build."""
+        return any(s.get("force_build") for s in self.steps)
+
+    def build_spec(self) -> dict:
+        """The JSON to build this image from: `force_build` steps force a rebuild once per Image object
+        (the first build of it in this process); later builds of it (every %%remote cell) use the
+        cache. An Image made again (the cell that defines it run again) rebuilds again."""
+        spec = self.to_json()
+        if self._identity in _FORCED_BUILT:
+            spec["steps"] = [{k: v for k, v in s.items() if k != "force_build"} for s in spec["steps"]]
+        return spec
+
+    def built(self) -> None:
+        """Record that this Image was built (its forced steps with it)."""
+        if self.forces:
+            _FORCED_BUILT.add(self._identity)
 
     def build(self, force_build: bool = False, on_event=None) -> dict:
-        """Build now (cached layers return at once); the built image's description."""
+        """Build now (cached layers return at once); the built image's description. `force_build` here
+        rebuilds every layer; a step's own force_build rebuilds once per Image object."""
         from ...kernel.control_client import get_control_plane
 
-        return get_control_plane().build_image(self.to_json(), on_event=on_event, force=force_build)
+        info = get_control_plane().build_image(self.build_spec(), on_event=on_event, force=force_build)
+        self.built()
+        return info
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Image) and self.to_json() == other.to_json()

@@ -1,14 +1,22 @@
 """The image store on disk: finished layers, build locks, build logs, image records.
 
     <root>/layers/<key>/          a finished layer (meta.json written last, then renamed into place)
+    <root>/layers/<key>@<v>/      a forced rebuild of <key> (force_build): a new folder, never in place
+    <root>/layers/<key>@current   symlink to the folder <key> means now, once it was rebuilt
     <root>/layers/.tmp-<key>-*    a layer being built (never read; removed when its build fails or
                                   by the next build of that key: a killed builder leaves only this)
     <root>/locks/<key>.lock       flock held while <key> is built, by whichever process builds it
+    <root>/locks/<key>.use        shared flock held by every build whose plan has <key>, for the whole
+                                  build (prune takes it exclusively, without waiting, to remove <key>)
     <root>/logs/<key>.log         the build log of layer <key> (followed live by waiting builders)
     <root>/images/<key>.json      an image someone asked for: its layers, name, spec, last use
 
 Safe across processes: a layer exists only once complete (atomic rename), and
 one flock per key makes two processes asking for the same layer build it once.
+A layer's content never changes or goes while it may be used: a forced
+rebuild goes into a new folder (a container started earlier keeps the folders
+it was given, runtime_view resolves keys to folders), and prune removes old
+folders only of images no live container uses, never a layer a build holds.
 """
 
 from __future__ import annotations
@@ -82,11 +90,15 @@ class ImageStore:
 
     # -- layers -----------------------------------------------------------------
     def layer_dir(self, key: str) -> Path:
-        return self.layers / key
+        """The folder layer `key` is now: its latest forced rebuild, else `layers/<key>`."""
+        try:
+            return self.layers / os.readlink(self.layers / f"{key}@current")
+        except OSError:
+            return self.layers / key
 
     def layer(self, key: str) -> dict | None:
         """A finished layer's meta, or None."""
-        return _read_json(self.layers / key / "meta.json")
+        return _read_json(self.layer_dir(key) / "meta.json")
 
     def log_path(self, key: str) -> Path:
         return self.logs / f"{key}.log"
@@ -108,6 +120,43 @@ class ImageStore:
             yield
         finally:
             os.close(fd)  # releases the lock
+
+    @contextlib.contextmanager
+    def using(self, keys):
+        """Hold layers `keys` for a build (shared: builds do not exclude each other); prune and delete
+        leave them alone meanwhile. Waits only while a prune is removing one of them."""
+        self.ensure()
+        fds = []
+        try:
+            for key in dict.fromkeys(keys):
+                fd = os.open(self.locks / f"{key}.use", os.O_RDWR | os.O_CREAT, 0o600)
+                fds.append(fd)
+                fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    @contextlib.contextmanager
+    def _removable(self, key: str):
+        """Yields True (holding `key`'s use lock exclusively) when no build holds or builds `key`."""
+        if self.is_locked(key):
+            yield False
+            return
+        path = self.locks / f"{key}.use"
+        if not path.exists():
+            yield True
+            return
+        fd = os.open(path, os.O_RDWR)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
 
     def is_locked(self, key: str) -> bool:
         """True while some process builds `key`."""
@@ -135,16 +184,23 @@ class ImageStore:
             shutil.rmtree(stale, ignore_errors=True)
 
     def commit(self, tmp: Path, key: str, meta: dict) -> dict:
-        """Make `tmp` the layer `key`, atomically (replacing an older build of it when forced)."""
+        """Make `tmp` the layer `key`, atomically. A rebuild (forced) of a layer that exists goes into a
+        new folder `<key>@<version>` that `<key>@current` then points to: the older folder stays, for the
+        containers that still use it, until prune finds none does."""
         _write_json(tmp / "meta.json", meta)
-        final = self.layers / key
-        old = None
-        if final.exists():
-            old = self.layers / f".old-{key}-{secrets.token_hex(4)}"
-            os.rename(final, old)
-        os.rename(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        pointer = self.layers / f"{key}@current"
+        if not self.layer_dir(key).exists():
+            pointer.unlink(missing_ok=True)  # it pointed at a folder prune removed
+            final = self.layers / key
+            if final.exists():
+                shutil.rmtree(final)  # never used: the pointer was elsewhere
+            os.rename(tmp, final)
+            return meta
+        name = f"{key}@{time.time_ns():x}{secrets.token_hex(2)}"
+        os.rename(tmp, self.layers / name)
+        link = self.layers / f".ptr-{key}-{secrets.token_hex(4)}"
+        os.symlink(name, link)
+        os.replace(link, pointer)  # atomic: a reader sees the old folder or the new one
         return meta
 
     # -- images -----------------------------------------------------------------
@@ -189,7 +245,7 @@ class ImageStore:
 
     def image_size(self, rec: dict) -> int:
         seen: set = set()
-        return sum(tree_size(self.layers / k, seen) for k in rec.get("layers", []) if (self.layers / k).exists())
+        return sum(tree_size(self.layer_dir(k), seen) for k in rec.get("layers", []) if self.layer_dir(k).exists())
 
     def image_log(self, key_or_name: str) -> str:
         rec = self.image(key_or_name)
@@ -203,45 +259,76 @@ class ImageStore:
                 parts.append("(no log)")
         return "\n".join(p for p in parts if p) + "\n"
 
-    def delete(self, key: str) -> list[str]:
-        """Forget image `key` and remove the layers no other image uses; the layers removed."""
+    def delete(self, key: str, keep: set | None = None) -> list[str]:
+        """Forget image `key` and remove the layers no other image uses; the layers removed.
+        `keep`: images (keys or names) live containers use, whose folders stay."""
         rec = self.image(key)
         (self.images / f"{rec['key']}.json").unlink(missing_ok=True)
-        return self.prune_layers()
+        return self.prune_layers(keep)
 
-    def prune_layers(self) -> list[str]:
-        """Remove layers no image record uses, and leftovers of killed builds (not ones being built)."""
+    def prune_layers(self, keep: set | None = None) -> list[str]:
+        """Remove layers no image record uses, folders of layers rebuilt since (unless an image in `keep`,
+        keys or names of images live containers use, has that layer), and leftovers of killed builds;
+        never a layer a build holds (`using`) or builds. The folders removed."""
         if not self.layers.is_dir():
             return []
-        used = {k for rec in self.list_images() for k in rec.get("layers", [])}
+        records = self.list_images()
+        used = {k for rec in records for k in rec.get("layers", [])}
+        keep = keep or set()
+        live = {k for rec in records if rec["key"] in keep or (rec.get("name") and rec["name"] in keep)
+                for k in rec.get("layers", [])}
         removed = []
-        for path in self.layers.iterdir():
+        current: dict[str, str] = {}
+        for path in self.layers.glob("*@current"):
+            try:
+                current[path.name[:-len("@current")]] = os.readlink(path)
+            except OSError:
+                pass
+        entries = sorted(self.layers.iterdir(), key=lambda p: p.name.endswith("@current"))  # pointers last
+        for path in entries:
             name = path.name
             if name.startswith(".old-"):
                 shutil.rmtree(path, ignore_errors=True)
+                continue
+            if name.startswith(".ptr-"):
+                path.unlink(missing_ok=True)
                 continue
             if name.startswith(".tmp-"):
                 key = name[5:].rsplit("-", 1)[0]
                 if not self.is_locked(key):
                     shutil.rmtree(path, ignore_errors=True)
                 continue
-            if name not in used and not self.is_locked(name):
+            key, _, version = name.partition("@")
+            if version == "current":
+                if key not in used:
+                    with self._removable(key) as ok:
+                        if ok:
+                            path.unlink(missing_ok=True)
+                continue
+            if key in used and (current.get(key, key) == name or key in live):
+                continue  # the layer's present folder, or one a live container may still run from
+            with self._removable(key) as ok:
+                if not ok:
+                    continue
                 shutil.rmtree(path, ignore_errors=True)
-                self.log_path(name).unlink(missing_ok=True)
+                if key not in used and not any(self.layers.glob(f"{key}@*")) and not (self.layers / key).exists():
+                    self.log_path(key).unlink(missing_ok=True)
                 removed.append(name)
         return removed
 
     def prune(self, unused_for: float | None = None, keep: set | None = None) -> dict:
         """Delete images not used for `unused_for` seconds (None: keep every image record), then
-        every layer no image uses. `keep`: image keys never deleted (those in use)."""
+        every layer no image uses. `keep`: images (keys or names) never deleted (those in use)."""
         deleted = []
+        keep = keep or set()
         if unused_for is not None:
             cutoff = time.time() - unused_for
             for rec in self.list_images():
-                if rec["key"] not in (keep or set()) and rec.get("last_used", 0) < cutoff:
+                if (rec["key"] not in keep and rec.get("name") not in keep
+                        and rec.get("last_used", 0) < cutoff):
                     (self.images / f"{rec['key']}.json").unlink(missing_ok=True)
                     deleted.append(rec["key"])
-        return {"images": deleted, "layers": self.prune_layers()}
+        return {"images": deleted, "layers": self.prune_layers(keep)}
 
     # -- what a container needs -------------------------------------------------
     def runtime_view(self, key: str) -> dict:
@@ -251,11 +338,12 @@ class ImageStore:
             raise ImageNotFound(f"image {key} is not built in {self.root}; build it first "
                                 "(Image.build(), or use it in %%remote --image, which builds it)")
         self.touch(key)
-        venv = self.layers / meta["venv"] / "venv"
+        folder = self.layer_dir  # each key's folder now: a container keeps these even if a key is rebuilt
+        venv = folder(meta["venv"]) / "venv"
         env = dict(meta.get("env", {}))
-        bins = [str(self.layers / k / rel) for k, rel in meta.get("path", [])] + [str(venv / "bin")]
-        libs = [str(self.layers / k / rel) for k, rel in meta.get("ld_library_path", [])]
-        pythonpath = [str(self.layers / k / rel) for k, rel in meta.get("pythonpath", [])]
+        bins = [str(folder(k) / rel) for k, rel in meta.get("path", [])] + [str(venv / "bin")]
+        libs = [str(folder(k) / rel) for k, rel in meta.get("ld_library_path", [])]
+        pythonpath = [str(folder(k) / rel) for k, rel in meta.get("pythonpath", [])]
         return {
             "key": key,
             "python": str(venv / "bin" / "python"),
@@ -264,6 +352,6 @@ class ImageStore:
             "path_prepend": bins,
             "ld_library_path": libs,
             "pythonpath": pythonpath,
-            "mounts": [(str(self.layers / k / rel), dest) for k, rel, dest in meta.get("mounts", [])],
+            "mounts": [(str(folder(k) / rel), dest) for k, rel, dest in meta.get("mounts", [])],
             "binds": [str(self.layers)],
         }
