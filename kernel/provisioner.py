@@ -63,6 +63,21 @@ class KernelLaunchError(CellhopError, HTTPError):
         return self.message
 
 
+def _unknown_image(exc: Exception, image: str | None) -> bool:
+    """Whether a launch failed because the kernelspec's image is not built (or not a valid name).
+    Over HTTP the error arrives as a plain CellhopError, so its message tells."""
+    if not image:
+        return False
+    from ..server_ext.images.store import ImageNotFound
+
+    if isinstance(exc, ImageNotFound):
+        return True
+    text = str(exc)
+    return isinstance(exc, CellhopError) and not isinstance(exc, ContainerStartError) and (
+        text.startswith(f"no image {image!r}") or (text.startswith("image ") and "is not built" in text)
+        or "field 'image'" in text)
+
+
 def _exit_code(status) -> int:
     """A Popen-like exit code for an ExitStatus: the code, 128+signal, or 1."""
     if status.code is not None:
@@ -97,8 +112,15 @@ class CellhopProvisioner(KernelProvisionerBase):
     _exited: int | None = None
 
     # -- helpers ----------------------------------------------------------------
+    _control_client = None  # the control plane this kernel's container was started through
+
     @property
     def _client(self):
+        """The control plane of this kernel's container: the one it was launched through, kept
+        (at server shutdown the extension clears the process's control plane before the kernels
+        shut down; asking get_control_plane() then would make a stray embedded one)."""
+        if self._control_client is not None:
+            return self._control_client
         from .control_client import get_control_plane
 
         return get_control_plane()
@@ -156,6 +178,10 @@ class CellhopProvisioner(KernelProvisionerBase):
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict:
         restarting, self._restarting = self._restarting, False
+        if self._control_client is None:
+            from .control_client import get_control_plane
+
+            self._control_client = get_control_plane()
         progress = _Progress(self)
         started = time.monotonic()
         view = None
@@ -244,6 +270,13 @@ class CellhopProvisioner(KernelProvisionerBase):
                 "Shut down a kernel or container holding that GPU (the cellhop panel or `%gpu` shows who holds "
                 "it), pick another GPU type, or raise the launch timeout "
                 "(c.CellhopProvisioner.launch_timeout, or launch_timeout in the kernelspec's provisioner config).")
+        elif _unknown_image(exc, self.image):
+            status, text = 400, (
+                f"The cellhop kernel '{name}' runs in image {self.image!r}, which this server does not know "
+                f"({exc}). Build that image first (from a notebook: cellhop.Image(...).named({self.image!r})"
+                ".build(), or POST cellhop/api/images), or change `image` in the kernelspec's "
+                "metadata.kernel_provisioner.config (jupyter kernelspec list shows where it lives; null runs "
+                "the server's own Python environment).")
         elif isinstance(exc, GpuRequestError):
             status, text = 400, (
                 f"The cellhop kernel '{name}' asks for a GPU this host cannot give: {exc} "

@@ -53,8 +53,12 @@ class CellhopApp(ExtensionApp):
         token = secrets.token_urlsafe(32)  # good on the cellhop API only; never logged
         self.settings.update({CONTROL_PLANE_SETTING: self.control_plane, KERNEL_TOKEN_SETTING: token})
         set_control_plane(EmbeddedControlPlane(control_plane=self.control_plane, owned=False))
-        control_url = url_path_join(self.serverapp.connection_url, "/")
-        install_kernel_hooks(self.serverapp.kernel_manager, control_url, token)
+        # The server is not listening yet (jupyter_server loads extensions before init_httpserver(),
+        # which may still move the port: port_retries, --port=0), so each kernel gets the URL of
+        # the port it actually listens on, worked out when its kernel manager is made.
+        km = self.serverapp.kernel_manager
+        install_kernel_hooks(km, self.control_url(), token)
+        _url_at_kernel_start(km, self.control_url)
         from ..kernel.kernelspecs import install_dynamic_kernelspecs
 
         # "Python 3 · H100" in the launcher for each GPU type present (generated, never written to disk)
@@ -63,9 +67,16 @@ class CellhopApp(ExtensionApp):
         self.log.info("cellhop: control plane ready: %s; runtime %s",
                       inv.describe() if inv.gpus else f"no GPUs ({inv.reason})",
                       self.control_plane.manager.runtime.describe())
+
+    def control_url(self) -> str:
+        """Where kernels reach this control plane (right once the server listens)."""
+        return url_path_join(self.serverapp.connection_url, "/")
+
+    async def _start_jupyter_server_extension(self, serverapp) -> None:
+        """The server listens now, on its final port."""
         if self.headless:
             self.log.info("cellhop: headless control plane. Point kernels at it with CELLHOP_CONTROL_URL=%s "
-                          "and CELLHOP_CONTROL_TOKEN=<this server's token>", self.serverapp.connection_url)
+                          "and CELLHOP_CONTROL_TOKEN=<this server's token>", self.control_url())
 
     def initialize_handlers(self) -> None:
         for module in _api_modules():
@@ -73,14 +84,50 @@ class CellhopApp(ExtensionApp):
                 self.handlers.append((API_PREFIX + pattern, handler))
 
     async def stop_extension(self) -> None:
-        """The server stops: so do its containers (their GPUs are released)."""
+        """The server stops: so do its containers (their GPUs are released).
+
+        jupyter_server stops extensions before it shuts its kernels down: the cellhop kernels
+        (provisioned on containers) are shut down first, through this control plane, so that none
+        of them reaches for a control plane after this one is closed."""
         control_plane = getattr(self, "control_plane", None)
         if control_plane is not None:
+            await self._shut_down_cellhop_kernels()
             self.log.info("cellhop: stopping %d container(s)", len(control_plane.manager.list()))
             await asyncio.get_running_loop().run_in_executor(None, control_plane.close)
             from ..kernel.control_client import set_control_plane
 
             set_control_plane(None)
+
+    async def _shut_down_cellhop_kernels(self) -> None:
+        from ..kernel.provisioner import CellhopProvisioner
+
+        km = getattr(self.serverapp, "kernel_manager", None)
+        if km is None:
+            return
+        ids = [kid for kid in list(km.list_kernel_ids())
+               if isinstance(getattr(km.get_kernel(kid), "provisioner", None), CellhopProvisioner)]
+        if not ids:
+            return
+        self.log.info("cellhop: shutting down %d GPU kernel(s)", len(ids))
+        results = await asyncio.gather(*(km.shutdown_kernel(kid, now=True) for kid in ids), return_exceptions=True)
+        for kid, result in zip(ids, results):
+            if isinstance(result, BaseException):
+                self.log.warning("cellhop: shutting down kernel %s failed: %s", kid, result)
+
+
+def _url_at_kernel_start(multi_kernel_manager, control_url) -> None:
+    """Give each kernel manager the control URL of the moment it is made (see initialize_settings)."""
+    from ..kernel.control_client import CONTROL_URL_ENV
+
+    factory = multi_kernel_manager.kernel_manager_factory
+
+    def create_kernel_manager(*args, **kwargs):
+        manager = factory(*args, **kwargs)
+        manager.cellhop_env = {**manager.cellhop_env, CONTROL_URL_ENV: control_url()}
+        return manager
+
+    create_kernel_manager.original = getattr(factory, "original", factory)
+    multi_kernel_manager.kernel_manager_factory = create_kernel_manager
 
 
 main = launch_new_instance = CellhopApp.launch_instance

@@ -21,7 +21,8 @@ from pathlib import Path
 from .config import Cellhop
 from .container import Container, ContainerSpec, ExitStatus, Phase, parse_memory
 from .container_storage import ContainerStorage
-from .errors import ContainerNotFound, ContainerStartError
+from .errors import (ContainerNotFound, ContainerStartError, ContainerStopped, InvalidContainerSpec,
+                     QueueCancelled)
 from .inventory import Inventory, load_inventory
 from .paths import private_dir, runtime_dir
 from .runtimes.base import ContainerRuntime
@@ -33,6 +34,16 @@ Listener = Callable[[dict], None]
 MONITOR_INTERVAL = 0.25
 
 
+class _AnyOf:
+    """Set when any of its events is set (what Scheduler.acquire takes as `cancelled`)."""
+
+    def __init__(self, *events: threading.Event | None):
+        self.events = [e for e in events if e is not None]
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
+
+
 def _log_tail(container: Container, lines: int = 15, runtime: ContainerRuntime | None = None) -> str:
     try:
         text = runtime.read_log(container) if runtime is not None else container.log_path.read_text(errors="replace")
@@ -40,6 +51,26 @@ def _log_tail(container: Container, lines: int = 15, runtime: ContainerRuntime |
         return ""
     text = mask_text(text, masked_values(container.secret_env.values()))
     return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _check_workdir(workdir: Path) -> None:
+    """The working directory must be a folder this host can write, or one it can make."""
+    if workdir.exists():
+        if not workdir.is_dir():
+            raise InvalidContainerSpec(f"container spec field 'workdir' is {str(workdir)!r}, which is not a "
+                                       "folder; give the folder the kernel should run in")
+        if not os.access(workdir, os.W_OK | os.X_OK):
+            raise InvalidContainerSpec(f"container spec field 'workdir' is {str(workdir)!r}, which this server "
+                                       "cannot write; give a folder it can write (it is bound read-write)")
+        return
+    parent = workdir.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidContainerSpec(
+            f"container spec field 'workdir' is {str(workdir)!r}, which does not exist and cannot be made "
+            f"({str(parent)!r} is {'not a folder' if not parent.is_dir() else 'not writable'}); give a "
+            "folder this server can write")
 
 
 class ContainerManager:
@@ -58,6 +89,7 @@ class ContainerManager:
         self.scheduler = self.runtime.make_scheduler(self.inventory, self.root)
         self.storage = ContainerStorage(self.config)  # volumes and secrets; touches no disk until used
         self._containers: dict[str, Container] = {}
+        self._stop_requested: dict[str, threading.Event] = {}  # per queued container: stop() sets it
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
         self._closed = threading.Event()
@@ -105,52 +137,117 @@ class ContainerManager:
         """Queue for GPUs, start the container kernel and wait until it is ready.
 
         `on_event` sees this container's events only (queue position, phases),
-        for progress in the notebook. Raises GpuRequestError, QueueTimeout or
-        ContainerStartError; on any failure nothing is left running or held.
+        for progress in the notebook. Raises InvalidContainerSpec or ImageNotFound
+        (before queueing), GpuRequestError, QueueTimeout, ContainerStopped (it was
+        stopped or deleted before it was ready) or ContainerStartError; on any failure
+        nothing is left running or held.
         """
         if spec.cpus is None and self.config.default_cpus:
             spec.cpus = self.config.default_cpus
         if spec.memory is None and self.config.default_memory:
             spec.memory = parse_memory(self.config.default_memory)
+        self.check_spec(spec)  # a bad image, interpreter or folder fails before any queueing
         container = Container(id=secrets.token_hex(6), spec=spec)
+        stop_requested = threading.Event()
         unsubscribe = self.subscribe(
             lambda e: on_event(e) if e["id"] == container.id else None) if on_event else None
         try:
             with self._lock:
                 self._containers[container.id] = container
+                self._stop_requested[container.id] = stop_requested
             self._emit(container)
             timeout = spec.queue_timeout if spec.queue_timeout is not None else self.config.queue_timeout
             try:
                 self.storage.attach(container)  # a missing volume or secret fails before any queueing
-                container.allocation = self.scheduler.acquire(
+                allocation = self.scheduler.acquire(
                     spec.gpu,
                     holder={"owner": spec.owner, "container": container.id},
                     timeout=timeout or None,
                     on_position=lambda n: self._queued(container, n),
-                    cancelled=cancelled,
+                    cancelled=_AnyOf(cancelled, stop_requested),
                 )
-            except BaseException:
+            except BaseException as exc:
+                with self._lock:
+                    self._stop_requested.pop(container.id, None)
+                if stop_requested.is_set():  # stop() records its end (it stays listed, as exited)
+                    self._await_exit(container)
+                    raise self._stopped_while(container, "queued for a GPU") from None
                 self.storage.detach(container)
                 self._forget(container)
+                if isinstance(exc, QueueCancelled):  # its requester went away
+                    raise QueueCancelled(f"the start of container {container.id} was called off while it "
+                                         "was queued for a GPU (its requester went away)") from None
                 raise
-            container.queue_position = None
-            container.directory = private_dir(self.runtime.root / container.id) \
-                if hasattr(self.runtime, "root") else None
-            self._set_phase(container, Phase.STARTING)
+            with self._lock:
+                self._stop_requested.pop(container.id, None)
+                if container.phase != Phase.QUEUED:  # stopped just as the GPUs were granted
+                    self.scheduler.release(allocation)
+                    stopped = True
+                else:
+                    stopped = False
+                    container.allocation = allocation
+                    container.queue_position = None
+                    container.directory = private_dir(self.runtime.root / container.id) \
+                        if hasattr(self.runtime, "root") else None
+                    self._set_phase(container, Phase.STARTING)
+            if stopped:
+                self._await_exit(container)
+                raise self._stopped_while(container, "queued for a GPU")
             return self._launch_until_ready(container, "start")
         finally:
             if unsubscribe:
                 unsubscribe()
 
+    @staticmethod
+    def _stopped_while(container: Container, what: str) -> ContainerStopped:
+        why = container.exit_status.reason if container.exit_status else "stopped on request"
+        return ContainerStopped(f"container {container.id} was stopped while {what}, before it was ready: {why}. "
+                                "Nothing of it is left running and it holds no GPU; start a new one if you "
+                                "still need it.")
+
+    def check_spec(self, spec: ContainerSpec) -> None:
+        """What the runtime will need of `spec`, checked now: the image is built, the interpreter
+        exists, the working directory can be made and written. InvalidContainerSpec or
+        ImageNotFound (user errors, 4xx over the API) otherwise."""
+        if spec.image:
+            root = getattr(self.runtime, "images_root", None)
+            if self.runtime.name == "local":
+                from .images.runtime_env import image_view
+
+                image_view(root, spec.image)
+            elif root is not None:  # another runtime ships the image's spec (Ray: a runtime_env)
+                from .images.store import ImageStore
+
+                ImageStore(root).image(spec.image)
+        if self.runtime.name != "local":  # only the local runtime uses this host's interpreter and folders
+            return
+        if spec.python:
+            found = spec.python if os.path.isabs(spec.python) else shutil.which(spec.python)
+            if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
+                raise InvalidContainerSpec(
+                    f"container spec field 'python' is {spec.python!r}, which is not an executable file on "
+                    "this host; give the path of a Python interpreter that has cellhop and ipykernel "
+                    "installed, or leave it out to use the server's own")
+        if spec.workdir is not None:
+            _check_workdir(Path(spec.workdir))
+
     def _launch_until_ready(self, container: Container, what: str) -> Container:
         """Launch the kernel and wait for it; on any failure nothing is left running or held."""
         try:
             self.runtime.launch(container)
+            with self._lock:
+                stopped = container.phase != Phase.STARTING
+            if stopped:  # stop() came while the process was being launched: it may not have seen it
+                raise (self._stopped_while(container, "starting") if what == "start" else
+                       ContainerStartError(f"container {container.id} was stopped while restarting"))
             self._wait_ready(container)
         except BaseException as exc:
+            if container.phase == Phase.EXITED:  # already recorded (a stop): kill what the launch made
+                self.runtime.kill(container)
+                self.runtime.cleanup(container)
             status = self.runtime.poll(container)
             self._finish(container, status or ExitStatus(stopped=True, reason=f"{what} failed"), kill=True)
-            if isinstance(exc, (ContainerStartError, KeyboardInterrupt, SystemExit)):
+            if isinstance(exc, (ContainerStartError, ContainerStopped, KeyboardInterrupt, SystemExit)):
                 raise
             raise ContainerStartError(f"container {container.id} failed to {what}: {exc}") from exc
         container.last_activity = time.monotonic()
@@ -255,17 +352,30 @@ class ContainerManager:
         with self._lock:
             if container.phase == Phase.EXITED:
                 return container.exit_status
+            queued = container.phase == Phase.QUEUED
             if container.phase == Phase.STOPPING:
                 already = True
             else:
                 already = False
                 self._set_phase(container, Phase.STOPPING, reason=reason)
-        if not already:
+            if queued and not already:  # its start() is still waiting for GPUs: call the wait off
+                event = self._stop_requested.get(container.id)
+                if event is not None:
+                    event.set()
+        if not already and queued:
+            # Nothing runs yet and no GPU is held: no grace to wait. The waiting start() sees the
+            # signal at once, and one granted its GPUs meanwhile gives them back (see start()).
+            wake = getattr(self.scheduler, "wake", None)
+            if wake is not None:
+                wake()
+            self._finish(container, ExitStatus(stopped=True, reason=f"{reason} (stopped while queued for a GPU)"))
+        elif not already:
             grace = self.config.stop_grace if grace is None else grace
-            self.runtime.terminate(container)
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and self.runtime.poll(container) is None:
-                time.sleep(0.02)
+            if container.handle is not None:  # no process yet (still launching): nothing to wait for
+                self.runtime.terminate(container)
+                deadline = time.monotonic() + grace
+                while time.monotonic() < deadline and self.runtime.poll(container) is None:
+                    time.sleep(0.02)
             self._finish(container, ExitStatus(stopped=True, reason=reason), kill=True)
         return self._await_exit(container)
 

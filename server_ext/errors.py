@@ -19,8 +19,21 @@ class QueueTimeout(CellhopError, TimeoutError):
     """No GPU freed up for a request before its timeout."""
 
 
+class QueueCancelled(CellhopError):
+    """A request queued for GPUs was called off before it got them (its requester went away, or its
+    container was stopped)."""
+
+
 class ContainerStartError(CellhopError, RuntimeError):
-    """A container did not reach the ready phase."""
+    """A container did not reach the ready phase (an internal failure: the process died, timed out)."""
+
+
+class ContainerStopped(CellhopError):
+    """A container was stopped (or deleted) before it became ready: while queued for a GPU, or starting."""
+
+
+class InvalidContainerSpec(CellhopError, ValueError):
+    """A container spec naming something this host cannot use (an interpreter, a working directory)."""
 
 
 class ContainerNotFound(CellhopError, KeyError):

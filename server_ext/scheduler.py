@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import QueueTimeout
+from .errors import QueueCancelled, QueueTimeout
 from .gpu_request import ANY, GpuChoice, GpuRequest, feasible_choices
 from .inventory import Gpu, Inventory
 from .leases import Lease, LeaseDirectory, read_locked
@@ -113,8 +113,10 @@ class Scheduler:
         """Take GPUs for `request`, waiting in the queue up to `timeout` seconds (None: forever).
 
         `on_position(n)` is called whenever the number of requests ahead
-        changes (0 means next in line). Raises GpuRequestError at once for
-        a request the host can never satisfy, QueueTimeout when it waited too long.
+        changes (0 means next in line). `cancelled` (anything with `is_set()`, e.g. a
+        threading.Event) calls the wait off: checked before every try, and `wake()` makes a
+        waiter look at once. Raises GpuRequestError at once for a request the host can never
+        satisfy, QueueTimeout when it waited too long, QueueCancelled when it was called off.
         """
         choices = feasible_choices(request, self.inventory)
         if not choices:
@@ -128,6 +130,8 @@ class Scheduler:
         try:
             last_position = None
             while True:
+                if cancelled is not None and cancelled.is_set():
+                    raise QueueCancelled(f"the request for {request} was called off while queued")
                 position, blocked = ticket.ahead()
                 if position != last_position and on_position is not None:
                     on_position(position)
@@ -138,8 +142,6 @@ class Scheduler:
                 waited = time.monotonic() - start
                 if timeout is not None and waited >= timeout:
                     raise QueueTimeout(self._timeout_message(request, waited, position))
-                if cancelled is not None and cancelled.is_set():
-                    raise QueueTimeout(f"the request for {request} was cancelled while queued")
                 with self._released:
                     self._released.wait(self.poll_interval)
         finally:
@@ -147,6 +149,11 @@ class Scheduler:
 
     def release(self, allocation: Allocation) -> None:
         allocation.release()
+        with self._released:
+            self._released.notify_all()
+
+    def wake(self) -> None:
+        """Make every waiter of this process look again now (a GPU was freed, a wait was called off)."""
         with self._released:
             self._released.notify_all()
 

@@ -127,17 +127,30 @@ async def test_a_gpu_kernel_runs_sandboxed_in_the_notebooks_folder_and_restarts_
     assert container.phase.value == "ready" and container.sandboxed
     assert [g.type for g in container.gpus] == ["H100"]
     kc = await client_of(jp_serverapp, kid)
+    probe = f"cellhop-probe-{kid[:8]}"
+    outside = ["/usr", "/root", "/etc", str(notebook_dir.parent)]  # the host root, and beside the notebook
     content, out = await run(kc, "import os\n"
                                   "print(os.getcwd(), open('data.txt').read(), os.environ['CUDA_VISIBLE_DEVICES'],"
                                   " os.environ['CELLHOP_CONTAINER_ID'], sep='|')\n"
                                   "open('written.txt', 'w').write('by the kernel')\n"
-                                  "print(os.path.exists(%r))\n"
-                                  "pid = os.getpid(); x = 42" % str(Path(jp_serverapp.root_dir) / "unrelated"))
+                                  "for folder in %r:\n"
+                                  "    try:\n"
+                                  "        open(os.path.join(folder, %r), 'w').write('escaped')\n"
+                                  "        print('WROTE', folder)\n"
+                                  "    except OSError as exc:\n"
+                                  "        print('REFUSED', folder, exc.errno)\n"
+                                  "pid = os.getpid(); x = 42" % (outside, probe))
     assert content["status"] == "ok", content
-    cwd, data, gpus, cid, outside = out.replace("\n", "|").strip("|").split("|")
+    lines = out.strip().splitlines()
+    cwd, data, gpus, cid = lines[0].split("|")
     assert (cwd, data, gpus, cid) == (str(notebook_dir), "from the notebook's folder", "GPU-simulated-h100-0",
                                       container.id)
     assert (notebook_dir / "written.txt").read_text() == "by the kernel"  # bound read-write
+    attempts = dict(line.split(" ", 2)[:2][::-1] for line in lines[1:])
+    for folder in outside[:3]:  # the host root is read-only inside
+        assert attempts[folder] == "REFUSED", (folder, lines)
+    for folder in outside:  # and nothing written in there reached the host (beside the notebook: a
+        assert not (Path(folder) / probe).exists(), folder  # private /tmp at most)
     holder = control_plane.manager.scheduler.holders()["GPU-simulated-h100-0"]
     assert holder["container"] == container.id
 
@@ -246,6 +259,22 @@ async def test_an_unknown_gpu_type_and_a_container_dying_while_starting_are_expl
     assert control_plane.manager.scheduler.holders()["GPU-simulated-a10g-0"] is None
 
 
+async def test_a_kernel_in_an_image_that_is_not_built_or_with_a_missing_interpreter_says_what_to_do(
+        kernels, control_plane, jp_kernel_dir, notebook_dir):
+    write_kernelspec(Path(jp_kernel_dir) / "cellhop-noimage", "A10G", image="never-built-env")
+    error = await kernels("cellhop-noimage", expect=400)
+    message = error["message"]
+    assert "image 'never-built-env'" in message and "does not know" in message, message
+    assert "died" not in message and "build()" in message and "kernel_provisioner.config" in message, message
+    assert _nothing_left(control_plane)
+    assert control_plane.manager.scheduler.holders()["GPU-simulated-a10g-0"] is None
+
+    write_kernelspec(Path(jp_kernel_dir) / "cellhop-nopython", "A10G", python="/nonexistent/bin/python3")
+    error = await kernels("cellhop-nopython", expect=400)
+    assert "/nonexistent/bin/python3" in error["message"] and "died" not in error["message"], error
+    assert _nothing_left(control_plane)
+
+
 # -- culling and reconnecting ------------------------------------------------------------------------
 @pytest.mark.parametrize("server_extra", [{"MappingKernelManager": {"cull_idle_timeout": 2, "cull_interval": 1}}])
 async def test_an_idle_gpu_kernel_is_culled_and_its_gpu_freed(kernels, jp_serverapp, control_plane, notebook_dir):
@@ -333,3 +362,34 @@ async def test_a_forced_restart_also_keeps_the_container_and_its_gpu(kernels, jp
     content, out = await run(kc, "print(6 * 7)")
     assert out.strip() == "42"
     kc.stop_channels()
+
+
+# -- the server shutting down with a GPU kernel running ---------------------------------------------------
+def test_a_server_shutting_down_with_a_gpu_kernel_stops_its_container_without_a_second_control_plane(runtime_root):
+    import http.client
+    import signal
+
+    from processes import container_kernel_pids, wait_until
+    from server_process import ServerProcess
+
+    jupyter_runtime = runtime_root / "jrt"  # where a stray default control plane would make cellhop/
+    server = ServerProcess(runtime_root, simulated_gpus="H100:1",
+                           env={"JUPYTER_RUNTIME_DIR": str(jupyter_runtime)}).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=90)
+        conn.request("POST", "/api/kernels", body=json.dumps({"name": "cellhop-h100", "path": ""}),
+                     headers={"Authorization": f"token {server.token}"})
+        response = conn.getresponse()
+        kernel = json.loads(response.read())
+        conn.close()
+        assert response.status == 201, kernel
+        _, listed = server.api("GET", "containers")
+        [container] = listed["containers"]
+        assert container["phase"] == "ready" and kernel["id"][:8] in container["owner"]
+        assert container_kernel_pids(runtime_root)
+    finally:
+        assert server.stop(signal.SIGTERM) == 0, server.log()[-3000:]
+    log = server.log()
+    assert not (jupyter_runtime / "cellhop").exists(), log[-3000:]  # no default control plane was made
+    wait_until(lambda: not container_kernel_pids(runtime_root), timeout=10, what="the container to be gone")
+    assert "Traceback" not in log, log[-3000:]

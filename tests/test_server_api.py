@@ -230,3 +230,102 @@ async def test_no_route_of_any_resource_answers_without_credentials(jp_fetch, me
     body = "{}" if method in ("POST", "PUT", "PATCH") else None
     status, reply = await call(jp_fetch, method, route, body, headers=NO_AUTH)
     assert status == 403, (method, route, reply)
+
+
+# -- a spec naming what this host cannot use is the user's error (400), refused before any queueing --
+async def test_an_unknown_image_a_missing_interpreter_or_an_unusable_workdir_is_a_400_before_queueing(
+        jp_fetch, control_plane, runtime_root, monkeypatch):
+    a_file = runtime_root / "a-file.txt"
+    a_file.write_text("not a folder")
+    granted = []
+    scheduler = control_plane.manager.scheduler
+    real_acquire = scheduler.acquire
+    monkeypatch.setattr(scheduler, "acquire", lambda *a, **k: granted.append(a) or real_acquire(*a, **k))
+    bad = [
+        ({"image": "no-such-image"}, "no image 'no-such-image'"),
+        ({"image": "not a name!"}, "field 'image'"),
+        ({"python": "/nonexistent/bin/python3"}, "field 'python'"),
+        ({"python": "no-such-python-here"}, "not an executable file"),
+        ({"python": str(a_file)}, "not an executable file"),  # not executable
+        ({"workdir": str(a_file)}, "not a folder"),
+        ({"workdir": str(a_file / "sub" / "dir")}, "cannot be made"),
+    ]
+    for fields, says in bad:
+        status, reply = await call(jp_fetch, "POST", "containers", {"spec": {"gpu": "H100", "owner": "t", **fields}})
+        assert status == 400, (fields, reply)
+        assert says in reply["message"], (fields, reply)
+        assert reply["error"] != "InternalError"
+        r = await jp_fetch("cellhop", "api", "containers", method="POST", params={"events": "1"}, raise_error=False,
+                           body=json.dumps({"spec": {"gpu": "H100", "owner": "t", **fields}}))
+        last = json.loads(r.body.decode().splitlines()[-1])
+        assert last["type"] == "error" and last["status"] == 400 and says in last["message"], (fields, last)
+    assert granted == []  # no GPU was held, not even briefly
+    assert control_plane.manager.list() == []
+    assert all(h is None for h in scheduler.holders().values())
+    # a workdir that does not exist yet, under a writable folder, is made; a real failure is still a 500
+    container = await start(jp_fetch, "A10G", workdir=str(runtime_root / "new" / "folder"))
+    assert (runtime_root / "new" / "folder").is_dir()
+    await call(jp_fetch, "DELETE", f"containers/{container['id']}")
+    status, reply = await call(jp_fetch, "POST", "containers",  # an interpreter that exits at once
+                               {"spec": {"gpu": "A10G", "owner": "t", "python": "/bin/false"}})
+    assert status == 500 and "died while starting" in reply["message"], reply
+
+
+# -- stopping or deleting a container still queued for a GPU ------------------------------------------
+@pytest.mark.parametrize("how", ["stop", "delete"])
+async def test_stopping_or_deleting_a_queued_container_ends_its_wait_and_it_never_takes_the_gpu(
+        jp_fetch, control_plane, how):
+    import asyncio
+    import time
+
+    holder = await start(jp_fetch, "H100", label="A")
+    waiting = asyncio.ensure_future(call(jp_fetch, "POST", "containers",
+                                         {"spec": {"gpu": "H100", "owner": "test", "label": "B"}}))
+    manager = control_plane.manager
+    deadline = time.monotonic() + 20
+    while not [c for c in manager.list() if c.spec.label == "B" and c.queue_position is not None]:
+        assert time.monotonic() < deadline and not waiting.done(), "B never queued"
+        await asyncio.sleep(0.05)
+    [queued] = [c for c in manager.list() if c.spec.label == "B"]
+    started = time.monotonic()
+    if how == "stop":
+        status, reply = await call(jp_fetch, "POST", f"containers/{queued.id}/stop", {"reason": "changed my mind"})
+        assert status == 200 and reply["phase"] == "exited", reply
+        assert "stopped while queued" in reply["exit"]["description"]
+    else:
+        status, reply = await call(jp_fetch, "DELETE", f"containers/{queued.id}")
+        assert status == 200, reply
+    assert time.monotonic() - started < 2.0  # no stop grace (5 s) for a container with no process
+    status, reply = await asyncio.wait_for(waiting, 5)  # its start request ends at once, too
+    assert status == 409 and reply["error"] == "ContainerStopped", reply
+    assert "stopped while queued" in reply["message"]
+
+    await call(jp_fetch, "POST", f"containers/{holder['id']}/stop")  # the GPU frees up
+    await asyncio.sleep(0.5)
+    assert manager.scheduler.holders()["GPU-simulated-h100-0"] is None
+    assert all(c.phase.value == "exited" for c in manager.list())
+    status, listed = await call(jp_fetch, "GET", "containers")
+    assert {c["label"]: c["phase"] for c in listed["containers"]} == (
+        {"A": "exited", "B": "exited"} if how == "stop" else {"A": "exited"})
+
+
+# -- slow container calls run on threads of their own (not the event loop's small shared executor) ----
+async def test_restart_stop_and_delete_run_on_threads_of_their_own(jp_fetch, control_plane, monkeypatch):
+    import threading
+
+    manager = control_plane.manager
+    threads = {}
+    for name in ("restart", "stop", "remove"):
+        real = getattr(manager, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            threads.setdefault(_name, threading.current_thread().name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(manager, name, spy)
+    container = await start(jp_fetch, "A10G")
+    cid = container["id"]
+    assert (await call(jp_fetch, "POST", f"containers/{cid}/restart"))[0] == 200
+    assert (await call(jp_fetch, "POST", f"containers/{cid}/stop"))[0] == 200
+    assert (await call(jp_fetch, "DELETE", f"containers/{cid}"))[0] == 200
+    assert threads == {"restart": "cellhop-long-call", "stop": "cellhop-long-call", "remove": "cellhop-long-call"}

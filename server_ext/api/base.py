@@ -16,18 +16,23 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from ..errors import (CellhopError, ContainerNotFound, ContainerStartError, GpuRequestError, QueueTimeout,
-                      SimulatedInventoryError)
+from ..errors import (CellhopError, ContainerNotFound, ContainerStartError, ContainerStopped, GpuRequestError,
+                      InvalidContainerSpec, QueueCancelled, QueueTimeout, SimulatedInventoryError)
 from ..own_thread import on_own_thread
 
 AUTH_RESOURCE = "cellhop"
 KERNEL_TOKEN_SETTING = "cellhop_kernel_token"
 CONTROL_PLANE_SETTING = "cellhop_control_plane"
 
-# What a cellhop error means over HTTP. Anything a user can type is a 4xx.
+# What a cellhop error means over HTTP. Anything a user can type is a 4xx (a spec naming an unknown
+# image, a missing interpreter or an unwritable folder is refused before queueing); 500 is left for
+# real internal failures (a container that died or hung while starting).
 _STATUS = (
     (ContainerNotFound, 404),
     (QueueTimeout, 503),
+    (ContainerStopped, 409),
+    (QueueCancelled, 409),
+    (InvalidContainerSpec, 400),
     (ContainerStartError, 500),
     (GpuRequestError, 400),
     (SimulatedInventoryError, 400),

@@ -39,7 +39,7 @@ class ContainersHandler(JsonLinesStream, CellhopAPIHandler):
         else:
             container = await on_own_thread(self.control_plane.manager.start, spec, cancelled=self.gone)
             if self.gone.is_set():
-                await in_thread(self.control_plane.manager.stop, container.id, "its requester went away")
+                await on_own_thread(self.control_plane.manager.stop, container.id, "its requester went away")
                 return
             self.write_json(self._started(container), status=201)
 
@@ -53,7 +53,7 @@ class ContainersHandler(JsonLinesStream, CellhopAPIHandler):
             lambda on_event: manager.start(spec, on_event=on_event, cancelled=self.gone),
             lambda c: {"type": "started", "container": self._started(c)})
         if container is not None and self.gone.is_set():  # its requester left while it started
-            await in_thread(manager.stop, container.id, "its requester went away")
+            await on_own_thread(manager.stop, container.id, "its requester went away")
 
 
 class ContainerHandler(CellhopAPIHandler):
@@ -67,7 +67,7 @@ class ContainerHandler(CellhopAPIHandler):
     async def delete(self, container_id):
         manager = self.control_plane.manager
         container = manager.get(container_id)
-        await in_thread(manager.remove, container_id)
+        await on_own_thread(manager.remove, container_id)  # stops it first when it runs
         self.write_json(container.to_dict())
 
 
@@ -81,7 +81,7 @@ class ContainerActionHandler(CellhopAPIHandler):
             reason = self.json_body().get("reason") or "stopped through the cellhop API"
             if not isinstance(reason, str) or len(reason) > 300:
                 raise web.HTTPError(400, "reason must be a short string")
-            await in_thread(manager.stop, container_id, reason)
+            await on_own_thread(manager.stop, container_id, reason)  # up to the stop grace
         elif action == "interrupt":
             if container.phase != Phase.READY:
                 raise web.HTTPError(409, f"container {container_id} is {container.phase.value}; only a ready "
@@ -93,7 +93,7 @@ class ContainerActionHandler(CellhopAPIHandler):
             if container.phase != Phase.READY:
                 raise web.HTTPError(409, f"container {container_id} is {container.phase.value}; only a ready "
                                          "container can be restarted")
-            await in_thread(manager.restart, container_id)
+            await on_own_thread(manager.restart, container_id)  # a stop, then a start until ready
             self.write_json({**container.to_dict(), "connection_info": container.connection_info})
             return
         self.write_json(container.to_dict())

@@ -3,16 +3,18 @@
 Paths inside a volume travel in the `path` query argument and are read raw
 (tornado's argument helpers would turn a NUL into a space), then checked by
 volume_paths like every other interface. Uploads are streamed to a staging
-file as they arrive (`@stream_request_body`), downloads go out a MiB at a
-time with backpressure: a file of any size never sits in memory.
+file as they arrive (`@stream_request_body`; each chunk is written off the event loop), downloads
+go out a MiB at a time with backpressure: a file of any size never sits in memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import sys
 from urllib.parse import quote
 
+from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 from tornado.iostream import StreamClosedError
@@ -185,6 +187,7 @@ class UploadHandler(VolumeAPIHandler):
 
     _upload = None
     _failed: BaseException | None = None
+    _writing: asyncio.Future | None = None  # the chunk being written, on a worker thread
 
     async def prepare(self):
         await super().prepare()
@@ -194,7 +197,8 @@ class UploadHandler(VolumeAPIHandler):
         user = self.current_user
         if not user:
             raise web.HTTPError(403)
-        if not self.authorizer.is_authorized(self, user, "write", AUTH_RESOURCE):
+        # jupyter_server's authorizers may be async: a coroutine is truthy, so it must be awaited
+        if not await ensure_async(self.authorizer.is_authorized(self, user, "write", AUTH_RESOURCE)):
             raise web.HTTPError(403)
         length = self.request.headers.get("Content-Length")
         size = int(length) if length and length.isdigit() else None
@@ -202,13 +206,18 @@ class UploadHandler(VolumeAPIHandler):
         self._upload = await in_thread(self.volumes.upload, name, self.path_argument(), size)
         self.request.connection.set_max_body_size(MAX_UPLOAD)
 
-    def data_received(self, chunk: bytes) -> None:
+    async def data_received(self, chunk: bytes) -> None:
+        """Each chunk is written on a worker thread, off the event loop. Tornado reads the next
+        chunk only once this one is written (it awaits data_received), so memory stays bounded."""
         if self._upload is None or self._failed is not None:
             return
+        self._writing = asyncio.ensure_future(in_thread(self._upload.write, chunk))
         try:
-            self._upload.write(chunk)
+            await self._writing
         except BaseException as exc:  # reported when the body ends (quota, disk full)
             self._failed = exc
+        finally:
+            self._writing = None
 
     @web.authenticated
     @authorized
@@ -218,14 +227,23 @@ class UploadHandler(VolumeAPIHandler):
         entry = await in_thread(self._upload.commit)
         self.write_json(entry, status=201)
 
+    def _abort(self) -> None:
+        """Drop the staged bytes, once no chunk is being written (its thread owns the file meanwhile)."""
+        upload = self._upload
+        if upload is None:
+            return
+        writing = self._writing
+        if writing is not None and not writing.done():
+            writing.add_done_callback(lambda _: upload.abort())
+        else:
+            upload.abort()
+
     def on_connection_close(self):
-        if self._upload is not None:
-            self._upload.abort()  # a cut upload leaves nothing (and the previous version intact)
+        self._abort()  # a cut upload leaves nothing (and the previous version intact)
         super().on_connection_close()
 
     def on_finish(self):
-        if self._upload is not None:
-            self._upload.abort()  # no-op once committed
+        self._abort()  # no-op once committed
 
 
 handlers = [
