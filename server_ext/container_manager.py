@@ -105,11 +105,15 @@ class ContainerManager:
             from .runtimes.ray import RayRuntime
 
             return RayRuntime(self.config.ray_address, self.config.sandbox, images_root=images_root(self.config),
-                              shared_volume_path=self.config.ray_shared_volume_path,
+                              state_dir=self._state_dir(), shared_volume_path=self.config.ray_shared_volume_path,
                               start_timeout=self.config.start_timeout)
 
         return LocalRuntime(private_dir(self.root / "containers"), self.config.sandbox, self.config.transport,
-                            images_root=images_root(self.config))
+                            images_root=images_root(self.config), state_dir=self._state_dir())
+
+    def _state_dir(self) -> Path | None:
+        """c.Cellhop.state_dir, which every container must not see (the default one the runtimes hide anyway)."""
+        return Path(self.config.state_dir) if self.config.state_dir else None
 
     # -- events ---------------------------------------------------------------
     def subscribe(self, listener: Listener) -> Callable[[], None]:

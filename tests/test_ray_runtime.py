@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -62,12 +63,17 @@ def ray_manager(ray_cluster, tmp_path_factory):  # noqa: F811
     from cellhop.server_ext.config import Cellhop
     from cellhop.server_ext.container_manager import ContainerManager
 
+    import tempfile
+
     root = short_runtime_dir()
+    # the state directory outside /tmp (the sandbox's /tmp is private anyway), so hiding it is tested
+    state = tempfile.mkdtemp(prefix="cellhop-ray-state-", dir="/var/tmp")
     manager = ContainerManager(Cellhop(runtime="ray", ray_address=ray_cluster.address, runtime_root=root,
-                                       state_dir=str(tmp_path_factory.mktemp("state")), queue_timeout=15))
+                                       state_dir=state, queue_timeout=15))
     yield manager
     manager.close()
     shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(state, ignore_errors=True)
 
 
 
@@ -291,10 +297,14 @@ def test_secret_values_reach_the_container_sealed(ray_manager):
     from cellhop.server_ext.container import ContainerSpec
 
     ray_manager.storage.secrets.create("ray-token", {"RAY_TEST_SECRET": "s3cr3t-value"}, session=True)
+    ray_manager.storage.secrets.create("on-disk", {"RAY_DISK_SECRET": "d1sk-value"})
+    state = ray_manager.config.state_dir
+    assert any(Path(state).rglob("*.json"))  # the stored secret is on the node's disk ...
     c = ray_manager.start(ContainerSpec(gpu="none", owner="secret", secrets=["ray-token"]))
     try:
         conn = KernelConnection(c.connection_info, channels=("shell",))
-        code = "import os\nok = os.environ.get('RAY_TEST_SECRET') == 's3cr3t-value'"
+        code = ("import os\nok = os.environ.get('RAY_TEST_SECRET') == 's3cr3t-value' and "
+                f"'RAY_DISK_SECRET' not in os.environ and os.listdir({state!r}) == []")  # ... not in the container
         reply = conn.request("shell", "execute_request", {"code": code, "silent": False,
                                                           "user_expressions": {"ok": "ok"}}, timeout=20)
         assert reply.content["user_expressions"]["ok"]["data"]["text/plain"] == "True", reply.content

@@ -156,15 +156,15 @@ def connection_info(directory: Path, transport: str) -> dict:
     return info
 
 
-def default_hidden_folders(root: Path, images_root: Path | None = None) -> list[Path]:
+def default_hidden_folders(root: Path, state_dir: Path | None = None) -> list[Path]:
     """What no container may see of its host (none of these is created here):
 
     - the runtime's root (other containers' connection files with their HMAC keys, their logs) and, when it
       is a control plane's `<runtime root>/containers`, that whole runtime root (GPU leases, queue tickets);
     - jupyter_runtime_dir(): notebook kernels' connection files and jupyter_server's jpserver-*.json with its
       token (the default runtime root, jupyter_runtime_dir()/cellhop, is inside);
-    - the state directory (secrets, every volume's data, images), `<state_dir>/images`'s parent, and the
-      default one, jupyter_data_dir()/cellhop.
+    - the state directory (secrets, every volume's data, images), `state_dir` (c.Cellhop.state_dir), and
+      the default one, jupyter_data_dir()/cellhop.
 
     A container gets back what is its own on top: its folder, its volumes, its image's layers (read-only).
     """
@@ -172,8 +172,8 @@ def default_hidden_folders(root: Path, images_root: Path | None = None) -> list[
 
     root = Path(root)
     folders = [root.parent if root.name == "containers" else root, Path(jupyter_runtime_dir())]
-    if images_root is not None:
-        folders.append(Path(images_root).parent)
+    if state_dir is not None:
+        folders.append(Path(state_dir))
     folders.append(Path(jupyter_data_dir()) / "cellhop")
     return folders
 
@@ -195,11 +195,11 @@ class LocalRuntime(ContainerRuntime):
     name = "local"
 
     def __init__(self, root: Path, sandbox: str = "auto", transport: str = "ipc", images_root: Path | None = None,
-                 hidden: list[Path] | None = None):
+                 state_dir: Path | None = None, hidden: list[Path] | None = None):
         self.root = Path(root)
         # Host folders no container may see, behind a tmpfs (which of them exist is checked at each launch:
         # they may appear later); the folders of the volumes a container mounts are added to them.
-        self.hidden = list(hidden) if hidden is not None else default_hidden_folders(self.root, images_root)
+        self.hidden = list(hidden) if hidden is not None else default_hidden_folders(self.root, state_dir)
         self.images_root = images_root  # where built images live (cellhop.Image); see images/
         self.transport = transport
         self.bwrap = None if sandbox == "none" else find_bubblewrap()

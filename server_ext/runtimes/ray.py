@@ -380,11 +380,12 @@ class RayRuntime(ContainerRuntime):
     name = "ray"
 
     def __init__(self, address: str = "auto", sandbox: str = "auto", images_root: Path | None = None,
-                 shared_volume_path: str = "", start_timeout: float = 60.0, probe_nvml: bool = True):
+                 state_dir: Path | None = None, shared_volume_path: str = "", start_timeout: float = 60.0, probe_nvml: bool = True):
         ray = _ray()
         self.address = address or "auto"
         self.sandbox = sandbox
         self.images_root = images_root
+        self.state_dir = state_dir  # hidden from every container on every node (a shared one holds secrets)
         self.shared_volume_path = shared_volume_path
         self.start_timeout = start_timeout
         self._probe_nvml = probe_nvml
@@ -433,7 +434,8 @@ class RayRuntime(ContainerRuntime):
                 options["resources"] = {ACCELERATOR_PREFIX + alloc.gpu_type_wanted: ACCELERATOR_SHARE}
             if runtime_env:
                 options["runtime_env"] = runtime_env
-            actor = self._actor_class.options(**options).remote(container.id, control_public, self.sandbox)
+            actor = self._actor_class.options(**options).remote(container.id, control_public, self.sandbox,
+                                                                 str(self.state_dir) if self.state_dir else None)
             alloc.actor = actor
             try:  # waits for the actor, its runtime_env included
                 where = ray.get(actor.public_key.remote(), timeout=self.start_timeout)

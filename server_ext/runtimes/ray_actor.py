@@ -30,7 +30,7 @@ from . import curve
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 
 
-def _node_runtime(root: Path, sandbox: str):
+def _node_runtime(root: Path, sandbox: str, state_dir: str | None = None):
     """The local runtime, less the Ray worker's own settings in the kernel's environment."""
     from .local import LocalRuntime
 
@@ -55,7 +55,7 @@ def _node_runtime(root: Path, sandbox: str):
                 del env[name]
             return env
 
-    runtime = NodeRuntime(root, sandbox=sandbox, transport="tcp")
+    runtime = NodeRuntime(root, sandbox=sandbox, transport="tcp", state_dir=Path(state_dir) if state_dir else None)
     runtime._spawner = _GuardedSpawner(runtime._spawner)
     return runtime
 
@@ -111,7 +111,7 @@ def _free_ports(ip: str, count: int) -> list[int]:
 class ContainerActor:
     """Runs one container kernel on this Ray node. Methods are called by the control plane's RayRuntime."""
 
-    def __init__(self, container_id: str, control_public: str, sandbox: str = "auto"):
+    def __init__(self, container_id: str, control_public: str, sandbox: str = "auto", state_dir: str | None = None):
         import ray
 
         self.container_id = container_id
@@ -123,6 +123,7 @@ class ContainerActor:
         base.mkdir(mode=0o700, exist_ok=True)
         self.directory = Path(tempfile.mkdtemp(prefix=f"{container_id[:8]}-", dir=base))
         self._sandbox = sandbox
+        self._state_dir = state_dir  # the control plane's state directory: hidden here too, when the node sees it
         self._runtime = None
         self._container = None
         self._lock = threading.Lock()
@@ -142,7 +143,7 @@ class ContainerActor:
 
         with self._lock:
             if self._runtime is None:
-                self._runtime = _node_runtime(self.directory.parent / "runtime", self._sandbox)
+                self._runtime = _node_runtime(self.directory.parent / "runtime", self._sandbox, self._state_dir)
             ids = [str(i) for i in ray.get_runtime_context().get_accelerator_ids().get("GPU", [])]
             minors = _node_gpu_minors() if ids and not simulated else {}  # Ray's GPU ids: NVML indices or UUIDs
             gpus = tuple(Gpu(index=int(i) if i.isdigit() else n, uuid=i, name=f"{gpu_type or 'GPU'} {i}",
