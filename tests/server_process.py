@@ -68,9 +68,14 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def api(self, method: str, path: str, body: dict | None = None, timeout: float = 60) -> tuple[int, dict]:
+        """A cellhop API call (`path` under /cellhop/api/) with the server's token."""
+        return self.request(method, "/cellhop/api/" + path, body, timeout)
+
+    def request(self, method: str, path: str, body: dict | None = None, timeout: float = 60) -> tuple[int, dict]:
+        """Any route of the server, with its token; the status and the JSON answer."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
-            conn.request(method, "/cellhop/api/" + path, body=json.dumps(body) if body is not None else None,
+            conn.request(method, path, body=json.dumps(body) if body is not None else None,
                          headers={"Authorization": f"token {self.token}"})
             response = conn.getresponse()
             raw = response.read()

@@ -95,7 +95,7 @@ def test_prune_and_delete_during_a_build_leave_its_layers(images, tmp_path, monk
     monkeypatch.syspath_prepend(str(tmp_path))
     flag = tmp_path / "go"
     img = (Image.current().add_local_python_source("chlayer_mod")
-           .run_commands(f"while [ ! -e {flag} ]; do sleep 0.05; done"))
+           .run_commands(f"i=0; while [ ! -e {flag} ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done"))
     other = images.build(Image.current().env({"CH_OTHER": "1"}).to_json())  # an image to delete meanwhile
     events, result = [], {}
 
@@ -107,19 +107,21 @@ def test_prune_and_delete_during_a_build_leave_its_layers(images, tmp_path, monk
 
     builder = threading.Thread(target=build)
     builder.start()
-    deadline = time.monotonic() + 60
-    while not any(e.get("event") == "step" and e.get("index") == 2 and e.get("state") == "building"
-                  for e in events) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert builder.is_alive(), result
-    plan = next(e for e in events if e["event"] == "plan")["steps"]
-    done_before = [s["key"] for s in plan[:2]]  # base and add_local_python_source: built, no record yet
-    assert all(images.store.layer(k) is not None for k in done_before)
-    removed = images.prune()["layers"] + images.delete(other["key"])["layers_removed"]
-    assert not set(removed) & set(done_before), removed
-    assert all(images.store.layer(k) is not None for k in done_before)
-    flag.touch()
-    builder.join(120)
+    try:  # the step waits for the flag (2 min at most), so a failed check here leaves no loop behind
+        deadline = time.monotonic() + 60
+        while not any(e.get("event") == "step" and e.get("index") == 2 and e.get("state") == "building"
+                      for e in events) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert builder.is_alive(), result
+        plan = next(e for e in events if e["event"] == "plan")["steps"]
+        done_before = [s["key"] for s in plan[:2]]  # base and add_local_python_source: built, no record yet
+        assert all(images.store.layer(k) is not None for k in done_before)
+        removed = images.prune()["layers"] + images.delete(other["key"])["layers_removed"]
+        assert not set(removed) & set(done_before), removed
+        assert all(images.store.layer(k) is not None for k in done_before)
+    finally:
+        flag.touch()
+        builder.join(120)
     assert "info" in result, result
     info = result["info"]
     assert _run(images.store.runtime_view(info["key"]), "import chlayer_mod; print(chlayer_mod.VALUE)") == "42"

@@ -168,7 +168,7 @@ def test_a_request_larger_than_any_node_is_refused_not_queued(ray_manager):
     """On the cluster itself: a request only the cluster's total could hold fails at once."""
     from cellhop.server_ext.errors import GpuRequestError
     from cellhop.server_ext.gpu_request import GpuRequest
-    from cellhop.server_ext.runtimes.ray import RayScheduler
+    from cellhop.server_ext.runtimes.ray_scheduler import RayScheduler
 
     scheduler = RayScheduler(_two_node_inventory())  # one H100 per node (placement would wait forever)
     t0 = time.monotonic()
@@ -378,7 +378,7 @@ def test_a_request_must_fit_on_one_node_not_on_the_cluster():
     error at once naming the most on one node, not a wait forever."""
     from cellhop.server_ext.errors import GpuRequestError
     from cellhop.server_ext.gpu_request import GpuRequest, feasible_choices
-    from cellhop.server_ext.runtimes.ray import RayScheduler
+    from cellhop.server_ext.runtimes.ray_scheduler import RayScheduler
 
     inv = _two_node_inventory()
     for text in ("H100:2", "any:2"):

@@ -8,7 +8,6 @@ a subprocess whose configured port is taken: its kernels must get the port it mo
 
 from __future__ import annotations
 
-import http.client
 import json
 import signal
 import socket
@@ -47,17 +46,6 @@ class MovedServer(ServerProcess):
     @property
     def runtime_dir(self):
         return self.runtime_root / "jrt"
-
-    def rest(self, method: str, path: str, body: dict | None = None, timeout: float = 90) -> tuple[int, dict]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                         headers={"Authorization": f"token {self.token}"})
-            response = conn.getresponse()
-            raw = response.read()
-            return response.status, (json.loads(raw) if raw else {})
-        finally:
-            conn.close()
 
 
 def wait_for_ready(kc: BlockingKernelClient, server: ServerProcess, timeout: float = 60) -> None:
@@ -104,10 +92,10 @@ def test_a_server_that_moved_off_a_taken_port_hands_its_kernels_the_port_it_list
         assert server.port != taken, server.log()[-2000:]
         assert f"The port {taken} is already in use" in server.log()
         blocker.close()  # a kernel still pointed at the old port now fails at once instead of hanging
-        status, gpus = server.rest("GET", "/cellhop/api/gpus")
+        status, gpus = server.request("GET", "/cellhop/api/gpus")
         assert status == 200 and gpus["simulated"], gpus
 
-        status, kernel = server.rest("POST", "/api/kernels", {"name": "python3", "path": ""})
+        status, kernel = server.request("POST", "/api/kernels", {"name": "python3", "path": ""}, timeout=90)
         assert status == 201, kernel
         kc = BlockingKernelClient()
         kc.load_connection_file(str(server.runtime_dir / f"kernel-{kernel['id']}.json"))
@@ -125,9 +113,9 @@ def test_a_server_that_moved_off_a_taken_port_hands_its_kernels_the_port_it_list
             assert out.strip() == "42", out
         finally:
             kc.stop_channels()
-        _, listed = server.rest("GET", "/cellhop/api/containers")
+        _, listed = server.request("GET", "/cellhop/api/containers")
         assert [c["phase"] for c in listed["containers"]] == ["ready"]
-        status, _ = server.rest("DELETE", f"/api/kernels/{kernel['id']}")
+        status, _ = server.request("DELETE", f"/api/kernels/{kernel['id']}")
         assert status == 204
     finally:
         blocker.close()
