@@ -395,8 +395,8 @@ def test_a_request_must_fit_on_one_node_not_on_the_cluster():
 
 
 def test_requirements_become_packages_and_pip_options(tmp_path):
+    from cellhop.server_ext.images.ray_env import ray_runtime_env
     from cellhop.server_ext.images.store import ImageStore
-    from cellhop.server_ext.runtimes.ray import RayRuntime
 
     (tmp_path / "sub").mkdir()
     (tmp_path / "requirements.txt").write_text(
@@ -407,9 +407,7 @@ def test_requirements_become_packages_and_pip_options(tmp_path):
     spec = {"base": {"kind": "current", "python": "python3", "site": []},
             "steps": [{"op": "requirements", "path": str(tmp_path / "requirements.txt")}]}
     store.record("k" * 32, "reqs", spec, ["k" * 32], {})
-    runtime = RayRuntime.__new__(RayRuntime)
-    runtime.images_root = tmp_path / "images"
-    env, _ = runtime._runtime_env("k" * 32)
+    env, _ = ray_runtime_env(tmp_path / "images", "k" * 32)
     assert env["pip"]["packages"] == ["tomli-w==1.0.0", "six", "attrs >=20"]
     assert env["pip"]["pip_install_options"] == [
         "--index-url", "https://pypi.example/simple", "--find-links", "/wheels",
