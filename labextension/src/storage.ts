@@ -47,13 +47,15 @@ function num(value: unknown): number | null {
   return typeof value === 'number' && isFinite(value) ? value : null;
 }
 
+/** The array under `key` of a JSON answer, or none. */
+function itemsOf(body: unknown, key: string): any[] {
+  const items = (body as Record<string, unknown> | null)?.[key];
+  return Array.isArray(items) ? items : [];
+}
+
 /** `{"volumes": [...]}` as rows, by name; items without a name are dropped. */
 export function parseVolumes(body: unknown): VolumeInfo[] {
-  const items = (body as { volumes?: unknown })?.volumes;
-  if (!Array.isArray(items)) {
-    return [];
-  }
-  return items
+  return itemsOf(body, 'volumes')
     .filter(v => v && typeof v.name === 'string')
     .map(v => ({
       name: v.name as string,
@@ -67,12 +69,8 @@ export function parseVolumes(body: unknown): VolumeInfo[] {
 
 /** `{"entries": [...]}` as rows: folders first, then by name. Unknown types count as files. */
 export function parseEntries(body: unknown): VolumeEntry[] {
-  const items = (body as { entries?: unknown })?.entries;
-  if (!Array.isArray(items)) {
-    return [];
-  }
   const rank = { dir: 0, link: 1, file: 2 };
-  return items
+  return itemsOf(body, 'entries')
     .filter(e => e && typeof e.name === 'string' && typeof e.path === 'string')
     .map(e => ({
       name: e.name as string,
@@ -92,11 +90,7 @@ export function parseUsage(body: unknown): VolumeUsage {
 
 /** `{"secrets": [...]}` as rows, by name, keys sorted. Any `values` field is never read. */
 export function parseSecrets(body: unknown): SecretInfo[] {
-  const items = (body as { secrets?: unknown })?.secrets;
-  if (!Array.isArray(items)) {
-    return [];
-  }
-  return items
+  return itemsOf(body, 'secrets')
     .filter(s => s && typeof s.name === 'string')
     .map(s => ({
       name: s.name as string,

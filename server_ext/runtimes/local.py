@@ -178,17 +178,6 @@ def default_hidden_folders(root: Path, state_dir: Path | None = None) -> list[Pa
     return folders
 
 
-def volume_state_dirs(mounts) -> list[Path]:
-    """The state directories that the volume folders among `mounts` ((host folder, path inside, read-only))
-    belong to: `<state_dir>/volumes/<name>/data` (VolumeStore.data_path) gives `<state_dir>`."""
-    found = []
-    for src, _, _ in mounts:
-        src = Path(src)
-        if src.name == "data" and len(src.parents) > 3 and src.parents[1].name == "volumes":
-            found.append(src.parents[2])
-    return found
-
-
 class LocalRuntime(ContainerRuntime):
     """Containers as bubblewrap-sandboxed processes on this host."""
 
@@ -198,7 +187,7 @@ class LocalRuntime(ContainerRuntime):
                  state_dir: Path | None = None, hidden: list[Path] | None = None):
         self.root = Path(root)
         # Host folders no container may see, behind a tmpfs (which of them exist is checked at each launch:
-        # they may appear later); the folders of the volumes a container mounts are added to them.
+        # they may appear later); a container's own volumes are bound back on top (sandbox.py).
         self.hidden = list(hidden) if hidden is not None else default_hidden_folders(self.root, state_dir)
         self.images_root = images_root  # where built images live (cellhop.Image); see images/
         self.transport = transport
@@ -234,7 +223,7 @@ class LocalRuntime(ContainerRuntime):
         self._limits[container.id] = limits
         env = self._environment(container, limits)
         python = spec.python or sys.executable
-        hidden = folders_to_hide(self.hidden + volume_state_dirs(container.mounts)) if self.bwrap else []
+        hidden = folders_to_hide(self.hidden) if self.bwrap else []
         ro_binds = [(p, p) for p in hidden_import_paths(hidden)] if self.bwrap else []
         image_mounts = []
         if spec.image:  # a built image: its venv's Python, its environment, its folders

@@ -9,8 +9,8 @@ kernel admits come from the shared secret (curve.py): the kernel runs through
 curve_tunnel.serve_kernel, whose ZAP authenticator refuses every other client. CUDA_VISIBLE_DEVICES is Ray's assignment to this actor;
 the sandbox's /dev holds only those GPUs' device files (their minor numbers
 read from this node's NVML), and hides this node's Jupyter runtime folder,
-cellhop's folders and the state directory of the volumes it mounts (see
-LocalRuntime and sandbox.py).
+cellhop's folders and the control plane's state directory (see LocalRuntime and
+sandbox.py).
 """
 
 from __future__ import annotations
