@@ -129,9 +129,9 @@ class HttpStorageClient(StorageClient):
         return self._call("GET", self._vol(name) + "/usage")
 
     # -- secrets -------------------------------------------------------------------
-    def secret_create(self, name, values, replace=False, session=False):
+    def secret_create(self, name, values, replace=False, session=False, owner=None):
         return self._call("POST", "secrets", {"name": name, "values": values, "replace": replace,
-                                              "session": session})
+                                              "session": session, "owner": owner})
 
     def secret_list(self):
         return self._call("GET", "secrets")["secrets"]

@@ -57,14 +57,8 @@ def _owner() -> dict:
 
 
 def _create_session(client, name: str, values: dict[str, str]) -> dict:
-    """Create a session secret owned by this kernel through either kind of storage client."""
-    owner = _owner()
-    if hasattr(client, "secrets"):  # LocalStorageClient: the stores of this process's control plane
-        return client.secrets.create(name, values, replace=True, session=True, owner=owner)
-    if hasattr(client, "_call"):  # HttpStorageClient: POST secrets with the owner field
-        return client._call("POST", "secrets", {"name": name, "values": values, "replace": True,
-                                                "session": True, "owner": owner})
-    return client.secret_create(name, values, replace=True, session=True)
+    """Create a session secret owned by this kernel."""
+    return client.secret_create(name, values, replace=True, session=True, owner=_owner())
 
 
 class Secret:

@@ -60,8 +60,9 @@ class StorageClient(ABC):
     # -- secrets ----------------------------------------------------------------
     @abstractmethod
     def secret_create(self, name: str, values: dict[str, str], replace: bool = False,
-                      session: bool = False) -> dict:
-        """Store a secret (or keep it for this session only); its view: name and keys, never values."""
+                      session: bool = False, owner: dict | None = None) -> dict:
+        """Store a secret (or keep it for this session only, for the notebook kernel `owner`:
+        `{"pid", "host", "label"}`); its view: name and keys, never values."""
 
     @abstractmethod
     def secret_list(self) -> list[dict]: ...
@@ -110,8 +111,8 @@ class LocalStorageClient(StorageClient):
     def volume_usage(self, name):
         return self.volumes.usage(name)
 
-    def secret_create(self, name, values, replace=False, session=False):
-        return self.secrets.create(name, values, replace=replace, session=session)
+    def secret_create(self, name, values, replace=False, session=False, owner=None):
+        return self.secrets.create(name, values, replace=replace, session=session, owner=owner)
 
     def secret_list(self):
         return self.secrets.list()

@@ -184,11 +184,11 @@ class LocalRuntime(ContainerRuntime):
     name = "local"
 
     def __init__(self, root: Path, sandbox: str = "auto", transport: str = "ipc", images_root: Path | None = None,
-                 state_dir: Path | None = None, hidden: list[Path] | None = None):
+                 state_dir: Path | None = None):
         self.root = Path(root)
         # Host folders no container may see, behind a tmpfs (which of them exist is checked at each launch:
         # they may appear later); a container's own volumes are bound back on top (sandbox.py).
-        self.hidden = list(hidden) if hidden is not None else default_hidden_folders(self.root, state_dir)
+        self.hidden = default_hidden_folders(self.root, state_dir)
         self.images_root = images_root  # where built images live (cellhop.Image); see images/
         self.transport = transport
         self.bwrap = None if sandbox == "none" else find_bubblewrap()
@@ -202,6 +202,9 @@ class LocalRuntime(ContainerRuntime):
         self._spawner = _Spawner()
         self._limits: dict[str, ResourceLimits] = {}
         self._log_pumps: dict[str, threading.Thread] = {}
+        # the import paths those folders (or the private /tmp) would hide, bound back read-only: sys.path is
+        # fixed, so they are worked out once
+        self._ro_binds = [(p, p) for p in hidden_import_paths(folders_to_hide(self.hidden))] if self.bwrap else []
 
     def describe(self) -> str:
         return "local, sandboxed with bubblewrap" if self.bwrap else "local, unsandboxed (bubblewrap missing)"
@@ -224,7 +227,7 @@ class LocalRuntime(ContainerRuntime):
         env = self._environment(container, limits)
         python = spec.python or sys.executable
         hidden = folders_to_hide(self.hidden) if self.bwrap else []
-        ro_binds = [(p, p) for p in hidden_import_paths(hidden)] if self.bwrap else []
+        ro_binds = list(self._ro_binds)
         image_mounts = []
         if spec.image:  # a built image: its venv's Python, its environment, its folders
             from ..images.runtime_env import apply_image, image_view
