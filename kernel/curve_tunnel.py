@@ -22,8 +22,10 @@ other client key, so knowing the kernel's public key is not enough.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
+import time
 import uuid
 
 import zmq
@@ -179,6 +181,27 @@ def serve_kernel(argv: list[str] | None = None) -> None:
     from .container_kernel import main
 
     main(argv)
+    _exit_after(EXIT_GRACE)
+
+
+EXIT_GRACE = 5.0  # seconds the interpreter's exit (ipykernel's atexit close, contexts' term) may take
+
+
+def _exit_after(seconds: float) -> None:
+    """The kernel has shut down: let the interpreter exit as usual (atexit: ipykernel closes its sockets
+    and terminates its contexts), but never hang there. A context's term() can wait on the authenticator's
+    sockets when the two race at exit; the process then ends with status 0 after `seconds`."""
+
+    def force():
+        time.sleep(seconds)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001
+                pass
+        os._exit(0)
+
+    threading.Thread(target=force, name="cellhop-exit-watchdog", daemon=True).start()
 
 
 if __name__ == "__main__":
