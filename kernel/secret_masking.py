@@ -3,20 +3,26 @@
 The runtime puts a container's secrets in its environment and names their
 keys (never the values) in CELLHOP_SECRET_KEYS. The container kernel wraps
 its Session's `serialize`, which every outgoing message passes through
-(streams, displays, errors, replies, comm traffic), and replaces each
-secret value found in a message's text (its content and its metadata) with
-*****, as CI systems do with their logs. It also wraps `send`, whose binary
-buffers (comm and widget buffers) go out beside the serialized message: a
-buffer holding a secret value's UTF-8 bytes has each occurrence overwritten
-with as many '*' bytes, so its length (and any binary layout) is kept. So a value printed by a remote cell never reaches the notebook
-kernel, its frontend, or the saved notebook.
+(streams, displays, errors, replies, comm traffic), and replaces each form of
+a secret value (server_ext/secret_forms.py: the value, its repr/JSON/HTML/URL
+escapes, its base64, ...) found in a message's strings, its dict keys
+included, in its content and its metadata, with *****, as CI systems do with
+their logs. It also wraps `send`, whose binary buffers (comm and widget
+buffers) go out beside the serialized message: a buffer holding a value's
+UTF-8, UTF-16 or UTF-32 bytes (or the UTF-8 of an escaped form) has each
+occurrence overwritten in place by '*' in the same encoding, so its length
+and layout are kept. So a value printed by a remote cell never reaches the
+notebook kernel, its frontend, or the saved notebook.
 
-Limits, as for CI masking: values shorter than 4 characters are not masked,
-a value split across two separate writes that are flushed apart is not
-recognised. Values a cell or function sends back are pickles, not text, so
-they are withheld instead: a variable (or a result) whose pickle carries a
-secret value stays in the container, and the notebook is told why (array
-data over 16 MiB is not searched).
+Values a cell or function sends back are pickles, not text, so they are
+withheld instead: a variable (or a result) whose pickle frames carry a byte
+form of a secret value stays in the container, and the notebook is told why
+(array data over 16 MiB is not searched).
+
+The forms are worked out once, when the kernel starts. What this covers and
+what it does not (deliberate transformations, values under 4 characters, a
+value split across writes flushed apart, two layers of escaping) is in
+docs/security.md, "Secret masking".
 """
 
 from __future__ import annotations
@@ -24,57 +30,88 @@ from __future__ import annotations
 import inspect
 import os
 
-from ..server_ext.secrets import MASK, SECRET_KEYS_ENV, masked_values
+from ..server_ext.secret_forms import MASK, masked_bytes, masked_values
+from ..server_ext.secrets import SECRET_KEYS_ENV
 
 SEARCHED_BYTES = 16 << 20
+# Characters some forms hold (escapes, percent-encoding, entities): a text without one of them cannot
+# hold such a form, so it is not searched for (a memchr is far cheaper than a substring search).
+_MARKS = ("\\", "%", "&")
 
 
 def secret_values(environ=None) -> list[str]:
-    """The strings to mask, from the container's own environment."""
+    """The container's secret values, from its own environment."""
     environ = os.environ if environ is None else environ
     keys = [k for k in environ.get(SECRET_KEYS_ENV, "").split(",") if k]
-    return masked_values(environ[k] for k in keys if environ.get(k))
-
-
-def mask(value, secrets: list[str]):
-    """A copy of a JSON-like value with each secret in its strings (not its keys) masked."""
-    if isinstance(value, str):
-        for secret in secrets:
-            if secret in value:
-                value = value.replace(secret, MASK)
-        return value
-    if isinstance(value, dict):
-        return {k: mask(v, secrets) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [mask(v, secrets) for v in value]
-    return value
+    return [environ[k] for k in keys if environ.get(k)]
 
 
 class SecretMask:
     """The container's secret values and what the kernel does with them: mask, withhold."""
 
-    def __init__(self, secrets: list[str]):
-        self.secrets = secrets
-        self._encoded = [v.encode() for v in secrets]
+    def __init__(self, values: list[str]):
+        self.values = list(values)
+        self.forms = masked_values(self.values)  # longest first
+        # The forms grouped by the marks they hold: a text lacking a mark skips that group's forms.
+        groups: dict[tuple, list[str]] = {}
+        for form in self.forms:
+            groups.setdefault(tuple(m for m in _MARKS if m in form), []).append(form)
+        self._groups = list(groups.items())
+        self._bytes = masked_bytes(self.values)
 
     @classmethod
     def from_environment(cls, environ=None) -> SecretMask:
         return cls(secret_values(environ))
 
     def __bool__(self) -> bool:
-        return bool(self.secrets)
+        return bool(self.forms)
+
+    # -- text ---------------------------------------------------------------------
+    def _searched(self, text: str) -> list[str]:
+        """The forms that `text` could hold, given the marks it has."""
+        found = []
+        for marks, forms in self._groups:
+            if all(m in text for m in marks):
+                found.extend(forms)
+        return found
+
+    def text(self, text: str) -> str:
+        """`text` with every form of every value replaced by *****."""
+        for form in self._searched(text):
+            if form in text:
+                text = text.replace(form, MASK)
+        return text
+
+    def json(self, value):
+        """A JSON-like value with each form masked in its strings and its dict keys (a copy where any
+        was found; two keys masked alike become one). Its strings are searched at once, joined."""
+        strings: list[str] = []
+        _strings_of(value, strings)
+        joined = "\0".join(strings)  # NUL: in no secret value, so no form spans two strings
+        if not any(form in joined for form in self._searched(joined)):
+            return value
+        return self._masked(value)
+
+    def _masked(self, value):
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self.text(k) if isinstance(k, str) else k: self._masked(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._masked(v) for v in value]
+        return value
 
     def install(self, session) -> None:
         """Mask the secrets in every message `session` sends (nothing to do without secrets)."""
-        if not self.secrets:
+        if not self:
             return
-        serialize, secrets = session.serialize, self.secrets
+        serialize = session.serialize
 
         def serialize_masked(msg, ident=None):
             masked = dict(msg)
-            masked["content"] = mask(msg.get("content", {}), secrets)
+            masked["content"] = self.json(msg.get("content", {}))
             if msg.get("metadata"):
-                masked["metadata"] = mask(msg["metadata"], secrets)
+                masked["metadata"] = self.json(msg["metadata"])
             return serialize(masked, ident)
 
         session.serialize = serialize_masked
@@ -93,34 +130,35 @@ class SecretMask:
 
         session.send = send_masked
 
+    # -- bytes --------------------------------------------------------------------
     def mask_buffers(self, buffers: list) -> list:
-        """`buffers` with each one that holds a secret value (see holds()) replaced by a copy in which
-        every occurrence is overwritten with '*' bytes of the same length; the others untouched."""
+        """`buffers` with each one that holds a value (see holds()) replaced by a copy in which every
+        byte form is overwritten by '*' in the same encoding (same length); the others untouched."""
         out = []
         for buffer in buffers:
             if self.holds([buffer]):
                 data = memoryview(buffer).cast("B").tobytes()
-                for encoded in self._encoded:
-                    data = data.replace(encoded, b"*" * len(encoded))
+                for form, stars in self._bytes:
+                    data = data.replace(form, stars)
                 buffer = data
             out.append(buffer)
         return out
 
     def holds(self, frames: list) -> bool:
-        """Whether pickled frames carry a secret value (as its UTF-8 bytes). Out-of-band buffers over
-        16 MiB (array data) are not searched."""
+        """Whether frames (pickles, buffers) carry a byte form of a value. Frames over 16 MiB (array
+        data) are not searched."""
         for frame in frames:
             view = memoryview(frame)
             if view.nbytes > SEARCHED_BYTES:
                 continue
             data = frame if isinstance(frame, bytes) else view.cast("B").tobytes()
-            if any(e in data for e in self._encoded):
+            if any(form in data for form, _ in self._bytes):
                 return True
         return False
 
     def withhold(self, packed):
         """`packed` (serialize.Packed) without the values that carry a secret; those are named in its errors."""
-        if not self.secrets:
+        if not self:
             return packed
         meta, frames, pos = [], [], 0
         for item in packed.meta:
@@ -134,3 +172,23 @@ class SecretMask:
             frames.extend(part)
         packed.meta, packed.frames = meta, frames
         return packed
+
+
+def _strings_of(value, out: list[str]) -> None:
+    """Every string of a JSON-like value, its dict keys included, appended to `out`."""
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str):
+                out.append(k)
+            if isinstance(v, str):
+                out.append(v)
+            elif isinstance(v, (dict, list, tuple)):
+                _strings_of(v, out)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            if isinstance(v, str):
+                out.append(v)
+            elif isinstance(v, (dict, list, tuple)):
+                _strings_of(v, out)

@@ -12,6 +12,9 @@ do (the kernel's pid and host, and a label such as "kernel 1a2b3c4d"): only
 containers of that owner may use it, and it is dropped once the owner has
 exited, however it exited (the same liveness test that stops a dead
 kernel's containers), so a crashed kernel leaves nothing usable behind.
+
+The masking of secret values in output lives in secret_forms.py (mask_text,
+masked_values and MASK are importable from here too).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 
 from .errors import CellhopError
 from .paths import private_dir
+from .secret_forms import MASK, MIN_MASKED, mask_text, masked_values  # noqa: F401  (importable from here)
 from .volume_paths import VolumePathError, volume_name
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -35,7 +39,6 @@ _RESERVED_PREFIXES = ("CELLHOP_", "JPY_")
 _RESERVED = {"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "PATH", "PYTHONPATH", "PYTHONHOME", "LD_PRELOAD",
              "LD_LIBRARY_PATH", "IPYTHONDIR", "MPLCONFIGDIR", "HOME"}
 SECRET_KEYS_ENV = "CELLHOP_SECRET_KEYS"  # names (never values) of a container's secret variables, for masking
-MIN_MASKED = 4  # shorter values are not masked in output (they would blank out ordinary text)
 
 
 class SecretError(CellhopError, ValueError):
@@ -277,27 +280,3 @@ class SecretStore:
         for name in names:
             env.update(self._read(secret_name(name), requester)["values"])
         return env
-
-
-def masked_values(values) -> list[str]:
-    """What to mask in output for these secret values: each value and each long-enough line of it, longest first."""
-    found = set()
-    for value in values:
-        if len(value) >= MIN_MASKED:
-            found.add(value)
-        for line in value.splitlines():
-            line = line.strip()
-            if len(line) >= MIN_MASKED:
-                found.add(line)
-    return sorted(found, key=len, reverse=True)
-
-
-MASK = "*****"
-
-
-def mask_text(text: str, values) -> str:
-    """`text` with every secret value (see masked_values) replaced by *****."""
-    for value in values:
-        if value in text:
-            text = text.replace(value, MASK)
-    return text

@@ -1,4 +1,5 @@
-"""The container kernel's masking covers a message's metadata and its binary buffers, not only its content."""
+"""The container kernel's masking covers a message's metadata and its binary buffers, not only its content,
+the escaped forms of a value and dict keys, and a value's UTF-16/UTF-32 bytes in buffers."""
 
 from __future__ import annotations
 
@@ -60,3 +61,45 @@ def test_without_secrets_nothing_is_wrapped():
     send, serialize = session.send, session.serialize
     SecretMask([]).install(session)
     assert session.send == send and session.serialize == serialize
+
+
+ESCAPED = "tok\\en'with\"<html>&é-8c7b"
+
+
+def test_escaped_forms_and_dict_keys_are_masked():
+    import html
+    from urllib.parse import quote
+
+    session, stream = Session(key=b""), Stream()
+    SecretMask([ESCAPED]).install(session)
+    shown = {"repr": repr(ESCAPED), "ascii": ascii(ESCAPED), "json": json.dumps({"k": ESCAPED}),
+             "html": html.escape(ESCAPED), "url": quote(ESCAPED, safe="")}
+    session.send(stream, "display_data", content={"data": {"text/plain": shown, ESCAPED: "a key"}},
+                 metadata={f"key {ESCAPED}": 1})
+    content = json.loads(stream.sent[0][stream.sent[0].index(b"<IDS|MSG>") + 5])
+    assert content["data"] == {"text/plain": {"repr": "'*****'", "ascii": "'*****'", "json": '{"k": "*****"}',
+                                              "html": "*****", "url": "*****"},
+                               "*****": "a key"}
+    metadata = json.loads(stream.sent[0][stream.sent[0].index(b"<IDS|MSG>") + 4])
+    assert metadata == {"key *****": 1}
+
+
+def test_wide_encodings_in_buffers_are_masked_in_their_own_encoding():
+    import numpy as np
+
+    mask = SecretMask([ESCAPED])
+    array = np.array([ESCAPED, "other"])  # UTF-32 in its buffer
+    utf16 = ESCAPED.encode("utf-16")  # with its byte-order mark
+    assert mask.holds([array]) and mask.holds([utf16]) and mask.holds([ESCAPED.encode("utf-32-be")])
+    assert not mask.holds([np.array(["other", "values"]), "nothing here".encode("utf-16")])
+    masked_array, masked_utf16 = mask.mask_buffers([memoryview(array), utf16])
+    back = np.frombuffer(masked_array, dtype=array.dtype)
+    assert list(back) == ["*" * len(ESCAPED), "other"]  # same length, same layout: still an array of 2
+    assert masked_utf16.decode("utf-16") == "*" * len(ESCAPED)
+
+
+def test_text_without_a_value_is_left_as_it_is():
+    mask = SecretMask([ESCAPED])
+    content = {"data": {"text/plain": "ordinary output & 100% \\ fine"}, "k": [1, "x"]}
+    assert mask.json(content) is content
+    assert mask.text("ordinary") == "ordinary"
