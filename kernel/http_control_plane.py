@@ -21,6 +21,7 @@ from ..server_ext.container import ContainerSpec, ExitStatus
 from ..server_ext.errors import (CellhopError, ContainerNotFound, ContainerStartError, GpuRequestError,
                                  QueueTimeout)
 from ..server_ext.inventory import Inventory
+from ..server_ext.secrets import SecretNotFound, SecretOfAnotherOwner
 from .control_client import ControlPlaneClient
 
 API = "cellhop/api/"
@@ -34,7 +35,8 @@ class ControlPlaneUnreachable(CellhopError, ConnectionError):
 
 _ERRORS = {"GpuRequestError": GpuRequestError, "SimulatedInventoryError": GpuRequestError,
            "QueueTimeout": QueueTimeout, "ContainerStartError": ContainerStartError,
-           "ContainerNotFound": ContainerNotFound}
+           "ContainerNotFound": ContainerNotFound, "SecretNotFound": SecretNotFound,
+           "SecretOfAnotherOwner": SecretOfAnotherOwner}
 
 
 def _payload(raw: bytes) -> dict:

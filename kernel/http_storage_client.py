@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from urllib.parse import quote, urlencode
 
 from ..server_ext.errors import CellhopError
-from ..server_ext.secrets import SecretError, SecretExists, SecretNotFound
+from ..server_ext.secrets import SecretError, SecretExists, SecretNotFound, SecretOfAnotherOwner
 from ..server_ext.volume_paths import VolumePathError
 from ..server_ext.volumes import (CHUNK, VolumeConflict, VolumeFileNotFound, VolumeInUse, VolumeNotFound,
                                   VolumeQuotaExceeded)
@@ -22,7 +22,7 @@ from .storage_client import StorageClient
 
 _ERRORS = {cls.__name__: cls for cls in (VolumeNotFound, VolumeFileNotFound, VolumeInUse, VolumeConflict,
                                          VolumeQuotaExceeded, VolumePathError, SecretError, SecretExists,
-                                         SecretNotFound)}
+                                         SecretNotFound, SecretOfAnotherOwner)}
 
 
 def _error(status: int, raw: bytes) -> CellhopError:

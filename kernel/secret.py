@@ -43,8 +43,10 @@ def _forget_session_secrets() -> None:
 
 
 def _owner() -> dict:
-    """Who this kernel is to the control plane, as its container specs say it (owner_pid, owner_host),
-    with the label `%gpu` shows ("kernel 1a2b3c4d"): a session secret is this kernel's alone."""
+    """This kernel's process, as its container specs say it (owner_pid, owner_host), with the label
+    `%gpu` shows ("kernel 1a2b3c4d"): the control plane drops a session secret once this process
+    has exited. It grants nothing: whose the secret is, the server knows from the token the request
+    carries (each kernel a server starts has its own), and an embedded control plane has one caller."""
     from .extension import _server_kernel_id
 
     try:

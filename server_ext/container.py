@@ -56,6 +56,9 @@ def format_size(n: int | None) -> str:
     return f"{value:.1f} TiB"
 
 
+_SERVER_SIDE = {"caller"}  # ContainerSpec fields the server sets, never part of the API's JSON
+
+
 @dataclass
 class ContainerSpec:
     """What to start. Parsed and validated before anything runs."""
@@ -75,6 +78,9 @@ class ContainerSpec:
     volumes: list[dict] = field(default_factory=list)  # [{"name", "path", "read_only"}], see volume_paths
     secrets: list[str] = field(default_factory=list)  # secret names; their values are resolved at launch
     image: str | None = None  # key of a built image (cellhop.Image); None: the notebook's own environment
+    # Who started it, as the server authenticated the request (kernel_tokens.Caller; None: this process).
+    # Set by the API handler, never read from a request: session secrets are checked against it.
+    caller: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         # Accept what users type ("H100", "8G") as well as parsed values.
@@ -90,6 +96,8 @@ class ContainerSpec:
         """What crosses the API (`POST containers`); `from_json` reads it back."""
         out = {}
         for f in fields(self):
+            if f.name in _SERVER_SIDE:
+                continue
             value = getattr(self, f.name)
             if isinstance(value, (GpuRequest, Path)):
                 value = str(value)
@@ -101,7 +109,7 @@ class ContainerSpec:
         """A spec from the API; unknown fields and wrong types are a CellhopError naming them."""
         if not isinstance(data, dict):
             raise CellhopError("the container spec must be a JSON object")
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - _SERVER_SIDE
         unknown = sorted(set(data) - known)
         if unknown:
             raise CellhopError(f"unknown field(s) in the container spec: {', '.join(unknown)}; "

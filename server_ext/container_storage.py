@@ -62,7 +62,7 @@ class ContainerStorage:
         if not spec.volumes and not spec.secrets:
             return
         if spec.secrets:
-            container.secret_env = self.secrets.environment(spec.secrets, (spec.owner_pid, spec.owner_host))
+            container.secret_env = self.secrets.environment(spec.secrets, spec.caller)  # who really asked
         locks: list[MountLock] = []
         try:
             for mount in spec.volumes:

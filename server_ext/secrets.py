@@ -7,11 +7,15 @@ and end with it. Listing shows names and keys; the only way to a value is
 `environment(names)`, which the container manager calls at launch to put the
 values into the container's environment (and nowhere else).
 
-A session secret made by a notebook kernel records its owner as containers
-do (the kernel's pid and host, and a label such as "kernel 1a2b3c4d"): only
-containers of that owner may use it, and it is dropped once the owner has
-exited, however it exited (the same liveness test that stops a dead
-kernel's containers), so a crashed kernel leaves nothing usable behind.
+A session secret belongs to the caller that made it (kernel_tokens.Caller:
+the kernel whose own token the request carried, the user, or this process
+for an embedded control plane), as the server authenticated it, never as
+the request says: only containers started by that same caller may use it,
+and only it may replace or (unless it is a user) delete it. The owner's pid
+and host, which the client sends as container specs do, serve only to drop
+the secret once that process has exited, however it exited (the same
+liveness test that stops a dead kernel's containers), so a crashed kernel
+leaves nothing usable behind.
 
 The masking of secret values in output lives in secret_forms.py (mask_text,
 masked_values and MASK are importable from here too).
@@ -29,6 +33,7 @@ import time
 from pathlib import Path
 
 from .errors import CellhopError
+from .kernel_tokens import Caller
 from .paths import private_dir
 from .secret_forms import MASK, MIN_MASKED, mask_text, masked_values  # noqa: F401  (importable from here)
 from .volume_paths import VolumePathError, volume_name
@@ -39,6 +44,7 @@ _RESERVED_PREFIXES = ("CELLHOP_", "JPY_")
 _RESERVED = {"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "PATH", "PYTHONPATH", "PYTHONHOME", "LD_PRELOAD",
              "LD_LIBRARY_PATH", "IPYTHONDIR", "MPLCONFIGDIR", "HOME"}
 SECRET_KEYS_ENV = "CELLHOP_SECRET_KEYS"  # names (never values) of a container's secret variables, for masking
+_UNCHECKED = object()  # _read without an owner check (a view of names and keys)
 
 
 class SecretError(CellhopError, ValueError):
@@ -59,9 +65,12 @@ class SecretExists(CellhopError):
 class SecretOfAnotherOwner(SecretError):
     """A session-only secret used (or replaced) by someone other than the notebook that made it."""
 
+    http_status = 403
+
 
 def check_owner(owner) -> dict | None:
-    """The owner of a session secret as the API takes it: {"pid": int, "host": str, "label": str}."""
+    """The owner process of a session secret as a client sends it: {"pid": int, "host": str, "label": str}.
+    It says which process to watch (the secret goes when it exits), never who may use the secret."""
     if owner is None:
         return None
     if not isinstance(owner, dict) or set(owner) - {"pid", "host", "label"} or \
@@ -72,12 +81,14 @@ def check_owner(owner) -> dict | None:
 
 
 def _owner_gone(owner: dict) -> bool:
-    """Whether the owner of a session secret has exited: the container manager's test for a container's
-    notebook kernel (its pid on this host), so the two cannot disagree."""
+    """Whether the process owning a session secret has exited: the container manager's test for a
+    container's notebook kernel (its pid on this host), so the two cannot disagree."""
     from types import SimpleNamespace
 
     from .container_manager import ContainerManager
 
+    if owner.get("pid") is None:
+        return False  # no process named: it lasts until deleted or the server stops
     return ContainerManager._owner_gone(SimpleNamespace(spec=SimpleNamespace(owner_pid=owner["pid"],
                                                                              owner_host=owner["host"])))
 
@@ -164,13 +175,13 @@ class SecretStore:
                     if (self._session.get(name) or {}).get("owner") is owner:  # not made again meanwhile
                         del self._session[name]
 
-    def _read(self, name: str, requester: tuple | None = None) -> dict:
+    def _read(self, name: str, caller=_UNCHECKED) -> dict:
         self._prune()
         with self._lock:
             record = self._session.get(name)
         if record is not None:
-            if requester is not None:
-                self._refuse_if_not_owner(record, requester, "use")
+            if caller is not _UNCHECKED:
+                self._refuse_if_not_owner(record, Caller.of(caller), "use")
             return record
         try:
             return json.loads(self._path(name).read_text())
@@ -179,15 +190,12 @@ class SecretStore:
                                  "or cellhop.Secret.from_dict(...)") from None
 
     @staticmethod
-    def _refuse_if_not_owner(record: dict, requester: tuple, doing: str) -> None:
-        """`requester`: (pid, host) of who wants the secret; None parts mean this process, this host."""
+    def _refuse_if_not_owner(record: dict, caller: Caller, doing: str) -> None:
+        """Refuse `caller` (as the server authenticated it) a session secret another caller made."""
         owner = record.get("owner")
         if not owner:
             return  # made without an owner (REST, the sidebar): the server's, for every notebook
-        pid, host = requester
-        pid = os.getpid() if pid is None else pid
-        host = socket.gethostname() if host is None else host
-        if (pid, host) != (owner["pid"], owner["host"]):
+        if owner["caller"] != caller.id:
             name = record["name"]
             raise SecretOfAnotherOwner(
                 f"secret {name!r} is a session-only secret of another notebook ({owner['label']}); only that "
@@ -203,27 +211,33 @@ class SecretStore:
         return view
 
     def create(self, name: str, values: dict[str, str], replace: bool = False, session: bool = False,
-               owner: dict | None = None) -> dict:
+               owner: dict | None = None, caller: Caller | None = None) -> dict:
         """Store (or, `session`, keep in memory) secret `name`. Returns its view (name and keys).
 
-        `owner` (session ones): {"pid", "host", "label"} of the notebook kernel that makes it; only
-        that kernel's containers can use it, and it goes when that kernel exits."""
+        `caller`: who asks, as the server authenticated it (None: this process). `owner` (session
+        ones): {"pid", "host", "label"} of the process making it, as the client says. A session secret
+        with an owner, or made by a kernel, belongs to `caller`: only containers `caller` starts may
+        use it, and it goes when the owner process exits. One made by a user without an owner is the
+        server's, for every notebook."""
         name = secret_name(name)
         values = check_values(values)
         owner = check_owner(owner)
+        caller = Caller.of(caller)
         if owner is not None and not session:
             raise SecretError("only a session secret has an owner; a stored one is for every notebook")
         record = {"name": name, "values": values, "created": time.time(), "session": session}
         if session:
-            record["owner"] = owner
+            if owner is not None or caller.kind == "kernel":
+                owner = owner or {}
+                label = caller.label if caller.kind == "kernel" else owner.get("label") or caller.label
+                record["owner"] = {**owner, "caller": caller.id, "label": label}
             self._prune()
             with self._lock:
                 old = self._session.get(name)
                 if old is not None and not replace:
                     raise SecretExists(f"secret {name!r} already exists in this session; pass replace=True")
-                if old is not None:  # another live notebook's session secret is not replaced
-                    self._refuse_if_not_owner(old, (owner["pid"], owner["host"]) if owner else (None, None),
-                                              "replace")
+                if old is not None:  # another notebook's session secret is not replaced
+                    self._refuse_if_not_owner(old, caller, "replace")
                 self._session[name] = record
             return self._view(record)
         path = self._path(name)
@@ -260,23 +274,29 @@ class SecretStore:
     def get(self, name: str) -> dict:
         return self._view(self._read(secret_name(name)))
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, caller: Caller | None = None) -> None:
+        """Delete secret `name`. A kernel may not delete another caller's session secret (a user may)."""
         name = secret_name(name)
+        caller = Caller.of(caller)
         with self._lock:
-            if self._session.pop(name, None) is not None:
+            record = self._session.get(name)
+            if record is not None:
+                if caller.kind == "kernel":
+                    self._refuse_if_not_owner(record, caller, "delete")
+                del self._session[name]
                 return
         try:
             self._path(name).unlink()
         except FileNotFoundError:
             raise SecretNotFound(f"no secret {name!r}") from None
 
-    def environment(self, names, requester: tuple | None = (None, None)) -> dict[str, str]:
+    def environment(self, names, caller: Caller | None = None) -> dict[str, str]:
         """The variables of secrets `names`, merged in order (later ones win). For the runtime only.
 
-        `requester`: (owner_pid, owner_host) of the container's spec, its notebook kernel; None parts
-        mean this process (an embedded control plane's own kernel). A session secret of another owner
-        is refused (SecretOfAnotherOwner)."""
+        `caller`: who started the container, as the server authenticated it (the spec's `caller`;
+        None: this process, an embedded control plane's own kernel). A session secret of another
+        caller is refused (SecretOfAnotherOwner)."""
         env: dict[str, str] = {}
         for name in names:
-            env.update(self._read(secret_name(name), requester)["values"])
+            env.update(self._read(secret_name(name), caller)["values"])
         return env

@@ -11,6 +11,7 @@ import tempfile
 import pytest
 
 from cellhop.server_ext.api.base import KERNEL_TOKEN_SETTING
+from cellhop.server_ext.kernel_tokens import token_for
 from cellhop.server_ext.images.builder import ImageBuildError
 from cellhop.server_ext.images.spec import Image
 
@@ -100,7 +101,7 @@ async def test_http_control_plane_builds_images_through_the_server(jp_fetch, jp_
                                                                   jp_base_url):  # jp_fetch: the server listens
     from cellhop.kernel.http_control_plane import HttpControlPlane
 
-    token = jp_serverapp.web_app.settings[KERNEL_TOKEN_SETTING]
+    token = token_for(jp_serverapp.web_app.settings[KERNEL_TOKEN_SETTING], "test-kernel")  # a kernel's own
     client = HttpControlPlane(f"http://127.0.0.1:{jp_http_port}{jp_base_url}", token)
     events = []
     spec = Image.current().env({"CHTEST": "http"}).to_json()

@@ -322,10 +322,12 @@ async def test_restart_and_interrupt_routes_through_the_http_control_plane(jp_fe
                                                                              http_server_client):
     from cellhop.kernel.http_control_plane import HttpControlPlane
     from cellhop.server_ext.api.base import KERNEL_TOKEN_SETTING
+    from cellhop.server_ext.kernel_tokens import token_for
     from cellhop.server_ext.container import ContainerSpec
 
     loop = asyncio.get_running_loop()
-    client = HttpControlPlane(jp_serverapp.connection_url, jp_serverapp.web_app.settings[KERNEL_TOKEN_SETTING])
+    client = HttpControlPlane(jp_serverapp.connection_url,
+                              token_for(jp_serverapp.web_app.settings[KERNEL_TOKEN_SETTING], "test-kernel"))
 
     def blocking(fn, *args):
         return loop.run_in_executor(None, lambda: fn(*args))

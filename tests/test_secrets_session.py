@@ -12,7 +12,7 @@ import time
 import pytest
 from server_kernel_client import run
 
-from cellhop.server_ext.container import ContainerSpec
+from cellhop.server_ext.kernel_tokens import USER, Caller
 from cellhop.server_ext.secrets import SecretError, SecretNotFound, SecretOfAnotherOwner, SecretStore
 
 VALUE = "sk-session-4e5f6a7b8c9d"
@@ -30,21 +30,25 @@ def test_a_session_secret_is_its_owners_alone_and_goes_with_it(runtime_root, pyt
     owner = python_child("import sys\nprint('up', flush=True)\nsys.stdin.readline()")
     owner.expect("up")
     me = {"pid": owner.pid, "host": os.uname().nodename, "label": "kernel 1a2b3c4d"}
-    view = store.create("mine", {"API_KEY": VALUE}, session=True, owner=me)
+    kernel, other = Caller("kernel", "1a2b3c4d-0000"), Caller("kernel", "5e6f7a8b-0000")
+    view = store.create("mine", {"API_KEY": VALUE}, session=True, owner=me, caller=kernel)
     assert view["owner"] == "kernel 1a2b3c4d" and VALUE not in json.dumps(view)
-    assert store.environment(["mine"], (owner.pid, me["host"])) == {"API_KEY": VALUE}
-    with pytest.raises(SecretOfAnotherOwner, match=r"secret 'mine' is a session-only secret of another "
-                                                   r"notebook \(kernel 1a2b3c4d\)"):
-        store.environment(["mine"], (os.getpid(), me["host"]))
+    assert store.environment(["mine"], kernel) == {"API_KEY": VALUE}
+    for someone_else in (other, USER, None):  # the pid a caller names decides nothing
+        with pytest.raises(SecretOfAnotherOwner, match=r"secret 'mine' is a session-only secret of another "
+                                                       r"notebook \(kernel 1a2b3c4d\)"):
+            store.environment(["mine"], someone_else)
     with pytest.raises(SecretOfAnotherOwner, match="only that notebook can replace it"):
-        store.create("mine", {"API_KEY": "other"}, session=True, replace=True)
+        store.create("mine", {"API_KEY": "other"}, session=True, replace=True, owner=me, caller=other)
+    with pytest.raises(SecretOfAnotherOwner, match="only that notebook can delete it"):
+        store.delete("mine", other)
     with pytest.raises(SecretError, match="only a session secret has an owner"):
         store.create("stored", {"K": "v"}, owner=me)
 
     owner.kill(signal.SIGKILL)  # reaped by the fixture: no atexit, no delete call
     assert store.list() == []
     with pytest.raises(SecretNotFound):
-        store.environment(["mine"], (owner.pid, me["host"]))
+        store.environment(["mine"], kernel)
     store.create("mine", {"API_KEY": "mine now"}, session=True)  # the name is free again
 
 

@@ -12,6 +12,7 @@ import json
 import pytest
 
 from cellhop.server_ext.api.base import KERNEL_TOKEN_SETTING
+from cellhop.server_ext.kernel_tokens import token_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -68,7 +69,7 @@ async def test_every_route_answers_an_authenticated_request(jp_fetch, method, ro
 
 
 async def test_the_kernels_token_opens_the_cellhop_api_and_nothing_else(jp_fetch, jp_serverapp):
-    token = jp_serverapp.web_app.settings[KERNEL_TOKEN_SETTING]
+    token = token_for(jp_serverapp.web_app.settings[KERNEL_TOKEN_SETTING], "test-kernel")  # a kernel's own
     headers = {"Authorization": f"token {token}"}
     status, body = await call(jp_fetch, "GET", "gpus", headers=headers)
     assert status == 200 and body["simulated"] is True

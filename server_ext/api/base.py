@@ -4,7 +4,6 @@ scoped token), authorization on the `cellhop` resource, JSON bodies and JSON err
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import threading
 from collections.abc import Callable
@@ -18,10 +17,11 @@ from tornado.iostream import StreamClosedError
 
 from ..errors import (CellhopError, ContainerNotFound, ContainerStartError, ContainerStopped, GpuRequestError,
                       InvalidContainerSpec, QueueCancelled, QueueTimeout, SimulatedInventoryError)
+from ..kernel_tokens import USER, Caller, kernel_of
 from ..own_thread import on_own_thread
 
 AUTH_RESOURCE = "cellhop"
-KERNEL_TOKEN_SETTING = "cellhop_kernel_token"
+KERNEL_TOKEN_SETTING = "cellhop_kernel_token"  # the key each kernel's own token is made with
 CONTROL_PLANE_SETTING = "cellhop_control_plane"
 
 # What a cellhop error means over HTTP. Anything a user can type is a 4xx (a spec naming an unknown
@@ -62,28 +62,34 @@ _KERNEL_USER = User(username="cellhop-kernel", name="cellhop kernel")
 
 
 class KernelTokenAuth:
-    """Mixin for JupyterHandler subclasses: accept `Authorization: token <kernel token>`."""
+    """Mixin for JupyterHandler subclasses: accept `Authorization: token <a kernel's own token>`
+    (kernel_tokens: made from the key in settings[KERNEL_TOKEN_SETTING] for one kernel id)."""
 
-    _cellhop_kernel = False
+    _cellhop_kernel: str | None = None  # the kernel id of a request carrying a kernel's token
 
-    def _presents_kernel_token(self) -> bool:
-        expected = self.settings.get(KERNEL_TOKEN_SETTING)
+    def _presented_kernel(self) -> str | None:
+        key = self.settings.get(KERNEL_TOKEN_SETTING)
         header = self.request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        return bool(expected) and scheme.lower() == "token" and hmac.compare_digest(
-            token.strip().encode(), expected.encode())
+        return kernel_of(key, token.strip()) if key and scheme.lower() == "token" else None
 
     def _prepare_kernel(self) -> bool:
-        """Authenticate a kernel by its scoped token; False when the request does not carry it."""
-        if not self._presents_kernel_token():
+        """Authenticate a kernel by its own token; False when the request does not carry one."""
+        kernel_id = self._presented_kernel()
+        if kernel_id is None:
             return False
         CallContext.set(CallContext.JUPYTER_HANDLER, self)
         if not self.check_host():
             raise web.HTTPError(403)
-        self._cellhop_kernel = True
+        self._cellhop_kernel = kernel_id
         self._token_authenticated = True
         self.current_user = self._jupyter_current_user = _KERNEL_USER
         return True
+
+    @property
+    def caller(self) -> Caller:
+        """Who sent this request, as authenticated: a kernel by its own token, else the server's user."""
+        return Caller("kernel", self._cellhop_kernel) if self._cellhop_kernel else USER
 
     @property
     def authorizer(self):

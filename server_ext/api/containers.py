@@ -6,6 +6,7 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from ..container import ContainerSpec, Phase
+from ..kernel_tokens import Caller
 from ..own_thread import on_own_thread
 from .base import CellhopAPIHandler, JsonLinesStream, in_thread
 
@@ -34,6 +35,7 @@ class ContainersHandler(JsonLinesStream, CellhopAPIHandler):
         if unknown:
             raise web.HTTPError(400, f"unknown field(s) {', '.join(sorted(unknown))}; send {{\"spec\": {{...}}}}")
         spec = ContainerSpec.from_json(body.get("spec") or {})
+        spec.caller = self.caller  # who asked, as authenticated (its session secrets, its container)
         if self.wants_events():
             await self._start_streaming(spec)
         else:
@@ -56,6 +58,15 @@ class ContainersHandler(JsonLinesStream, CellhopAPIHandler):
             await on_own_thread(manager.stop, container.id, "its requester went away")
 
 
+def check_may_act_on(caller: Caller, container) -> None:
+    """A kernel's token stops, restarts, interrupts or reads the log of the containers that kernel
+    started, no other's (the server's user may act on any)."""
+    owner = Caller.of(container.spec.caller)
+    if caller.kind == "kernel" and owner != caller:
+        raise web.HTTPError(403, f"container {container.id} was started by {owner.label}; a kernel's "
+                                 "token acts only on the containers that kernel started")
+
+
 class ContainerHandler(CellhopAPIHandler):
     @web.authenticated
     @authorized
@@ -67,6 +78,7 @@ class ContainerHandler(CellhopAPIHandler):
     async def delete(self, container_id):
         manager = self.control_plane.manager
         container = manager.get(container_id)
+        check_may_act_on(self.caller, container)
         await on_own_thread(manager.remove, container_id)  # stops it first when it runs
         self.write_json(container.to_dict())
 
@@ -77,6 +89,7 @@ class ContainerActionHandler(CellhopAPIHandler):
     async def post(self, container_id, action):
         manager = self.control_plane.manager
         container = manager.get(container_id)
+        check_may_act_on(self.caller, container)
         if action == "stop":
             reason = self.json_body().get("reason") or "stopped through the cellhop API"
             if not isinstance(reason, str) or len(reason) > 300:
@@ -108,6 +121,7 @@ class ContainerLogsHandler(CellhopAPIHandler):
             if not tail.isdigit() or int(tail) < 1:
                 raise web.HTTPError(400, f"tail={tail!r} must be a whole number of lines, at least 1")
             tail = int(tail)
+        check_may_act_on(self.caller, self.control_plane.manager.get(container_id))
         log = await in_thread(self.control_plane.manager.logs, container_id, tail)
         self.write_json({"id": container_id, "log": log})
 

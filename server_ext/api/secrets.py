@@ -43,9 +43,10 @@ class SecretsHandler(SecretAPIHandler):
         name and keys.
 
         `session`: kept in the server's memory only, until it stops or the secret is deleted.
-        `owner` (session ones): `{"pid", "host", "label"}` of the notebook kernel making it (as a
-        container spec's owner_pid and owner_host): only its containers may use the secret, and the
-        secret goes when that kernel exits."""
+        A session secret made with a kernel's own token belongs to that kernel (as this server
+        authenticated it, whatever the body says): only containers that kernel starts may use it.
+        `owner` (session ones): `{"pid", "host", "label"}` of the process making it (as a container
+        spec's owner_pid and owner_host): the secret goes when that process exits; it grants nothing."""
         body = self.json_body()
         unknown = set(body) - {"name", "values", "replace", "session", "owner"}
         if unknown:
@@ -55,7 +56,7 @@ class SecretsHandler(SecretAPIHandler):
         if not isinstance(replace, bool) or not isinstance(session, bool):
             raise web.HTTPError(400, "replace and session must be true or false")
         view = await in_thread(self.secrets.create, body.get("name"), body.get("values"), replace, session,
-                               body.get("owner"))
+                               body.get("owner"), self.caller)
         self.write_json(view, status=201)
 
 
@@ -68,7 +69,7 @@ class SecretHandler(SecretAPIHandler):
     @web.authenticated
     @authorized
     async def delete(self, name):
-        await in_thread(self.secrets.delete, name)
+        await in_thread(self.secrets.delete, name, self.caller)
         self.write_json({"name": name, "deleted": True})
 
 
