@@ -4,6 +4,11 @@ The main thread sends requests on the shell channel and waits for the reply
 while answering `input()` prompts (stdin channel), interrupts (control
 channel), timeouts, and the container's death (asked of the control plane);
 a relay thread streams the container's IOPub into the notebook meanwhile.
+
+What comes back (a cell's values, a call's results) is rebuilt under a pull
+policy (safe_pickle): the session's own (`pull=`, made stricter by a
+container view that says `"pull": "safe"`, as a control plane may for a
+container it does not trust) and the request's, the stricter of the two.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import zmq
 
 from .errors import ContainerDied, RemoteError, RemoteTimeout
 from .output_relay import OutputRelay
+from .safe_pickle import check_policy, stricter
 from .serialize import Packed, dumps, loads, unpack
 from .status_line import describe_gpus
 from .wire import KernelConnection
@@ -37,8 +43,9 @@ class CellResult:
 class ContainerSession:
     """One warm container as seen from the notebook."""
 
-    def __init__(self, container: dict, control, sink, comm_proxies=None):
+    def __init__(self, container: dict, control, sink, comm_proxies=None, pull: str = "all"):
         self.container = container  # the control plane's view: id, gpus, connection_info ...
+        self.pull = stricter(check_policy(pull), container.get("pull"))
         self.id = container["id"]
         self.control = control
         self.sink = sink
@@ -48,6 +55,7 @@ class ContainerSession:
         self.closed = False
         self._timed_out = False
         self._primary = True
+        self._applied: dict[str, str] = {}  # msg_id -> what its results are, for errors
         self._handshake()
 
     def secondary(self) -> ContainerSession:
@@ -60,6 +68,7 @@ class ContainerSession:
         other.conn = KernelConnection(self.container["connection_info"], channels=("shell", "control", "stdin"))
         other.closed = False
         other._primary = False
+        other._applied = {}
         return other
 
     # -- setup ------------------------------------------------------------------
@@ -87,13 +96,14 @@ class ContainerSession:
 
     # -- requests ---------------------------------------------------------------
     def execute(self, code: str, push: Packed, pull: list[str] | None, parent: dict,
-                timeout: float | None = None, input_fn=None) -> CellResult:
-        """Run a cell; outputs stream to `parent`; raises RemoteError when the cell raised."""
+                timeout: float | None = None, input_fn=None, policy: str = "all") -> CellResult:
+        """Run a cell; outputs stream to `parent`; raises RemoteError when the cell raised. Its values
+        come back under `policy` or the session's pull policy, the stricter."""
         content = {"code": code, "push": push.meta, "pull": pull, "allow_stdin": input_fn is not None}
         start = time.monotonic()
         reply = self._call("cellhop_execute_request", content, push.frames, parent, timeout, input_fn,
                            quiet_error=True)
-        values, errors = unpack(reply.content.get("values", []), reply.buffers)
+        values, errors = unpack(reply.content.get("values", []), reply.buffers, stricter(policy, self.pull))
         errors = {**reply.content.get("errors", {}), **errors}
         result = CellResult(reply.content["status"], values, errors, reply.content, time.monotonic() - start)
         if result.status == "error" and self._timed_out:
@@ -111,11 +121,12 @@ class ContainerSession:
         if reply.content["status"] != "ok":
             raise RemoteError.of(reply.content.get("ename", "RemoteError"), reply.content.get("evalue", ""), [],
                                  self.where())
-        return loads(reply.buffers)
+        return loads(reply.buffers, self.pull, what=_results_of(fn))
 
     def send_apply(self, fn, calls: list, parent: dict) -> str:
         """Pipelined form of `apply` for `.map`: send now, collect with `collect_apply`."""
         msg_id, _ = self._send("shell", "cellhop_apply_request", {"n": len(calls)}, dumps((fn, calls)), parent)
+        self._applied[msg_id] = _results_of(fn)
         return msg_id
 
     def collect_apply(self, timeout: float = 0.0):
@@ -124,10 +135,11 @@ class ContainerSession:
         if reply is None:
             return None
         self.relay.done(reply.parent_id)
+        what = self._applied.pop(reply.parent_id, "the results")
         if reply.content.get("status") != "ok":
             raise RemoteError.of(reply.content.get("ename", "RemoteError"), reply.content.get("evalue", ""), [],
                                  self.where())
-        return reply.parent_id, loads(reply.buffers)
+        return reply.parent_id, loads(reply.buffers, self.pull, what=what)
 
     def forward(self, msg_type: str, content: dict, buffers=None, parent: dict | None = None) -> None:
         """Forward a frontend message (comm_msg, comm_close) to the container."""
@@ -232,3 +244,7 @@ class ContainerSession:
                 self.relay.close()
                 if self.comm_proxies is not None:
                     self.comm_proxies.drop(self)
+
+
+def _results_of(fn) -> str:
+    return f"the result of {getattr(fn, '__name__', 'the function')}()"

@@ -140,6 +140,9 @@ class CellhopMagics(Magics):
     @argument("--image", default=None, help="A notebook variable holding a cellhop.Image to run this cell in.")
     @argument("--out", default=None, help="Names to bring back, comma-separated (default: all it assigned).")
     @argument("--no-pull", action="store_true", help="Bring no values back.")
+    @argument("--pull", choices=("all", "safe"), default=None,
+              help="What may come back: 'all', any object (unpickling it runs code the container chose, "
+                   "here), or 'safe', data only (arrays, DataFrames, builtins); default c.Cellhop.pull.")
     @argument("--fresh", action="store_true", help="Run in a new container (the old one is stopped).")
     @argument("--async", dest="run_async", action="store_true",
               help="Return at once with a handle (status, wait(), cancel()).")
@@ -156,7 +159,8 @@ class CellhopMagics(Magics):
         changes.update(_with_cell_storage(self.cells.defaults, args))
         d = self.cells.resolve(self.cells.defaults, args.gpu, **changes)
         out = [n.strip() for n in args.out.split(",") if n.strip()] if args.out else None
-        kwargs = dict(out=out, pull=not args.no_pull, fresh=args.fresh, show_status=self.kernel is not None)
+        kwargs = dict(out=out, pull=not args.no_pull, fresh=args.fresh, show_status=self.kernel is not None,
+                      policy=args.pull)
         if args.run_async:
             return self.cells.run_cell_async(cell, d, **kwargs)
         self.cells.run_cell(cell, d, input_fn=self._input_fn(), **kwargs)  # values land in the namespace

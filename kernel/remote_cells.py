@@ -3,6 +3,9 @@
 `%gpu` sets the defaults here; `%%remote` calls `run_cell`. Containers are
 kept per resource shape (GPU request, CPUs, memory), so remote state persists
 across cells like a kernel's, and a cell with other `--gpu` gets its own.
+
+The values a cell assigns come back under a pull policy: `c.Cellhop.pull` of
+this kernel's config, made stricter per cell by `--pull safe` (safe_pickle.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from .container_session import ContainerSession
 from .control_client import ControlPlaneClient
 from .errors import ContainerDied, RemoteTimeout, UnsendableVariable
 from .remote_run import RemoteRun
+from .safe_pickle import check_policy, stricter
 from .secret import secret_names
 from .volume import mounts_of
 from .serialize import Packed, pack
@@ -50,6 +54,7 @@ class RemoteCells:
         self.sink = sink
         self.comm_proxies = comm_proxies
         self.owner = owner
+        self.pull = configured_pull(getattr(shell, "config", None))  # c.Cellhop.pull: the notebook's floor
         self.defaults = Defaults()
         self.sessions: dict[tuple, ContainerSession] = {}
         self._lock = threading.Lock()
@@ -173,24 +178,29 @@ class RemoteCells:
         return packed
 
     def run_cell(self, code: str, d: Defaults, out: list[str] | None = None, pull: bool = True,
-                 fresh: bool = False, input_fn=None, show_status: bool = True) -> dict:
-        """Run `code` in the container for `d`; land its values in the notebook; return them."""
+                 fresh: bool = False, input_fn=None, show_status: bool = True, policy: str | None = None) -> dict:
+        """Run `code` in the container for `d`; land its values in the notebook; return them.
+
+        `policy`: 'safe' brings back data types only (`--pull safe`); the notebook's c.Cellhop.pull
+        still applies when it is stricter."""
+        policy = stricter(check_policy(policy or "all"), self.pull)
         packed = self.pack_cell(code)
         d = self.prepare_image(d, code)
         parent = self.sink.current_parent()
         status = StatusLine(self.sink if show_status else None, parent)
         session, started = self.session_for(d, fresh=fresh, status=status)
-        values = self._execute(code, d, packed, session, started, status, parent, out, pull, input_fn)
+        values = self._execute(code, d, packed, session, started, status, parent, out, pull, input_fn, policy)
         self.shell.user_ns.update(values)
         return values
 
     def run_cell_async(self, code: str, d: Defaults, out: list[str] | None = None, pull: bool = True,
-                       fresh: bool = False, show_status: bool = True) -> RemoteRun:
+                       fresh: bool = False, show_status: bool = True, policy: str | None = None) -> RemoteRun:
         """Start `code` and return a handle at once; its values land in the notebook on `wait()`.
 
         The values it reads are packed now, as they are when the cell runs; the
         work goes on over a second connection to the same container.
         """
+        policy = stricter(check_policy(policy or "all"), self.pull)
         packed = self.pack_cell(code)
         d = self.prepare_image(d, code)
         parent = self.sink.current_parent()
@@ -200,20 +210,21 @@ class RemoteCells:
 
         def target():
             try:
-                return self._execute(code, d, packed, worker, started, status, parent, out, pull, None)
+                return self._execute(code, d, packed, worker, started, status, parent, out, pull, None, policy)
             finally:
                 worker.close()
 
         return RemoteRun("remote cell", target, interrupt=session.interrupt, on_done=self.shell.user_ns.update)
 
-    def _execute(self, code, d, packed, session, started, status, parent, out, pull, input_fn) -> dict:
+    def _execute(self, code, d, packed, session, started, status, parent, out, pull, input_fn, policy) -> dict:
         """Ship the cell on `session`, keep the status line current, return the values it brought back."""
         status.container_id = session.id if session.container.get("gpus") else None
         status.show(f"▶ running on container {session.id} · {describe_gpus(session.container)}")
         pull_names = [] if not pull else out
         t0 = time.monotonic()
         try:
-            result = session.execute(code, packed, pull_names, parent, timeout=d.timeout, input_fn=input_fn)
+            result = session.execute(code, packed, pull_names, parent, timeout=d.timeout, input_fn=input_fn,
+                                     policy=policy)
         except (ContainerDied, RemoteTimeout):
             if session.closed:  # it was stopped or died; a timeout that interrupted in time keeps it
                 self.discard(d.key(), reason="died")
@@ -230,3 +241,12 @@ class RemoteCells:
             print("cellhop: these values stayed in the container: " + "; ".join(result.errors.values()),
                   file=sys.stderr)
         return result.values
+
+
+def configured_pull(config) -> str:
+    """c.Cellhop.pull of a kernel's config ('all' without one)."""
+    if config is None:
+        return "all"
+    from ..server_ext.config import Cellhop
+
+    return Cellhop(config=config).pull

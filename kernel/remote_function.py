@@ -7,6 +7,10 @@
     train.map([0.1, 0.01, 0.001])  # over as many containers as the GPU budget allows
     h = train.spawn(0.1)           # a handle: h.status, h.wait(), h.cancel()
     train(0.1)                     # still a plain local call
+
+Results come back under a pull policy: `pull="safe"` (or the notebook's
+c.Cellhop.pull = "safe") brings back data types only, rebuilt without running
+the container's code (safe_pickle.py); "all" (the default) any object.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from .control_client import get_control_plane
 from .errors import ContainerDied
 from .output_relay import ConsoleSink, KernelSink
 from .remote_run import RemoteRun
+from .safe_pickle import check_policy, stricter
 from .secret import secret_names
 from .volume import mounts_of
 
@@ -45,6 +50,16 @@ def _notebook_context():
     return ConsoleSink(), None, {}, getattr(cells, "defaults", None)
 
 
+def _notebook_cells():
+    """The notebook's RemoteCells (its %gpu defaults and pull policy), if cellhop is loaded here."""
+    try:
+        from IPython import get_ipython
+
+        return getattr(get_ipython(), "_cellhop_cells", None)
+    except ImportError:
+        return None
+
+
 def _raise_remote(exc: BaseException):
     text = getattr(exc, "__cellhop_remote_traceback__", "")
     if text and hasattr(exc, "add_note"):
@@ -54,8 +69,9 @@ def _raise_remote(exc: BaseException):
 
 class RemoteFunction:
     def __init__(self, fn, gpu=None, cpus=None, memory=None, timeout=None, max_containers=None, image=None,
-                 volumes=None, secrets=None):
+                 volumes=None, secrets=None, pull: str = "all"):
         self.fn = fn
+        self.pull = check_policy(pull)
         self.volumes = mounts_of(volumes)  # checked now: a bad mount fails at decoration, not at the call
         self.secrets = secret_names(secrets)
         self.image = image  # a cellhop.Image; None: the notebook's own environment
@@ -130,7 +146,9 @@ class RemoteFunction:
         control = get_control_plane()
         sink, proxies, _, _ = _notebook_context()
         container = control.start(self._spec(queue_timeout))
-        session = ContainerSession(container, control, sink, proxies)
+        cells = _notebook_cells()
+        pull = stricter(self.pull, getattr(cells, "pull", None))  # the notebook's c.Cellhop.pull is a floor
+        session = ContainerSession(container, control, sink, proxies, pull=pull)
         with self._lock:
             self._sessions.append(session)
         return session
@@ -274,14 +292,16 @@ def _progress_bar(total: int, name: str):
 
 def remote(fn=None, *, gpu: str | None = None, cpus: int | None = None, memory: str | None = None,
            timeout: float | None = None, max_containers: int | None = None, image=None, volumes=None,
-           secrets=None):
+           secrets=None, pull: str = "all"):
     """Make `fn` runnable in cellhop containers (`.remote`, `.map`, `.spawn`); usable bare or with options.
 
     `volumes`: {"/data": cellhop.Volume("datasets")} or ["datasets:/data", "weights:/models:ro"];
-    `secrets`: [cellhop.Secret("hf"), "other-name"] (their variables, in the container's environment).
+    `secrets`: [cellhop.Secret("hf"), "other-name"] (their variables, in the container's environment);
+    `pull`: "safe" brings results (and errors) back as data types only, rebuilt without running the
+    container's code; "all" (the default) any object.
     """
     def wrap(f):
         return RemoteFunction(f, gpu=gpu, cpus=cpus, memory=memory, timeout=timeout, max_containers=max_containers,
-                              image=image, volumes=volumes, secrets=secrets)
+                              image=image, volumes=volumes, secrets=secrets, pull=pull)
 
     return wrap(fn) if fn is not None else wrap

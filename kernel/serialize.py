@@ -4,6 +4,11 @@ A numpy array of 256 MiB travels as one frame pointing at the array's own
 memory (zero-copy in pyzmq), never inside one big bytes object. Each name is
 packed on its own so one value that cannot travel names itself and the
 others still go.
+
+Unpickling runs the code a pickle names. What comes back from a container is
+rebuilt with `pull="all"` (anything: the notebook trusts the container's
+code, as it trusts its own cells) or `pull="safe"` (data types only, nothing
+of the container's code runs: safe_pickle.py, docs/security.md).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import types
 from dataclasses import dataclass, field
 
 import cloudpickle
+
+from .safe_pickle import UnsafeValue, loads_safe
 
 PROTOCOL = 5
 
@@ -50,10 +57,15 @@ def _address_of(view: memoryview) -> int:
     return numpy.frombuffer(view, dtype=numpy.uint8).ctypes.data
 
 
-def loads(frames: list):
-    """Inverse of `dumps`."""
+def loads(frames: list, pull: str = "all", what: str = "the value"):
+    """Inverse of `dumps`. `pull="safe"`: data types only, rebuilt without running the sender's code
+    (safe_pickle; an UnsafeValue names `what`); "all": anything, as pickle does (it runs the code the
+    pickle names: trust the sender)."""
     head, *buffers = frames
-    return pickle.loads(head, buffers=[writable(b) for b in buffers])
+    buffers = [writable(b) for b in buffers]
+    if pull == "safe":
+        return loads_safe(head, buffers, what)
+    return pickle.loads(head, buffers=buffers)
 
 
 @dataclass
@@ -90,23 +102,33 @@ def pack(namespace: dict) -> Packed:
     return packed
 
 
-def unpack(meta: list[dict], frames: list) -> tuple[dict, dict[str, str]]:
-    """Inverse of `pack`: (namespace, {name: why it could not be rebuilt})."""
+def unpack(meta: list[dict], frames: list, pull: str = "all") -> tuple[dict, dict[str, str]]:
+    """Inverse of `pack`: (namespace, {name: why it could not be rebuilt}). `pull="safe"`: data types
+    only (see `loads`); a module comes back by name only when it is one of the notebook's already."""
     import importlib
+    import sys
 
     namespace, errors, pos = {}, {}, 0
     for item in meta:
         name = item["name"]
         if "module" in item:
+            module = item["module"]
+            if pull == "safe" and module not in sys.modules:  # importing runs the module's code
+                errors[name] = (f"{name} (module {module!r}) was refused: the pull policy is 'safe', this "
+                                "notebook has not imported it, and importing it would run its code; import it "
+                                "here first")
+                continue
             try:
-                namespace[name] = importlib.import_module(item["module"])
+                namespace[name] = importlib.import_module(module)
             except Exception as exc:
-                errors[name] = f"{name}: module {item['module']!r} cannot be imported here: {exc}"
+                errors[name] = f"{name}: module {module!r} cannot be imported here: {exc}"
             continue
         n = item["nframes"]
         part, pos = frames[pos:pos + n], pos + n
         try:
-            namespace[name] = loads(part)
+            namespace[name] = loads(part, pull, what=name)
+        except UnsafeValue as exc:
+            errors[name] = str(exc)
         except Exception as exc:
             errors[name] = f"{name}: {type(exc).__name__}: {exc}"
     return namespace, errors

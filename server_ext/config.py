@@ -72,6 +72,17 @@ class Cellhop(Configurable):
         "`cellhop volume create --quota` sets it per volume."
     ).tag(config=True)
 
+    pull = CaselessStrEnum(
+        ["all", "safe"], default_value="all",
+        help="What a notebook takes back from containers (a %%remote cell's values, a cellhop.remote "
+        "function's results): 'all', any object (unpickling it runs code the container chose, in the "
+        "notebook kernel: right for your own cells), or 'safe', data types only (numpy arrays, pandas "
+        "DataFrames and Series, builtins), rebuilt without running the container's code. Read by the "
+        "notebook kernel (its IPython config, or --Cellhop.pull=safe); `%%remote --pull` and "
+        "cellhop.remote(pull=) choose per cell or function, and the stricter setting wins. "
+        "See docs/security.md.",
+    ).tag(config=True)
+
     transport = CaselessStrEnum(
         ["tcp", "ipc"], default_value="ipc",
         help="How notebook and container kernel talk on this host: 'ipc' (unix sockets) or 'tcp' (loopback).",
