@@ -95,3 +95,33 @@ def test_the_kernels_configured_pull_safe_is_a_floor(marker):
         ran = kernel.ok(hostile_cell(marker, "--pull all"))  # a cell cannot loosen the notebook's policy
         assert not marker.exists() and "h was refused" in ran.stderr, ran
         assert local_json(kernel, "d['nested']['a'].tolist()") == ["x", "y"]
+
+
+# -- the restricted unpickler itself ------------------------------------------------------------------------
+def test_a_refused_pickle_imports_nothing_and_calls_nothing():
+    import sys
+
+    from cellhop.kernel.safe_pickle import UnsafeValue
+    from cellhop.kernel.serialize import loads
+
+    head = b"cantigravity\nfly\n(tR."  # GLOBAL antigravity.fly, called with (): a module never imported here
+    assert "antigravity" not in sys.modules
+    with pytest.raises(UnsafeValue, match=r"^v was refused: the pull policy is 'safe' .*antigravity\.fly"):
+        loads([head], "safe", what="v")
+    assert "antigravity" not in sys.modules
+
+
+def test_pandas_frames_series_and_indexes_come_back_under_safe():
+    pd = pytest.importorskip("pandas")
+    import numpy as np
+
+    from cellhop.kernel.serialize import dumps, loads
+
+    frame = pd.DataFrame({"a": [1, 2, 3], "b": [0.5, 1.5, np.nan], "s": ["x", "y", None],
+                          "c": pd.Categorical(["u", "v", "u"]), "n": pd.array([1, None, 3], dtype="Int64"),
+                          "t": pd.to_timedelta([1, 2, 3], unit="s")},
+                         index=pd.date_range("2026-01-01", periods=3, freq="D", name="day"))
+    series = pd.Series([1.0, 2.0], index=pd.MultiIndex.from_tuples([("a", 1), ("b", 2)]), name="v")
+    for value in (frame, series, pd.Timestamp("2026-01-01", tz="UTC"), pd.Period("2026-01", freq="M")):
+        back = loads(dumps(value), "safe", what="value")
+        assert back.equals(value) if hasattr(value, "equals") else back == value
