@@ -5,6 +5,7 @@ On the local runtime a volume is a folder under `<state dir>/volumes/<name>/`:
     data/      what containers see at their mount path (bind-mounted)
     staging/   uploads being written (same filesystem as data/, so the final rename is atomic)
     mounts/    one flock-held lock file per container that mounts the volume
+    trash/     what `rm -r` took out of data/, being deleted (containers no longer see it)
     volume.json  name, creation time, quota
 
 Uploads never half-land: the bytes go to a staging file, are fsynced, and are
@@ -20,222 +21,56 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import math
 import os
 import re
 import secrets
-import shutil
 import socket
 import stat
 import time
 from collections.abc import Iterable
-from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from . import file_tree
 from .errors import CellhopError
 from .leases import read_locked
 from .paths import private_dir
-from .volume_paths import (VolumePathError, join, lstat_in, open_dir, open_parent, parse_path, refuse_if_link,
+from .volume_errors import (VolumeConflict, VolumeFileNotFound, VolumeInUse, VolumeNotFound, VolumeQuotaExceeded,
+                            VolumeTrashLeft)
+from .volume_paths import (entry_of, lstat_in, open_dir, open_file, open_parent, parse_path, refuse_if_link, show,
                            volume_name)
+from .volume_upload import Upload
+
+__all__ = ["CHUNK", "MountLock", "Upload", "VolumeConflict", "VolumeFileNotFound", "VolumeInUse", "VolumeNotFound",
+           "VolumeQuotaExceeded", "VolumeStore", "VolumeTrashLeft", "parse_size"]
 
 CHUNK = 1 << 20
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
-
-
-class VolumeNotFound(CellhopError, KeyError):
-    http_status = 404
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "volume not found"
-
-
-class VolumeFileNotFound(CellhopError, FileNotFoundError):
-    http_status = 404
-
-
-class VolumeInUse(CellhopError):
-    """Deleting a volume that a container mounts."""
-
-    http_status = 409
-
-
-class VolumeConflict(CellhopError):
-    """A path that is a folder where a file is wanted (or the reverse), or a folder that is not empty."""
-
-    http_status = 409
-
-
-class VolumeQuotaExceeded(CellhopError):
-    http_status = 413
+MAX_SIZE = 2**60  # 1 EiB: a quota beyond it is a typo, not a disk
+_SIZE = re.compile(r"\s*(\d{1,20}(?:\.\d{1,20})?)\s*([kmgtp]?)(i?b?)\s*", re.IGNORECASE)
+_SCALE = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
 
 
 def parse_size(text: str | int | None) -> int | None:
-    """'100G', '512MiB', 1024 -> bytes; None, '' or 0 -> no limit."""
+    """'100G', '512MiB', 1024 -> bytes; None, '' or 0 -> no limit. At most MAX_SIZE."""
     if text is None or text == "" or text == 0:
         return None
-    if isinstance(text, int) and not isinstance(text, bool):
-        if text < 0:
-            raise CellhopError(f"size {text} is negative")
-        return text
-    m = _SIZE.match(str(text))
-    if not m:
+    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
         raise CellhopError(f"size {text!r} is not a size; write e.g. '500M' or '100G'")
-    return int(float(m.group(1)) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}[
-        m.group(2).lower()])
-
-
-def _entry(path: str, st: os.stat_result) -> dict:
-    kind = "dir" if stat.S_ISDIR(st.st_mode) else "link" if stat.S_ISLNK(st.st_mode) else "file"
-    return {"name": path.rsplit("/", 1)[-1], "path": path, "type": kind,
-            "size": st.st_size if kind == "file" else 0, "modified": st.st_mtime}
-
-
-class Upload:
-    """One file being written into a volume; `commit()` makes it appear, `abort()` leaves no trace."""
-
-    def __init__(self, store: VolumeStore, name: str, path: str, size: int | None = None):
-        self.store, self.volume, self.path = store, name, path
-        self.parts = parse_path(path)
-        self.written = 0
-        self._quota = store.quota_of(name)
-        self._declared = size or 0  # reserved against the quota up front (its staging file's name says it)
-        self._base = 0
-        self._root = store._data_fd(name)
-        try:
-            self._check_destination()
-            staging = store._dir(name) / "staging"
-            store._sweep_staging(staging)
-            self._staging_fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                with store._quota_lock(name):  # one reservation at a time, across processes
-                    if self._quota is not None:
-                        self._base = store.usage(name)["bytes"] - self._replaced_size()
-                        self._check(self._declared, store._reserved(self._staging_fd))
-                    self._tmp = f"{secrets.token_hex(8)}.{self._declared}.part"
-                    self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644,
-                                       dir_fd=self._staging_fd)
-                    fcntl.flock(self._fd, fcntl.LOCK_EX)  # live: sweeps leave it, reservations count it
-            except BaseException:
-                os.close(self._staging_fd)
-                raise
-        except BaseException:
-            os.close(self._root)
-            raise
-        self.done = False
-
-    def _check_destination(self) -> None:
-        try:
-            parent = open_parent(self._root, self.parts)
-        except FileNotFoundError:
-            return  # folders are made on commit
-        except NotADirectoryError as exc:
-            raise VolumeConflict(f"cannot write {self.path!r} in volume {self.volume!r}: {exc.strerror}") from None
-        try:
-            st = lstat_in(parent, self.parts[-1])
-        finally:
-            os.close(parent)
-        refuse_if_link(self._root, self.parts, st)
-        if st is not None and stat.S_ISDIR(st.st_mode):
-            raise VolumeConflict(f"{self.path!r} is a folder in volume {self.volume!r}; give a file name "
-                                 f"inside it (e.g. '{self.path.rstrip('/')}/file.bin')")
-
-    def _replaced_size(self) -> int:
-        try:
-            parent = open_parent(self._root, self.parts)
-        except (FileNotFoundError, NotADirectoryError, VolumePathError):
-            return 0
-        try:
-            st = lstat_in(parent, self.parts[-1])
-        finally:
-            os.close(parent)
-        return st.st_size if st is not None and stat.S_ISREG(st.st_mode) else 0
-
-    def _check(self, total: int, others: int) -> None:
-        """Refuse when what the volume holds, plus the other live uploads' reservations, plus `total`
-        bytes of this one would pass the quota."""
-        if self._quota is not None and self._base + others + total > self._quota:
-            others_text = f" (with {_human(others)} of other uploads in progress)" if others else ""
-            raise VolumeQuotaExceeded(
-                f"volume {self.volume!r} would hold {_human(self._base + others + total)}{others_text}, over "
-                f"its quota of {_human(self._quota)}; delete files (cellhop volume rm) or raise "
-                "c.Cellhop.volume_quota")
-
-    def _charge(self, total: int) -> None:
-        """`total` bytes written so far: within the reservation nothing to do; beyond it, check again
-        against the other uploads in progress (under the volume's quota lock)."""
-        if self._quota is None or total <= self._declared:
-            return
-        with self.store._quota_lock(self.volume):
-            self._check(total, self.store._reserved(self._staging_fd, mine=self._tmp))
-
-    def write(self, chunk: bytes | memoryview) -> None:
-        if self.done:
-            raise CellhopError("this upload is already finished")
-        view = memoryview(chunk)
-        try:
-            self._charge(self.written + len(view))
-            while view:
-                n = os.write(self._fd, view)
-                view = view[n:]
-                self.written += n
-        except BaseException:
-            self.abort()
-            raise
-
-    def commit(self) -> dict:
-        """fsync the bytes, rename them over the destination, fsync the folder. Returns the new entry."""
-        if self.done:
-            raise CellhopError("this upload is already finished")
-        try:
-            os.fsync(self._fd)
-            try:
-                parent = open_parent(self._root, self.parts, create=True)
-            except NotADirectoryError as exc:
-                raise VolumeConflict(f"cannot write {self.path!r} in volume {self.volume!r}: "
-                                     f"{exc.strerror}") from None
-            try:
-                self._check_destination()
-                if self._quota is not None and self.written > self._declared:
-                    # Grown past its reservation: others may have landed meanwhile, so count afresh.
-                    with self.store._quota_lock(self.volume):
-                        self._base = self.store.usage(self.volume)["bytes"] - self._replaced_size()
-                        self._check(self.written, self.store._reserved(self._staging_fd, mine=self._tmp))
-                        self._land(parent)
-                else:
-                    self._land(parent)
-                st = os.stat(self.parts[-1], dir_fd=parent, follow_symlinks=False)
-            finally:
-                os.close(parent)
-        except BaseException:
-            self.abort()
-            raise
-        self._close()
-        return _entry(self.path, st)
-
-    def _land(self, parent: int) -> None:
-        os.rename(self._tmp, self.parts[-1], src_dir_fd=self._staging_fd, dst_dir_fd=parent)
-        os.fsync(parent)
-
-    def abort(self) -> None:
-        """Drop what was written; the previous version of the file stays as it was."""
-        if self.done:
-            return
-        try:
-            os.unlink(self._tmp, dir_fd=self._staging_fd)
-        except FileNotFoundError:
-            pass
-        self._close()
-
-    def _close(self) -> None:
-        self.done = True
-        for fd in (self._fd, self._staging_fd, self._root):
-            os.close(fd)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        self.abort()  # a committed upload ignores it
+    if isinstance(text, int):
+        value = text
+    else:
+        m = _SIZE.fullmatch(str(text)) if not isinstance(text, float) or math.isfinite(text) else None
+        if not m:
+            shown = text if len(str(text)) <= 40 else f"{str(text)[:40]}..."
+            raise CellhopError(f"size {shown!r} is not a size; write e.g. '500M' or '100G'")
+        value = int(float(m.group(1)) * _SCALE[m.group(2).lower()])
+    if value < 0:
+        raise CellhopError(f"size {text} is negative")
+    if value > MAX_SIZE:
+        raise CellhopError(f"size {str(text)[:40]!r} is more than 1 EiB; give a size this host could hold, "
+                           "e.g. '500G'")
+    return value
 
 
 class MountLock:
@@ -249,14 +84,6 @@ class MountLock:
         if fd is not None:
             self.path.unlink(missing_ok=True)
             os.close(fd)
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 class VolumeStore:
@@ -290,14 +117,14 @@ class VolumeStore:
         private_dir(self.root)
         tmp = self.root / f".new-{name}-{secrets.token_hex(4)}"
         private_dir(tmp)
-        for sub in ("data", "staging", "mounts"):
+        for sub in ("data", "staging", "mounts", "trash"):
             (tmp / sub).mkdir(mode=0o755 if sub == "data" else 0o700)
         meta = {"name": name, "created": time.time(), "quota": parse_size(quota)}
         (tmp / "volume.json").write_text(json.dumps(meta))
         try:
             os.rename(tmp, directory)
         except OSError as exc:  # made at the same moment by someone else
-            shutil.rmtree(tmp, ignore_errors=True)
+            self._remove(self.root, tmp.name, f"the unused new folder {tmp}")
             if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not self.exists(name):
                 raise
         return self.info(name)
@@ -327,7 +154,10 @@ class VolumeStore:
         return meta.get("quota") if meta.get("quota") is not None else self.default_quota
 
     def delete(self, name: str) -> None:
-        """Delete a volume and its files; refused (VolumeInUse, naming them) while containers mount it."""
+        """Delete a volume and its files; refused (VolumeInUse, naming them) while containers mount it.
+
+        The volume is renamed to `.trash-<name>-<random>` first (gone from listings at once), then
+        deleted; VolumeTrashLeft when that fails, naming what is left (the next deletion retries it)."""
         self._meta(name)
         self._refuse_if_mounted(name, self._dir(name))
         trash = self.root / f".trash-{name}-{secrets.token_hex(4)}"
@@ -337,7 +167,52 @@ class VolumeStore:
         except VolumeInUse:
             os.rename(trash, self._dir(name))
             raise
-        shutil.rmtree(trash, ignore_errors=True)
+        self._remove(self.root, trash.name, f"volume {name!r}")
+        self.sweep_trash()
+
+    def sweep_trash(self) -> list[str]:
+        """Delete again what earlier deletions left (`.trash-*` beside the volumes, what is in each
+        volume's trash/), skipping what another deletion is working on; returns what is still left."""
+        if not self.root.is_dir():
+            return []
+        items = []
+        for path in self.root.iterdir():
+            if path.name.startswith(".trash-"):
+                items.append(path)
+            elif (path / "trash").is_dir():
+                items += list((path / "trash").iterdir())
+        left = []
+        for item in items:
+            try:
+                self._remove(item.parent, item.name, str(item), wait=False)
+            except VolumeTrashLeft:
+                left.append(str(item))
+        return left
+
+    @staticmethod
+    def _remove(folder: Path, name: str, what: str, wait: bool = True) -> None:
+        """Delete `name` (a tree nothing else uses any more) in `folder`, however deep. The deletion holds
+        an flock on the tree's top folder, so a sweep (`wait=False`) leaves a tree being deleted alone."""
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        top = None
+        try:
+            try:
+                top = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                fcntl.flock(top, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                return  # another deletion has it
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTDIR, errno.ELOOP, errno.ENOENT):
+                    raise
+            file_tree.remove_tree(fd, name)
+        except OSError as exc:
+            raise VolumeTrashLeft(f"deleting {what} failed ({exc.strerror or exc}); what is left is kept in "
+                                  f"{folder / name} (no container sees it) and the next deletion tries again; "
+                                  "check the host's permissions or disk there") from None
+        finally:
+            if top is not None:
+                os.close(top)
+            os.close(fd)
 
     def _refuse_if_mounted(self, name: str, directory: Path) -> None:
         holders = self._holders(directory)
@@ -411,13 +286,16 @@ class VolumeStore:
         root, parts, parent, st = self._stat(name, path)
         try:
             if not stat.S_ISDIR(st.st_mode):
-                return [_entry(join(parts), st)]
+                return [entry_of(parts, st)]
             fd = open_dir(root, parts)
             try:
                 entries = []
-                for entry in os.scandir(fd):
-                    child = join((*parts, entry.name))
-                    entries.append(_entry(child, entry.stat(follow_symlinks=False)))
+                with os.scandir(fd) as found:
+                    for entry in found:
+                        try:
+                            entries.append(entry_of((*parts, entry.name), entry.stat(follow_symlinks=False)))
+                        except FileNotFoundError:
+                            continue  # removed meanwhile
             finally:
                 os.close(fd)
         finally:
@@ -431,7 +309,7 @@ class VolumeStore:
         os.close(root)
         if parent is not None:
             os.close(parent)
-        return _entry(join(parts), st)
+        return entry_of(parts, st)
 
     def upload(self, name: str, path: str, size: int | None = None) -> Upload:
         """Begin writing file `path`; `size` (when known) is checked against the quota up front."""
@@ -459,9 +337,9 @@ class VolumeStore:
         root, parts, parent, st = self._stat(name, path, allow_root=False)
         try:
             refuse_if_link(root, parts, st)
-            if not stat.S_ISREG(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
                 raise VolumeConflict(f"{path!r} in volume {name!r} is a folder, not a file; list it with ls")
-            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            fd = open_file(parent, parts[-1], show(parts))  # what is there now: it may have been swapped
         finally:
             os.close(root)
             os.close(parent)
@@ -486,7 +364,7 @@ class VolumeStore:
             raise VolumeConflict(f"cannot make folder {path!r} in volume {name!r}: {exc.strerror}") from None
         finally:
             os.close(root)
-        return _entry(join(parts), st)
+        return entry_of(parts, st)
 
     def rm(self, name: str, path: str, recursive: bool = False) -> None:
         """Delete a file or link, or a folder (`recursive` when it is not empty). Never follows links."""
@@ -494,7 +372,7 @@ class VolumeStore:
         try:
             if stat.S_ISDIR(st.st_mode):
                 if recursive:
-                    shutil.rmtree(parts[-1], dir_fd=parent)
+                    self._take_out(name, parent, parts)
                 else:
                     try:
                         os.rmdir(parts[-1], dir_fd=parent)
@@ -536,22 +414,27 @@ class VolumeStore:
         finally:
             os.close(root)
             os.close(sparent)
-        return _entry(join(dparts), moved)
+        return entry_of(dparts, moved)
+
+    def _take_out(self, name: str, parent: int, parts: tuple[str, ...]) -> None:
+        """`rm -r`: rename the folder into the volume's trash/ (out of every container's sight, at once),
+        then delete it there at any depth; VolumeTrashLeft when that fails."""
+        trash = self._dir(name) / "trash"
+        trash.mkdir(mode=0o700, exist_ok=True)  # volumes made before trash/ existed
+        fd = os.open(trash, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            taken = secrets.token_hex(8)
+            os.rename(parts[-1], taken, src_dir_fd=parent, dst_dir_fd=fd)
+        finally:
+            os.close(fd)
+        self._remove(trash, taken, f"{show(parts)!r} of volume {name!r}")
+        self.sweep_trash()
 
     def usage(self, name: str) -> dict:
-        """{"bytes", "files", "quota"}: what the volume holds (apparent sizes; links count as nothing)."""
+        """{"bytes", "files", "quota"}: what the volume holds (apparent sizes of regular files), at any depth."""
         root = self._data_fd(name)
-        total = files = 0
         try:
-            for _, _, filenames, dir_fd in os.fwalk(".", dir_fd=root):
-                for f in filenames:
-                    try:
-                        st = os.stat(f, dir_fd=dir_fd, follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    if stat.S_ISREG(st.st_mode):
-                        total += st.st_size
-                        files += 1
+            total, files = file_tree.usage(root)
         finally:
             os.close(root)
         return {"bytes": total, "files": files, "quota": self.quota_of(name)}
@@ -560,45 +443,3 @@ class VolumeStore:
         """The host folder a container binds (runtimes only)."""
         self._meta(name)
         return self._dir(name) / "data"
-
-    @contextmanager
-    def _quota_lock(self, name: str):
-        """The volume's quota lock (an flock on `<volume>/quota.lock`): reservations are checked and made
-        under it, so concurrent uploads, from any process, cannot together pass the quota."""
-        fd = os.open(self._dir(name) / "quota.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # drops the lock
-
-    @staticmethod
-    def _reserved(staging_fd: int, mine: str | None = None) -> int:
-        """Bytes the live uploads in a staging folder hold against the quota (each its declared size,
-        or what it has written when more), leaving out `mine`. Dead uploads' files count nothing."""
-        total = 0
-        for entry in os.scandir(staging_fd):
-            if entry.name == mine or not entry.name.endswith(".part"):
-                continue
-            try:
-                fd = os.open(entry.name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=staging_fd)
-            except FileNotFoundError:
-                continue  # landed or aborted meanwhile
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                    continue  # nobody writes it: left by an upload that died (the next sweep removes it)
-                except OSError as exc:
-                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                        raise
-                declared = entry.name.split(".")[1] if entry.name.count(".") == 2 else "0"
-                total += max(int(declared) if declared.isdigit() else 0, os.fstat(fd).st_size)
-            finally:
-                os.close(fd)
-        return total
-
-    @staticmethod
-    def _sweep_staging(staging: Path) -> None:
-        """Remove staging files left by uploads that died (nobody holds their lock)."""
-        for part in staging.glob("*.part"):
-            read_locked(part, fcntl.LOCK_EX, when_free=lambda p: p.unlink(missing_ok=True))

@@ -48,16 +48,15 @@ class VolumeAPIHandler(CellhopAPIHandler):
         return self.control_plane.volumes
 
     def path_argument(self, required: bool = True) -> str:
-        """The raw `path` query argument (NUL and control characters kept, for volume_paths to refuse)."""
+        """The raw `path` query argument (NUL and control characters kept, for volume_paths to refuse).
+        Bytes that are not UTF-8 are kept as surrogate escapes (the bytes of a name a container made);
+        listings give such names as `\\xNN` escapes, which volume_paths reads back too."""
         values = self.request.query_arguments.get("path")
         if not values:
             if required:
                 raise VolumePathError("give the path inside the volume as ?path=...")
             return ""
-        try:
-            return values[-1].decode("utf-8")
-        except UnicodeDecodeError:
-            raise VolumePathError("the path is not valid UTF-8") from None
+        return values[-1].decode("utf-8", "surrogateescape")
 
     def flag(self, name: str) -> bool:
         return self.get_argument(name, "0") not in ("0", "", "false", "no")
@@ -144,7 +143,8 @@ class DownloadHandler(VolumeAPIHandler):
             filename = self.path_argument().rsplit("/", 1)[-1]
             self.set_header("Content-Type", "application/octet-stream")
             self.set_header("Content-Length", str(size))
-            self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(filename)}")
+            quoted = quote(filename, errors="surrogateescape")
+            self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quoted}")
             sent = 0
             while sent < size:
                 chunk = await in_thread(f.read, min(CHUNK, size - sent))
