@@ -29,7 +29,7 @@ class _KernelLaunchHooks:
 
     async def _async_pre_start_kernel(self, **kw):
         # The id jupyter_client would give the kernel (a restart keeps it, and so its token).
-        kernel_id = self.kernel_id or kw.get("kernel_id") or str(uuid.uuid4())
+        kernel_id = getattr(self, "kernel_id", None) or kw.get("kernel_id") or str(uuid.uuid4())
         kw["kernel_id"] = kernel_id
         env = dict(kw.get("env") or os.environ)
         env.update(self.cellhop_env)
