@@ -1,37 +1,63 @@
-"""CPU and memory limits of a local container.
+"""Memory, process-count and CPU limits of a local container, enforced where the cell cannot lift them.
 
-Memory: a cgroup v2 child group with memory.max where the unified hierarchy
-is writable (the kernel's OOM killer ends the container, memory.events says
-so); elsewhere RLIMIT_AS, where an allocation past the limit fails and the
-container kernel exits with OOM_EXIT_CODE. CPUs: an affinity mask of N CPUs
-plus the usual thread-count variables, so BLAS and OpenMP size their pools.
+Each limit is a control group where the host gives one (cgroups.py: v2, or the
+v1 controller's hierarchy), joined by the container's process between fork
+and exec; its processes cannot leave it (they run without privileges). Where
+no group can be had:
+
+- memory: RLIMIT_DATA as a hard limit, per process: an allocation past it fails
+  and the container kernel ends as the OOM killer would (OOM_EXIT_CODE). Not
+  RLIMIT_AS, which counts address space that holds no memory: CUDA reserves
+  huge PROT_NONE ranges and would not start under it.
+- pids: RLIMIT_NPROC as a hard limit. The kernel counts it per host uid, so it
+  is shared with every process of that uid (other containers of the same uid);
+  root ignores it.
+- cpu: an affinity mask of N CPUs, which the cell can widen again.
+
+The thread-count variables (OMP_NUM_THREADS, ...) are set either way, so BLAS
+and OpenMP size their pools to the CPUs given. `describe()` says per limit what
+this host enforces; the container sees it in CELLHOP_LIMITS_ENFORCEMENT.
 """
 
 from __future__ import annotations
 
 import os
 import resource
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+from .cgroups import ContainerGroups, Placement
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+FALLBACK = {"memory": "RLIMIT_DATA (per process)", "pids": "RLIMIT_NPROC (per host uid)",
+            "cpu": "CPU affinity (the cell can widen it)"}
 
 
-def cgroup_v2_memory_available() -> bool:
-    """True where this process may create a child cgroup with a memory controller."""
-    try:
-        controllers = (CGROUP_ROOT / "cgroup.controllers").read_text().split()
-        return "memory" in controllers and os.access(CGROUP_ROOT, os.W_OK)
-    except OSError:
-        return False
+def enforcement(placement: Placement | None, controller: str, as_root: bool = False) -> str:
+    """How `controller`'s limit is enforced on this host: its cgroup, or the fallback (none for root's nproc)."""
+    found = placement.enforcement(controller) if placement is not None else None
+    if found:
+        return found
+    if controller == "pids" and as_root:
+        return "none (RLIMIT_NPROC does not bind root)"
+    return FALLBACK[controller]
+
+
+def describe_enforcement(placement: Placement | None, as_root: bool = False) -> str:
+    """'memory: cgroup v1, pids: cgroup v1, cpu: cgroup v1' (one line, for describe() and the log)."""
+    return ", ".join(f"{c}: {enforcement(placement, c, as_root)}" for c in ("memory", "pids", "cpu"))
 
 
 @dataclass
 class ResourceLimits:
     cpus: int | None = None
     memory: int | None = None
-    cgroup: Path | None = None  # set once the cgroup exists
+    pids: int | None = None
+    placement: Placement | None = None  # where groups can be made (None: nowhere, rlimits only)
+    as_root: bool = False  # the container's processes run as root (unsandboxed root server): no RLIMIT_NPROC
+    groups: ContainerGroups | None = field(default=None, repr=False)  # set once the groups exist
+
+    def _grouped(self, controller: str) -> bool:
+        return self.groups is not None and controller in self.groups.paths
 
     def environment(self) -> dict[str, str]:
         env = {}
@@ -39,56 +65,55 @@ class ResourceLimits:
             env.update({name: str(self.cpus) for name in THREAD_VARIABLES})
         if self.memory:
             env["CELLHOP_MEMORY_LIMIT"] = str(self.memory)
-            env["CELLHOP_MEMORY_ENFORCEMENT"] = "cgroup" if self.cgroup else "rlimit"
-            if self.cgroup is None:
-                # RLIMIT_AS counts address space, and glibc reserves 64 MiB of it per thread's
-                # malloc arena: an idle kernel's ~11 threads would reserve ~700 MiB and a small
-                # limit (512M) would stop it from starting. Two arenas keep it near 230 MiB.
+            env["CELLHOP_MEMORY_ENFORCEMENT"] = "cgroup" if self._grouped("memory") else "rlimit"
+            if not self._grouped("memory"):
+                # each thread's malloc arena is a private mapping too; two arenas keep an idle kernel small
                 env["MALLOC_ARENA_MAX"] = "2"
+        env["CELLHOP_LIMITS_ENFORCEMENT"] = self.describe()
         return env
 
+    def describe(self) -> str:
+        """Per limit that is set, how it is enforced for this container."""
+        parts = []
+        for controller, value in (("memory", self.memory), ("pids", self.pids), ("cpu", self.cpus)):
+            if value:
+                how = self.groups.placement.enforcement(controller) if self._grouped(controller) else None
+                parts.append(f"{controller}: {how or enforcement(None, controller, self.as_root)}")
+        return ", ".join(parts) or "none"
+
     def prepare(self, name: str) -> None:
-        """Create the cgroup, where one can be had, before the process starts."""
-        if not self.memory or not cgroup_v2_memory_available():
+        """Create the container's groups, where the host gives them, before the process starts."""
+        if self.placement is None or not (self.memory or self.pids or self.cpus):
             return
-        path = CGROUP_ROOT / f"cellhop-{name}"
+        groups = ContainerGroups(name, self.placement)
         try:
-            path.mkdir(exist_ok=True)
-            (path / "memory.max").write_text(str(self.memory))
-            (path / "memory.swap.max").write_text("0")
-            self.cgroup = path
-        except OSError:  # e.g. the parent group does not delegate the memory controller
-            try:
-                path.rmdir()
-            except OSError:
-                pass
-            self.cgroup = None
+            groups.create(memory=self.memory, pids=self.pids, cpus=self.cpus)
+        except OSError:  # refused after all (e.g. a controller not delegated below this group): rlimits
+            self.groups = None
+            return
+        self.groups = groups
 
     def preexec(self) -> None:
         """Runs in the child between fork and exec: the limits the child and its tree inherit."""
-        if self.cgroup is not None:
-            (self.cgroup / "cgroup.procs").write_text(str(os.getpid()))
-        elif self.memory:
-            resource.setrlimit(resource.RLIMIT_AS, (self.memory, self.memory))
-        if self.cpus:
+        if self.groups is not None:
+            self.groups.join()
+        if self.memory and not self._grouped("memory"):
+            resource.setrlimit(resource.RLIMIT_DATA, (self.memory, self.memory))
+        if self.pids and not self._grouped("pids") and not self.as_root:
+            resource.setrlimit(resource.RLIMIT_NPROC, (self.pids, self.pids))
+        if self.cpus and not self._grouped("cpu"):
             allowed = sorted(os.sched_getaffinity(0))
             os.sched_setaffinity(0, allowed[: self.cpus])
 
     def oom_killed(self) -> bool:
-        if self.cgroup is None:
-            return False
-        try:
-            for line in (self.cgroup / "memory.events").read_text().splitlines():
-                key, _, value = line.partition(" ")
-                if key == "oom_kill" and int(value) > 0:
-                    return True
-        except OSError:
-            pass
-        return False
+        return self.groups is not None and self.groups.oom_killed()
 
-    def remove(self) -> None:
-        if self.cgroup is not None:
-            try:
-                self.cgroup.rmdir()
-            except OSError:
-                pass
+    def kill(self) -> None:
+        if self.groups is not None:
+            self.groups.kill()
+
+    def remove(self, timeout: float = 5.0) -> bool:
+        """Remove the groups (killing what is left in them); True once none is left."""
+        if self.groups is None:
+            return True
+        return self.groups.remove(timeout)
