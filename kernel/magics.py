@@ -2,11 +2,50 @@
 
 from __future__ import annotations
 
+import argparse
+import math
+
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, argument_group, magic_arguments, parse_argstring
 
+from ..server_ext.spec_rules import MAX_CPUS, MAX_SECONDS, SpecError, parse_memory
 from .remote_cells import RemoteCells
 from .volume import mounts_of
+
+
+# Option types: a bad value is a usage error at once, and the notebook's settings stay as they were.
+def _cpus(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_CPUS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a CPU count; give a whole number from 1 to {MAX_CPUS}")
+    return value
+
+
+def _seconds(zero_ok: bool):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        low_ok = value >= 0 if zero_ok else value > 0
+        if not (math.isfinite(value) and low_ok and value <= MAX_SECONDS):
+            least = "0 (never)" if zero_ok else "more than 0"
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds; give {least} up to "
+                                             f"{MAX_SECONDS:.0f}")
+        return value
+
+    return parse
+
+
+def _memory(text: str) -> str:
+    try:
+        parse_memory(text)
+    except SpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _resources(group_title: str):
@@ -15,9 +54,11 @@ def _resources(group_title: str):
     def decorate(func):
         for deco in reversed([
             argument_group(group_title),
-            argument("--cpus", type=int, default=None, help="CPUs the container may use."),
-            argument("--memory", default=None, help="Memory limit, e.g. 8G; past it the container is killed."),
-            argument("--timeout", type=float, default=None, help="Seconds a cell may run before it is stopped."),
+            argument("--cpus", type=_cpus, default=None, help="CPUs the container may use."),
+            argument("--memory", type=_memory, default=None,
+                     help="Memory limit, e.g. 8G; past it the container is killed."),
+            argument("--timeout", type=_seconds(zero_ok=False), default=None,
+                     help="Seconds a cell may run before it is stopped."),
         ]):
             func = deco(func)
         return func
@@ -94,7 +135,7 @@ class CellhopMagics(Magics):
     @argument("request", nargs="?", default=None,
               help="H100, H100:2, H100,A100-80GB (ordered fallback), any, or none (CPU only).")
     @_resources("resources")
-    @argument("--idle-timeout", type=float, default=None,
+    @argument("--idle-timeout", type=_seconds(zero_ok=True), default=None,
               help="Seconds this notebook's container may idle before it is stopped.")
     @argument("--image", default=None,
               help="A notebook variable holding a cellhop.Image for later %%%%remote cells ('default': none).")

@@ -49,6 +49,8 @@ class CellhopApp(ExtensionApp):
         from .kernel_launch import install_kernel_hooks
 
         self.cellhop = Cellhop(parent=self)
+        if not self.cellhop.workdir_roots:  # containers may work in the notebooks' folders (workdir_policy.py)
+            self.cellhop.workdir_roots = [str(self.serverapp.root_dir)]
         self.control_plane = ControlPlane(self.cellhop)
         token = secrets.token_urlsafe(32)  # good on the cellhop API only; never logged
         self.settings.update({CONTROL_PLANE_SETTING: self.control_plane, KERNEL_TOKEN_SETTING: token})

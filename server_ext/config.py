@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from traitlets import CaselessStrEnum, Float, Int, Unicode
+from traitlets import CaselessStrEnum, Float, Int, List, Unicode
 from traitlets.config import Configurable
 
 
@@ -65,6 +65,23 @@ class Cellhop(Configurable):
 
     state_dir = Unicode(
         "", help="Folder for state that survives restarts; default jupyter_data_dir()/cellhop."
+    ).tag(config=True)
+
+    workdir_roots = List(
+        Unicode(), help="Host folders (and everything below them) a container spec's workdir may name; it is "
+        "bound read-write into the container. Empty: the Jupyter server's root_dir (where notebooks live), or, "
+        "for the control plane embedded in a kernel, the folder the kernel started in. cellhop's and Jupyter's "
+        "own folders and system folders are never allowed (workdir_policy.py).",
+    ).tag(config=True)
+
+    keep_exited = Int(
+        20, help="How many exited containers stay listed (with their logs) after they end; older ones are "
+        "forgotten and their folders deleted. 0 = none are kept.",
+    ).tag(config=True)
+
+    exited_ttl = Float(
+        3600.0, help="Seconds an exited container stays listed (with its log) after it ended; 0 = no time limit "
+        "(keep_exited still applies).",
     ).tag(config=True)
 
     volume_quota = Unicode(

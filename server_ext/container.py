@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import re
 import signal
 import time
 from dataclasses import dataclass, field, fields
@@ -12,7 +11,11 @@ from pathlib import Path
 from .errors import CellhopError
 from .gpu_request import GpuRequest
 from .scheduler import Allocation
+from .spec_rules import (check_cpus, check_env, check_pid, check_seconds, check_text, check_workdir,
+                         parse_memory)
 from .volume_paths import parse_mounts, volume_name
+
+__all__ = ["Container", "ContainerSpec", "ExitStatus", "Phase", "format_size", "parse_memory"]
 
 OOM_EXIT_CODE = 86  # the container kernel exits with this when memory ran out (RLIMIT_AS mode)
 
@@ -23,25 +26,6 @@ class Phase(str, enum.Enum):
     READY = "ready"
     STOPPING = "stopping"
     EXITED = "exited"
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
-
-
-def parse_memory(text: str | int | None) -> int | None:
-    """'8G', '512M', '2GiB', 1024 -> bytes; None or '' -> no limit."""
-    if text is None or text == "":
-        return None
-    if isinstance(text, int):
-        return text
-    m = _SIZE.match(str(text))
-    if not m:
-        raise CellhopError(f"memory {text!r} is not a size; write e.g. '512M' or '8G'")
-    scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2).lower()]
-    value = int(float(m.group(1)) * scale)
-    if value < 64 * 2**20:
-        raise CellhopError(f"memory {text!r} is too small for a Python kernel; give at least 64M")
-    return value
 
 
 def format_size(n: int | None) -> str:
@@ -83,12 +67,19 @@ class ContainerSpec:
     caller: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
-        # Accept what users type ("H100", "8G") as well as parsed values.
+        # Accept what users type ("H100", "8G") as well as parsed values; refuse what no host can use
+        # (spec_rules.py): however a spec is made, these hold.
         if not isinstance(self.gpu, GpuRequest):
             self.gpu = GpuRequest.parse(self.gpu)
         self.memory = parse_memory(self.memory)
-        if self.workdir is not None and not isinstance(self.workdir, Path):
-            self.workdir = Path(self.workdir)
+        self.cpus = check_cpus(self.cpus)
+        self.env = check_env(self.env)
+        self.idle_timeout = check_seconds(self.idle_timeout, "idle_timeout")
+        self.queue_timeout = check_seconds(self.queue_timeout, "queue_timeout")
+        self.python = check_text(self.python, "python")
+        self.owner_pid = check_pid(self.owner_pid)
+        if self.workdir is not None:
+            self.workdir = Path(check_workdir(self.workdir))
         self.volumes = parse_mounts(self.volumes)
         self.secrets = [volume_name(getattr(s, "name", s), "secret") for s in (self.secrets or [])]
 
@@ -122,11 +113,6 @@ class ContainerSpec:
             value = data.get(name)
             if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
                 raise CellhopError(f"container spec field {name!r} has the wrong type ({type(value).__name__})")
-        env = data.get("env") or {}
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-            raise CellhopError("container spec field 'env' must map strings to strings")
-        if data.get("cpus") is not None and data["cpus"] < 1:
-            raise CellhopError("container spec field 'cpus' must be at least 1")
         return cls(**{k: v for k, v in data.items() if v is not None})
 
 

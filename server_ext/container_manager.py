@@ -4,6 +4,12 @@ It joins the scheduler (who gets which GPU) and a runtime (where the kernel
 runs) and owns what is the same for every runtime: phases (queued, starting,
 ready, stopping, exited), readiness (the kernel answers kernel_info_request),
 exit causes, idle timeouts and lifecycle events. Thread-safe; blocking calls.
+
+Exited containers stay listed, with their logs, for c.Cellhop.exited_ttl
+seconds and at most the newest c.Cellhop.keep_exited of them; then they are
+forgotten and their folders deleted (at any depth: a container may leave a
+deep tree in its working folder). A spec's working directory is held to
+workdir_policy.py's rule.
 """
 
 from __future__ import annotations
@@ -12,26 +18,28 @@ import logging
 import os
 import secrets
 import socket
-import shutil
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from . import file_tree
 from .config import Cellhop
 from .container import Container, ContainerSpec, ExitStatus, Phase, parse_memory
+from .log_view import read_log
 from .container_storage import ContainerStorage
-from .errors import (ContainerNotFound, ContainerStartError, ContainerStopped, InvalidContainerSpec,
-                     QueueCancelled)
+from .errors import ContainerDied, ContainerNotFound, ContainerStartError, ContainerStopped, QueueCancelled
+from .host_checks import check_on_host
 from .inventory import Inventory, load_inventory
 from .paths import private_dir, runtime_dir
 from .runtimes.base import ContainerRuntime
-from .secrets import mask_text, masked_values
+from .workdir_policy import WorkdirPolicy, jupyter_folders
 
 log = logging.getLogger("cellhop")
 
 Listener = Callable[[dict], None]
 MONITOR_INTERVAL = 0.25
+EXPIRE_EVERY = 20  # monitor rounds between two looks for exited containers to forget (5 s)
 
 
 class _AnyOf:
@@ -42,35 +50,6 @@ class _AnyOf:
 
     def is_set(self) -> bool:
         return any(e.is_set() for e in self.events)
-
-
-def _log_tail(container: Container, lines: int = 15, runtime: ContainerRuntime | None = None) -> str:
-    try:
-        text = runtime.read_log(container) if runtime is not None else container.log_path.read_text(errors="replace")
-    except (OSError, AttributeError):
-        return ""
-    text = mask_text(text, masked_values(container.secret_env.values()))
-    return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-def _check_workdir(workdir: Path) -> None:
-    """The working directory must be a folder this host can write, or one it can make."""
-    if workdir.exists():
-        if not workdir.is_dir():
-            raise InvalidContainerSpec(f"container spec field 'workdir' is {str(workdir)!r}, which is not a "
-                                       "folder; give the folder the kernel should run in")
-        if not os.access(workdir, os.W_OK | os.X_OK):
-            raise InvalidContainerSpec(f"container spec field 'workdir' is {str(workdir)!r}, which this server "
-                                       "cannot write; give a folder it can write (it is bound read-write)")
-        return
-    parent = workdir.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise InvalidContainerSpec(
-            f"container spec field 'workdir' is {str(workdir)!r}, which does not exist and cannot be made "
-            f"({str(parent)!r} is {'not a folder' if not parent.is_dir() else 'not writable'}); give a "
-            "folder this server can write")
 
 
 class ContainerManager:
@@ -93,6 +72,7 @@ class ContainerManager:
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
         self._closed = threading.Event()
+        self._workdir_policy: WorkdirPolicy | None = None
         self._monitor = threading.Thread(target=self._watch, name="cellhop-monitor", daemon=True)
         self._monitor.start()
 
@@ -114,6 +94,19 @@ class ContainerManager:
     def _state_dir(self) -> Path | None:
         """c.Cellhop.state_dir, which every container must not see (the default one the runtimes hide anyway)."""
         return Path(self.config.state_dir) if self.config.state_dir else None
+
+    @property
+    def workdir_policy(self) -> WorkdirPolicy:
+        """Where a spec's workdir may be (c.Cellhop.workdir_roots, else the folder this process started in;
+        the server extension sets its root_dir there)."""
+        if self._workdir_policy is None:
+            from jupyter_core.paths import jupyter_data_dir
+
+            roots = list(self.config.workdir_roots) or [os.getcwd()]
+            hidden = [self.root, self._state_dir() or Path(jupyter_data_dir()) / "cellhop", *jupyter_folders(),
+                      *getattr(self.runtime, "hidden", ())]
+            self._workdir_policy = WorkdirPolicy(roots, hidden)
+        return self._workdir_policy
 
     # -- events ---------------------------------------------------------------
     def subscribe(self, listener: Listener) -> Callable[[], None]:
@@ -210,30 +203,10 @@ class ContainerManager:
                                 "still need it.")
 
     def check_spec(self, spec: ContainerSpec) -> None:
-        """What the runtime will need of `spec`, checked now: the image is built, the interpreter
-        exists, the working directory can be made and written. InvalidContainerSpec or
-        ImageNotFound (user errors, 4xx over the API) otherwise."""
-        if spec.image:
-            root = getattr(self.runtime, "images_root", None)
-            if self.runtime.name == "local":
-                from .images.runtime_env import image_view
-
-                image_view(root, spec.image)
-            elif root is not None:  # another runtime ships the image's spec (Ray: a runtime_env)
-                from .images.store import ImageStore
-
-                ImageStore(root).image(spec.image)
-        if self.runtime.name != "local":  # only the local runtime uses this host's interpreter and folders
-            return
-        if spec.python:
-            found = spec.python if os.path.isabs(spec.python) else shutil.which(spec.python)
-            if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
-                raise InvalidContainerSpec(
-                    f"container spec field 'python' is {spec.python!r}, which is not an executable file on "
-                    "this host; give the path of a Python interpreter that has cellhop and ipykernel "
-                    "installed, or leave it out to use the server's own")
-        if spec.workdir is not None:
-            _check_workdir(Path(spec.workdir))
+        """What the runtime will need of `spec`, checked now (host_checks.py): a working directory
+        containers may use, a built image, an interpreter. InvalidContainerSpec or ImageNotFound (user
+        errors, 4xx over the API) otherwise; `spec.workdir` becomes the folder to bind, links resolved."""
+        check_on_host(spec, self.runtime, self.workdir_policy)
 
     def _launch_until_ready(self, container: Container, what: str) -> Container:
         """Launch the kernel and wait for it; on any failure nothing is left running or held."""
@@ -276,9 +249,14 @@ class ContainerManager:
                     return
                 status = self.runtime.poll(container)
                 if status is not None:
-                    tail = _log_tail(container, runtime=self.runtime)
-                    raise ContainerStartError(
+                    tail = read_log(self.runtime, container, tail=15, max_bytes=8192).rstrip()
+                    spec = container.spec
+                    # what the spec chose (its interpreter, image, variables) may not run: the caller's to fix
+                    kind = ContainerDied if spec.python or spec.image or spec.env else ContainerStartError
+                    raise kind(
                         f"container {container.id} died while starting: {status.describe()}"
+                        + (". Check the spec's interpreter ('python'), image and environment; the log's end "
+                           "says why" if kind is ContainerDied else "")
                         + (f"\n--- container log ---\n{tail}" if tail else ""))
                 now = time.monotonic()
                 if now > deadline:
@@ -415,22 +393,58 @@ class ContainerManager:
         if container.phase != Phase.EXITED:
             self.stop(container_id)
         self._forget(container)
-        if container.directory is not None:
-            shutil.rmtree(container.directory, ignore_errors=True)
+        self._delete_folder(container)
+
+    @staticmethod
+    def _delete_folder(container: Container) -> None:
+        """Delete an exited container's folder, however deep the tree it left (never following a link)."""
+        folder = container.directory
+        if folder is None:
+            return
+        try:
+            parent = os.open(folder.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            file_tree.remove_tree(parent, folder.name)
+        except OSError as exc:
+            log.warning("cellhop: deleting the folder of container %s (%s) failed: %s; delete it by hand",
+                        container.id, folder, exc)
+        finally:
+            os.close(parent)
 
     def logs(self, container_id: str, tail: int | None = None) -> str:
-        container = self.get(container_id)
-        try:
-            text = self.runtime.read_log(container)
-        except (OSError, AttributeError):
-            return ""
-        text = mask_text(text, masked_values(container.secret_env.values()))
-        return "\n".join(text.splitlines()[-tail:]) if tail else text
+        """The end of a container's log, masked: its last `tail` lines, never more than 1 MiB
+        (log_view.py reads only the end of the file)."""
+        return read_log(self.runtime, self.get(container_id), tail=tail)
+
+    def expire(self, now: float | None = None) -> list[str]:
+        """Forget exited containers past c.Cellhop.exited_ttl, or beyond the newest c.Cellhop.keep_exited,
+        deleting their folders; returns their ids. The monitor calls it every few seconds."""
+        now = time.time() if now is None else now
+        keep, ttl = max(self.config.keep_exited, 0), self.config.exited_ttl
+        with self._lock:
+            exited = sorted((c for c in self._containers.values() if c.phase == Phase.EXITED),
+                            key=lambda c: c.phase_time(Phase.EXITED) or 0, reverse=True)
+            old = [c for i, c in enumerate(exited)
+                   if i >= keep or (ttl and now - (c.phase_time(Phase.EXITED) or now) > ttl)]
+            for container in old:
+                self._containers.pop(container.id, None)
+        for container in old:
+            self._delete_folder(container)
+        return [c.id for c in old]
 
     # -- background work ------------------------------------------------------
     def _watch(self) -> None:
-        """Record deaths promptly and stop idle containers."""
+        """Record deaths promptly, stop idle containers, forget old exited ones."""
+        rounds = 0
         while not self._closed.wait(MONITOR_INTERVAL):
+            rounds += 1
+            if rounds % EXPIRE_EVERY == 0:
+                try:
+                    self.expire()
+                except Exception:
+                    log.exception("cellhop: forgetting exited containers failed")
             for container in self.list():
                 if container.phase not in (Phase.READY,):
                     continue

@@ -28,6 +28,13 @@ class ContainerStartError(CellhopError, RuntimeError):
     """A container did not reach the ready phase (an internal failure: the process died, timed out)."""
 
 
+class ContainerDied(ContainerStartError):
+    """A container's process ended while it was starting: what the spec asked for cannot run (an
+    interpreter that is not a Python with cellhop, a crash at import). The log's end says why."""
+
+    http_status = 422
+
+
 class ContainerStopped(CellhopError):
     """A container was stopped (or deleted) before it became ready: while queued for a GPU, or starting."""
 

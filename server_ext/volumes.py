@@ -110,6 +110,7 @@ class VolumeStore:
     def create(self, name: str, quota: int | str | None = None, exist_ok: bool = True) -> dict:
         """Make volume `name` (a no-op when it exists and `exist_ok`). Returns its info."""
         directory = self._dir(name)
+        quota = parse_size(quota)  # a bad quota leaves nothing behind
         if self.exists(name):
             if not exist_ok:
                 raise VolumeConflict(f"volume {name!r} already exists")
@@ -119,7 +120,7 @@ class VolumeStore:
         private_dir(tmp)
         for sub in ("data", "staging", "mounts", "trash"):
             (tmp / sub).mkdir(mode=0o755 if sub == "data" else 0o700)
-        meta = {"name": name, "created": time.time(), "quota": parse_size(quota)}
+        meta = {"name": name, "created": time.time(), "quota": quota}
         (tmp / "volume.json").write_text(json.dumps(meta))
         try:
             os.rename(tmp, directory)

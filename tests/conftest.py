@@ -88,6 +88,7 @@ def make_manager(runtime_root):
 
     def make(simulated_gpus: str = SIMULATED_GPUS, **config):
         config.setdefault("runtime_root", str(runtime_root))
+        config.setdefault("workdir_roots", [str(runtime_root / "work")])  # tests' working folders live there
         manager = ContainerManager(Cellhop(simulated_gpus=simulated_gpus, **config))
         managers.append(manager)
         return manager

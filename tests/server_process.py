@@ -31,12 +31,14 @@ class ServerProcess:
         self.token = token or secrets.token_hex(16)
         self.runtime_root = runtime_root
         self.log_path = runtime_root / f"server-{self.port}.log"
+        # the notebooks' folder: beside cellhop's runtime files, never holding them (a container may work in it)
+        self.root_dir = runtime_root / "notebooks"
         self.env = {**os.environ, **(env or {})}
         self.env.pop("CELLHOP_SIMULATED_GPUS", None)
         head = argv_head or [sys.executable, "-m", "jupyter", "server"]
         self.argv = [*head, f"--port={self.port}", "--ip=127.0.0.1", "--no-browser", "--allow-root",
                      f"--IdentityProvider.token={self.token}", "--ServerApp.jpserver_extensions=cellhop=True",
-                     f"--ServerApp.root_dir={runtime_root}", f"--Cellhop.runtime_root={runtime_root}",
+                     f"--ServerApp.root_dir={self.root_dir}", f"--Cellhop.runtime_root={runtime_root}",
                      "--Cellhop.idle_timeout=0", *extra_args]
         if simulated_gpus:
             self.argv.append(f"--Cellhop.simulated_gpus={simulated_gpus}")
@@ -47,6 +49,7 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}/"
 
     def start(self, timeout: float = 60) -> ServerProcess:
+        self.root_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)

@@ -248,10 +248,7 @@ async def test_an_unknown_gpu_type_and_a_container_dying_while_starting_are_expl
     assert "kernelspec install --gpu" in error["message"]
     assert _nothing_left(control_plane)
 
-    spec_dir = write_kernelspec(Path(jp_kernel_dir) / "cellhop-broken", "A10G")
-    spec = json.loads((spec_dir / "kernel.json").read_text())
-    spec["env"] = {"PYTHONHOME": "/nonexistent"}  # the interpreter cannot start
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    write_kernelspec(Path(jp_kernel_dir) / "cellhop-broken", "A10G", python="/bin/false")  # cannot start a kernel
     error = await kernels("cellhop-broken", expect=500)
     assert "died while starting" in error["message"] and "start the kernel again" in error["message"], error
     assert "launch phases: queued" in error["message"]

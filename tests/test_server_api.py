@@ -149,6 +149,19 @@ BAD_STARTS = [
     ({"spec": {"gpu": 5}}, "wrong type"),
     ({"spec": "H100"}, "JSON object"),
     ({"spec": {"gpu": "H100"}, "extra": 1}, "unknown field"),
+    ({"spec": None}, "field 'spec'"),
+    ({}, "field 'spec'"),
+    ({"spec": {"gpu": "H100", "memory": 1}}, "too small"),
+    ({"spec": {"gpu": "H100", "memory": "9" * 400}}, "not a size"),
+    ({"spec": {"gpu": "H100", "memory": 9 * 10**30}}, "more than 1 PiB"),
+    ({"spec": {"gpu": "H100", "env": {"A\x00B": "1"}}}, "not an environment variable name"),
+    ({"spec": {"gpu": "H100", "env": {"A=B": "1"}}}, "not an environment variable name"),
+    ({"spec": {"gpu": "H100", "env": {"PYTHONHOME": "/nowhere"}}}, "take over the interpreter"),
+    ({"spec": {"gpu": "H100", "env": {"LD_PRELOAD": "/tmp/x.so"}}}, "take over the interpreter"),
+    ({"spec": {"gpu": "H100", "env": {"CUDA_VISIBLE_DEVICES": "0,1"}}}, "CUDA_VISIBLE_DEVICES"),
+    ({"spec": {"gpu": "H100", "workdir": "relative"}}, "relative path"),
+    ({"spec": {"gpu": "H100", "idle_timeout": -1}}, "idle_timeout"),
+    ({"spec": {"gpu": "H100", "owner_pid": 10**30}}, "owner_pid"),
 ]
 
 
@@ -235,8 +248,8 @@ async def test_no_route_of_any_resource_answers_without_credentials(jp_fetch, me
 
 # -- a spec naming what this host cannot use is the user's error (400), refused before any queueing --
 async def test_an_unknown_image_a_missing_interpreter_or_an_unusable_workdir_is_a_400_before_queueing(
-        jp_fetch, control_plane, runtime_root, monkeypatch):
-    a_file = runtime_root / "a-file.txt"
+        jp_fetch, control_plane, jp_root_dir, monkeypatch):
+    a_file = jp_root_dir / "a-file.txt"
     a_file.write_text("not a folder")
     granted = []
     scheduler = control_plane.manager.scheduler
@@ -263,13 +276,46 @@ async def test_an_unknown_image_a_missing_interpreter_or_an_unusable_workdir_is_
     assert granted == []  # no GPU was held, not even briefly
     assert control_plane.manager.list() == []
     assert all(h is None for h in scheduler.holders().values())
-    # a workdir that does not exist yet, under a writable folder, is made; a real failure is still a 500
-    container = await start(jp_fetch, "A10G", workdir=str(runtime_root / "new" / "folder"))
-    assert (runtime_root / "new" / "folder").is_dir()
+    # a workdir that does not exist yet, in the notebooks' folder, is made
+    container = await start(jp_fetch, "A10G", workdir=str(jp_root_dir / "new" / "folder"))
+    assert (jp_root_dir / "new" / "folder").is_dir()
     await call(jp_fetch, "DELETE", f"containers/{container['id']}")
-    status, reply = await call(jp_fetch, "POST", "containers",  # an interpreter that exits at once
+    # an interpreter that exits at once: the container dies while starting, a 422 that says so (not a 500)
+    status, reply = await call(jp_fetch, "POST", "containers",
                                {"spec": {"gpu": "A10G", "owner": "t", "python": "/bin/false"}})
-    assert status == 500 and "died while starting" in reply["message"], reply
+    assert status == 422 and "died while starting" in reply["message"] and "'python'" in reply["message"], reply
+    assert all(h is None for h in scheduler.holders().values())
+
+
+# -- the kernels' token reaches only the folders the server allows (issue 18, item 2) -------------------
+async def test_a_spec_may_name_only_the_notebooks_folders_as_its_workdir(jp_fetch, jp_serverapp, control_plane,
+                                                                      jp_root_dir, runtime_root, tmp_path):
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    token = token_for(jp_serverapp.web_app.settings[KERNEL_TOKEN_SETTING], "a-kernel")  # a kernel's own token
+    kernel = {"Authorization": f"token {token}"}
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (jp_root_dir / "escape").symlink_to("/")  # a link in the notebooks' folder pointing out of it
+    refused = ["/", "/etc", jupyter_runtime_dir(), str(runtime_root), str(control_plane.manager.root / "containers"),
+               str(outside), str(jp_root_dir / "escape"), str(jp_root_dir / "escape" / "root"), "/proc/self/cwd"]
+    for workdir in refused:
+        status, reply = await call(jp_fetch, "POST", "containers",
+                                   {"spec": {"gpu": "A10G", "owner": "t", "workdir": workdir}}, headers=kernel)
+        assert status == 400, (workdir, reply)
+        assert "field 'workdir'" in reply["message"] and "Allowed:" in reply["message"], (workdir, reply)
+        assert str(jp_root_dir.resolve()) in reply["message"], reply  # it names what is allowed
+    for workdir, says in (("relative/dir", "relative path"), ("/tmp/a\x00b", "NUL")):
+        status, reply = await call(jp_fetch, "POST", "containers",
+                                   {"spec": {"gpu": "A10G", "owner": "t", "workdir": workdir}}, headers=kernel)
+        assert status == 400 and says in reply["message"], (workdir, reply)
+    assert control_plane.manager.list() == []
+    # the notebooks' own folders are fine, and what the container binds is the folder, links resolved
+    (jp_root_dir / "project").mkdir()
+    (jp_root_dir / "here").symlink_to(jp_root_dir / "project")
+    container = await start(jp_fetch, "A10G", workdir=str(jp_root_dir / "here"))
+    assert control_plane.manager.get(container["id"]).spec.workdir == (jp_root_dir / "project").resolve()
+    await call(jp_fetch, "DELETE", f"containers/{container['id']}")
 
 
 # -- stopping or deleting a container still queued for a GPU ------------------------------------------

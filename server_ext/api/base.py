@@ -1,5 +1,9 @@
 """What every cellhop API handler shares: authentication (jupyter_server's, or the kernels'
-scoped token), authorization on the `cellhop` resource, JSON bodies and JSON errors."""
+scoped token), authorization on the `cellhop` resource, JSON bodies and JSON errors.
+
+Every JSON body (and every event-stream message) goes through `parse_json`: at most
+MAX_JSON_BYTES, nested at most MAX_JSON_DEPTH deep, no NaN or Infinity; anything else is a
+4xx naming the limit, never a 500."""
 
 from __future__ import annotations
 
@@ -27,6 +31,9 @@ CONTROL_PLANE_SETTING = "cellhop_control_plane"
 # What a cellhop error means over HTTP. Anything a user can type is a 4xx (a spec naming an unknown
 # image, a missing interpreter or an unwritable folder is refused before queueing); 500 is left for
 # real internal failures (a container that died or hung while starting).
+MAX_JSON_BYTES = 1 << 20  # a spec, a secret's values, a path: far less than this
+MAX_JSON_DEPTH = 32
+
 _STATUS = (
     (ContainerNotFound, 404),
     (QueueTimeout, 503),
@@ -42,7 +49,37 @@ _STATUS = (
 
 
 def status_of(exc: BaseException) -> int:
+    """The HTTP status of an error: its own `http_status` when a cellhop error carries one, else by kind."""
+    own = getattr(exc, "http_status", None) if isinstance(exc, CellhopError) else None
+    if isinstance(own, int):
+        return own
     return next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number; give a finite number")
+
+
+def parse_json(raw: bytes | str, what: str = "the request body") -> Any:
+    """`raw` as JSON within the limits above; web.HTTPError 413 or 400 naming what was wrong."""
+    if len(raw) > MAX_JSON_BYTES:
+        raise web.HTTPError(413, f"{what} is {len(raw)} bytes; cellhop takes at most {MAX_JSON_BYTES} bytes of JSON")
+    try:
+        value = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise web.HTTPError(400, f"{what} is nested too deeply; cellhop takes JSON nested at most "
+                                 f"{MAX_JSON_DEPTH} levels deep") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise web.HTTPError(400, f"{what} is not valid JSON ({exc})") from None
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise web.HTTPError(400, f"{what} is nested more than {MAX_JSON_DEPTH} levels deep; "
+                                         "send flatter JSON")
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return value
 
 
 async def in_thread(fn, *args, **kwargs):
@@ -134,11 +171,7 @@ class CellhopAPIHandler(KernelTokenAuth, JsonErrors, APIHandler):
 
     def json_body(self) -> dict[str, Any]:
         """The request body as a JSON object; a 400 naming the problem otherwise."""
-        raw = self.request.body or b"{}"
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise web.HTTPError(400, f"the request body is not valid JSON ({exc})") from None
+        body = parse_json(self.request.body or b"{}")
         if not isinstance(body, dict):
             raise web.HTTPError(400, "the request body must be a JSON object")
         return body

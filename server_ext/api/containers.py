@@ -6,6 +6,7 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from ..container import ContainerSpec, Phase
+from ..log_view import MAX_TAIL
 from ..kernel_tokens import Caller
 from ..own_thread import on_own_thread
 from .base import CellhopAPIHandler, JsonLinesStream, in_thread
@@ -34,7 +35,10 @@ class ContainersHandler(JsonLinesStream, CellhopAPIHandler):
         unknown = set(body) - {"spec"}
         if unknown:
             raise web.HTTPError(400, f"unknown field(s) {', '.join(sorted(unknown))}; send {{\"spec\": {{...}}}}")
-        spec = ContainerSpec.from_json(body.get("spec") or {})
+        if not isinstance(body.get("spec"), dict):
+            raise web.HTTPError(400, 'field \'spec\' must be a container spec, a JSON object; send {"spec": {}} '
+                                     'for a CPU-only container with the defaults')
+        spec = ContainerSpec.from_json(body["spec"])
         spec.caller = self.caller  # who asked, as authenticated (its session secrets, its container)
         if self.wants_events():
             await self._start_streaming(spec)
@@ -116,11 +120,13 @@ class ContainerLogsHandler(CellhopAPIHandler):
     @web.authenticated
     @authorized
     async def get(self, container_id):
+        """`?tail=N`: the log's last N lines; without it, the log's end, at most 1 MiB."""
         tail = self.get_argument("tail", None)
         if tail is not None:
-            if not tail.isdigit() or int(tail) < 1:
-                raise web.HTTPError(400, f"tail={tail!r} must be a whole number of lines, at least 1")
-            tail = int(tail)
+            if not (tail.isascii() and tail.isdigit()) or len(tail) > 9 or int(tail) < 1:
+                raise web.HTTPError(400, f"tail={tail[:40]!r} must be a whole number of lines, from 1 to "
+                                         f"{MAX_TAIL}")
+            tail = min(int(tail), MAX_TAIL)
         check_may_act_on(self.caller, self.control_plane.manager.get(container_id))
         log = await in_thread(self.control_plane.manager.logs, container_id, tail)
         self.write_json({"id": container_id, "log": log})

@@ -14,7 +14,7 @@ from jupyter_server.base.handlers import JupyterHandler
 from tornado import web, websocket
 
 from ..event_bus import check_interval
-from .base import AUTH_RESOURCE, JsonErrors, KernelTokenAuth
+from .base import AUTH_RESOURCE, JsonErrors, KernelTokenAuth, parse_json
 
 DEFAULT_INTERVAL = 1.0
 
@@ -69,7 +69,10 @@ class EventsHandler(KernelTokenAuth, JsonErrors, JupyterHandler, websocket.WebSo
 
     def on_message(self, message):
         try:
-            msg = json.loads(message)
+            try:
+                msg = parse_json(message, "the message")
+            except web.HTTPError as exc:
+                raise ValueError(exc.log_message) from None
             kind = msg.get("type") if isinstance(msg, dict) else None
             sub = self._subscription
             if kind == "configure":

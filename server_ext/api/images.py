@@ -9,6 +9,7 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from ..images.store import ImageInUse, ImageNotFound
+from ..names import plain_text
 from ..own_thread import on_own_thread
 from .base import CellhopAPIHandler, JsonLinesStream, in_thread, status_of
 
@@ -56,6 +57,8 @@ class ImagesHandler(JsonLinesStream, _ImagesBase):
         if not isinstance(body.get("spec"), dict):
             raise web.HTTPError(400, "field 'spec' must be an image spec (cellhop.Image(...).to_json())")
         spec, force = body["spec"], bool(body.get("force", False))
+        if spec.get("name") is not None:
+            plain_text(spec["name"], "image name", max_chars=100)  # the one rule for names (names.py)
         if not self.wants_events():
             info = await on_own_thread(self.images.build, spec, None, force)
             self.write_json(info, status=201)
@@ -93,7 +96,11 @@ class ImagesPruneHandler(_ImagesBase):
     @authorized
     async def post(self):
         """Remove unused layers; body `{"unused_for": seconds}` also removes images unused that long."""
-        unused_for = self.json_body().get("unused_for")
+        body = self.json_body()
+        if set(body) - {"unused_for"}:
+            raise web.HTTPError(400, f"unknown field(s) {', '.join(sorted(set(body) - {'unused_for'}))}; "
+                                     "send {\"unused_for\": seconds} or {}")
+        unused_for = body.get("unused_for")
         if unused_for is not None and (not isinstance(unused_for, (int, float)) or isinstance(unused_for, bool)
                                        or unused_for < 0):
             raise web.HTTPError(400, "unused_for must be a number of seconds (>= 0) or null")
