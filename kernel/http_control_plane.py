@@ -18,8 +18,8 @@ import time
 from urllib.parse import urlencode, urlsplit
 
 from ..server_ext.container import ContainerSpec, ExitStatus
-from ..server_ext.errors import (CellhopError, ContainerNotFound, ContainerStartError, GpuRequestError,
-                                 QueueTimeout)
+from ..server_ext.errors import (CellhopError, ContainerDied, ContainerNotFound, ContainerStartError,
+                                 GpuRequestError, QueueTimeout)
 from ..server_ext.inventory import Inventory
 from ..server_ext.secrets import SecretNotFound, SecretOfAnotherOwner
 from .control_client import ControlPlaneClient
@@ -34,7 +34,7 @@ class ControlPlaneUnreachable(CellhopError, ConnectionError):
 
 
 _ERRORS = {"GpuRequestError": GpuRequestError, "SimulatedInventoryError": GpuRequestError,
-           "QueueTimeout": QueueTimeout, "ContainerStartError": ContainerStartError,
+           "QueueTimeout": QueueTimeout, "ContainerStartError": ContainerStartError, "ContainerDied": ContainerDied,
            "ContainerNotFound": ContainerNotFound, "SecretNotFound": SecretNotFound,
            "SecretOfAnotherOwner": SecretOfAnotherOwner}
 
