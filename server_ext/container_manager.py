@@ -89,7 +89,7 @@ class ContainerManager:
                               start_timeout=self.config.start_timeout)
 
         return LocalRuntime(private_dir(self.root / "containers"), self.config.sandbox, self.config.transport,
-                            images_root=images_root(self.config), state_dir=self._state_dir())
+                            images_root=images_root(self.config), state_dir=self._state_dir(), config=self.config)
 
     def _state_dir(self) -> Path | None:
         """c.Cellhop.state_dir, which every container must not see (the default one the runtimes hide anyway)."""

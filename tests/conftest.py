@@ -43,6 +43,7 @@ SIMULATED_GPUS = "H100:2,A10G:1"
 # -- the session's orphan check -------------------------------------------------------
 def pytest_configure(config):
     os.environ[SESSION_ENV] = f"{os.getpid()}-{secrets.token_hex(4)}"
+    os.environ["CELLHOP_PASS_ENV"] = SESSION_ENV  # containers get an allow-listed environment: add the tag
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -1,22 +1,33 @@
 """The local runtime: containers are sandboxed processes on this host.
 
 Each container gets a folder under the control plane's runtime directory
-holding its connection file (fresh HMAC key; ipc sockets or loopback ports),
-its log and its private working directory. The kernel runs under bubblewrap
-(see sandbox.py) with its GPUs pinned by UUID and only their device files in
-its /dev; cellhop's state, runtime and Jupyter runtime folders are hidden from
-it, all but its own folder and its volumes. Without bubblewrap it runs
-unsandboxed, and the control plane says so once. The kernel's output goes to
-container.log; a container with secrets writes it through a pipe, masked
-(server_ext.secrets.mask_text) before it reaches the disk.
+that only the server can reach: its log (container.log, capped and rotated,
+container_log.py), owner.json (orphans.py), its connection file (fresh HMAC
+key; ipc sockets or loopback ports) and, in `sandbox/`, all the container may
+touch: its working folder (`work/`), its HOME (`home/`), IPython's and
+matplotlib's settings and the kernel's ipc sockets. Only `sandbox/` (owned by
+the container's uid) and, read-only, the connection file are bound into the
+sandbox, so nothing the server reads or writes after the launch is a path the
+container could have replaced by a link.
+
+The kernel runs under bubblewrap (sandbox.py) as an unprivileged uid with no
+capabilities (container_user.py), in its own network namespace where the host
+allows it (container_network.py), under memory, process and CPU limits it
+cannot lift (resource_limits.py, cgroups.py), with an environment built from an
+allow-list (container_env.py), its GPUs pinned by UUID and only their device
+files in its /dev. cellhop's state, runtime and Jupyter runtime folders and the
+host's home folders are hidden from it, all but its own folder and its
+volumes. Without bubblewrap it runs unsandboxed, and the control plane says so
+once. The kernel's output reaches container.log through a pipe, masked
+(server_ext.secrets.mask_text) when the container has secrets.
 """
 
 from __future__ import annotations
 
-import codecs
 import json
 import logging
 import os
+import pwd
 import queue
 import secrets
 import shutil
@@ -26,22 +37,28 @@ import sys
 import threading
 from pathlib import Path
 
+from .. import cgroups
 from ..container import OOM_EXIT_CODE, Container, ExitStatus
+from ..container_env import allowed_environment
+from ..container_log import DEFAULT_MAX_BYTES, CappedLog, MaskedLog, SharedLog, pump, read_log
+from ..container_network import find_slirp4netns
 from ..container_storage import unsandboxed_mount_error
+from ..container_user import DEFAULT_UID, ContainerUser
 from ..errors import CellhopError
-from ..resource_limits import ResourceLimits
-from ..secrets import SECRET_KEYS_ENV, mask_text, masked_values
-from ..sandbox import bubblewrap_argv, find_bubblewrap, folders_to_hide, gpu_device_files, hidden_import_paths
+from ..resource_limits import ResourceLimits, describe_enforcement
+from ..secrets import SECRET_KEYS_ENV, masked_values
+from ..sandbox import Sandbox, find_bubblewrap, gpu_device_files
 from .base import ContainerRuntime
 from .orphans import reap_orphans, record_owner
+
+__all__ = ["LocalRuntime", "MaskedLog", "connection_info", "default_hidden_folders"]
 
 log = logging.getLogger("cellhop")
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
-# Variables of the notebook's kernel that must not leak into a container kernel.
-_DROPPED_ENV = ("JPY_PARENT_PID", "JPY_SESSION_NAME", "JPY_INTERRUPT_EVENT", "CELLHOP_SIMULATED_GPUS",
-                "CELLHOP_CONTROL_URL", "CELLHOP_CONTROL_TOKEN")
+SANDBOX = "sandbox"  # the container's own folder, inside its server-only folder
 _MAX_IPC_PATH = 100  # AF_UNIX paths are limited to 108 bytes
+_SIGKILL_EXIT = 128 + signal.SIGKILL
 
 
 class _Spawner:
@@ -74,60 +91,6 @@ class _Spawner:
         if isinstance(result[0], BaseException):
             raise result[0]
         return result[0]
-
-
-class MaskedLog:
-    """Writes a stream of output to a log file with every secret value masked (mask_text), even one split
-    across reads: after masking, the longest tail that could be the start of a value is held back until the
-    next read shows whether it is one (or the stream ends)."""
-
-    def __init__(self, file, values):
-        self.file = file
-        self.values = masked_values(values)
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending = ""
-
-    def _held(self, text: str) -> int:
-        """How many characters at the end of `text` are a proper prefix of a value."""
-        held = 0
-        for value in self.values:
-            for k in range(min(len(value) - 1, len(text)), held, -1):
-                if value[k - 1] == text[-1] and text.endswith(value[:k]):
-                    held = k
-                    break
-        return held
-
-    def write(self, data: bytes) -> None:
-        text = mask_text(self._pending + self._decoder.decode(data), self.values)
-        held = self._held(text) if text else 0
-        self._pending = text[len(text) - held:] if held else ""
-        if len(text) > held:
-            self.file.write(text[:len(text) - held].encode())
-            self.file.flush()
-
-    def close(self) -> None:
-        tail = mask_text(self._pending + self._decoder.decode(b"", final=True), self.values)
-        self._pending = ""
-        if tail:
-            self.file.write(tail.encode())
-        self.file.close()
-
-    def pump(self, fd: int) -> None:
-        """Copy what is read from `fd` until end of file, then close both."""
-        try:
-            while True:
-                try:
-                    data = os.read(fd, 65536)
-                except InterruptedError:
-                    continue
-                except OSError:
-                    break
-                if not data:
-                    break
-                self.write(data)
-        finally:
-            os.close(fd)
-            self.close()
 
 
 def _free_tcp_ports(count: int) -> list[int]:
@@ -167,6 +130,7 @@ def default_hidden_folders(root: Path, state_dir: Path | None = None) -> list[Pa
       the default one, jupyter_data_dir()/cellhop.
 
     A container gets back what is its own on top: its folder, its volumes, its image's layers (read-only).
+    The sandbox adds the host's home folders and /run (sandbox.HOST_HIDDEN).
     """
     from jupyter_core.paths import jupyter_data_dir, jupyter_runtime_dir
 
@@ -178,127 +142,209 @@ def default_hidden_folders(root: Path, state_dir: Path | None = None) -> list[Pa
     return folders
 
 
+def _write_private(directory: Path, name: str, data: bytes, mode: int = 0o600) -> None:
+    """Write a file in a server-only folder afresh, never through a link."""
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
 class LocalRuntime(ContainerRuntime):
     """Containers as bubblewrap-sandboxed processes on this host."""
 
     name = "local"
 
     def __init__(self, root: Path, sandbox: str = "auto", transport: str = "ipc", images_root: Path | None = None,
-                 state_dir: Path | None = None):
+                 state_dir: Path | None = None, config=None):
+        from ..config import Cellhop
+
+        config = config if config is not None else Cellhop()
         self.root = Path(root)
         # Host folders no container may see, behind a tmpfs (which of them exist is checked at each launch:
         # they may appear later); a container's own volumes are bound back on top (sandbox.py).
         self.hidden = default_hidden_folders(self.root, state_dir)
         self.images_root = images_root  # where built images live (cellhop.Image); see images/
         self.transport = transport
-        self.bwrap = None if sandbox == "none" else find_bubblewrap()
-        if sandbox == "bubblewrap" and self.bwrap is None:
+        self.max_log_bytes = config.max_log_bytes or DEFAULT_MAX_BYTES
+        self.default_pids = config.default_pids or None
+        bwrap = None if sandbox == "none" else find_bubblewrap()
+        if sandbox == "bubblewrap" and bwrap is None:
             raise CellhopError("c.Cellhop.sandbox = 'bubblewrap' but bwrap is not installed; "
                                "install it (apt-get install bubblewrap) or set sandbox to 'auto'")
-        if self.bwrap is None and sandbox == "auto":
+        if bwrap is None and sandbox == "auto":
             log.warning("cellhop: bubblewrap (bwrap) is not installed, so containers run unsandboxed "
                         "on this host; install it with 'apt-get install bubblewrap'")
+        self.bwrap = bwrap
+        self.sandbox = None
+        if bwrap:
+            user = ContainerUser.for_this_server(config.container_uid or DEFAULT_UID)
+            slirp = find_slirp4netns() if config.network == "isolated" else None
+            self.sandbox = Sandbox(bwrap, user, self.hidden, slirp=slirp)
+        self.network = config.network if bwrap else "host"
+        self._said_host_network = False
+        if self.network == "isolated" and self.sandbox.slirp is None:
+            log.warning("cellhop: slirp4netns is not installed, so containers get a network namespace with only "
+                        "loopback (no outbound access); install it (apt-get install slirp4netns) or set "
+                        "c.Cellhop.network = 'host'")
+        self.placement = cgroups.place(parent=config.cgroup_parent or None) if config.cgroups == "auto" else None
+        self.as_root = os.geteuid() == 0 and not bwrap
+        self.limits_line = describe_enforcement(self.placement, self.as_root)
+        log.info("cellhop: container limits on this host: %s", self.limits_line)
         reap_orphans(self.root)
         self._spawner = _Spawner()
         self._limits: dict[str, ResourceLimits] = {}
         self._log_pumps: dict[str, threading.Thread] = {}
-        # the import paths those folders (or the private /tmp) would hide, bound back read-only: sys.path is
-        # fixed, so they are worked out once
-        self._ro_binds = [(p, p) for p in hidden_import_paths(folders_to_hide(self.hidden))] if self.bwrap else []
+        self._launches: dict[str, object] = {}
 
     def describe(self) -> str:
-        return "local, sandboxed with bubblewrap" if self.bwrap else "local, unsandboxed (bubblewrap missing)"
+        if not self.bwrap:
+            return f"local, unsandboxed (bubblewrap missing); limits: {self.limits_line}"
+        if self.network == "isolated":
+            network = ("network isolated (slirp4netns, outbound only)" if self.sandbox.slirp
+                       else "network isolated (loopback only: slirp4netns missing)")
+            if self.transport == "tcp":
+                network = "host network (transport 'tcp' puts the kernel's channels on loopback)"
+        else:
+            network = "host network"
+        return f"local, sandboxed with bubblewrap {self.sandbox.describe()}; {network}; limits: {self.limits_line}"
+
+    # -- launching ----------------------------------------------------------------------
+    def _own_folders(self, container: Container) -> Path:
+        """The container's `sandbox/` folder with its work, home and settings folders, all its user's own."""
+        box = container.directory / SANDBOX
+        for path in (box, box / "work", box / "home", box / "ipython", box / "mpl"):
+            path.mkdir(mode=0o700, exist_ok=True)
+            if self.sandbox is not None:
+                self.sandbox.user.give(path)
+        return box
 
     def launch(self, container: Container) -> None:
         spec = container.spec
         directory = container.directory
-        workdir = Path(spec.workdir) if spec.workdir else directory / "work"
+        box = self._own_folders(container)
+        workdir = Path(spec.workdir) if spec.workdir else box / "work"
         workdir.mkdir(parents=True, exist_ok=True)
         # a restart (ContainerManager.restart) keeps the ports and key its clients already hold
-        info = container.connection_info or connection_info(directory, self.transport)
+        info = container.connection_info or connection_info(box, self.transport)
         conn_file = directory / "connection.json"
-        fd = os.open(conn_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(info, f)
+        _write_private(directory, conn_file.name, json.dumps(info).encode(), 0o400)
+        if self.sandbox is not None:
+            self.sandbox.user.give(conn_file, 0o400)
 
-        limits = ResourceLimits(cpus=spec.cpus, memory=spec.memory)
+        limits = ResourceLimits(cpus=spec.cpus, memory=spec.memory, pids=self.default_pids,
+                                placement=self.placement, as_root=self.as_root)
         limits.prepare(container.id)
         self._limits[container.id] = limits
         env = self._environment(container, limits)
         python = spec.python or sys.executable
-        hidden = folders_to_hide(self.hidden) if self.bwrap else []
-        ro_binds = list(self._ro_binds)
-        image_mounts = []
+        image_binds, image_mounts = [], []
         if spec.image:  # a built image: its venv's Python, its environment, its folders
             from ..images.runtime_env import apply_image, image_view
 
             view = image_view(self.images_root, spec.image)
             python = view["python"]
             image_mounts = apply_image(env, view, workdir, spec.env)
-            ro_binds = ro_binds + [(Path(p), Path(p)) for p in view["binds"]]
+            # its layers: root's folders, some owner-only, shown read-only to the container's user as its own
+            image_binds = [(Path(p), str(p), True) for p in view["binds"]]
         command = [python, "-m", "cellhop.kernel.container_kernel", "-f", str(conn_file)]
-        if self.bwrap:
-            binds = [directory] + ([workdir] if spec.workdir else [])
+        launch = None
+        if self.sandbox is not None:
+            isolated = self.network == "isolated" and info["transport"] == "ipc"
+            if self.network == "isolated" and not isolated and not self._said_host_network:
+                self._said_host_network = True
+                log.warning("cellhop: containers share the host's network: their kernel channels are TCP ports on "
+                            "loopback (c.Cellhop.transport = 'tcp', or a runtime folder path too long for unix "
+                            "sockets)")
+            env["CELLHOP_NETWORK"] = "isolated" if isolated else "host"
+            mapped = image_binds + list(container.mounts) + image_mounts
+            if spec.workdir:
+                mapped.append((workdir, str(workdir), False))
             devices = gpu_device_files(g.minor for g in container.gpus if not g.simulated)
-            command = bubblewrap_argv(self.bwrap, binds, workdir, ro_binds,
-                                      volumes=list(container.mounts) + image_mounts, hidden=hidden,
-                                      devices=devices) + command
+            launch = self.sandbox.prepare([box], workdir, [(conn_file, conn_file)], mapped=mapped,
+                                          devices=devices, isolated=isolated, python=python,
+                                          staging=directory / "mnt")
+            command = launch.argv + command
         elif container.mounts:
             raise unsandboxed_mount_error(container)
         elif image_mounts:
             from ..images.runtime_env import link_mounts
 
             link_mounts(image_mounts)
-        logfile = open(directory / "container.log", "ab")
-        masked = MaskedLog(logfile, container.secret_env.values()) if container.secret_env else None
-        if masked is not None and masked.values:  # the raw output goes through a pipe, masked on its way
-            read_end, output = os.pipe()
-        else:
-            masked, read_end, output = None, None, logfile
+        # the output's way to container.log: one pipe, or with secrets one per stream, each masked on its own
+        values = masked_values(container.secret_env.values()) if container.secret_env else []
+        pipes = [os.pipe() for _ in range(2 if values else 1)]
+        log_file = CappedLog(directory, self.max_log_bytes)
+        sinks = ([MaskedLog(SharedLog(log_file, 2), container.secret_env.values()) for _ in pipes] if values
+                 else [log_file])
         try:
             proc = self._spawner.popen(
                 command,
                 cwd=str(workdir),
                 env=env,
                 stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
+                stdout=pipes[0][1],
+                stderr=pipes[1][1] if values else subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=self._preexec(limits),
+                pass_fds=launch.pass_fds() if launch else (),
+                preexec_fn=self._preexec(limits, launch),
             )
         except BaseException:
-            if read_end is not None:
+            for read_end, write_end in pipes:
                 os.close(read_end)
-                os.close(output)
-            logfile.close()
+                os.close(write_end)
+            log_file.close()
+            if launch is not None:
+                launch.close()
             raise
-        if masked is None:
-            logfile.close()
-        else:
-            os.close(output)
-            pump = threading.Thread(target=masked.pump, args=(read_end,), name=f"cellhop-log-{container.id}",
-                                    daemon=True)
-            pump.start()
-            self._log_pumps[container.id] = pump
+        threads = []
+        for (read_end, write_end), sink in zip(pipes, sinks):
+            os.close(write_end)
+            threads.append(threading.Thread(target=pump, args=(read_end, sink), name=f"cellhop-log-{container.id}",
+                                            daemon=True))
+            threads[-1].start()
+        self._log_pumps[container.id] = threads
         container.handle = proc
-        record_owner(directory, proc.pid)
-        container.sandboxed = self.bwrap is not None
+        container.sandboxed = self.sandbox is not None
         container.connection_info = info
+        record_owner(directory, proc.pid, cgroups=[str(p) for p in (limits.groups.folders() if limits.groups else [])])
+        if launch is not None:
+            self._launches[container.id] = launch
+            launch.started(log_path=directory / "network.log")  # raises if the network cannot be connected
 
-    def _preexec(self, limits: ResourceLimits):
+    def _preexec(self, limits: ResourceLimits, launch=None):
         bwrap = self.bwrap
+        libc = None
+        if bwrap is None:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
 
         def preexec():
             limits.preexec()
-            if bwrap is None:  # without bubblewrap, at least die with the owner
-                import ctypes
-
-                ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            if launch is not None:
+                launch.attach_in_child()
+            if libc is not None:  # without bubblewrap, at least die with the owner
+                libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
         return preexec
 
     def _environment(self, container: Container, limits: ResourceLimits) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+        env = allowed_environment()
+        box = container.directory / SANDBOX
+        env["HOME"] = str(box / "home")
+        if self.sandbox is not None and self.sandbox.user.switch:
+            try:
+                env["USER"] = env["LOGNAME"] = pwd.getpwuid(self.sandbox.user.uid).pw_name
+            except KeyError:
+                pass
         gpus = container.gpus
         uuids = ",".join(g.uuid for g in gpus)
         env["CUDA_VISIBLE_DEVICES"] = uuids
@@ -307,8 +353,8 @@ class LocalRuntime(ContainerRuntime):
         env["CELLHOP_GPU_TYPE"] = gpus[0].type if gpus else ""
         if gpus and gpus[0].simulated:
             env["CELLHOP_GPUS_SIMULATED"] = "1"
-        env["IPYTHONDIR"] = str(container.directory / "ipython")
-        env["MPLCONFIGDIR"] = str(container.directory / "mpl")
+        env["IPYTHONDIR"] = str(box / "ipython")
+        env["MPLCONFIGDIR"] = str(box / "mpl")
         env.update(limits.environment())
         env.update(container.spec.env)
         if container.secret_env:  # values only here; the container kernel masks them in its output
@@ -316,6 +362,7 @@ class LocalRuntime(ContainerRuntime):
             env[SECRET_KEYS_ENV] = ",".join(sorted(container.secret_env))
         return env
 
+    # -- running --------------------------------------------------------------------------
     def _kernel_pid(self, container: Container) -> int | None:
         """The kernel's pid on the host: bwrap -> bwrap's init -> kernel."""
         proc: subprocess.Popen = container.handle
@@ -342,7 +389,9 @@ class LocalRuntime(ContainerRuntime):
         if code is None:
             return None
         limits = self._limits.get(container.id)
-        oom = (limits is not None and limits.oom_killed()) or code == OOM_EXIT_CODE
+        # the OOM killer's SIGKILL in the container's memory group, or the kernel's own exit under RLIMIT_DATA
+        killed = code in (-signal.SIGKILL, _SIGKILL_EXIT)
+        oom = (killed and limits is not None and limits.oom_killed()) or code == OOM_EXIT_CODE
         if code < 0:
             return ExitStatus(signal=-code, oom=oom)
         if self.bwrap and code > 128 and code - 128 < 65:  # bwrap reports a killed child as 128+N
@@ -370,24 +419,36 @@ class LocalRuntime(ContainerRuntime):
             os.killpg(proc.pid, signal.SIGKILL)  # its own session: bwrap or the bare kernel, and children
         except (ProcessLookupError, PermissionError):
             pass
+        limits = self._limits.get(container.id)
+        if limits is not None:
+            limits.kill()  # anything of its groups that left the session
         proc.wait()
 
-    def read_log(self, container: Container) -> str:
-        pump = self._log_pumps.get(container.id)
+    def read_log(self, container: Container, tail: int | None = None) -> str:
+        """The log so far, or its last `tail` lines (read from the end of the file)."""
         proc: subprocess.Popen = container.handle
-        if pump is not None and proc is not None and proc.poll() is not None:
-            pump.join(timeout=2)  # the kernel has exited: let its last output reach the file
-        return super().read_log(container)
+        if proc is not None and proc.poll() is not None:
+            for thread in self._log_pumps.get(container.id, ()):
+                thread.join(timeout=2)  # the kernel has exited: let its last output reach the file
+        if container.directory is None:
+            return ""
+        return read_log(container.directory, tail)
 
     def cleanup(self, container: Container) -> None:
-        pump = self._log_pumps.pop(container.id, None)
-        if pump is not None:
-            pump.join(timeout=2)
+        for thread in self._log_pumps.pop(container.id, ()):
+            thread.join(timeout=2)
+        launch = self._launches.pop(container.id, None)
+        if launch is not None:
+            launch.close()  # slirp4netns exits with its pipe
         limits = self._limits.pop(container.id, None)
-        if limits is not None:
-            limits.remove()
+        if limits is not None and not limits.remove():
+            log.warning("cellhop: the control groups of container %s still hold processes; they are removed "
+                        "when the next control plane starts", container.id)
         if container.directory is not None:
-            shutil.rmtree(container.directory / "work", ignore_errors=True)
-            for name in os.listdir(container.directory) if container.directory.exists() else ():
-                if name.startswith("k-") or name == "connection.json":
-                    (container.directory / name).unlink(missing_ok=True)
+            shutil.rmtree(container.directory / SANDBOX, ignore_errors=True)
+            shutil.rmtree(container.directory / "mnt", ignore_errors=True)  # empty staging folders
+            (container.directory / "connection.json").unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self.sandbox is not None:
+            self.sandbox.close()
