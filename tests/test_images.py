@@ -169,9 +169,9 @@ def _build_in_process(root: Path, image: Image) -> subprocess.Popen:
 
 
 def test_concurrent_identical_builds_in_two_processes_build_once(images, index, tmp_path):
-    counter = tmp_path / "runs"
+    # (a build step runs sandboxed and cannot write a host file: which process ran it, its events say)
     image = Image.current().pip_install("chtest-alpha==1.0", index_url=index.url).run_commands(
-        f"echo ran >> {counter}; echo building slowly; sleep 2; echo finished")
+        "echo building slowly; sleep 2; echo finished")
     a = _build_in_process(images.store.root, image)
     b = _build_in_process(images.store.root, image)
     results = []
@@ -180,7 +180,10 @@ def test_concurrent_identical_builds_in_two_processes_build_once(images, index, 
         assert proc.returncode == 0, err
         results.append(json.loads(out.strip().splitlines()[-1]))
     assert results[0]["key"] == results[1]["key"]
-    assert counter.read_text().splitlines() == ["ran"], "the step ran more than once"
+    last = images.builder.plan(image)[-1].index
+    ran = [r for r in results
+           if any(e["event"] == "step" and e["state"] == "building" and e["index"] == last for e in r["events"])]
+    assert len(ran) == 1, "the step ran more than once"
     assert sorted(r["built"] for r in results)[1] >= 1  # one process built the last layer...
     watcher = [r for r in results if any(e["event"] == "step" and e["state"] == "waiting" for e in r["events"])]
     assert watcher, "neither process watched the other's build"
@@ -190,15 +193,19 @@ def test_concurrent_identical_builds_in_two_processes_build_once(images, index, 
 
 
 def test_interrupted_build_leaves_nothing_half_made(images, index, tmp_path):
-    release, pidfile = tmp_path / "release", tmp_path / "pid"
-    image = Image.current().run_commands(f"echo $$ > {pidfile}; echo started; test -f {release} || sleep 60; echo ok")
-    proc = _build_in_process(images.store.root, image)
+    # the step runs sandboxed: it writes only its layer folder, and sees the layers folder read-only
     layers = images.store.layers
-    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=30,
+    layers.mkdir(parents=True, exist_ok=True)
+    release = layers / f".release-{os.getpid()}"
+    image = Image.current().run_commands(f"echo started > $CELLHOP_LAYER_DIR/started; "
+                                         f"test -f {release} || sleep 60; echo ok")
+    proc = _build_in_process(images.store.root, image)
+    wait_until(lambda: list(layers.glob(".tmp-*/started")), timeout=30,
                what="the build to reach its run_commands step")
-    proc.send_signal(signal.SIGKILL)  # the builder dies mid-step
+    proc.send_signal(signal.SIGKILL)  # the builder dies mid-step: its sandbox dies with it
     proc.wait()
-    os.killpg(int(pidfile.read_text()), signal.SIGKILL)  # and the command it ran (its own session)
+    wait_until(lambda: not [p for p in os.listdir("/proc") if p.isdigit() and str(release).encode() in
+                            _cmdline(p)], timeout=15, what="the killed build's command to be gone")
     last_key = images.builder.plan(image)[-1].key
     assert images.store.layer(last_key) is None and not (layers / last_key).exists(), \
         "a killed build left its layer in the cache"
@@ -206,8 +213,17 @@ def test_interrupted_build_leaves_nothing_half_made(images, index, tmp_path):
     # the lock died with the builder; the next build starts over and removes the leftovers
     release.write_text("")
     info, events = _build(images, image)
+    release.unlink()
     assert info["key"] == last_key and _states(events)[1] == "done"
     assert not list(layers.glob(".tmp-*"))
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 def test_keyboard_interrupt_in_process_removes_the_temporary_layer(images):

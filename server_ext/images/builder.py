@@ -6,7 +6,9 @@ and for clean images a last small layer with cellhop's container side (so a
 cellhop upgrade rebuilds only that). A layer whose key exists is used at
 once; a missing one is built under its key's lock into a temporary folder
 and renamed into place. A process that finds the lock taken follows the
-builder's log until the layer appears: two notebooks, one build.
+builder's log until the layer appears: two notebooks, one build. Steps that
+run code the server did not write run sandboxed, with only their layer's
+temporary folder writable (build_sandbox.py).
 
 Events (also published on the control plane's event stream), all with
 `{"type": "image", "image": <key>, "name": ..., "time": ...}`:
@@ -50,6 +52,20 @@ class ImageBuilder:
     def __init__(self, store: ImageStore, publish=None):
         self.store = store
         self.publish = publish
+        self._build_sandbox = None
+
+    def _sandbox(self):
+        """Where build steps run (build_sandbox.py); made at the first build."""
+        if self._build_sandbox is None:
+            from .build_sandbox import BuildSandbox
+            from .steps import uv_binary
+
+            try:
+                uv = uv_binary()
+            except Exception:  # the build itself says uv is missing
+                uv = None
+            self._build_sandbox = BuildSandbox(self.store, uv)
+        return self._build_sandbox
 
     # -- planning -----------------------------------------------------------------
     def plan(self, image: Image, force: bool = False) -> list[Planned]:
@@ -165,7 +181,7 @@ class ImageBuilder:
 
             try:
                 parent = store.layer(p.parent) if p.parent else None
-                lb = LayerBuild(p.key, tmp, parent, store, line_out)
+                lb = LayerBuild(p.key, tmp, parent, store, line_out, sandbox=self._sandbox())
                 if p.kind == "base":
                     build_base(lb, p.payload)
                 elif p.kind == "cellhop":

@@ -7,6 +7,12 @@ additions, folders shown at a destination, and the packages the venv holds.
 Steps that change the venv give their layer its own venv: a hard-linked copy
 of the parent's (as uv itself links from its cache), or a full copy for
 run_commands, whose commands could edit files in place.
+
+Code the server did not write runs sandboxed (build_sandbox.py): each
+run_commands line, uv's installs (a package's build backend), and the venv's
+Python when the layer is inspected (a `.pth` file of an earlier step runs at
+its start). Copying a venv, making one from a known interpreter and unpacking
+apt packages run on the host as before.
 """
 
 from __future__ import annotations
@@ -61,10 +67,11 @@ def uv_binary() -> str:
 class LayerBuild:
     """One step being built into a temporary layer folder."""
 
-    def __init__(self, key: str, tmp: Path, parent: dict | None, store, log_line):
+    def __init__(self, key: str, tmp: Path, parent: dict | None, store, log_line, sandbox=None):
         self.key = key
         self.tmp = tmp
         self.store = store
+        self.sandbox = sandbox if sandbox is not None and sandbox.sandbox is not None else None  # BuildSandbox
         self.log_line = log_line  # called with each line of output (written to the log and sent out)
         base = parent or {}
         self.meta = {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
@@ -100,16 +107,29 @@ class LayerBuild:
     def _dir(self, key: str, rel: str) -> Path:
         return (self.tmp if key == self.key else self.store.layer_dir(key)) / rel
 
+    def _keep(self) -> set[str]:
+        """The variables this build sets (kept in a sandboxed step's environment)."""
+        return set(self.meta["env"]) | {"CELLHOP_LAYER_DIR", "VIRTUAL_ENV"}
+
     def run(self, argv, cwd: Path | None = None, shell: bool = False, env: dict | None = None,
-            label: str | None = None) -> str:
-        """Run a command, streaming its output to the log; raise StepFailed when it fails."""
+            label: str | None = None, sandboxed: str | None = None, uv: bool = False, read_only=()) -> str:
+        """Run a command, streaming its output to the log; raise StepFailed when it fails. `sandboxed`:
+        'isolated' or 'host' (its network) to run it in the build sandbox (build_sandbox.py), where there is
+        one."""
         shown = argv if isinstance(argv, str) else " ".join(str(a) for a in argv)
         self.log_line(f"$ {shown}")
         shown = label or shown
-        proc = subprocess.Popen(argv, cwd=str(cwd or self.tmp), env=env or self.build_env(), shell=shell,
-                                executable="/bin/bash" if shell else None, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                                start_new_session=True)
+        env = env or self.build_env()
+        launch = None
+        options = dict(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       errors="replace")
+        if sandboxed and self.sandbox is not None:
+            command = ["/bin/bash", "-c", argv] if shell else [str(a) for a in argv]
+            proc, launch = self.sandbox.popen(command, self.tmp, env, sandboxed, uv=uv, keep=self._keep(),
+                                              read_only=read_only, **options)
+        else:
+            proc = subprocess.Popen(argv, cwd=str(cwd or self.tmp), env=env, shell=shell,
+                                    executable="/bin/bash" if shell else None, start_new_session=True, **options)
         lines: list[str] = []
         try:
             for line in proc.stdout:
@@ -120,6 +140,11 @@ class LayerBuild:
         except BaseException:  # interrupted: nothing it started may live on
             _kill_group(proc)
             raise
+        finally:
+            if launch is not None:
+                from .build_sandbox import finish
+
+                finish(launch)
         if code != 0:
             tail = "\n".join(lines[-12:])
             raise StepFailed(f"`{shown[:200]}` failed with exit code {code}" + (f":\n{tail}" if tail else ""))
@@ -139,18 +164,35 @@ class LayerBuild:
 
         venv = self.venv_dir()
         env = self.build_env()
-        out = subprocess.run([str(venv / "bin" / "python"), "-c", _LIST_PACKAGES], capture_output=True,
-                             text=True, env=env, timeout=60)
-        if out.returncode != 0:
-            raise StepFailed(f"the image's Python does not start: {out.stderr.strip()[-500:]}")
-        info = json.loads(out.stdout.strip().splitlines()[-1])
+        argv = [str(venv / "bin" / "python"), "-c", _LIST_PACKAGES]
+        options = dict(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        launch = None
+        if self.sandbox is not None:  # the venv's Python runs whatever .pth files its steps put there
+            proc, launch = self.sandbox.popen(argv, self.tmp, env, "isolated", keep=self._keep(), **options)
+        else:
+            proc = subprocess.Popen(argv, env=env, start_new_session=True, **options)
+        try:
+            stdout, stderr = proc.communicate(timeout=60)
+        except BaseException:
+            _kill_group(proc)
+            raise
+        finally:
+            if launch is not None:
+                from .build_sandbox import finish
+
+                finish(launch)
+        if proc.returncode != 0:
+            raise StepFailed(f"the image's Python does not start: {stderr.strip()[-500:]}")
+        info = json.loads(stdout.strip().splitlines()[-1])
         self.meta["python_version"] = info["python"]
         self.meta["packages"] = info["packages"]
 
-    def uv_pip(self, *args: str) -> None:
+    def uv_pip(self, *args: str, local: list[Path] = ()) -> None:
+        """uv pip install into this layer's venv, sandboxed; `local`: host files and folders it reads (a local
+        index, find-links, a requirements file's folder, package paths), shown to it read-only."""
         venv = self.venv_dir()
         self.run([uv_binary(), "pip", "install", "--no-progress", "--python", str(venv / "bin" / "python"), *args],
-                 label="uv pip install " + " ".join(args))
+                 label="uv pip install " + " ".join(args), sandboxed="host", uv=True, read_only=local)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -204,6 +246,31 @@ def cellhop_sources() -> dict[str, str]:
     return {p: str(Path(importlib.import_module(p).__file__).parent) for p in CELLHOP_PACKAGES}
 
 
+def _file_path(text: str | None) -> Path | None:
+    """The host path a `file:` URL or an absolute path names, if it exists."""
+    if not text:
+        return None
+    text = text.strip()
+    if text.startswith("file:"):
+        from urllib.parse import unquote, urlparse
+
+        text = unquote(urlparse(text).path)
+    path = Path(text)
+    return path if path.is_absolute() and path.exists() else None
+
+
+def _local_inputs(step: dict) -> list[Path]:
+    """What a pip_install or requirements step reads from this host's disk."""
+    # a file: index (a folder of simple/ pages) links to its files beside it: its parent folder
+    found = [p.parent for p in (_file_path(step.get(k)) for k in ("index_url", "extra_index_url")) if p]
+    found.append(_file_path(step.get("find_links")))
+    if step.get("path"):  # a requirements file: its folder (it may name files beside it)
+        found.append(Path(step["path"]).parent)
+    for package in step.get("packages") or ():
+        found.append(_file_path(package.split(" @ ", 1)[1] if " @ " in package else package))
+    return list(dict.fromkeys(p for p in found if p is not None))
+
+
 def build_step(lb: LayerBuild, step: dict) -> None:
     op = step["op"]
     if op in ("pip_install", "requirements"):
@@ -218,14 +285,14 @@ def build_step(lb: LayerBuild, step: dict) -> None:
         if step.get("pre"):
             args += ["--prerelease", "allow"]
         args += ["-r", step["path"]] if op == "requirements" else list(step["packages"])
-        lb.uv_pip(*args)
+        lb.uv_pip(*args, local=_local_inputs(step))
         lb.inspect_venv()
     elif op == "env":
         lb.meta["env"].update(step["vars"])
     elif op == "run_commands":
         lb.own_venv(full_copy=True)
         for command in step["commands"]:
-            lb.run(command, shell=True)
+            lb.run(command, shell=True, sandboxed="isolated")
         lb.inspect_venv()
     elif op == "apt_install":
         debs = apt.install(step["packages"], lb.tmp, lambda argv, cwd=None: lb.run(argv, cwd=cwd))
