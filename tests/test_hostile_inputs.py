@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -190,7 +191,8 @@ async def test_hostile_names_for_volumes_secrets_and_images(jp_fetch, world, tal
                 ("POST", "images", {"spec": {"name": name, "base": "no-such-base"}}),
                 ("POST", "containers", {"spec": {"gpu": "none", "owner": "t", "volumes": [f"{name}:/data"]}}),
                 ("POST", "containers", {"spec": {"gpu": "none", "owner": "t", "secrets": [name]}})]:
-            await throw(jp_fetch, tally, "names", method, route, body)
+            status = await throw(jp_fetch, tally, "names", method, route, body)
+            assert status >= 400 or (name.isascii() and name.isprintable() and name.strip()), (route, name)
             settle(world)
     for name in ("..", "x" * 300, "%00", "%E2%80%AE", "%FF", "a%0Ab"):
         for route in (f"volumes/{name}", f"volumes/{name}/files", f"secrets/{name}", f"containers/{name}",
@@ -283,6 +285,26 @@ async def test_hostile_container_specs(jp_fetch, world, tally, jp_root_dir, runt
         await throw(jp_fetch, tally, "specs", "GET", "containers/nope/logs", params={"tail": tail})
     for quota in ("9" * 400, -1, "1e400", "NaN", [], {}, True, "5X", 10**30, "-5G"):
         await throw(jp_fetch, tally, "specs", "POST", "volumes", {"name": "q2", "quota": quota})
+
+
+def test_the_embedded_control_plane_lets_a_spec_work_only_below_its_starting_folder(make_manager, tmp_path,
+                                                                                    monkeypatch, tally):
+    """No server, no root_dir: a kernel's own control plane allows the folder it started in, and below."""
+    from cellhop.server_ext.container import ContainerSpec
+    from cellhop.server_ext.errors import InvalidContainerSpec
+
+    start = tmp_path / "project"
+    (start / "sub").mkdir(parents=True)
+    monkeypatch.chdir(start)
+    manager = make_manager(workdir_roots=[])
+    for fine in (start, start / "sub", start / "new"):
+        spec = ContainerSpec(gpu="none", owner="t", workdir=str(fine))
+        manager.check_spec(spec)
+        assert spec.workdir == fine.resolve()
+    for bad in ("/", tmp_path, start / ".." / "elsewhere", manager.root, "/etc/ssh"):
+        with pytest.raises(InvalidContainerSpec, match=re.escape(f"Allowed: folders containers may work in: {start}")):
+            manager.check_spec(ContainerSpec(gpu="none", owner="t", workdir=str(bad)))
+        tally.add("specs", "refused")
 
 
 # -- magics at a real kernel -------------------------------------------------------------------------------
