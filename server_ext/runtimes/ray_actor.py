@@ -37,8 +37,8 @@ def _node_runtime(root: Path, sandbox: str, state_dir: str | None = None):
     class NodeRuntime(LocalRuntime):
         name = "ray-node"
 
-        def _preexec(self, limits):
-            inner = super()._preexec(limits)
+        def _preexec(self, limits, launch=None):
+            inner = super()._preexec(limits, launch)
 
             def preexec():  # a Ray worker blocks or ignores signals its kernel must act on (interrupt)
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
