@@ -410,7 +410,8 @@ def ray_main(args) -> int:
         os.environ.update({k: cluster.env[k] for k in DRIVER_ENV})
         ray_args = ("--Cellhop.runtime=ray", f"--Cellhop.ray_address={cluster.address}")
 
-        from cellhop.kernel.control_client import EmbeddedControlPlane, reset_control_plane, set_control_plane
+        from cellhop.kernel.control_client import reset_control_plane, set_control_plane
+        from cellhop.kernel.embedded_control_plane import EmbeddedControlPlane
         from cellhop.server_ext.config import Cellhop
 
         stack.callback(_quietly, reset_control_plane)

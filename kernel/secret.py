@@ -20,7 +20,8 @@ import socket
 import threading
 from pathlib import Path
 
-from ..server_ext.secrets import SecretNotFound, check_values, parse_dotenv, secret_name
+from ..errors import SecretNotFound
+from ..secret_values import check_values, parse_dotenv, secret_name
 
 
 def _client():
@@ -45,10 +46,10 @@ def _forget_session_secrets() -> None:
 def _owner() -> dict:
     """Who this kernel is to the control plane, as its container specs say it (owner_pid, owner_host),
     with the label `%gpu` shows ("kernel 1a2b3c4d"): a session secret is this kernel's alone."""
-    from .extension import _server_kernel_id
+    from .kernel_identity import server_kernel_id
 
     try:
-        kernel_id = _server_kernel_id()
+        kernel_id = server_kernel_id()
     except Exception:
         kernel_id = None
     pid, host = os.getpid(), socket.gethostname()

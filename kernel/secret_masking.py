@@ -22,32 +22,10 @@ data over 16 MiB is not searched).
 from __future__ import annotations
 
 import inspect
-import os
 
-from ..server_ext.secrets import MASK, SECRET_KEYS_ENV, masked_values
+from ..masking import mask, secret_values
 
 SEARCHED_BYTES = 16 << 20
-
-
-def secret_values(environ=None) -> list[str]:
-    """The strings to mask, from the container's own environment."""
-    environ = os.environ if environ is None else environ
-    keys = [k for k in environ.get(SECRET_KEYS_ENV, "").split(",") if k]
-    return masked_values(environ[k] for k in keys if environ.get(k))
-
-
-def mask(value, secrets: list[str]):
-    """A copy of a JSON-like value with each secret in its strings (not its keys) masked."""
-    if isinstance(value, str):
-        for secret in secrets:
-            if secret in value:
-                value = value.replace(secret, MASK)
-        return value
-    if isinstance(value, dict):
-        return {k: mask(v, secrets) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [mask(v, secrets) for v in value]
-    return value
 
 
 class SecretMask:

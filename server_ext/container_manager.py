@@ -19,14 +19,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import Cellhop
-from .container import Container, ContainerSpec, ExitStatus, Phase, parse_memory
+from ..container import ContainerSpec, ExitStatus, Phase
+from ..sizes import parse_memory
+from .container_record import Container
 from .container_storage import ContainerStorage
-from .errors import (ContainerNotFound, ContainerStartError, ContainerStopped, InvalidContainerSpec,
+from ..errors import (ContainerNotFound, ContainerStartError, ContainerStopped, InvalidContainerSpec,
                      QueueCancelled)
-from .inventory import Inventory, load_inventory
+from ..inventory import Inventory
+from .gpu_inventory import load_inventory
 from .paths import private_dir, runtime_dir
 from .runtimes.base import ContainerRuntime
-from .secrets import mask_text, masked_values
+from ..masking import mask_text, masked_values
 
 log = logging.getLogger("cellhop")
 
@@ -263,7 +266,7 @@ class ContainerManager:
         self._emit(container, queue_position=position)
 
     def _wait_ready(self, container: Container) -> None:
-        from ..kernel.wire import KernelConnection
+        from ..wire import KernelConnection
 
         deadline = time.monotonic() + self.config.start_timeout
         conn = KernelConnection(container.connection_info, channels=("shell",))
@@ -326,7 +329,7 @@ class ContainerManager:
         """Replace a ready container's kernel process with a fresh one, keeping its GPUs, id and
         connection info (ports, key), as a kernel restart does. Raises ContainerStartError (the
         container is then stopped and its GPUs freed) or CellhopError when it is not ready."""
-        from .errors import CellhopError
+        from ..errors import CellhopError
 
         container = self.get(container_id)
         unsubscribe = self.subscribe(

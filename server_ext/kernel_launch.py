@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from ..kernel.control_client import CONTROL_TOKEN_ENV, CONTROL_URL_ENV
+from ..control_address import CONTROL_TOKEN_ENV, CONTROL_URL_ENV
 
 
 class _KernelLaunchHooks:

@@ -21,7 +21,6 @@ import errno
 import fcntl
 import json
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -32,56 +31,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import CellhopError
+from ..errors import (CellhopError, VolumeConflict, VolumeFileNotFound, VolumeInUse, VolumeNotFound,
+                      VolumeQuotaExceeded)
+from ..sizes import CHUNK, parse_size
+from ..volume_paths import (VolumePathError, join, lstat_in, open_dir, open_parent, parse_path, refuse_if_link,
+                            volume_name)
 from .leases import read_locked
 from .paths import private_dir
-from .volume_paths import (VolumePathError, join, lstat_in, open_dir, open_parent, parse_path, refuse_if_link,
-                           volume_name)
-
-CHUNK = 1 << 20
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
-
-
-class VolumeNotFound(CellhopError, KeyError):
-    http_status = 404
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "volume not found"
-
-
-class VolumeFileNotFound(CellhopError, FileNotFoundError):
-    http_status = 404
-
-
-class VolumeInUse(CellhopError):
-    """Deleting a volume that a container mounts."""
-
-    http_status = 409
-
-
-class VolumeConflict(CellhopError):
-    """A path that is a folder where a file is wanted (or the reverse), or a folder that is not empty."""
-
-    http_status = 409
-
-
-class VolumeQuotaExceeded(CellhopError):
-    http_status = 413
-
-
-def parse_size(text: str | int | None) -> int | None:
-    """'100G', '512MiB', 1024 -> bytes; None, '' or 0 -> no limit."""
-    if text is None or text == "" or text == 0:
-        return None
-    if isinstance(text, int) and not isinstance(text, bool):
-        if text < 0:
-            raise CellhopError(f"size {text} is negative")
-        return text
-    m = _SIZE.match(str(text))
-    if not m:
-        raise CellhopError(f"size {text!r} is not a size; write e.g. '500M' or '100G'")
-    return int(float(m.group(1)) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}[
-        m.group(2).lower()])
 
 
 def _entry(path: str, st: os.stat_result) -> dict:

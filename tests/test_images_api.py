@@ -11,8 +11,8 @@ import tempfile
 import pytest
 
 from cellhop.server_ext.api.base import KERNEL_TOKEN_SETTING
-from cellhop.server_ext.images.builder import ImageBuildError
-from cellhop.server_ext.images.spec import Image
+from cellhop.errors import ImageBuildError
+from cellhop.image_spec import Image
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from server_kernel_client import run as run_cell
 
-from cellhop.kernel.kernelspecs import write_kernelspec
+from cellhop.server_ext.kernelspecs import write_kernelspec
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -322,7 +322,7 @@ async def test_restart_and_interrupt_routes_through_the_http_control_plane(jp_fe
                                                                              http_server_client):
     from cellhop.kernel.http_control_plane import HttpControlPlane
     from cellhop.server_ext.api.base import KERNEL_TOKEN_SETTING
-    from cellhop.server_ext.container import ContainerSpec
+    from cellhop.container import ContainerSpec
 
     loop = asyncio.get_running_loop()
     client = HttpControlPlane(jp_serverapp.connection_url, jp_serverapp.web_app.settings[KERNEL_TOKEN_SETTING])

@@ -12,8 +12,9 @@ import time
 import pytest
 from server_kernel_client import run
 
-from cellhop.server_ext.container import ContainerSpec
-from cellhop.server_ext.secrets import SecretError, SecretNotFound, SecretOfAnotherOwner, SecretStore
+from cellhop.container import ContainerSpec
+from cellhop.errors import SecretError, SecretNotFound, SecretOfAnotherOwner
+from cellhop.server_ext.secrets import SecretStore
 
 VALUE = "sk-session-4e5f6a7b8c9d"
 

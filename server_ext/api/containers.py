@@ -5,8 +5,8 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ..container import ContainerSpec, Phase
-from ..own_thread import on_own_thread
+from ...container import ContainerSpec, Phase
+from ...own_thread import on_own_thread
 from .base import CellhopAPIHandler, JsonLinesStream, in_thread
 
 _ID = r"(?P<container_id>[^/]+)"

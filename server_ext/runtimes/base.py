@@ -10,7 +10,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from ..container import Container, ExitStatus
+from ...container import ExitStatus
+from ..container_record import Container
 
 
 class ContainerRuntime(ABC):

@@ -8,7 +8,7 @@ its /dev; cellhop's state, runtime and Jupyter runtime folders are hidden from
 it, all but its own folder and its volumes. Without bubblewrap it runs
 unsandboxed, and the control plane says so once. The kernel's output goes to
 container.log; a container with secrets writes it through a pipe, masked
-(server_ext.secrets.mask_text) before it reaches the disk.
+(cellhop.masking.mask_text) before it reaches the disk.
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ import sys
 import threading
 from pathlib import Path
 
-from ..container import OOM_EXIT_CODE, Container, ExitStatus
+from ...container import OOM_EXIT_CODE, ExitStatus
+from ...errors import CellhopError
+from ...masking import SECRET_KEYS_ENV, mask_text, masked_values
+from ..container_record import Container
 from ..container_storage import unsandboxed_mount_error
-from ..errors import CellhopError
 from ..resource_limits import ResourceLimits
-from ..secrets import SECRET_KEYS_ENV, mask_text, masked_values
 from ..sandbox import bubblewrap_argv, find_bubblewrap, folders_to_hide, gpu_device_files, hidden_import_paths
 from .base import ContainerRuntime
 from .orphans import reap_orphans, record_owner

@@ -25,11 +25,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...kernel.curve_tunnel import CLIENT_PUBLIC, CLIENT_SECRET
-from ..container import Container, ExitStatus
-from ..errors import CellhopError
+from ...container import ExitStatus
+from ...errors import CellhopError
+from ...inventory import Gpu, Inventory
+from ...wire import CLIENT_PUBLIC, CLIENT_SECRET
+from ..container_record import Container
 from ..images.ray_env import ray_runtime_env
-from ..inventory import Gpu, Inventory
 from . import curve
 from .base import ContainerRuntime
 from .ray_scheduler import (ACCELERATOR_PREFIX, ACCELERATOR_SHARE, RayAllocation, RayScheduler, _ray,

@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...kernel.curve_tunnel import ALLOWED_CLIENTS, CLIENT_PUBLIC, CLIENT_SECRET
+from ...wire import ALLOWED_CLIENTS, CLIENT_PUBLIC, CLIENT_SECRET
 from . import curve
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
@@ -138,8 +138,8 @@ class ContainerActor:
         """Start the kernel; returns its public connection info (no HMAC key, no secret key) and placement."""
         import ray
 
-        from ..container import Container
-        from ..inventory import Gpu
+        from ...inventory import Gpu
+        from ..container_record import Container
 
         with self._lock:
             if self._runtime is None:

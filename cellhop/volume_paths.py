@@ -23,7 +23,7 @@ import re
 import stat
 from pathlib import PurePosixPath
 
-from .errors import CellhopError
+from .errors import VolumePathError
 
 MAX_NAME_BYTES = 255  # a file name on Linux
 MAX_PATH_BYTES = 4096
@@ -31,10 +31,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _ODD = re.compile(r"[\x00-\x1f\x7f\\]")
 # Folders a volume may never be mounted over inside a container.
 _RESERVED_MOUNTS = ("/", "/proc", "/dev", "/sys", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/tmp")
-
-
-class VolumePathError(CellhopError, ValueError):
-    """A path or name that would leave a volume, or that cellhop does not accept."""
 
 
 def volume_name(text, what: str = "volume") -> str:
