@@ -144,10 +144,6 @@ class ContainerNotFound(CellhopError, KeyError):
         return str(self.args[0]) if self.args else "container not found"
 
 
-class UnknownImage(InvalidContainerSpec):
-    """A container spec naming an image this control plane has not built (or no valid image key or name)."""
-
-
 class GpuMetricsUnavailable(CellhopError, RuntimeError):
     """NVML cannot be started on this host, so there are no live GPU metrics."""
 
@@ -215,6 +211,13 @@ class ImageNotFound(CellhopError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "image not found"
+
+
+class UnknownImage(InvalidContainerSpec, ImageNotFound):
+    """A container spec naming an image this control plane has not built (or no valid image key or name):
+    an ImageNotFound, but the spec's fault (400), not a missing resource named by a URL (404)."""
+
+    http_status = 400
 
 
 class ImageInUse(CellhopError):

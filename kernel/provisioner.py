@@ -41,7 +41,7 @@ from tornado.web import HTTPError
 from traitlets import Float, Int, List, Unicode, Union
 
 from ..errors import (CellhopError, ContainerNotFound, ContainerStartError, GpuRequestError, ImageNotFound,
-                      QueueTimeout, UnknownImage)
+                      QueueTimeout)
 from ..own_thread import on_own_thread
 
 PROVISIONER_NAME = "cellhop"
@@ -255,7 +255,7 @@ class CellhopProvisioner(KernelProvisionerBase):
                 "Shut down a kernel or container holding that GPU (the cellhop panel or `%gpu` shows who holds "
                 "it), pick another GPU type, or raise the launch timeout "
                 "(c.CellhopProvisioner.launch_timeout, or launch_timeout in the kernelspec's provisioner config).")
-        elif isinstance(exc, (UnknownImage, ImageNotFound)):
+        elif isinstance(exc, ImageNotFound):  # UnknownImage: the kernelspec names an image not built here
             status, text = 400, (
                 f"The cellhop kernel '{name}' runs in image {self.image!r}, which this server does not know "
                 f"({exc}). Build that image first (from a notebook: cellhop.Image(...).named({self.image!r})"

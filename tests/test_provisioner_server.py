@@ -228,10 +228,13 @@ def _nothing_left(control_plane):
     return not live and not tickets
 
 
-@pytest.mark.parametrize("server_extra", [{"CellhopProvisioner": {"launch_timeout": 1.5}}])
-async def test_no_gpu_within_the_launch_timeout_says_so_and_leaves_nothing(kernels, control_plane, notebook_dir):
+async def test_no_gpu_within_the_launch_timeout_says_so_and_leaves_nothing(kernels, control_plane, notebook_dir,
+                                                                          jp_kernel_dir):
+    # the holder starts with the server's launch timeout (a loaded host may take seconds); the second
+    # kernel's own timeout (its kernelspec's) runs out while it waits in the queue
+    write_kernelspec(Path(jp_kernel_dir) / "cellhop-h100-impatient", "H100", launch_timeout=1.5)
     first = await kernels("cellhop-h100")
-    error = await kernels("cellhop-h100", expect=503)
+    error = await kernels("cellhop-h100-impatient", expect=503)
     message = error["message"]
     assert "launch timeout" in message and "phase: queued" in message and "H100" in message, message
     assert "launch_timeout" in message  # what to do
