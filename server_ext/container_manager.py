@@ -9,27 +9,26 @@ exit causes, idle timeouts and lifecycle events. Thread-safe; blocking calls.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
-import socket
 import shutil
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import Cellhop
 from ..container import ContainerSpec, ExitStatus, Phase
+from ..errors import ContainerNotFound, ContainerStartError, ContainerStopped, QueueCancelled
+from ..inventory import Inventory
+from ..masking import mask_text, masked_values
 from ..sizes import parse_memory
+from .config import Cellhop
 from .container_record import Container
 from .container_storage import ContainerStorage
-from ..errors import (ContainerNotFound, ContainerStartError, ContainerStopped, InvalidContainerSpec,
-                     QueueCancelled)
-from ..inventory import Inventory
 from .gpu_inventory import load_inventory
+from .owners import owner_gone
 from .paths import private_dir, runtime_dir
 from .runtimes.base import ContainerRuntime
-from ..masking import mask_text, masked_values
+from .runtimes.factory import make_runtime
 
 log = logging.getLogger("cellhop")
 
@@ -56,26 +55,6 @@ def _log_tail(container: Container, lines: int = 15, runtime: ContainerRuntime |
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-def _check_workdir(workdir: Path) -> None:
-    """The working directory must be a folder this host can write, or one it can make."""
-    if workdir.exists():
-        if not workdir.is_dir():
-            raise InvalidContainerSpec(f"container spec field 'workdir' is {str(workdir)!r}, which is not a "
-                                       "folder; give the folder the kernel should run in")
-        if not os.access(workdir, os.W_OK | os.X_OK):
-            raise InvalidContainerSpec(f"container spec field 'workdir' is {str(workdir)!r}, which this server "
-                                       "cannot write; give a folder it can write (it is bound read-write)")
-        return
-    parent = workdir.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise InvalidContainerSpec(
-            f"container spec field 'workdir' is {str(workdir)!r}, which does not exist and cannot be made "
-            f"({str(parent)!r} is {'not a folder' if not parent.is_dir() else 'not writable'}); give a "
-            "folder this server can write")
-
-
 class ContainerManager:
     """Containers of one control plane. Owns its runtime; `close()` stops everything."""
 
@@ -83,7 +62,7 @@ class ContainerManager:
                  runtime: ContainerRuntime | None = None):
         self.config = config or Cellhop()
         self.root = private_dir(Path(self.config.runtime_root)) if self.config.runtime_root else runtime_dir()
-        self.runtime = runtime or self._make_runtime()
+        self.runtime = runtime or make_runtime(self.config, self.root)
         if inventory is None:  # the runtime's own (a Ray cluster's), else this host's
             inventory = self.runtime.load_inventory() or load_inventory(self.config.simulated_gpus)
         self.inventory = inventory
@@ -98,25 +77,6 @@ class ContainerManager:
         self._closed = threading.Event()
         self._monitor = threading.Thread(target=self._watch, name="cellhop-monitor", daemon=True)
         self._monitor.start()
-
-    def _make_runtime(self) -> ContainerRuntime:
-        from .runtimes.local import LocalRuntime
-
-        from .images.service import images_root
-
-        if self.config.runtime == "ray":
-            from .runtimes.ray import RayRuntime
-
-            return RayRuntime(self.config.ray_address, self.config.sandbox, images_root=images_root(self.config),
-                              state_dir=self._state_dir(), shared_volume_path=self.config.ray_shared_volume_path,
-                              start_timeout=self.config.start_timeout)
-
-        return LocalRuntime(private_dir(self.root / "containers"), self.config.sandbox, self.config.transport,
-                            images_root=images_root(self.config), state_dir=self._state_dir())
-
-    def _state_dir(self) -> Path | None:
-        """c.Cellhop.state_dir, which every container must not see (the default one the runtimes hide anyway)."""
-        return Path(self.config.state_dir) if self.config.state_dir else None
 
     # -- events ---------------------------------------------------------------
     def subscribe(self, listener: Listener) -> Callable[[], None]:
@@ -194,8 +154,7 @@ class ContainerManager:
                     stopped = False
                     container.allocation = allocation
                     container.queue_position = None
-                    container.directory = private_dir(self.runtime.root / container.id) \
-                        if hasattr(self.runtime, "root") else None
+                    container.directory = self.runtime.container_directory(container.id)
                     self._set_phase(container, Phase.STARTING)
             if stopped:
                 self._await_exit(container)
@@ -216,32 +175,12 @@ class ContainerManager:
         """What the runtime will need of `spec`, checked now: the image is built, the interpreter
         exists, the working directory can be made and written. InvalidContainerSpec or
         ImageNotFound (user errors, 4xx over the API) otherwise."""
-        if spec.image:
-            root = getattr(self.runtime, "images_root", None)
-            if self.runtime.name == "local":
-                from .images.runtime_env import image_view
-
-                image_view(root, spec.image)
-            elif root is not None:  # another runtime ships the image's spec (Ray: a runtime_env)
-                from .images.store import ImageStore
-
-                ImageStore(root).image(spec.image)
-        if self.runtime.name != "local":  # only the local runtime uses this host's interpreter and folders
-            return
-        if spec.python:
-            found = spec.python if os.path.isabs(spec.python) else shutil.which(spec.python)
-            if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
-                raise InvalidContainerSpec(
-                    f"container spec field 'python' is {spec.python!r}, which is not an executable file on "
-                    "this host; give the path of a Python interpreter that has cellhop and ipykernel "
-                    "installed, or leave it out to use the server's own")
-        if spec.workdir is not None:
-            _check_workdir(Path(spec.workdir))
+        self.runtime.check_spec(spec)
 
     def _launch_until_ready(self, container: Container, what: str) -> Container:
         """Launch the kernel and wait for it; on any failure nothing is left running or held."""
         try:
-            self.runtime.launch(container)
+            container.adopt(self.runtime.launch(container))
             with self._lock:
                 stopped = container.phase != Phase.STARTING
             if stopped:  # stop() came while the process was being launched: it may not have seen it
@@ -372,9 +311,7 @@ class ContainerManager:
         if not already and queued:
             # Nothing runs yet and no GPU is held: no grace to wait. The waiting start() sees the
             # signal at once, and one granted its GPUs meanwhile gives them back (see start()).
-            wake = getattr(self.scheduler, "wake", None)
-            if wake is not None:
-                wake()
+            self.scheduler.wake()
             self._finish(container, ExitStatus(stopped=True, reason=f"{reason} (stopped while queued for a GPU)"))
         elif not already:
             grace = self.config.stop_grace if grace is None else grace
@@ -442,7 +379,7 @@ class ContainerManager:
                     if status is not None:
                         self._finish(container, status)
                         continue
-                    if self._owner_gone(container):
+                    if self.owner_gone(container):
                         threading.Thread(target=self.stop, args=(container.id,),
                                          kwargs={"reason": f"its notebook kernel (pid {container.spec.owner_pid}) "
                                                            "exited"}, daemon=True).start()
@@ -457,18 +394,10 @@ class ContainerManager:
                     log.exception("cellhop: monitoring container %s failed", container.id)
 
     @staticmethod
-    def _owner_gone(container: Container) -> bool:
-        """True when the kernel that asked for `container` ran on this host and has exited."""
-        spec = container.spec
-        if spec.owner_pid is None or spec.owner_host != socket.gethostname():
-            return False
-        try:
-            os.kill(spec.owner_pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+    def owner_gone(container: Container) -> bool:
+        """True when the kernel that asked for `container` ran on this host and has exited (owners.py: the
+        same test decides when a session secret's owner is gone)."""
+        return owner_gone(container.spec.owner_pid, container.spec.owner_host)
 
     def close(self) -> None:
         """Stop every container (used when the owner shuts down)."""

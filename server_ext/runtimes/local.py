@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import queue
-import secrets
 import shutil
 import signal
 import subprocess
@@ -26,23 +25,25 @@ import sys
 import threading
 from pathlib import Path
 
+from traitlets import CaselessStrEnum
+
 from ...container import OOM_EXIT_CODE, ExitStatus
 from ...errors import CellhopError
 from ...masking import SECRET_KEYS_ENV, mask_text, masked_values
+from ...wire import connection_info
 from ..container_record import Container
 from ..container_storage import unsandboxed_mount_error
 from ..resource_limits import ResourceLimits
 from ..sandbox import bubblewrap_argv, find_bubblewrap, folders_to_hide, gpu_device_files, hidden_import_paths
-from .base import ContainerRuntime
+from ..paths import private_dir
+from .base import ContainerRuntime, Launched
 from .orphans import reap_orphans, record_owner
 
 log = logging.getLogger("cellhop")
 
-CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 # Variables of the notebook's kernel that must not leak into a container kernel.
 _DROPPED_ENV = ("JPY_PARENT_PID", "JPY_SESSION_NAME", "JPY_INTERRUPT_EVENT", "CELLHOP_SIMULATED_GPUS",
                 "CELLHOP_CONTROL_URL", "CELLHOP_CONTROL_TOKEN")
-_MAX_IPC_PATH = 100  # AF_UNIX paths are limited to 108 bytes
 
 
 class _Spawner:
@@ -131,32 +132,6 @@ class MaskedLog:
             self.close()
 
 
-def _free_tcp_ports(count: int) -> list[int]:
-    import socket
-
-    socks, ports = [], []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
-def connection_info(directory: Path, transport: str) -> dict:
-    """A fresh connection file's content: new HMAC key, ipc sockets in `directory` or loopback ports."""
-    info = {"key": secrets.token_hex(32), "signature_scheme": "hmac-sha256", "kernel_name": "cellhop-container"}
-    if transport == "ipc" and len(str(directory / "k-5")) < _MAX_IPC_PATH:
-        info.update(transport="ipc", ip=str(directory / "k"))
-        info.update({f"{ch}_port": n for n, ch in enumerate(CHANNELS, start=1)})
-    else:
-        info.update(transport="tcp", ip="127.0.0.1")
-        info.update({f"{ch}_port": p for ch, p in zip(CHANNELS, _free_tcp_ports(len(CHANNELS)))})
-    return info
-
-
 def default_hidden_folders(root: Path, state_dir: Path | None = None) -> list[Path]:
     """What no container may see of its host (none of these is created here):
 
@@ -184,14 +159,19 @@ class LocalRuntime(ContainerRuntime):
 
     name = "local"
 
-    def __init__(self, root: Path, sandbox: str = "auto", transport: str = "ipc", images_root: Path | None = None,
-                 state_dir: Path | None = None):
-        self.root = Path(root)
+    transport = CaselessStrEnum(
+        ["tcp", "ipc"], default_value="ipc",
+        help="How notebook and container kernel talk on this host: 'ipc' (unix sockets) or 'tcp' (loopback).",
+    ).tag(config=True)
+    deprecated_aliases = {"transport": "transport"}  # c.Cellhop.transport
+    kernel_module = "cellhop.kernel.container_kernel"  # what a container runs: python -m <it> -f <connection file>
+
+    def __init__(self, root: Path, sandbox: str = "auto", images_root: Path | None = None,
+                 state_dir: Path | None = None, **kwargs):
+        super().__init__(root=root, sandbox=sandbox, images_root=images_root, state_dir=state_dir, **kwargs)
         # Host folders no container may see, behind a tmpfs (which of them exist is checked at each launch:
         # they may appear later); a container's own volumes are bound back on top (sandbox.py).
         self.hidden = default_hidden_folders(self.root, state_dir)
-        self.images_root = images_root  # where built images live (cellhop.Image); see images/
-        self.transport = transport
         self.bwrap = None if sandbox == "none" else find_bubblewrap()
         if sandbox == "bubblewrap" and self.bwrap is None:
             raise CellhopError("c.Cellhop.sandbox = 'bubblewrap' but bwrap is not installed; "
@@ -210,13 +190,36 @@ class LocalRuntime(ContainerRuntime):
     def describe(self) -> str:
         return "local, sandboxed with bubblewrap" if self.bwrap else "local, unsandboxed (bubblewrap missing)"
 
+    # -- what the manager asks of this runtime beyond the lifecycle; hooks for subclasses (Ray's node) ------
+    def check_spec(self, spec) -> None:
+        """Besides the image: the interpreter and the working directory are this host's (host_checks.py)."""
+        from .host_checks import check_python, check_workdir
+
+        super().check_spec(spec)
+        if spec.python:
+            check_python(spec.python)
+        if spec.workdir is not None:
+            check_workdir(Path(spec.workdir))
+
+    def container_directory(self, container_id: str) -> Path:
+        return private_dir(self.root / container_id)
+
+    def host_environment(self) -> dict[str, str]:
+        """The variables of this process a container's environment starts from (cellhop's and Jupyter's
+        own are dropped from it, the container's own added)."""
+        return dict(os.environ)
+
+    def prepare_child(self) -> None:
+        """Runs in a container's process between fork and exec, before its limits are set (async-signal-safe
+        work only): a subclass resets there what its host process changed (a Ray worker's signal mask)."""
+
     def launch(self, container: Container) -> None:
         spec = container.spec
         directory = container.directory
         workdir = Path(spec.workdir) if spec.workdir else directory / "work"
         workdir.mkdir(parents=True, exist_ok=True)
         # a restart (ContainerManager.restart) keeps the ports and key its clients already hold
-        info = container.connection_info or connection_info(directory, self.transport)
+        info = container.connection_info or connection_info(self.transport, ipc_dir=directory)
         conn_file = directory / "connection.json"
         fd = os.open(conn_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -237,7 +240,7 @@ class LocalRuntime(ContainerRuntime):
             python = view["python"]
             image_mounts = apply_image(env, view, workdir, spec.env)
             ro_binds = ro_binds + [(Path(p), Path(p)) for p in view["binds"]]
-        command = [python, "-m", "cellhop.kernel.container_kernel", "-f", str(conn_file)]
+        command = [python, "-m", self.kernel_module, "-f", str(conn_file)]
         if self.bwrap:
             binds = [directory] + ([workdir] if spec.workdir else [])
             devices = gpu_device_files(g.minor for g in container.gpus if not g.simulated)
@@ -281,15 +284,14 @@ class LocalRuntime(ContainerRuntime):
                                     daemon=True)
             pump.start()
             self._log_pumps[container.id] = pump
-        container.handle = proc
         record_owner(directory, proc.pid)
-        container.sandboxed = self.bwrap is not None
-        container.connection_info = info
+        return Launched(connection_info=info, handle=proc, sandboxed=self.bwrap is not None)
 
     def _preexec(self, limits: ResourceLimits):
         bwrap = self.bwrap
 
         def preexec():
+            self.prepare_child()
             limits.preexec()
             if bwrap is None:  # without bubblewrap, at least die with the owner
                 import ctypes
@@ -299,7 +301,7 @@ class LocalRuntime(ContainerRuntime):
         return preexec
 
     def _environment(self, container: Container, limits: ResourceLimits) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+        env = {k: v for k, v in self.host_environment().items() if k not in _DROPPED_ENV}
         gpus = container.gpus
         uuids = ",".join(g.uuid for g in gpus)
         env["CUDA_VISIBLE_DEVICES"] = uuids
