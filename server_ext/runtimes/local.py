@@ -33,9 +33,9 @@ from ...masking import SECRET_KEYS_ENV, mask_text, masked_values
 from ...wire import connection_info
 from ..container_record import Container
 from ..container_storage import unsandboxed_mount_error
+from ..paths import private_dir
 from ..resource_limits import ResourceLimits
 from ..sandbox import bubblewrap_argv, find_bubblewrap, folders_to_hide, gpu_device_files, hidden_import_paths
-from ..paths import private_dir
 from .base import ContainerRuntime, Launched
 from .orphans import reap_orphans, record_owner
 
@@ -213,7 +213,7 @@ class LocalRuntime(ContainerRuntime):
         """Runs in a container's process between fork and exec, before its limits are set (async-signal-safe
         work only): a subclass resets there what its host process changed (a Ray worker's signal mask)."""
 
-    def launch(self, container: Container) -> None:
+    def launch(self, container: Container) -> Launched:
         spec = container.spec
         directory = container.directory
         workdir = Path(spec.workdir) if spec.workdir else directory / "work"
