@@ -44,7 +44,7 @@ from test_remote_outputs import (  # noqa: F401
 )
 
 
-def ray_args(cluster) -> tuple:
+def ray_args(cluster) -> tuple:  # c.Cellhop.ray_address: the old name of c.RayRuntime.address, still taken
     return ("--Cellhop.runtime=ray", f"--Cellhop.ray_address={cluster.address}")
 
 
@@ -60,16 +60,21 @@ def ray_manager(ray_cluster, tmp_path_factory):  # noqa: F811
     """A control plane in this process on the Ray runtime (for what the notebook does not show)."""
     import shutil
 
+    import tempfile
+
+    from traitlets.config import Config
+
     from cellhop.server_ext.config import Cellhop
     from cellhop.server_ext.container_manager import ContainerManager
-
-    import tempfile
 
     root = short_runtime_dir()
     # the state directory outside /tmp (the sandbox's /tmp is private anyway), so hiding it is tested
     state = tempfile.mkdtemp(prefix="cellhop-ray-state-", dir="/var/tmp")
-    manager = ContainerManager(Cellhop(runtime="ray", ray_address=ray_cluster.address, runtime_root=root,
-                                       state_dir=state, queue_timeout=15))
+    config = Config()
+    config.RayRuntime.address = ray_cluster.address
+    manager = ContainerManager(Cellhop(config=config, runtime="ray", runtime_root=root, state_dir=state,
+                                       queue_timeout=15))
+    assert manager.runtime.address == ray_cluster.address
     yield manager
     manager.close()
     shutil.rmtree(root, ignore_errors=True)
@@ -330,7 +335,7 @@ def test_volume_without_shared_storage_is_a_clear_error(ray_manager):
     from cellhop.container import ContainerSpec
     from cellhop.errors import CellhopError, ContainerStartError
 
-    with pytest.raises((CellhopError, ContainerStartError), match="ray_shared_volume_path"):
+    with pytest.raises((CellhopError, ContainerStartError), match=r"c\.RayRuntime\.shared_volume_path"):
         ray_manager.start(ContainerSpec(gpu="A10G", owner="vol", volumes=[{"name": "data", "path": "/data"}]))
     assert all(h is None for h in ray_manager.scheduler.holders().values())
 
