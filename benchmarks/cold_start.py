@@ -91,8 +91,9 @@ class ProvisionedStarts:
     def __init__(self):
         from jupyter_client.kernelspec import KernelSpecManager
 
-        from cellhop.kernel.control_client import EmbeddedControlPlane, set_control_plane
-        from cellhop.kernel.kernelspecs import write_kernelspec
+        from cellhop.kernel.control_client import set_control_plane
+        from cellhop.kernel.embedded_control_plane import EmbeddedControlPlane
+        from cellhop.server_ext.kernelspecs import write_kernelspec
         from cellhop.server_ext.config import Cellhop
 
         self.root = tempfile.mkdtemp(prefix="ch-bench-", dir="/tmp")
@@ -121,7 +122,7 @@ class ProvisionedStarts:
 
 def _wait_kernel_info(info: dict, timeout: float = 60) -> None:
     """Send kernel_info_request (again each second) until it is answered, as ContainerManager does."""
-    from cellhop.kernel.wire import KernelConnection
+    from cellhop.wire import KernelConnection
 
     conn = KernelConnection(info, channels=("shell",))
     try:
@@ -151,7 +152,7 @@ class ContainerStarts:
         self.sandboxed = False
 
     def __call__(self) -> float:
-        from cellhop.server_ext.container import ContainerSpec, Phase
+        from cellhop.container import ContainerSpec, Phase
 
         started = time.perf_counter()
         container = self.manager.start(ContainerSpec(gpu="H100", owner="cold-start benchmark"))

@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     parser.add_argument("--hits", type=int, default=50, help="cache hits timed (default 50)")
     args = parser.parse_args(argv)
     from cellhop.server_ext.images.service import Images
-    from cellhop.server_ext.images.spec import Image
+    from cellhop.image_spec import Image
 
     image = Image.current().pip_install(PACKAGE)
     times: dict[str, list[float]] = {k: [] for k in ("uv_cold", "pip_cold", "uv_warm", "pip_warm", "rebuild",

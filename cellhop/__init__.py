@@ -1,7 +1,9 @@
 """cellhop: run notebook cells on GPU containers without leaving Jupyter.
 
 `%load_ext cellhop`, then `%gpu H100` and `%%remote` on a cell.
-The public Python API is small: `remote`, `gpus()`.
+The public Python API is small: `remote`, `gpus()`, `Image`, `Volume`, `Secret`.
+The vocabulary both sides share (specs, errors, the wire format) lives in this
+package's own modules; docs/architecture.md maps the rest.
 Importing cellhop touches neither NVML, the network nor the disk.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "gpus", "remote", "Image", "Volume", "Secret",
+__all__ = ["__version__", "gpus", "remote", "Image", "Volume", "Secret", "control_plane",
            "load_ipython_extension", "unload_ipython_extension"]
 
 
@@ -23,6 +25,14 @@ def unload_ipython_extension(ipython):
     from .kernel.extension import unload_ipython_extension as unload
 
     unload(ipython)
+
+
+def control_plane():
+    """This process's control plane client: the cellhop server's when this kernel was started by one (or
+    CELLHOP_CONTROL_URL says where one is), else one embedded in this process."""
+    from .kernel.control_client import get_control_plane
+
+    return get_control_plane()
 
 
 def _jupyter_server_extension_points():  # jupyter_server finds the control plane here
@@ -41,7 +51,7 @@ def __getattr__(name: str):
 
         return gpus
     if name == "Image":
-        from .server_ext.images.spec import Image
+        from .image_spec import Image
 
         return Image
     if name == "Volume":

@@ -19,7 +19,7 @@ import traceback
 
 from ipykernel.ipkernel import IPythonKernel
 
-from ..server_ext.container import OOM_EXIT_CODE
+from ..container import OOM_EXIT_CODE
 from .cell_names import is_user_name, names_assigned, parse
 from .secret_masking import SecretMask
 from .serialize import dumps, loads, pack, unpack

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from .errors import ContainerDied, RemoteError, RemoteTimeout
+from ..errors import ContainerDied, RemoteError, RemoteTimeout
 from .output_relay import OutputRelay
 from .safe_pickle import check_policy, stricter
 from .serialize import Packed, dumps, loads, unpack
 from .status_line import describe_gpus
-from .wire import KernelConnection
+from ..wire import KernelConnection
 
 DEATH_CHECK_INTERVAL = 0.1
 INTERRUPT_GRACE = 2.0

@@ -30,20 +30,8 @@ import uuid
 
 import zmq
 
-CLIENT_PUBLIC, CLIENT_SECRET = "curve_client_publickey", "curve_client_secretkey"
-ALLOWED_CLIENTS = "cellhop_curve_clients"  # in the node's connection file: the client public keys admitted
-CURVE_FIELDS = ("curve_serverkey", "curve_publickey", "curve_secretkey", CLIENT_PUBLIC, CLIENT_SECRET,
-                ALLOWED_CLIENTS)
-
-
-def client_keys(info: dict) -> tuple[bytes, bytes]:
-    """The client key pair to reach the kernel of `info` with: the one it admits, else a throwaway
-    pair (which a kernel with an authenticator refuses)."""
-    public, secret = info.get(CLIENT_PUBLIC), info.get(CLIENT_SECRET)
-    if public and secret:
-        return (public.encode() if isinstance(public, str) else public,
-                secret.encode() if isinstance(secret, str) else secret)
-    return zmq.curve_keypair()
+from ..wire import ALLOWED_CLIENTS, plain_info
+from ..wire import curve_client_keys as client_keys
 
 # channel -> (socket type facing local clients, socket type facing the kernel)
 _CHANNELS = {
@@ -64,7 +52,7 @@ class CurveTunnel:
         public, secret = client_keys(remote_info)  # the pair the kernel admits; it never leaves this host
         identity = uuid.uuid4().hex.encode()  # shell, control and stdin: one identity (see above)
         self.remote = {k: remote_info[k] for k in ("ip", *(f"{c}_port" for c in _CHANNELS))}
-        self.local_info = {k: v for k, v in remote_info.items() if k not in CURVE_FIELDS}
+        self.local_info = plain_info(remote_info)
         self.local_info.update(transport="tcp", ip="127.0.0.1")
         self._context = zmq.Context()
         self._threads: list[threading.Thread] = []

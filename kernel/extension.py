@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..server_ext.errors import CellhopError
-from .errors import RemoteError
+from ..errors import CellhopError, RemoteError
+from .kernel_identity import server_kernel_id
 
 _STATE_ATTR = "_cellhop_cells"
 
@@ -49,28 +49,12 @@ def load_ipython_extension(shell) -> None:
     else:
         kernel, sink, proxies = None, ConsoleSink(), None
     control = get_control_plane(shell.config)
-    owner = _server_kernel_id() or getattr(kernel, "ident", None) or "ipython"
+    owner = server_kernel_id() or getattr(kernel, "ident", None) or "ipython"
     cells = RemoteCells(shell, control, sink, proxies, owner=f"kernel {owner[:8]}")
     setattr(shell, _STATE_ATTR, cells)
     shell.register_magics(CellhopMagics(shell, cells, kernel))
     if hasattr(shell, "_showtraceback"):
         shell.set_custom_exc((RemoteError, CellhopError), _dispatch_error)
-
-
-def _server_kernel_id() -> str | None:
-    """The id the Jupyter server knows this kernel by (its connection file is kernel-<id>.json), so
-    that "kernel 1a2b3c4d" in a container's owner names the notebook session holding that kernel."""
-    import os
-    import re
-
-    try:
-        from ipykernel.connect import get_connection_file
-
-        name = os.path.basename(get_connection_file())
-    except Exception:  # not an ipykernel, or no connection file
-        return None
-    m = re.fullmatch(r"kernel-([0-9a-fA-F-]{8,})\.json", name)
-    return m.group(1) if m else None
 
 
 def unload_ipython_extension(shell) -> None:

@@ -17,12 +17,10 @@ import threading
 import time
 from urllib.parse import urlencode, urlsplit
 
-from ..server_ext.container import ContainerSpec, ExitStatus
-from ..server_ext.errors import (CellhopError, ContainerDied, ContainerNotFound, ContainerStartError,
-                                 GpuRequestError, QueueTimeout)
-from ..server_ext.inventory import Inventory
-from ..server_ext.secrets import SecretNotFound, SecretOfAnotherOwner
-from .control_client import ControlPlaneClient
+from ..container import ContainerSpec, ExitStatus
+from ..errors import CellhopError, ContainerNotFound, answer_json, error_from_answer
+from ..inventory import Inventory
+from .control_plane_client import ControlPlaneClient
 
 API = "cellhop/api/"
 INVENTORY_TTL = 30.0  # the inventory changes only when the server restarts
@@ -31,34 +29,6 @@ TOUCH_EVERY = 5.0  # activity is reported at most this often per container (idle
 
 class ControlPlaneUnreachable(CellhopError, ConnectionError):
     """The cellhop server could not be reached."""
-
-
-_ERRORS = {"GpuRequestError": GpuRequestError, "SimulatedInventoryError": GpuRequestError,
-           "QueueTimeout": QueueTimeout, "ContainerStartError": ContainerStartError, "ContainerDied": ContainerDied,
-           "ContainerNotFound": ContainerNotFound, "SecretNotFound": SecretNotFound,
-           "SecretOfAnotherOwner": SecretOfAnotherOwner}
-
-
-def _payload(raw: bytes) -> dict:
-    """An answer's JSON body; a body that is not JSON (a proxy's error page) becomes its message."""
-    try:
-        return json.loads(raw) if raw else {}
-    except ValueError:
-        return {"message": raw[:200].decode(errors="replace")}
-
-
-def _error_from(status: int, body: dict, kinds: dict | None = None) -> CellhopError:
-    """The CellhopError an error answer stands for. `kinds` (error name -> class) serves routes other
-    than the containers' (volumes, secrets); a bare 404 means a container only on the containers' routes."""
-    message = body.get("message") or f"the cellhop server answered HTTP {status}"
-    kind = (kinds or _ERRORS).get(body.get("error", ""))
-    if kind is not None:
-        return kind(message)
-    if status == 404 and kinds is None:
-        return ContainerNotFound(message)
-    if status == 403:
-        return CellhopError(f"the cellhop server refused the request ({message}); check CELLHOP_CONTROL_TOKEN")
-    return CellhopError(message)
 
 
 class HttpControlPlane(ControlPlaneClient):
@@ -97,9 +67,9 @@ class HttpControlPlane(ControlPlaneClient):
         return conn
 
     def request(self, method: str, path: str, body: dict | None = None, query: dict | None = None,
-                errors: dict | None = None) -> dict:
-        """One JSON call on the cellhop API; CellhopError (of the right kind: `errors` maps the error
-        names of routes other than the containers') on an error answer."""
+                not_found: type[CellhopError] | None = ContainerNotFound) -> dict:
+        """One JSON call on the cellhop API; on an error answer, the CellhopError the server raised
+        (`not_found`: what a bare 404 means on this route; cellhop/errors.py, error_from_answer)."""
         target = self.base_path + path + (f"?{urlencode(query)}" if query else "")
         data = json.dumps(body).encode() if body is not None else None
         for attempt in (0, 1):  # a kept-alive connection the server closed is retried once
@@ -115,9 +85,9 @@ class HttpControlPlane(ControlPlaneClient):
                 if attempt:
                     raise ControlPlaneUnreachable(
                         f"cannot reach the cellhop server at {self.url.netloc} ({exc}); is it running?") from None
-        payload = _payload(raw)
+        payload = answer_json(raw)
         if response.status >= 400:
-            raise _error_from(response.status, payload, errors)
+            raise error_from_answer(response.status, payload, not_found)
         return payload
 
     def stream(self, method: str, path: str, body: dict | None = None, on_line=None,
@@ -138,7 +108,7 @@ class HttpControlPlane(ControlPlaneClient):
                 raise ControlPlaneUnreachable(
                     f"cannot reach the cellhop server at {self.url.netloc} ({exc}); is it running?") from None
             if response.status >= 400:
-                raise _error_from(response.status, _payload(response.read()))
+                raise error_from_answer(response.status, response.read(), ContainerNotFound)
             last: dict = {}
             while True:
                 line = response.readline()
@@ -181,7 +151,7 @@ class HttpControlPlane(ControlPlaneClient):
 
         final = self.stream("POST", "containers", {"spec": spec.to_json()}, on_line)
         if final.get("type") == "error":
-            raise _error_from(final.get("status", 500), final)
+            raise error_from_answer(final.get("status", 500), final, ContainerNotFound)
         container = final["container"]
         self._touched[container["id"]] = time.monotonic()
         return container
@@ -236,19 +206,13 @@ class HttpControlPlane(ControlPlaneClient):
 
     # -- images (server_ext/api/images.py) ------------------------------------------
     def build_image(self, image_spec_json: dict, on_event=None, force: bool = False) -> dict:
-        from ..server_ext.images.builder import ImageBuildError
-        from ..server_ext.images.interpreters import InterpreterNotFound
-        from ..server_ext.images.spec import ImageSpecError
-
         def on_line(event):
             if on_event is not None and event.get("type") == "image":
                 on_event(event)
 
         final = self.stream("POST", "images", {"spec": image_spec_json, "force": bool(force)}, on_line)
         if final.get("type") == "error":
-            kind = {"ImageBuildError": ImageBuildError, "ImageSpecError": ImageSpecError,
-                    "InterpreterNotFound": InterpreterNotFound}.get(final.get("error", ""))
-            raise kind(final.get("message", "")) if kind else _error_from(final.get("status", 500), final)
+            raise error_from_answer(final.get("status", 500), final)
         return final["image"]
 
     def images(self) -> list[dict]:

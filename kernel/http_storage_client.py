@@ -12,21 +12,9 @@ import socket
 from collections.abc import Iterator
 from urllib.parse import quote, urlencode
 
-from ..server_ext.errors import CellhopError
-from ..server_ext.secrets import SecretError, SecretExists, SecretNotFound, SecretOfAnotherOwner
-from ..server_ext.volume_paths import VolumePathError
-from ..server_ext.volumes import (CHUNK, VolumeConflict, VolumeFileNotFound, VolumeInUse, VolumeNotFound,
-                                  VolumeQuotaExceeded)
-from .http_control_plane import _error_from, _payload
+from ..errors import CellhopError, error_from_answer
+from ..sizes import CHUNK
 from .storage_client import StorageClient
-
-_ERRORS = {cls.__name__: cls for cls in (VolumeNotFound, VolumeFileNotFound, VolumeInUse, VolumeConflict,
-                                         VolumeQuotaExceeded, VolumePathError, SecretError, SecretExists,
-                                         SecretNotFound, SecretOfAnotherOwner)}
-
-
-def _error(status: int, raw: bytes) -> CellhopError:
-    return _error_from(status, _payload(raw), _ERRORS)
 
 
 class HttpStorageClient(StorageClient):
@@ -40,7 +28,7 @@ class HttpStorageClient(StorageClient):
         return self.control.base_path + path + (f"?{urlencode(query)}" if query else "")
 
     def _call(self, method: str, path: str, body: dict | None = None, query: dict | None = None):
-        return self.control.request(method, path, body, query, errors=_ERRORS)
+        return self.control.request(method, path, body, query, not_found=None)
 
     @staticmethod
     def _vol(name: str) -> str:
@@ -90,7 +78,7 @@ class HttpStorageClient(StorageClient):
         finally:
             conn.close()
         if response.status >= 400:
-            raise _error(response.status, raw)
+            raise error_from_answer(response.status, raw)
         return json.loads(raw)
 
     def volume_read(self, name, path) -> Iterator[bytes]:
@@ -105,7 +93,7 @@ class HttpStorageClient(StorageClient):
         if response.status >= 400:
             raw = response.read()
             conn.close()
-            raise _error(response.status, raw)
+            raise error_from_answer(response.status, raw)
         return self._chunks(conn, response)
 
     @staticmethod

@@ -17,7 +17,7 @@ import sys
 import types
 import warnings
 
-from ..server_ext.errors import CellhopError
+from ..errors import CellhopError
 
 
 class ImageMismatch(CellhopError):

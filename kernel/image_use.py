@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from ..server_ext.errors import CellhopError
-from ..server_ext.images.spec import Image
+from ..errors import CellhopError
+from ..image_spec import Image
 from .image_compat import check_image_compat
 
 

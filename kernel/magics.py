@@ -8,7 +8,7 @@ import math
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, argument_group, magic_arguments, parse_argstring
 
-from ..server_ext.spec_rules import MAX_CPUS, MAX_SECONDS, SpecError, parse_memory
+from ..spec_rules import MAX_CPUS, MAX_SECONDS, SpecError, parse_memory
 from .remote_cells import RemoteCells
 from .volume import mounts_of
 

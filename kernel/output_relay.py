@@ -14,7 +14,7 @@ import sys
 import threading
 from collections import OrderedDict
 
-from .wire import KernelConnection
+from ..wire import KernelConnection
 
 MAX_PARENTS = 512  # routes kept for late output (widgets) of earlier requests
 

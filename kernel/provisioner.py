@@ -40,9 +40,9 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from tornado.web import HTTPError
 from traitlets import Float, Int, List, Unicode, Union
 
-from ..server_ext.errors import (CellhopError, ContainerNotFound, ContainerStartError, GpuRequestError,
-                                 QueueTimeout)
-from ..server_ext.own_thread import on_own_thread
+from ..errors import (CellhopError, ContainerNotFound, ContainerStartError, GpuRequestError, ImageNotFound,
+                      QueueTimeout)
+from ..own_thread import on_own_thread
 
 PROVISIONER_NAME = "cellhop"
 KILL_GRACE = 2.0  # seconds between kill() and the container's stop, unless cleanup() comes first
@@ -61,21 +61,6 @@ class KernelLaunchError(CellhopError, HTTPError):
 
     def __str__(self) -> str:
         return self.message
-
-
-def _unknown_image(exc: Exception, image: str | None) -> bool:
-    """Whether a launch failed because the kernelspec's image is not built (or not a valid name).
-    Over HTTP the error arrives as a plain CellhopError, so its message tells."""
-    if not image:
-        return False
-    from ..server_ext.images.store import ImageNotFound
-
-    if isinstance(exc, ImageNotFound):
-        return True
-    text = str(exc)
-    return isinstance(exc, CellhopError) and not isinstance(exc, ContainerStartError) and (
-        text.startswith(f"no image {image!r}") or (text.startswith("image ") and "is not built" in text)
-        or "field 'image'" in text)
 
 
 def _exit_code(status) -> int:
@@ -127,7 +112,7 @@ class CellhopProvisioner(KernelProvisionerBase):
 
     @property
     def _local(self) -> bool:
-        from .control_client import EmbeddedControlPlane
+        from .embedded_control_plane import EmbeddedControlPlane
 
         return isinstance(self._client, EmbeddedControlPlane)
 
@@ -158,7 +143,7 @@ class CellhopProvisioner(KernelProvisionerBase):
         return await super().pre_launch(cmd=cmd, **kwargs)
 
     def _spec(self, cmd: list[str], kwargs: dict):
-        from ..server_ext.container import ContainerSpec
+        from ..container import ContainerSpec
         from .container_kernel import RESTART_IN_PLACE_ENV
 
         launch_env = kwargs.get("env") or {}
@@ -270,7 +255,7 @@ class CellhopProvisioner(KernelProvisionerBase):
                 "Shut down a kernel or container holding that GPU (the cellhop panel or `%gpu` shows who holds "
                 "it), pick another GPU type, or raise the launch timeout "
                 "(c.CellhopProvisioner.launch_timeout, or launch_timeout in the kernelspec's provisioner config).")
-        elif _unknown_image(exc, self.image):
+        elif isinstance(exc, ImageNotFound):  # UnknownImage: the kernelspec names an image not built here
             status, text = 400, (
                 f"The cellhop kernel '{name}' runs in image {self.image!r}, which this server does not know "
                 f"({exc}). Build that image first (from a notebook: cellhop.Image(...).named({self.image!r})"

@@ -15,12 +15,13 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
-from ..server_ext.container import ContainerSpec, parse_memory
-from ..server_ext.gpu_request import GpuRequest, feasible_choices
+from ..container import ContainerSpec
+from ..errors import ContainerDied, RemoteTimeout, UnsendableVariable
+from ..gpu_request import GpuRequest, feasible_choices
+from ..sizes import parse_memory
 from .cell_names import is_user_name, names_read, parse
 from .container_session import ContainerSession
-from .control_client import ControlPlaneClient
-from .errors import ContainerDied, RemoteTimeout, UnsendableVariable
+from .control_plane_client import ControlPlaneClient
 from .remote_run import RemoteRun
 from .safe_pickle import check_policy, stricter
 from .secret import secret_names

@@ -21,12 +21,12 @@ import threading
 
 import zmq
 
-from ..server_ext.container import ContainerSpec, parse_memory
-from ..server_ext.errors import QueueTimeout
-from ..server_ext.gpu_request import ANY, GpuRequest, feasible_choices
+from ..container import ContainerSpec
+from ..errors import ContainerDied, QueueTimeout
+from ..gpu_request import ANY, GpuRequest, feasible_choices
+from ..sizes import parse_memory
 from .container_session import ContainerSession
 from .control_client import get_control_plane
-from .errors import ContainerDied
 from .output_relay import ConsoleSink, KernelSink
 from .remote_run import RemoteRun
 from .safe_pickle import check_policy, stricter

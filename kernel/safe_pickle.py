@@ -35,7 +35,7 @@ import io
 import pickle
 import pickletools
 
-from ..server_ext.errors import CellhopError
+from ..errors import CellhopError
 
 POLICIES = ("all", "safe")
 

@@ -20,7 +20,8 @@ import socket
 import threading
 from pathlib import Path
 
-from ..server_ext.secrets import SecretNotFound, check_values, parse_dotenv, secret_name
+from ..errors import SecretNotFound
+from ..secret_values import check_values, parse_dotenv, secret_name
 
 
 def _client():
@@ -43,14 +44,12 @@ def _forget_session_secrets() -> None:
 
 
 def _owner() -> dict:
-    """This kernel's process, as its container specs say it (owner_pid, owner_host), with the label
-    `%gpu` shows ("kernel 1a2b3c4d"): the control plane drops a session secret once this process
-    has exited. It grants nothing: whose the secret is, the server knows from the token the request
-    carries (each kernel a server starts has its own), and an embedded control plane has one caller."""
-    from .extension import _server_kernel_id
+    """Who this kernel is to the control plane, as its container specs say it (owner_pid, owner_host),
+    with the label `%gpu` shows ("kernel 1a2b3c4d"): a session secret is this kernel's alone."""
+    from .kernel_identity import server_kernel_id
 
     try:
-        kernel_id = _server_kernel_id()
+        kernel_id = server_kernel_id()
     except Exception:
         kernel_id = None
     pid, host = os.getpid(), socket.gethostname()

@@ -4,7 +4,7 @@ The runtime puts a container's secrets in its environment and names their
 keys (never the values) in CELLHOP_SECRET_KEYS. The container kernel wraps
 its Session's `serialize`, which every outgoing message passes through
 (streams, displays, errors, replies, comm traffic), and replaces each form of
-a secret value (server_ext/secret_forms.py: the value, its repr/JSON/HTML/URL
+a secret value (cellhop/masking.py: the value, its repr/JSON/HTML/URL
 escapes, its base64, ...) found in a message's strings, its dict keys
 included, in its content and its metadata, with *****, as CI systems do with
 their logs. It also wraps `send`, whose binary buffers (comm and widget
@@ -28,22 +28,13 @@ docs/security.md, "Secret masking".
 from __future__ import annotations
 
 import inspect
-import os
 
-from ..server_ext.secret_forms import MASK, masked_bytes, masked_values
-from ..server_ext.secrets import SECRET_KEYS_ENV
+from ..masking import MASK, masked_bytes, masked_values, secret_values  # noqa: F401  (secret_values: used by the container kernel)
 
 SEARCHED_BYTES = 16 << 20
 # Characters some forms hold (escapes, percent-encoding, entities): a text without one of them cannot
 # hold such a form, so it is not searched for (a memchr is far cheaper than a substring search).
 _MARKS = ("\\", "%", "&")
-
-
-def secret_values(environ=None) -> list[str]:
-    """The container's secret values, from its own environment."""
-    environ = os.environ if environ is None else environ
-    keys = [k for k in environ.get(SECRET_KEYS_ENV, "").split(",") if k]
-    return [environ[k] for k in keys if environ.get(k)]
 
 
 class SecretMask:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..server_ext.volume_paths import VolumePathError, parse_mounts, parse_path, volume_name
+from ..volume_paths import VolumePathError, parse_mounts, parse_path, volume_name
 
 
 def _client():

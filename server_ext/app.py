@@ -43,7 +43,8 @@ class CellhopApp(ExtensionApp):
     classes = [Cellhop]
 
     def initialize_settings(self) -> None:
-        from ..kernel.control_client import EmbeddedControlPlane, set_control_plane
+        from ..kernel.control_client import set_control_plane
+        from ..kernel.embedded_control_plane import EmbeddedControlPlane
         from .api.base import CONTROL_PLANE_SETTING, KERNEL_TOKEN_SETTING
         from .control_plane import ControlPlane
         from .kernel_launch import install_kernel_hooks
@@ -61,7 +62,7 @@ class CellhopApp(ExtensionApp):
         km = self.serverapp.kernel_manager
         install_kernel_hooks(km, self.control_url(), token)
         _url_at_kernel_start(km, self.control_url)
-        from ..kernel.kernelspecs import install_dynamic_kernelspecs
+        from .kernelspecs import install_dynamic_kernelspecs
 
         # "Python 3 · H100" in the launcher for each GPU type present (generated, never written to disk)
         install_dynamic_kernelspecs(self.serverapp.kernel_spec_manager, lambda: self.control_plane.inventory)
@@ -119,7 +120,7 @@ class CellhopApp(ExtensionApp):
 
 def _url_at_kernel_start(multi_kernel_manager, control_url) -> None:
     """Give each kernel manager the control URL of the moment it is made (see initialize_settings)."""
-    from ..kernel.control_client import CONTROL_URL_ENV
+    from ..control_address import CONTROL_URL_ENV
 
     factory = multi_kernel_manager.kernel_manager_factory
 

@@ -17,7 +17,7 @@ DEMO_SIMULATED = "H100:2,A10G:1"
 
 
 def _cmd_gpus(args) -> int:
-    from .inventory import load_inventory
+    from .gpu_inventory import load_inventory
 
     inv = load_inventory()
     if args.json:
@@ -40,7 +40,8 @@ def _demo_notebook() -> Path:
 
 
 def _cmd_demo(args) -> int:
-    from .inventory import SIMULATED_ENV, load_inventory
+    from ..inventory import SIMULATED_ENV
+    from .gpu_inventory import load_inventory
 
     env = dict(os.environ)
     if not env.get(SIMULATED_ENV):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..kernel.kernelspecs import install_kernelspec, kernelspec_dict
-from .errors import CellhopError
+from ..errors import CellhopError
+from .kernelspecs import install_kernelspec, kernelspec_dict
 
 
 def _cmd_install(args) -> int:

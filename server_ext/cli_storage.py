@@ -16,12 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-from .container import format_size
-from .errors import CellhopError
+from ..errors import CellhopError
+from ..sizes import format_size
 
 
 def _storage(args):
-    from ..kernel.control_client import CONTROL_TOKEN_ENV, CONTROL_URL_ENV
+    from ..control_address import CONTROL_TOKEN_ENV, CONTROL_URL_ENV
 
     url = os.environ.get(CONTROL_URL_ENV)
     if url and not args.state_dir:
@@ -139,7 +139,7 @@ def _read_value(key: str) -> str:
 
 
 def _sec_create(args):
-    from .secrets import parse_assignments, parse_dotenv
+    from ..secret_values import parse_assignments, parse_dotenv
 
     values = parse_dotenv(Path(args.from_dotenv).read_text()) if args.from_dotenv else {}
     typed = [item if "=" in item else f"{item}={_read_value(item)}" for item in args.pairs]

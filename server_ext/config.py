@@ -1,28 +1,34 @@
-"""cellhop's configuration, as traitlets: `c.Cellhop.<name>` in any Jupyter or IPython config file."""
+"""cellhop's configuration, as traitlets: `c.Cellhop.<name>` in any Jupyter or IPython config file.
+
+Settings of one runtime are that runtime's own (`c.LocalRuntime.transport`, `c.RayRuntime.address`,
+server_ext/runtimes/); the `c.Cellhop.<name>` they had before still work, with a warning.
+"""
 
 from __future__ import annotations
 
-from traitlets import CaselessStrEnum, Float, Int, List, Unicode
+from traitlets import CaselessStrEnum, Float, Int, List, Unicode, validate
 from traitlets.config import Configurable
 
 
 class Cellhop(Configurable):
     """Settings of cellhop's control plane (shared by the server extension and the embedded one)."""
 
-    runtime = CaselessStrEnum(
-        ["local", "ray"], default_value="local",
-        help="Where containers run: 'local' (this host) or 'ray' (a Ray cluster's nodes; see ray_address).",
+    runtime = Unicode(
+        "local",
+        help="Where containers run: 'local' (this host), 'ray' (a Ray cluster's nodes; c.RayRuntime.address), "
+        "or another installed runtime (an entry point of the group 'cellhop.runtimes').",
     ).tag(config=True)
 
+    @validate("runtime")
+    def _runtime_name(self, proposal):
+        return (proposal["value"] or "local").strip().lower()
+
     ray_address = Unicode(
-        "auto", help="The Ray cluster of runtime 'ray': 'host:port' of its head, a 'ray://host:10001' "
-        "client address, or 'auto' (RAY_ADDRESS, else the cluster started on this host).",
+        None, allow_none=True, help="Deprecated: use c.RayRuntime.address.",
     ).tag(config=True)
 
     ray_shared_volume_path = Unicode(
-        "", help="Runtime 'ray': a folder mounted at the same path on every node (NFS, a cluster file "
-        "system) that holds cellhop's volumes (put state_dir under it). Empty: mounting a volume on Ray "
-        "is an error, never a node-local folder.",
+        None, allow_none=True, help="Deprecated: use c.RayRuntime.shared_volume_path.",
     ).tag(config=True)
 
     simulated_gpus = Unicode(
@@ -133,6 +139,5 @@ class Cellhop(Configurable):
     ).tag(config=True)
 
     transport = CaselessStrEnum(
-        ["tcp", "ipc"], default_value="ipc",
-        help="How notebook and container kernel talk on this host: 'ipc' (unix sockets) or 'tcp' (loopback).",
+        ["tcp", "ipc"], default_value=None, allow_none=True, help="Deprecated: use c.LocalRuntime.transport.",
     ).tag(config=True)

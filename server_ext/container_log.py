@@ -19,7 +19,7 @@ import stat
 import threading
 from pathlib import Path
 
-from .secrets import mask_text, masked_values
+from ..masking import mask_text, masked_values
 
 LOG_NAME = "container.log"
 ROTATED_SUFFIX = ".1"

@@ -17,22 +17,25 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..container import ContainerSpec, ExitStatus, Phase
+from ..errors import ContainerFailedToStart, ContainerNotFound, ContainerStartError, ContainerStopped, QueueCancelled
+from ..inventory import Inventory
+from ..sizes import parse_memory
 from . import file_tree
 from .config import Cellhop
-from .container import Container, ContainerSpec, ExitStatus, Phase, parse_memory
-from .log_view import read_log
+from .container_record import Container
 from .container_storage import ContainerStorage
-from .errors import ContainerDied, ContainerNotFound, ContainerStartError, ContainerStopped, QueueCancelled
-from .host_checks import check_on_host
-from .inventory import Inventory, load_inventory
+from .gpu_inventory import load_inventory
+from .log_view import read_log
+from .owners import owner_gone
 from .paths import private_dir, runtime_dir
 from .runtimes.base import ContainerRuntime
+from .runtimes.factory import make_runtime
 from .workdir_policy import WorkdirPolicy, jupyter_folders
 
 log = logging.getLogger("cellhop")
@@ -59,7 +62,7 @@ class ContainerManager:
                  runtime: ContainerRuntime | None = None):
         self.config = config or Cellhop()
         self.root = private_dir(Path(self.config.runtime_root)) if self.config.runtime_root else runtime_dir()
-        self.runtime = runtime or self._make_runtime()
+        self.runtime = runtime or make_runtime(self.config, self.root)
         if inventory is None:  # the runtime's own (a Ray cluster's), else this host's
             inventory = self.runtime.load_inventory() or load_inventory(self.config.simulated_gpus)
         self.inventory = inventory
@@ -75,21 +78,6 @@ class ContainerManager:
         self._workdir_policy: WorkdirPolicy | None = None
         self._monitor = threading.Thread(target=self._watch, name="cellhop-monitor", daemon=True)
         self._monitor.start()
-
-    def _make_runtime(self) -> ContainerRuntime:
-        from .runtimes.local import LocalRuntime
-
-        from .images.service import images_root
-
-        if self.config.runtime == "ray":
-            from .runtimes.ray import RayRuntime
-
-            return RayRuntime(self.config.ray_address, self.config.sandbox, images_root=images_root(self.config),
-                              state_dir=self._state_dir(), shared_volume_path=self.config.ray_shared_volume_path,
-                              start_timeout=self.config.start_timeout)
-
-        return LocalRuntime(private_dir(self.root / "containers"), self.config.sandbox, self.config.transport,
-                            images_root=images_root(self.config), state_dir=self._state_dir(), config=self.config)
 
     def _state_dir(self) -> Path | None:
         """c.Cellhop.state_dir, which every container must not see (the default one the runtimes hide anyway)."""
@@ -184,8 +172,7 @@ class ContainerManager:
                     stopped = False
                     container.allocation = allocation
                     container.queue_position = None
-                    container.directory = private_dir(self.runtime.root / container.id) \
-                        if hasattr(self.runtime, "root") else None
+                    container.directory = self.runtime.container_directory(container.id)
                     self._set_phase(container, Phase.STARTING)
             if stopped:
                 self._await_exit(container)
@@ -203,15 +190,19 @@ class ContainerManager:
                                 "still need it.")
 
     def check_spec(self, spec: ContainerSpec) -> None:
-        """What the runtime will need of `spec`, checked now (host_checks.py): a working directory
-        containers may use, a built image, an interpreter. InvalidContainerSpec or ImageNotFound (user
-        errors, 4xx over the API) otherwise; `spec.workdir` becomes the folder to bind, links resolved."""
-        check_on_host(spec, self.runtime, self.workdir_policy)
+        """What the runtime will need of `spec`, checked now: a working directory the notebooks'
+        folders allow (workdir_policy.py; `spec.workdir` becomes the folder to bind, links resolved),
+        then what the runtime needs (the image is built, the interpreter exists, the working directory
+        can be made and written). InvalidContainerSpec or ImageNotFound (user errors, 4xx over the API)
+        otherwise."""
+        if spec.workdir is not None:
+            spec.workdir = self.workdir_policy.check(spec.workdir)
+        self.runtime.check_spec(spec)
 
     def _launch_until_ready(self, container: Container, what: str) -> Container:
         """Launch the kernel and wait for it; on any failure nothing is left running or held."""
         try:
-            self.runtime.launch(container)
+            container.adopt(self.runtime.launch(container))
             with self._lock:
                 stopped = container.phase != Phase.STARTING
             if stopped:  # stop() came while the process was being launched: it may not have seen it
@@ -236,7 +227,7 @@ class ContainerManager:
         self._emit(container, queue_position=position)
 
     def _wait_ready(self, container: Container) -> None:
-        from ..kernel.wire import KernelConnection
+        from ..wire import KernelConnection
 
         deadline = time.monotonic() + self.config.start_timeout
         conn = KernelConnection(container.connection_info, channels=("shell",))
@@ -252,11 +243,11 @@ class ContainerManager:
                     tail = read_log(self.runtime, container, tail=15, max_bytes=8192).rstrip()
                     spec = container.spec
                     # what the spec chose (its interpreter, image, variables) may not run: the caller's to fix
-                    kind = ContainerDied if spec.python or spec.image or spec.env else ContainerStartError
+                    kind = ContainerFailedToStart if spec.python or spec.image or spec.env else ContainerStartError
                     raise kind(
                         f"container {container.id} died while starting: {status.describe()}"
                         + (". Check the spec's interpreter ('python'), image and environment; the log's end "
-                           "says why" if kind is ContainerDied else "")
+                           "says why" if kind is ContainerFailedToStart else "")
                         + (f"\n--- container log ---\n{tail}" if tail else ""))
                 now = time.monotonic()
                 if now > deadline:
@@ -304,7 +295,7 @@ class ContainerManager:
         """Replace a ready container's kernel process with a fresh one, keeping its GPUs, id and
         connection info (ports, key), as a kernel restart does. Raises ContainerStartError (the
         container is then stopped and its GPUs freed) or CellhopError when it is not ready."""
-        from .errors import CellhopError
+        from ..errors import CellhopError
 
         container = self.get(container_id)
         unsubscribe = self.subscribe(
@@ -347,9 +338,7 @@ class ContainerManager:
         if not already and queued:
             # Nothing runs yet and no GPU is held: no grace to wait. The waiting start() sees the
             # signal at once, and one granted its GPUs meanwhile gives them back (see start()).
-            wake = getattr(self.scheduler, "wake", None)
-            if wake is not None:
-                wake()
+            self.scheduler.wake()
             self._finish(container, ExitStatus(stopped=True, reason=f"{reason} (stopped while queued for a GPU)"))
         elif not already:
             grace = self.config.stop_grace if grace is None else grace
@@ -453,7 +442,7 @@ class ContainerManager:
                     if status is not None:
                         self._finish(container, status)
                         continue
-                    if self._owner_gone(container):
+                    if self.owner_gone(container):
                         threading.Thread(target=self.stop, args=(container.id,),
                                          kwargs={"reason": f"its notebook kernel (pid {container.spec.owner_pid}) "
                                                            "exited"}, daemon=True).start()
@@ -468,18 +457,10 @@ class ContainerManager:
                     log.exception("cellhop: monitoring container %s failed", container.id)
 
     @staticmethod
-    def _owner_gone(container: Container) -> bool:
-        """True when the kernel that asked for `container` ran on this host and has exited."""
-        spec = container.spec
-        if spec.owner_pid is None or spec.owner_host != socket.gethostname():
-            return False
-        try:
-            os.kill(spec.owner_pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+    def owner_gone(container: Container) -> bool:
+        """True when the kernel that asked for `container` ran on this host and has exited (owners.py: the
+        same test decides when a session secret's owner is gone)."""
+        return owner_gone(container.spec.owner_pid, container.spec.owner_host)
 
     def close(self) -> None:
         """Stop every container (used when the owner shuts down)."""

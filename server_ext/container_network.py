@@ -31,7 +31,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .errors import CellhopError
+from ..errors import CellhopError
 
 TAP = "tap0"
 SLIRP_DNS = "10.0.2.3"

@@ -14,11 +14,11 @@ import threading
 from pathlib import Path
 
 from .config import Cellhop
-from .container import Container
-from .errors import CellhopError
+from ..errors import CellhopError, VolumePathError
+from ..volume_paths import mount_point_problem
+from .container_record import Container
 from .paths import private_dir, state_dir
 from .secrets import SecretStore
-from .volume_paths import VolumePathError, mount_point_problem
 from .volumes import MountLock, VolumeStore, parse_size
 
 

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CellhopError
+from ..errors import CellhopError
 
 log = logging.getLogger("cellhop")
 

@@ -11,10 +11,11 @@ import logging
 import threading
 
 from .config import Cellhop
-from .container import Container, Phase
+from ..container import Phase
+from ..inventory import Gpu
+from .container_record import Container
 from .container_manager import ContainerManager
 from .event_bus import EventBus, Listener, Subscription
-from .inventory import Gpu
 from .process_usage import ProcessTreeUsage
 
 log = logging.getLogger("cellhop")

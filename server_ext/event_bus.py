@@ -14,21 +14,11 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..events import check_interval
+
 log = logging.getLogger("cellhop")
 
 Listener = Callable[[dict], None]
-MIN_INTERVAL = 0.1
-MAX_INTERVAL = 60.0
-
-
-def check_interval(seconds) -> float:
-    try:
-        value = float(seconds)
-    except (TypeError, ValueError):
-        raise ValueError(f"metrics interval {seconds!r} is not a number of seconds") from None
-    if not MIN_INTERVAL <= value <= MAX_INTERVAL:
-        raise ValueError(f"metrics interval {value:g} s is out of range; give {MIN_INTERVAL:g} to {MAX_INTERVAL:g} s")
-    return value
 
 
 class Subscription:

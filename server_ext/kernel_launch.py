@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import uuid
 
-from ..kernel.control_client import CONTROL_TOKEN_ENV, CONTROL_URL_ENV
+from ..control_address import CONTROL_TOKEN_ENV, CONTROL_URL_ENV
 from .kernel_tokens import token_for
 
 

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .inventory import Gpu
+from ..inventory import Gpu
 from .paths import private_dir
 
 

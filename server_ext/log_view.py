@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import inspect
 
-from .container import Container
-from .secrets import mask_text, masked_values
+from .container_record import Container
+from ..masking import mask_text, masked_values
 
 MAX_LOG_BYTES = 1 << 20  # what one answer carries at most
 MAX_TAIL = 100_000  # lines

@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 import pynvml
 
-from .errors import CellhopError
-from .gpu_types import type_from_nvml
-from .inventory import Gpu, Inventory
+from ..errors import GpuMetricsUnavailable
+from ..gpu_types import type_from_nvml
+from ..inventory import Gpu, Inventory
 
 __all__ = ["GpuMetricsUnavailable", "NvmlSession", "read_nvml_inventory", "sample_gpu_metrics"]
 
@@ -44,10 +44,6 @@ _INIT_REASONS: dict[int, str] = {
         "(update the driver)"
     ),
 }
-
-
-class GpuMetricsUnavailable(CellhopError, RuntimeError):
-    """NVML cannot be started on this host, so there are no live GPU metrics."""
 
 
 def _error_text(exc: BaseException) -> str:

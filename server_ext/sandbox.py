@@ -51,13 +51,15 @@ def hidden_import_paths(hidden: Iterable[Path] = (), extra: Iterable[Path] = ())
     pyenv under /root); those folders are bound back read-only so the container imports exactly what the
     notebook does.
     """
-    import cellhop
-    import cellhop.kernel
+    import importlib.util
 
+    import cellhop
+
+    kernel_package = importlib.util.find_spec("cellhop.kernel").origin  # where the container's kernel comes from
     covered = list(PRIVATE) + [Path(h) for h in hidden]
     candidates = [Path(p) for p in sys.path if p] + [Path(sys.prefix), Path(sys.base_prefix),
                                                      Path(sys.executable).parent]
-    candidates += [Path(cellhop.__file__).parent.parent, Path(cellhop.kernel.__file__).parent.parent]
+    candidates += [Path(cellhop.__file__).parent.parent, Path(kernel_package).parent.parent]
     candidates += [Path(p) for p in extra]
     found: list[Path] = []
     for path in candidates:

@@ -18,37 +18,16 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import QueueCancelled, QueueTimeout
-from .gpu_request import ANY, GpuChoice, GpuRequest, feasible_choices
-from .inventory import Gpu, Inventory
+from ..errors import QueueCancelled, QueueTimeout
+from ..gpu_request import ANY, GpuChoice, GpuRequest, feasible_choices
+from ..inventory import Inventory
 from .leases import Lease, LeaseDirectory, read_locked
 from .paths import private_dir
+from .scheduling import Allocation, GpuScheduler
 
 POLL_INTERVAL = 0.05
-
-
-@dataclass
-class Allocation:
-    """The GPUs granted to one container, held until `release()`."""
-
-    request: GpuRequest
-    leases: list[Lease] = field(default_factory=list)
-    waited: float = 0.0  # seconds spent queued
-
-    @property
-    def gpus(self) -> tuple[Gpu, ...]:
-        return tuple(lease.gpu for lease in self.leases)
-
-    @property
-    def gpu_type(self) -> str | None:
-        return self.leases[0].gpu.type if self.leases else None
-
-    def release(self) -> None:
-        for lease in self.leases:
-            lease.release()
 
 
 class _Ticket:
@@ -92,7 +71,8 @@ def _live_ticket_types(path: Path) -> set[str] | None:
     info = read_locked(path, fcntl.LOCK_EX, when_free=lambda stale: stale.unlink(missing_ok=True))
     return None if info is None else set(info.get("types", ()))
 
-class Scheduler:
+
+class Scheduler(GpuScheduler):
     """Allocates this host's GPUs exclusively, queueing fairly when none fits."""
 
     def __init__(self, inventory: Inventory, runtime_root: Path, poll_interval: float = POLL_INTERVAL):

@@ -17,55 +17,25 @@ the secret once that process has exited, however it exited (the same
 liveness test that stops a dead kernel's containers), so a crashed kernel
 leaves nothing usable behind.
 
-The masking of secret values in output lives in secret_forms.py (mask_text,
-masked_values and MASK are importable from here too).
+The masking of secret values in output lives in cellhop/masking.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import secrets as _random
-import socket
 import threading
 import time
 from pathlib import Path
 
-from .errors import CellhopError
+from ..errors import SecretError, SecretExists, SecretNotFound, SecretOfAnotherOwner
+from ..secret_values import check_values, secret_name
 from .kernel_tokens import Caller
+from .owners import owner_gone
 from .paths import private_dir
-from .secret_forms import MASK, MIN_MASKED, mask_text, masked_values  # noqa: F401  (importable from here)
-from .volume_paths import VolumePathError, volume_name
 
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Variables a secret may not set: cellhop's own and the ones that decide what the container runs.
-_RESERVED_PREFIXES = ("CELLHOP_", "JPY_")
-_RESERVED = {"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "PATH", "PYTHONPATH", "PYTHONHOME", "LD_PRELOAD",
-             "LD_LIBRARY_PATH", "IPYTHONDIR", "MPLCONFIGDIR", "HOME"}
-SECRET_KEYS_ENV = "CELLHOP_SECRET_KEYS"  # names (never values) of a container's secret variables, for masking
 _UNCHECKED = object()  # _read without an owner check (a view of names and keys)
-
-
-class SecretError(CellhopError, ValueError):
-    http_status = 400
-
-
-class SecretNotFound(CellhopError, KeyError):
-    http_status = 404
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "secret not found"
-
-
-class SecretExists(CellhopError):
-    http_status = 409
-
-
-class SecretOfAnotherOwner(SecretError):
-    """A session-only secret used (or replaced) by someone other than the notebook that made it."""
-
-    http_status = 403
 
 
 def check_owner(owner) -> dict | None:
@@ -83,74 +53,9 @@ def check_owner(owner) -> dict | None:
 def _owner_gone(owner: dict) -> bool:
     """Whether the process owning a session secret has exited: the container manager's test for a
     container's notebook kernel (its pid on this host), so the two cannot disagree."""
-    from types import SimpleNamespace
-
-    from .container_manager import ContainerManager
-
     if owner.get("pid") is None:
         return False  # no process named: it lasts until deleted or the server stops
-    return ContainerManager._owner_gone(SimpleNamespace(spec=SimpleNamespace(owner_pid=owner["pid"],
-                                                                             owner_host=owner["host"])))
-
-
-def secret_name(name) -> str:
-    try:
-        return volume_name(name, "secret")
-    except VolumePathError as exc:
-        raise SecretError(str(exc)) from None
-
-
-def check_values(values) -> dict[str, str]:
-    """{KEY: value} with valid environment variable names and string values; raises SecretError."""
-    if not isinstance(values, dict) or not values:
-        raise SecretError("a secret needs at least one KEY=VALUE pair")
-    for key, value in values.items():
-        if not isinstance(key, str) or not _KEY.match(key):
-            raise SecretError(f"secret key {key!r} is not an environment variable name; use letters, digits "
-                              "and '_', not starting with a digit (e.g. HF_TOKEN)")
-        if key in _RESERVED or key.startswith(_RESERVED_PREFIXES):
-            raise SecretError(f"secret key {key!r} is reserved (cellhop or the container's runtime sets it); "
-                              "pick another name")
-        if not isinstance(value, str):
-            raise SecretError(f"the value of secret key {key!r} must be a string, not {type(value).__name__}")
-        if "\x00" in value:
-            raise SecretError(f"the value of secret key {key!r} contains a NUL byte, which an environment "
-                              "variable cannot hold")
-    return dict(values)
-
-
-def parse_dotenv(text: str) -> dict[str, str]:
-    """KEY=VALUE lines of a .env file (comments, blank lines, `export`, single or double quotes)."""
-    values: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export "):].lstrip()
-        key, sep, value = line.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key:
-            raise SecretError(f".env line {number} is not KEY=VALUE (the value is not shown)")
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-            if raw.strip().split("=", 1)[1].strip()[0] == '"':
-                value = value.replace("\\n", "\n").replace('\\"', '"')
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        values[key] = value
-    return check_values(values)
-
-
-def parse_assignments(items: list[str]) -> dict[str, str]:
-    """['KEY=VALUE', ...] from a command line."""
-    values = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SecretError(f"{key!r} has no '='; write KEY=VALUE (the value is never shown afterwards)")
-        values[key] = value
-    return check_values(values)
+    return owner_gone(owner["pid"], owner["host"])
 
 
 class SecretStore:

@@ -18,10 +18,9 @@ import stat
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import CellhopError
+from ..errors import CellhopError, VolumeConflict, VolumeQuotaExceeded, VolumePathError
+from ..volume_paths import entry_of, lstat_in, open_parent, parse_path, refuse_if_link
 from .leases import read_locked
-from .volume_errors import VolumeConflict, VolumeQuotaExceeded
-from .volume_paths import VolumePathError, entry_of, lstat_in, open_parent, parse_path, refuse_if_link
 
 class Upload:
     """One file being written into a volume; `commit()` makes it appear, `abort()` leaves no trace."""

@@ -21,9 +21,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
-import math
 import os
-import re
 import secrets
 import socket
 import stat
@@ -32,45 +30,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
+from ..errors import (VolumeConflict, VolumeFileNotFound, VolumeInUse, VolumeNotFound,
+                      VolumeQuotaExceeded, VolumeTrashLeft)
+from ..sizes import CHUNK, parse_size
+from ..volume_paths import (entry_of, lstat_in, open_dir, open_file, open_parent, parse_path, refuse_if_link, show,
+                            volume_name)
 from . import file_tree
-from .errors import CellhopError
 from .leases import read_locked
 from .paths import private_dir
-from .volume_errors import (VolumeConflict, VolumeFileNotFound, VolumeInUse, VolumeNotFound, VolumeQuotaExceeded,
-                            VolumeTrashLeft)
-from .volume_paths import (entry_of, lstat_in, open_dir, open_file, open_parent, parse_path, refuse_if_link, show,
-                           volume_name)
 from .volume_upload import Upload
 
 __all__ = ["CHUNK", "MountLock", "Upload", "VolumeConflict", "VolumeFileNotFound", "VolumeInUse", "VolumeNotFound",
            "VolumeQuotaExceeded", "VolumeStore", "VolumeTrashLeft", "parse_size"]
 
-CHUNK = 1 << 20
-MAX_SIZE = 2**60  # 1 EiB: a quota beyond it is a typo, not a disk
-_SIZE = re.compile(r"\s*(\d{1,20}(?:\.\d{1,20})?)\s*([kmgtp]?)(i?b?)\s*", re.IGNORECASE)
-_SCALE = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
-
-
-def parse_size(text: str | int | None) -> int | None:
-    """'100G', '512MiB', 1024 -> bytes; None, '' or 0 -> no limit. At most MAX_SIZE."""
-    if text is None or text == "" or text == 0:
-        return None
-    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
-        raise CellhopError(f"size {text!r} is not a size; write e.g. '500M' or '100G'")
-    if isinstance(text, int):
-        value = text
-    else:
-        m = _SIZE.fullmatch(str(text)) if not isinstance(text, float) or math.isfinite(text) else None
-        if not m:
-            shown = text if len(str(text)) <= 40 else f"{str(text)[:40]}..."
-            raise CellhopError(f"size {shown!r} is not a size; write e.g. '500M' or '100G'")
-        value = int(float(m.group(1)) * _SCALE[m.group(2).lower()])
-    if value < 0:
-        raise CellhopError(f"size {text} is negative")
-    if value > MAX_SIZE:
-        raise CellhopError(f"size {str(text)[:40]!r} is more than 1 EiB; give a size this host could hold, "
-                           "e.g. '500G'")
-    return value
 
 
 class MountLock:

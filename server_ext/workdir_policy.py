@@ -29,7 +29,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import InvalidContainerSpec
+from ..errors import InvalidContainerSpec
 
 SYSTEM_FOLDERS = ("/proc", "/sys", "/dev", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
                   "/boot", "/run", "/var/run", "/snap")

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from processes import container_kernel_pids, wait_until
 
-from cellhop.kernel.wire import KernelConnection
-from cellhop.server_ext.container import ContainerSpec, Phase
-from cellhop.server_ext.errors import CellhopError
-from cellhop.server_ext.gpu_request import GpuRequest
-from cellhop.server_ext.inventory import load_inventory
+from cellhop.wire import KernelConnection
+from cellhop.container import ContainerSpec, Phase
+from cellhop.errors import CellhopError
+from cellhop.gpu_request import GpuRequest
+from cellhop.server_ext.gpu_inventory import load_inventory
 from cellhop.server_ext.scheduler import Scheduler
 
 needs_bubblewrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
@@ -325,9 +325,9 @@ OWNER_GPUS = "H100:2,A10G:1"
 OWNER = r"""
 import json, sys
 from cellhop.server_ext.config import Cellhop
-from cellhop.server_ext.container import ContainerSpec
+from cellhop.container import ContainerSpec
 from cellhop.server_ext.container_manager import ContainerManager
-from cellhop.server_ext.gpu_request import GpuRequest
+from cellhop.gpu_request import GpuRequest
 
 manager = ContainerManager(Cellhop(simulated_gpus=sys.argv[2], runtime_root=sys.argv[1]))
 container = manager.start(ContainerSpec(gpu=GpuRequest.parse("H100:2"), owner="doomed-owner"))

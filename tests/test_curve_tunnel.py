@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from cellhop.kernel.curve_tunnel import CurveTunnel
-from cellhop.kernel.wire import KernelConnection
+from cellhop.wire import KernelConnection
 
 pytestmark = pytest.mark.timeout(90)
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
@@ -134,7 +134,7 @@ def test_input_works_through_the_tunnel(curve_kernel):
 def _start_guarded(tmp_path):
     """A container kernel as a Ray node runs it (curve_tunnel.serve_kernel): CurveZMQ, and a ZAP
     authenticator admitting only the client key pair its connection file names. (process, info)"""
-    from cellhop.kernel.curve_tunnel import ALLOWED_CLIENTS, CLIENT_PUBLIC, CLIENT_SECRET
+    from cellhop.wire import ALLOWED_CLIENTS, CLIENT_PUBLIC, CLIENT_SECRET
 
     public, secret = zmq.curve_keypair()
     client_public, client_secret = zmq.curve_keypair()
@@ -176,7 +176,7 @@ def test_a_guarded_kernel_shuts_down(tmp_path):
 
 
 def test_the_kernel_admits_only_its_client_key(guarded_kernel):
-    from cellhop.kernel.curve_tunnel import CLIENT_PUBLIC, CLIENT_SECRET
+    from cellhop.wire import CLIENT_PUBLIC, CLIENT_SECRET
 
     right = KernelConnection(guarded_kernel, channels=("shell", "iopub"))
     try:

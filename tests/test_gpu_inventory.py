@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from cellhop.server_ext.errors import CellhopError, SimulatedInventoryError
-from cellhop.server_ext.gpu_types import GPU_TYPES, canonical_type, type_from_nvml
-from cellhop.server_ext.inventory import SIMULATED_ENV, load_inventory, parse_simulated_spec
+from cellhop.errors import CellhopError, SimulatedInventoryError
+from cellhop.gpu_types import GPU_TYPES, canonical_type, type_from_nvml
+from cellhop.inventory import SIMULATED_ENV, parse_simulated_spec
+from cellhop.server_ext.gpu_inventory import load_inventory
 
 MIB = 2**20
 TWO_DEVICES = "NVIDIA H100 80GB HBM3:81559:0;NVIDIA A100-SXM4-40GB:40960:1:nopower"
@@ -171,7 +172,7 @@ def test_nvml_mig_not_supported_is_none(fake_nvml_dir: Path) -> None:
 def test_load_inventory_reads_nvml_when_nothing_simulated(fake_nvml_dir: Path) -> None:
     script = """
         import json
-        from cellhop.server_ext.inventory import load_inventory
+        from cellhop.server_ext.gpu_inventory import load_inventory
         print(json.dumps(load_inventory(environ={}).counts()))
     """
     counts, _ = run_with_nvml(fake_nvml_dir, script, FAKE_NVML_DEVICES=TWO_DEVICES)
@@ -258,7 +259,7 @@ def test_metrics_sampling(fake_nvml_dir: Path) -> None:
 def test_metrics_unavailable_without_driver(fake_nvml_dir: Path) -> None:
     script = """
         import json
-        from cellhop.server_ext.errors import CellhopError
+        from cellhop.errors import CellhopError
         from cellhop.server_ext.nvml import GpuMetricsUnavailable, sample_gpu_metrics
         try:
             sample_gpu_metrics(["GPU-x"])

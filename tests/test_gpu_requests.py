@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from cellhop.server_ext.errors import CellhopError, GpuRequestError
-from cellhop.server_ext.gpu_request import ANY, GpuChoice, GpuRequest, feasible_choices
-from cellhop.server_ext.gpu_types import GPU_TYPES
-from cellhop.server_ext.inventory import Inventory, load_inventory
+from cellhop.errors import CellhopError, GpuRequestError
+from cellhop.gpu_request import ANY, GpuChoice, GpuRequest, feasible_choices
+from cellhop.gpu_types import GPU_TYPES
+from cellhop.inventory import Inventory
+from cellhop.server_ext.gpu_inventory import load_inventory
 
 HOST = "H100:2,A10G:1"
 

@@ -14,10 +14,10 @@ import time
 import pytest
 from processes import wait_until
 
-from cellhop.server_ext.container import ContainerSpec, Phase
-from cellhop.server_ext.errors import GpuRequestError, QueueTimeout
-from cellhop.server_ext.gpu_request import GpuRequest
-from cellhop.server_ext.inventory import load_inventory
+from cellhop.container import ContainerSpec, Phase
+from cellhop.errors import GpuRequestError, QueueTimeout
+from cellhop.gpu_request import GpuRequest
+from cellhop.server_ext.gpu_inventory import load_inventory
 from cellhop.server_ext.scheduler import Scheduler
 
 # A child process that takes GPUs through its own Scheduler, says so, and
@@ -25,8 +25,8 @@ from cellhop.server_ext.scheduler import Scheduler
 OWNER = r"""
 import sys
 from pathlib import Path
-from cellhop.server_ext.gpu_request import GpuRequest
-from cellhop.server_ext.inventory import load_inventory
+from cellhop.gpu_request import GpuRequest
+from cellhop.server_ext.gpu_inventory import load_inventory
 from cellhop.server_ext.scheduler import Scheduler
 
 root, gpus, request, owner = sys.argv[1:5]

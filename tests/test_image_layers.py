@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cellhop.server_ext.images.service import Images
-from cellhop.server_ext.images.spec import Image
+from cellhop.image_spec import Image
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -18,10 +18,11 @@ import pytest
 from image_index import make_index
 from processes import wait_until
 
-from cellhop.server_ext.images.builder import ImageBuildError
-from cellhop.server_ext.images.interpreters import InterpreterNotFound
+from cellhop.errors import ImageBuildError
+from cellhop.errors import InterpreterNotFound
 from cellhop.server_ext.images.service import Images
-from cellhop.server_ext.images.spec import Image, ImageSpecError
+from cellhop.errors import ImageSpecError
+from cellhop.image_spec import Image
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +156,7 @@ _BUILD_SCRIPT = textwrap.dedent("""
     import json, sys
     from pathlib import Path
     from cellhop.server_ext.images.service import Images
-    from cellhop.server_ext.images.spec import Image
+    from cellhop.image_spec import Image
     root, spec = sys.argv[1], json.loads(sys.argv[2])
     events = []
     info = Images(Path(root)).build(spec, on_event=events.append)
@@ -262,8 +263,8 @@ def test_delete_and_prune(images, index):
 
 
 def test_a_container_starts_in_an_image_by_key_or_by_name(make_manager, index):
-    from cellhop.server_ext.container import ContainerSpec
-    from cellhop.server_ext.images.store import ImageNotFound
+    from cellhop.container import ContainerSpec
+    from cellhop.errors import ImageNotFound
 
     state = Path(tempfile.mkdtemp(prefix="ch-ist-", dir="/tmp"))
     try:

@@ -11,9 +11,9 @@ import tempfile
 import pytest
 
 from cellhop.server_ext.api.base import KERNEL_TOKEN_SETTING
+from cellhop.errors import ImageBuildError
+from cellhop.image_spec import Image
 from cellhop.server_ext.kernel_tokens import token_for
-from cellhop.server_ext.images.builder import ImageBuildError
-from cellhop.server_ext.images.spec import Image
 
 pytestmark = pytest.mark.timeout(120)
 

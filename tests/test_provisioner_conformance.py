@@ -50,7 +50,7 @@ class CellhopProvisionedKernelTests(jkt.KernelTests):
         cls._saved = {k: os.environ.get(k) for k in (*_ENV, "JUPYTER_PATH", "JUPYTER_RUNTIME_DIR")}
         os.environ.update(_ENV, JUPYTER_PATH=str(cls._root / "share"), JUPYTER_RUNTIME_DIR=str(cls._root / "rt"))
         from cellhop.kernel.control_client import reset_control_plane
-        from cellhop.kernel.kernelspecs import write_kernelspec
+        from cellhop.server_ext.kernelspecs import write_kernelspec
 
         reset_control_plane()  # an embedded control plane of this configuration
         write_kernelspec(cls._root / "share" / "kernels" / cls.kernel_name, "H100")

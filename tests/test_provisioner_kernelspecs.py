@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from cellhop.kernel.kernelspecs import default_name, display_name, generated_kernelspecs, kernelspec_dict
-from cellhop.server_ext.inventory import Inventory, parse_simulated_spec
+from cellhop.server_ext.kernelspecs import default_name, display_name, generated_kernelspecs, kernelspec_dict
+from cellhop.inventory import Inventory, parse_simulated_spec
 
 
 def test_names_and_display_names():

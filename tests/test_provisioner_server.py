@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from server_kernel_client import run as run_cell
 
-from cellhop.kernel.kernelspecs import write_kernelspec
+from cellhop.server_ext.kernelspecs import write_kernelspec
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -228,10 +228,13 @@ def _nothing_left(control_plane):
     return not live and not tickets
 
 
-@pytest.mark.parametrize("server_extra", [{"CellhopProvisioner": {"launch_timeout": 1.5}}])
-async def test_no_gpu_within_the_launch_timeout_says_so_and_leaves_nothing(kernels, control_plane, notebook_dir):
+async def test_no_gpu_within_the_launch_timeout_says_so_and_leaves_nothing(kernels, control_plane, notebook_dir,
+                                                                          jp_kernel_dir):
+    # the holder starts with the server's launch timeout (a loaded host may take seconds); the second
+    # kernel's own timeout (its kernelspec's) runs out while it waits in the queue
+    write_kernelspec(Path(jp_kernel_dir) / "cellhop-h100-impatient", "H100", launch_timeout=1.5)
     first = await kernels("cellhop-h100")
-    error = await kernels("cellhop-h100", expect=503)
+    error = await kernels("cellhop-h100-impatient", expect=503)
     message = error["message"]
     assert "launch timeout" in message and "phase: queued" in message and "H100" in message, message
     assert "launch_timeout" in message  # what to do
@@ -319,8 +322,8 @@ async def test_restart_and_interrupt_routes_through_the_http_control_plane(jp_fe
                                                                              http_server_client):
     from cellhop.kernel.http_control_plane import HttpControlPlane
     from cellhop.server_ext.api.base import KERNEL_TOKEN_SETTING
+    from cellhop.container import ContainerSpec
     from cellhop.server_ext.kernel_tokens import token_for
-    from cellhop.server_ext.container import ContainerSpec
 
     loop = asyncio.get_running_loop()
     client = HttpControlPlane(jp_serverapp.connection_url,

@@ -13,8 +13,8 @@ import time
 import pytest
 from processes import container_kernel_pids, wait_until
 
-from cellhop.server_ext.container import ContainerSpec, Phase
-from cellhop.server_ext.errors import ContainerNotFound, ContainerStopped, QueueCancelled
+from cellhop.container import ContainerSpec, Phase
+from cellhop.errors import ContainerNotFound, ContainerStopped, QueueCancelled
 
 pytestmark = pytest.mark.timeout(90)
 

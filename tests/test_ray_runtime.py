@@ -44,7 +44,7 @@ from test_remote_outputs import (  # noqa: F401
 )
 
 
-def ray_args(cluster) -> tuple:
+def ray_args(cluster) -> tuple:  # c.Cellhop.ray_address: the old name of c.RayRuntime.address, still taken
     return ("--Cellhop.runtime=ray", f"--Cellhop.ray_address={cluster.address}")
 
 
@@ -60,16 +60,21 @@ def ray_manager(ray_cluster, tmp_path_factory):  # noqa: F811
     """A control plane in this process on the Ray runtime (for what the notebook does not show)."""
     import shutil
 
+    import tempfile
+
+    from traitlets.config import Config
+
     from cellhop.server_ext.config import Cellhop
     from cellhop.server_ext.container_manager import ContainerManager
-
-    import tempfile
 
     root = short_runtime_dir()
     # the state directory outside /tmp (the sandbox's /tmp is private anyway), so hiding it is tested
     state = tempfile.mkdtemp(prefix="cellhop-ray-state-", dir="/var/tmp")
-    manager = ContainerManager(Cellhop(runtime="ray", ray_address=ray_cluster.address, runtime_root=root,
-                                       state_dir=state, queue_timeout=15))
+    config = Config()
+    config.RayRuntime.address = ray_cluster.address
+    manager = ContainerManager(Cellhop(config=config, runtime="ray", runtime_root=root, state_dir=state,
+                                       queue_timeout=15))
+    assert manager.runtime.address == ray_cluster.address
     yield manager
     manager.close()
     shutil.rmtree(root, ignore_errors=True)
@@ -124,8 +129,8 @@ def stop_notebook_containers(nb) -> None:
 
 
 def test_fallback_takes_the_next_type_and_a_full_request_waits_for_resources(ray_manager, nb):
-    from cellhop.server_ext.container import ContainerSpec
-    from cellhop.server_ext.errors import QueueTimeout
+    from cellhop.container import ContainerSpec
+    from cellhop.errors import QueueTimeout
 
     stop_notebook_containers(nb)
     m = ray_manager
@@ -166,8 +171,8 @@ def test_fallback_takes_the_next_type_and_a_full_request_waits_for_resources(ray
 
 def test_a_request_larger_than_any_node_is_refused_not_queued(ray_manager):
     """On the cluster itself: a request only the cluster's total could hold fails at once."""
-    from cellhop.server_ext.errors import GpuRequestError
-    from cellhop.server_ext.gpu_request import GpuRequest
+    from cellhop.errors import GpuRequestError
+    from cellhop.gpu_request import GpuRequest
     from cellhop.server_ext.runtimes.ray_scheduler import RayScheduler
 
     scheduler = RayScheduler(_two_node_inventory())  # one H100 per node (placement would wait forever)
@@ -175,8 +180,8 @@ def test_a_request_larger_than_any_node_is_refused_not_queued(ray_manager):
     with pytest.raises(GpuRequestError, match="no node has more than 1 H100"):
         scheduler.acquire(GpuRequest.parse("H100:2"), {"owner": "big"}, timeout=5)
     assert time.monotonic() - t0 < 2
-    from cellhop.server_ext.container import ContainerSpec
-    from cellhop.server_ext.errors import ContainerStartError
+    from cellhop.container import ContainerSpec
+    from cellhop.errors import ContainerStartError
 
     with pytest.raises((GpuRequestError, ContainerStartError), match="all be on one node"):
         ray_manager.start(ContainerSpec(gpu="any:2", owner="big"))  # the cluster's own inventory
@@ -184,8 +189,8 @@ def test_a_request_larger_than_any_node_is_refused_not_queued(ray_manager):
 
 # -- the wire ---------------------------------------------------------------------------------------
 def test_connection_is_curve_encrypted_and_keys_stay_put(ray_manager):
-    from cellhop.kernel.wire import KernelConnection
-    from cellhop.server_ext.container import ContainerSpec
+    from cellhop.wire import KernelConnection
+    from cellhop.container import ContainerSpec
 
     c = ray_manager.start(ContainerSpec(gpu="none", owner="wire"))
     try:
@@ -208,7 +213,7 @@ def test_connection_is_curve_encrypted_and_keys_stay_put(ray_manager):
         impostor.close()
         # the kernel admits only the client key pair the control plane derived (ZAP): one who knows the
         # kernel's public key (it went through Ray) but not that pair gets nothing, not even iopub
-        from cellhop.kernel.curve_tunnel import CLIENT_PUBLIC, CLIENT_SECRET
+        from cellhop.wire import CLIENT_PUBLIC, CLIENT_SECRET
 
         assert info[CLIENT_PUBLIC] and info[CLIENT_SECRET]
         other_public, other_secret = keypair()
@@ -238,8 +243,9 @@ def test_a_whole_gpu_kernel_runs_on_its_node_through_the_provisioner(ray_manager
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
 
-    from cellhop.kernel.control_client import EmbeddedControlPlane, set_control_plane
-    from cellhop.kernel.kernelspecs import write_kernelspec
+    from cellhop.kernel.control_client import set_control_plane
+    from cellhop.kernel.embedded_control_plane import EmbeddedControlPlane
+    from cellhop.server_ext.kernelspecs import write_kernelspec
     from cellhop.server_ext.control_plane import ControlPlane
 
     write_kernelspec(tmp_path / "kernels" / "cellhop-h100", "H100")
@@ -293,8 +299,8 @@ def test_a_whole_gpu_kernel_runs_on_its_node_through_the_provisioner(ray_manager
 
 
 def test_secret_values_reach_the_container_sealed(ray_manager):
-    from cellhop.kernel.wire import KernelConnection
-    from cellhop.server_ext.container import ContainerSpec
+    from cellhop.wire import KernelConnection
+    from cellhop.container import ContainerSpec
 
     ray_manager.storage.secrets.create("ray-token", {"RAY_TEST_SECRET": "s3cr3t-value"}, session=True)
     ray_manager.storage.secrets.create("on-disk", {"RAY_DISK_SECRET": "d1sk-value"})
@@ -326,10 +332,10 @@ def test_image_becomes_a_ray_runtime_env(nb):
 
 
 def test_volume_without_shared_storage_is_a_clear_error(ray_manager):
-    from cellhop.server_ext.container import ContainerSpec
-    from cellhop.server_ext.errors import CellhopError, ContainerStartError
+    from cellhop.container import ContainerSpec
+    from cellhop.errors import CellhopError, ContainerStartError
 
-    with pytest.raises((CellhopError, ContainerStartError), match="ray_shared_volume_path"):
+    with pytest.raises((CellhopError, ContainerStartError), match=r"c\.RayRuntime\.shared_volume_path"):
         ray_manager.start(ContainerSpec(gpu="A10G", owner="vol", volumes=[{"name": "data", "path": "/data"}]))
     assert all(h is None for h in ray_manager.scheduler.holders().values())
 
@@ -364,7 +370,7 @@ def test_worker_node_killed_mid_cell(nb, ray_cluster):  # noqa: F811
 
 # -- what needs no cluster ------------------------------------------------------------------------------
 def _two_node_inventory():
-    from cellhop.server_ext.inventory import Gpu, Inventory
+    from cellhop.inventory import Gpu, Inventory
 
     def gpu(n, node, gpu_type="H100"):
         return Gpu(index=0, uuid=f"GPU-{n}", name=gpu_type, type=gpu_type, memory_total=80 * 2**30,
@@ -376,8 +382,8 @@ def _two_node_inventory():
 def test_a_request_must_fit_on_one_node_not_on_the_cluster():
     """Two nodes with one H100 each: H100:2 can never be placed (one STRICT_PACK bundle), so it is an
     error at once naming the most on one node, not a wait forever."""
-    from cellhop.server_ext.errors import GpuRequestError
-    from cellhop.server_ext.gpu_request import GpuRequest, feasible_choices
+    from cellhop.errors import GpuRequestError
+    from cellhop.gpu_request import GpuRequest, feasible_choices
     from cellhop.server_ext.runtimes.ray_scheduler import RayScheduler
 
     inv = _two_node_inventory()

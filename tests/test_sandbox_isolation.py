@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from cellhop.server_ext.container import Container, ContainerSpec
-from cellhop.server_ext.inventory import Gpu
+from cellhop.container import ContainerSpec
+from cellhop.server_ext.container_record import Container
+from cellhop.inventory import Gpu
 from cellhop.server_ext.sandbox import (NVIDIA_CONTROL_DEVICES, bubblewrap_argv, find_bubblewrap,
                                         folders_to_hide, gpu_device_files)
 from cellhop.server_ext.secrets import SecretStore
@@ -144,7 +145,7 @@ def test_the_inventory_records_nvml_minor_numbers(fake_nvml_dir):
 
 
 def test_a_simulated_inventory_has_no_minor_numbers():
-    from cellhop.server_ext.inventory import load_inventory
+    from cellhop.server_ext.gpu_inventory import load_inventory
 
     assert [g.minor for g in load_inventory("H100:2").gpus] == [None, None]
 
@@ -237,9 +238,9 @@ def test_a_container_in_an_image_sees_its_layers_but_not_the_rest_of_the_state_f
     """The image's interpreter, environment and folders live under <state_dir>/images: bound back read-only."""
     import ast
 
-    from cellhop.kernel.wire import KernelConnection
+    from cellhop.wire import KernelConnection
     from cellhop.server_ext.images.service import Images
-    from cellhop.server_ext.images.spec import Image
+    from cellhop.image_spec import Image
 
     if find_bubblewrap() is None:
         pytest.skip("bubblewrap is not installed, so containers are not sandboxed")

@@ -12,9 +12,11 @@ import sys
 
 import pytest
 
-from cellhop.server_ext.container import ContainerSpec
-from cellhop.server_ext.secrets import (SecretError, SecretExists, SecretNotFound, SecretStore, mask_text,
-                                        masked_values, parse_dotenv)
+from cellhop.container import ContainerSpec
+from cellhop.errors import SecretError, SecretExists, SecretNotFound
+from cellhop.masking import mask_text, masked_values
+from cellhop.secret_values import parse_dotenv
+from cellhop.server_ext.secrets import SecretStore
 
 VALUE = "sk-cellhop-7f3a9c1e5b2d"
 OTHER = "pw-0b9c8d7e6f"
@@ -120,7 +122,8 @@ def test_cli_round_trip_never_prints_a_value(state, tmp_path):
 
 
 def test_session_secrets_never_touch_the_disk(runtime_root, state):
-    from cellhop.kernel.control_client import EmbeddedControlPlane, reset_control_plane, set_control_plane
+    from cellhop.kernel.control_client import reset_control_plane, set_control_plane
+    from cellhop.kernel.embedded_control_plane import EmbeddedControlPlane
     from cellhop.kernel.secret import Secret
     from cellhop.server_ext.config import Cellhop
 

@@ -12,8 +12,10 @@ import time
 import pytest
 from server_kernel_client import run
 
+from cellhop.container import ContainerSpec
+from cellhop.errors import SecretError, SecretNotFound, SecretOfAnotherOwner
 from cellhop.server_ext.kernel_tokens import USER, Caller
-from cellhop.server_ext.secrets import SecretError, SecretNotFound, SecretOfAnotherOwner, SecretStore
+from cellhop.server_ext.secrets import SecretStore
 
 VALUE = "sk-session-4e5f6a7b8c9d"
 

@@ -10,7 +10,8 @@ import pytest
 
 @pytest.fixture
 def vol(runtime_root):
-    from cellhop.kernel.control_client import EmbeddedControlPlane, reset_control_plane, set_control_plane
+    from cellhop.kernel.control_client import reset_control_plane, set_control_plane
+    from cellhop.kernel.embedded_control_plane import EmbeddedControlPlane
     from cellhop.kernel.volume import Volume
     from cellhop.server_ext.config import Cellhop
 

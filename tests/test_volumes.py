@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from cellhop.server_ext.container import ContainerSpec
-from cellhop.server_ext.volumes import (VolumeConflict, VolumeFileNotFound, VolumeInUse, VolumeNotFound,
-                                        VolumeQuotaExceeded, VolumeStore)
+from cellhop.container import ContainerSpec
+from cellhop.errors import (VolumeConflict, VolumeFileNotFound, VolumeInUse, VolumeNotFound,
+                            VolumeQuotaExceeded)
+from cellhop.server_ext.volumes import VolumeStore
 
 
 @pytest.fixture
@@ -33,7 +34,8 @@ def store(state):
 @pytest.fixture
 def embedded(runtime_root, state):
     """This process's control plane client, embedded, over a private state directory."""
-    from cellhop.kernel.control_client import EmbeddedControlPlane, reset_control_plane, set_control_plane
+    from cellhop.kernel.control_client import reset_control_plane, set_control_plane
+    from cellhop.kernel.embedded_control_plane import EmbeddedControlPlane
     from cellhop.server_ext.config import Cellhop
 
     client = EmbeddedControlPlane(Cellhop(simulated_gpus="H100:1", runtime_root=str(runtime_root),
@@ -205,7 +207,7 @@ def test_deleting_a_mounted_volume_is_refused_naming_the_container(make_manager,
 OTHER_PROCESS_MOUNTS = textwrap.dedent("""
     import sys
     from cellhop.server_ext.config import Cellhop
-    from cellhop.server_ext.container import ContainerSpec
+    from cellhop.container import ContainerSpec
     from cellhop.server_ext.container_manager import ContainerManager
     manager = ContainerManager(Cellhop(simulated_gpus="", runtime_root=sys.argv[1], state_dir=sys.argv[2]))
     c = manager.start(ContainerSpec(gpu="none", owner="other process", volumes=["shared:/data:ro"]))

@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from cellhop.server_ext.volumes import VolumeQuotaExceeded, VolumeStore
+from cellhop.errors import VolumeQuotaExceeded
+from cellhop.server_ext.volumes import VolumeStore
 
 KIB = 1024
 

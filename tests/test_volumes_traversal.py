@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from cellhop.server_ext.volume_paths import VolumePathError, parse_mount, parse_path
+from cellhop.volume_paths import VolumePathError, parse_mount, parse_path
 from cellhop.server_ext.volumes import VolumeStore
 
 HOSTILE = [

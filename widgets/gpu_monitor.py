@@ -25,7 +25,7 @@ from pathlib import Path
 import anywidget
 import traitlets
 
-from ..server_ext.event_bus import MAX_INTERVAL, MIN_INTERVAL
+from ..events import MAX_INTERVAL, MIN_INTERVAL
 
 _STATIC = Path(__file__).parent / "static"
 _READINGS = ("utilization", "memory_used", "power_w", "temperature_c")

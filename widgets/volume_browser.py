@@ -14,8 +14,8 @@ from pathlib import Path
 
 import ipywidgets as w
 
-from ..server_ext.container import format_size
-from ..server_ext.errors import CellhopError
+from ..errors import CellhopError
+from ..sizes import format_size
 
 
 

@@ -19,41 +19,17 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from ..errors import (CellhopError, ContainerNotFound, ContainerStartError, ContainerStopped, GpuRequestError,
-                      InvalidContainerSpec, QueueCancelled, QueueTimeout, SimulatedInventoryError)
+from ...errors import CellhopError, error_body, http_status
+from ...own_thread import on_own_thread
 from ..kernel_tokens import USER, Caller, kernel_of
-from ..own_thread import on_own_thread
 
 AUTH_RESOURCE = "cellhop"
 KERNEL_TOKEN_SETTING = "cellhop_kernel_token"  # the key each kernel's own token is made with
 CONTROL_PLANE_SETTING = "cellhop_control_plane"
 
-# What a cellhop error means over HTTP. Anything a user can type is a 4xx (a spec naming an unknown
-# image, a missing interpreter or an unwritable folder is refused before queueing); 500 is left for
-# real internal failures (a container that died or hung while starting).
-MAX_JSON_BYTES = 1 << 20  # a spec, a secret's values, a path: far less than this
+# Limits on request bodies: a spec, a secret's values, a path need far less than this.
+MAX_JSON_BYTES = 1 << 20
 MAX_JSON_DEPTH = 32
-
-_STATUS = (
-    (ContainerNotFound, 404),
-    (QueueTimeout, 503),
-    (ContainerStopped, 409),
-    (QueueCancelled, 409),
-    (InvalidContainerSpec, 400),
-    (ContainerStartError, 500),
-    (GpuRequestError, 400),
-    (SimulatedInventoryError, 400),
-    (CellhopError, 400),
-    (ValueError, 400),
-)
-
-
-def status_of(exc: BaseException) -> int:
-    """The HTTP status of an error: its own `http_status` when a cellhop error carries one, else by kind."""
-    own = getattr(exc, "http_status", None) if isinstance(exc, CellhopError) else None
-    if isinstance(own, int):
-        return own
-    return next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
 
 
 def _no_constant(name: str):
@@ -140,7 +116,11 @@ class KernelTokenAuth:
 
 
 class JsonErrors:
-    """Mixin: errors are JSON a person can act on, on every cellhop route (the WebSocket's too)."""
+    """Mixin: errors are JSON a person can act on, on every cellhop route (the WebSocket's too).
+
+    A cellhop error is answered with its class's `http_status` and its class name as `error`, the
+    name the HTTP clients look up in the one registry (cellhop/errors.py) to raise the same class.
+    Anything a user can type is a 4xx; 500 is left for real internal failures."""
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Errors are JSON a person can act on: {"error": kind, "message": what to do}."""
@@ -151,7 +131,8 @@ class JsonErrors:
             if status_code == 403 and not exc.log_message:
                 message = "not authenticated or not authorized for the cellhop API"
         elif exc is not None and status_code < 500 or isinstance(exc, (CellhopError, ValueError)):
-            kind, message = type(exc).__name__, str(exc)
+            body = error_body(exc)
+            kind, message = body["error"], body["message"]
         else:
             kind, message = "InternalError", "cellhop hit an internal error; the server log has the details"
         self.set_header("Content-Type", "application/json")
@@ -181,9 +162,9 @@ class CellhopAPIHandler(KernelTokenAuth, JsonErrors, APIHandler):
         self.finish(json.dumps(data))
 
     def _handle_request_exception(self, e: BaseException) -> None:
-        # A CellhopError is the user's (or the host's) problem, reported with its own status.
+        # A CellhopError is the user's (or the host's) problem, reported with its class's own status.
         if isinstance(e, (CellhopError, ValueError)) and not self._finished:
-            self.send_error(status_of(e), exc_info=(type(e), e, e.__traceback__))
+            self.send_error(http_status(e), exc_info=(type(e), e, e.__traceback__))
             return
         super()._handle_request_exception(e)
 
@@ -206,7 +187,7 @@ class JsonLinesStream:
         self.gone.set()
 
     async def stream_json_lines(self, work: Callable[[Callable[[dict], None]], Any],
-                                final: Callable[[Any], dict], status: Callable[[BaseException], int] = status_of):
+                                final: Callable[[Any], dict]):
         """Run `work(on_event)` in a thread, stream its events, then `final(result)` or an error line.
 
         Returns the result (None when the work failed)."""
@@ -231,7 +212,7 @@ class JsonLinesStream:
             result = task.result()
             last = final(result)
         except (CellhopError, ValueError) as exc:
-            last = {"type": "error", "status": status(exc), "error": type(exc).__name__, "message": str(exc)}
+            last = {"type": "error", "status": http_status(exc), **error_body(exc)}
         except Exception as exc:  # reported in the stream; the log has the traceback
             self.log.exception("cellhop: %s %s failed", self.request.method, self.request.path)
             last = {"type": "error", "status": 500, "error": type(exc).__name__, "message": str(exc)}

@@ -5,10 +5,10 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ..container import ContainerSpec, Phase
-from ..log_view import MAX_TAIL
+from ...container import ContainerSpec, Phase
+from ...own_thread import on_own_thread
 from ..kernel_tokens import Caller
-from ..own_thread import on_own_thread
+from ..log_view import MAX_TAIL
 from .base import CellhopAPIHandler, JsonLinesStream, in_thread
 
 _ID = r"(?P<container_id>[^/]+)"

@@ -13,7 +13,7 @@ from jupyter_core.utils import ensure_async
 from jupyter_server.base.handlers import JupyterHandler
 from tornado import web, websocket
 
-from ..event_bus import check_interval
+from ...events import check_interval
 from .base import AUTH_RESOURCE, JsonErrors, KernelTokenAuth, parse_json
 
 DEFAULT_INTERVAL = 1.0

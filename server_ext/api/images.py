@@ -3,37 +3,20 @@
 
 from __future__ import annotations
 
-import sys
-
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ..images.store import ImageInUse, ImageNotFound
-from ..names import plain_text
-from ..own_thread import on_own_thread
-from .base import CellhopAPIHandler, JsonLinesStream, in_thread, status_of
+from ...names import plain_text
+from ...own_thread import on_own_thread
+from .base import CellhopAPIHandler, JsonLinesStream, in_thread
 
 _KEY = r"(?P<key>[^/]+)"
-
-
-def _status(exc: BaseException) -> int:
-    if isinstance(exc, ImageNotFound):
-        return 404
-    if isinstance(exc, ImageInUse):
-        return 409
-    return status_of(exc)
 
 
 class _ImagesBase(CellhopAPIHandler):
     @property
     def images(self):
         return self.control_plane.images
-
-    def _handle_request_exception(self, e: BaseException) -> None:
-        if isinstance(e, (ImageNotFound, ImageInUse)) and not self._finished:
-            self.send_error(_status(e), exc_info=sys.exc_info())
-            return
-        super()._handle_request_exception(e)
 
 
 class ImagesHandler(JsonLinesStream, _ImagesBase):
@@ -68,7 +51,7 @@ class ImagesHandler(JsonLinesStream, _ImagesBase):
     async def _build_streaming(self, spec: dict, force: bool) -> None:
         # A build goes on when its requester leaves: others may be waiting on the same layers.
         await self.stream_json_lines(lambda on_event: self.images.build(spec, on_event=on_event, force=force),
-                                     lambda info: {"type": "built", "image": info}, status=_status)
+                                     lambda info: {"type": "built", "image": info})
 
 
 class ImageHandler(_ImagesBase):

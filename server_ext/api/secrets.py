@@ -6,12 +6,9 @@ only, and bodies are never logged.
 
 from __future__ import annotations
 
-import sys
-
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ..errors import CellhopError
 from .base import CellhopAPIHandler, in_thread
 
 _NAME = r"(?P<name>[^/]+)"
@@ -21,13 +18,6 @@ class SecretAPIHandler(CellhopAPIHandler):
     @property
     def secrets(self):
         return self.control_plane.secrets
-
-    def _handle_request_exception(self, e: BaseException) -> None:
-        status = getattr(e, "http_status", None) if isinstance(e, CellhopError) else None
-        if status is not None and not self._finished:
-            self.send_error(status, exc_info=sys.exc_info())
-            return
-        super()._handle_request_exception(e)
 
 
 class SecretsHandler(SecretAPIHandler):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import sys
 from urllib.parse import quote
 
 from jupyter_core.utils import ensure_async
@@ -19,9 +18,8 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from ..errors import CellhopError
-from ..volume_paths import VolumePathError
-from ..volumes import CHUNK
+from ...errors import CellhopError, VolumePathError
+from ...sizes import CHUNK
 from .base import AUTH_RESOURCE, CellhopAPIHandler, in_thread
 
 _NAME = r"(?P<name>[^/]+)"
@@ -41,7 +39,7 @@ def _os_status(exc: OSError) -> tuple[int, str]:
 
 
 class VolumeAPIHandler(CellhopAPIHandler):
-    """Volume errors carry their own status (404, 409, 413); OS errors are mapped, not 500s."""
+    """Volume errors carry their own status (404, 409, 413: cellhop/errors.py); OS errors are mapped, not 500s."""
 
     @property
     def volumes(self):
@@ -63,10 +61,6 @@ class VolumeAPIHandler(CellhopAPIHandler):
 
     def _handle_request_exception(self, e: BaseException) -> None:
         if not self._finished:
-            status = getattr(e, "http_status", None) if isinstance(e, CellhopError) else None
-            if status is not None:
-                self.send_error(status, exc_info=sys.exc_info())
-                return
             if isinstance(e, OSError) and not isinstance(e, CellhopError):
                 status, message = _os_status(e)
                 if status < 500 or status == 507:

@@ -14,14 +14,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..errors import CellhopError
+from ...errors import AptUnavailable, CellhopError
 
 _DEPENDS_FLAGS = ["--recurse", "--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks",
                   "--no-replaces", "--no-enhances"]
-
-
-class AptUnavailable(CellhopError):
-    """This host has no apt (not Debian-like) or its package lists are empty."""
 
 
 def _multiarch() -> str:

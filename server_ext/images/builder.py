@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .keys import digest, step_key, tree_digest
-from .spec import Image, step_title
-from .steps import LayerBuild, StepFailed, build_base, build_cellhop, build_step, cellhop_sources
+from ...errors import ImageBuildError
+from ...image_spec import Image, step_title
+from .steps import LayerBuild, build_base, build_cellhop, build_step, cellhop_sources
 from .store import ImageStore
 
 log = logging.getLogger("cellhop")
@@ -42,10 +43,6 @@ class Planned:
     kind: str  # base, step, cellhop
     payload: dict
     force: bool = False
-
-
-class ImageBuildError(StepFailed):
-    """The build failed at a step; the message names the step and what went wrong."""
 
 
 class ImageBuilder:

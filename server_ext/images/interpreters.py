@@ -9,11 +9,7 @@ import shutil
 import subprocess
 import sys
 
-from ..errors import CellhopError
-
-
-class InterpreterNotFound(CellhopError, LookupError):
-    """No interpreter of the asked Python version on this host."""
+from ...errors import InterpreterNotFound
 
 
 def _probe(path: str) -> str | None:

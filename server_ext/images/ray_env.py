@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import CellhopError
+from ...errors import CellhopError
 
 _REQUIREMENT_OPTIONS_WITH_VALUE = ("--index-url", "-i", "--extra-index-url", "--find-links", "-f",
                                    "--trusted-host", "--constraint", "-c")

@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from ..errors import CellhopError
+from ...errors import CellhopError, ImageNotFound, UnknownImage
 from .store import ImageStore
 
 _KEY = re.compile(r"^[0-9a-f]{8,64}$")
@@ -15,15 +15,19 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 
 def image_view(root: Path | None, key: str) -> dict:
     """The runtime view of image `key` (or of the image last built under that name, e.g. from a
-    kernelspec's provisioner config) in the store at `root`; ImageNotFound when it is not built."""
+    kernelspec's provisioner config) in the store at `root`; UnknownImage (a user's error: a container
+    spec names it) when it is not built, or not an image's key or name."""
     if root is None:
         raise CellhopError("this runtime has no image store; images need c.Cellhop.state_dir or the default one")
     store = ImageStore(root)
-    if not _KEY.match(key or ""):
-        if not _NAME.match(key or ""):
-            raise CellhopError(f"container spec field 'image' must be a built image's key or name, not {key!r}")
-        key = store.image(key)["key"]
-    return store.runtime_view(key)
+    try:
+        if not _KEY.match(key or ""):
+            if not _NAME.match(key or ""):
+                raise UnknownImage(f"container spec field 'image' must be a built image's key or name, not {key!r}")
+            key = store.image(key)["key"]
+        return store.runtime_view(key)
+    except ImageNotFound as exc:
+        raise UnknownImage(str(exc)) from None
 
 
 def apply_image(env: dict, view: dict, workdir: Path, spec_env: dict) -> list[tuple[Path, str, bool]]:

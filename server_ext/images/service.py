@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...errors import ImageInUse
 from .builder import ImageBuilder
-from .store import ImageInUse, ImageStore
+from .store import ImageStore
 
 
 def images_root(config) -> Path:

@@ -24,7 +24,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from ..errors import CellhopError
+from ...errors import CellhopError, StepFailed
 from . import apt
 from .interpreters import find_interpreter
 
@@ -45,10 +45,6 @@ print(json.dumps({"python": "%d.%d.%d" % sys.version_info[:3], "packages": out})
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # colors: logs are plain text
-
-
-class StepFailed(CellhopError):
-    """A build step failed: the image is not built, and nothing half-made is kept."""
 
 
 def uv_binary() -> str:

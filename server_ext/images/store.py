@@ -30,18 +30,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ..errors import CellhopError
-
-
-class ImageNotFound(CellhopError, KeyError):
-    """No built image with that key or name."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "image not found"
-
-
-class ImageInUse(CellhopError):
-    """An image a running container uses cannot be deleted."""
+from ...errors import ImageNotFound
 
 
 def _write_json(path: Path, data: dict) -> None:

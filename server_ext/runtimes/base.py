@@ -2,31 +2,122 @@
 
 The control plane (`ContainerManager`) owns queueing, phases, readiness,
 idle timeouts and events; a runtime only knows how to run a container
-kernel somewhere. `local` and `ray` are two short subclasses of this.
+kernel somewhere. `local` and `ray` are two short subclasses of this,
+chosen by name (`c.Cellhop.runtime`) among the entry points of the group
+`cellhop.runtimes` (factory.py), as jupyter_client chooses provisioners. A
+runtime is a traitlets Configurable: its own settings are `c.<ItsClass>.*`
+(`c.LocalRuntime.transport`, `c.RayRuntime.address`).
+
+Adding one (say Kubernetes) is a subclass of ContainerRuntime and an entry
+point in its distribution's pyproject.toml, nothing else:
+
+    [project.entry-points."cellhop.runtimes"]
+    kubernetes = "mypackage.kube:KubernetesRuntime"
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+import logging
+from abc import ABC, ABCMeta, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..container import Container, ExitStatus
+from traitlets.config import LoggingConfigurable
+
+from ...container import ContainerSpec, ExitStatus
+from ..container_record import Container
+from ..paths import private_dir
+
+log = logging.getLogger("cellhop")
 
 
-class ContainerRuntime(ABC):
-    """Starts and stops container kernels for the control plane."""
+@dataclass(frozen=True)
+class Launched:
+    """What `launch()` started: where the kernel listens and the runtime's own handle on it."""
+
+    connection_info: dict  # the kernel's transport, ip, ports (or ipc sockets) and HMAC key
+    handle: object  # the runtime's own handle (a Popen, a Ray actor's): given back in container.handle
+    sandboxed: bool = False  # whether the kernel runs in a sandbox (bubblewrap)
+    node: str | None = None  # where it runs: a cluster node's address (None: this host)
+
+
+class _RuntimeMeta(ABCMeta, type(LoggingConfigurable)):
+    pass
+
+
+class ContainerRuntime(ABC, LoggingConfigurable, metaclass=_RuntimeMeta):
+    """Starts and stops container kernels for the control plane.
+
+    Made by the control plane with `from_config(config, root)`; its lifecycle methods are called
+    from the manager's threads (launch from the one starting the container, poll every 0.25 s
+    from its monitor), each for one container at a time.
+    """
 
     name: str = "base"
+    # Settings that were `c.Cellhop.<old>` before the runtime had its own: old name -> this class's trait.
+    # A value set the old way still applies (with a deprecation warning) unless the new one is set too.
+    deprecated_aliases: dict[str, str] = {}
 
+    def __init__(self, root: Path | None = None, sandbox: str = "auto", images_root: Path | None = None,
+                 state_dir: Path | None = None, start_timeout: float = 60.0, **kwargs):
+        super().__init__(**kwargs)
+        self.root = Path(root) if root is not None else None  # this host's folder for the runtime's files
+        self.sandbox = sandbox  # c.Cellhop.sandbox: 'auto', 'bubblewrap' or 'none'
+        self.images_root = images_root  # where built images live (cellhop.Image); see images/
+        self.state_dir = state_dir  # c.Cellhop.state_dir: hidden from every container
+        self.start_timeout = start_timeout
+        self._take_deprecated_aliases()
+
+    @classmethod
+    def from_config(cls, config, root: Path) -> ContainerRuntime:
+        """The runtime of a control plane whose settings are `config` (its `Cellhop`, which is also the
+        runtime's parent: `c.<ThisClass>.*` apply) and whose runtime files are under `root`."""
+        from ..images.service import images_root
+
+        return cls(root=private_dir(Path(root) / "containers"), sandbox=config.sandbox,
+                   images_root=images_root(config), state_dir=Path(config.state_dir) if config.state_dir else None,
+                   start_timeout=config.start_timeout, parent=config)
+
+    def _take_deprecated_aliases(self) -> None:
+        """Apply `c.Cellhop.<old>` settings (set on the parent Cellhop) to this runtime's own traits."""
+        configured = set()
+        for klass in type(self).mro():
+            if klass.__name__ in self.config:
+                configured |= set(self.config[klass.__name__])
+        for old, new in self.deprecated_aliases.items():
+            value = getattr(self.parent, old, None)
+            if value is None:
+                continue
+            if new in configured:
+                log.warning("cellhop: c.Cellhop.%s is ignored: c.%s.%s is set too", old, type(self).__name__, new)
+                continue
+            log.warning("cellhop: c.Cellhop.%s is deprecated; set c.%s.%s instead", old, type(self).__name__, new)
+            setattr(self, new, value)
+
+    # -- what the manager asks of a runtime beyond the lifecycle ---------------------------------
     def load_inventory(self):
         """The GPUs this runtime's containers can get, or None for this host's (NVML or simulated)."""
         return None
 
     def make_scheduler(self, inventory, root: Path):
-        """Who gets which GPU: this host's flock scheduler, unless the runtime places GPUs itself (Ray)."""
+        """Who gets which GPU (a scheduling.GpuScheduler): this host's flock scheduler, unless the
+        runtime places GPUs itself (Ray)."""
         from ..scheduler import Scheduler
 
         return Scheduler(inventory, root)
+
+    def check_spec(self, spec: ContainerSpec) -> None:
+        """What this runtime will need of `spec`, checked before any queueing: the image is built
+        here. Raises a user's error (UnknownImage, InvalidContainerSpec; a 4xx over the API)."""
+        if spec.image:
+            from ..images.runtime_env import image_view
+
+            image_view(self.images_root, spec.image)
+
+    def container_directory(self, container_id: str) -> Path | None:
+        """This host's folder for a container's files (connection file, log), made now; None for a
+        runtime that keeps them elsewhere."""
+        return None
 
     def read_log(self, container: Container) -> str:
         """The container's log so far (the runtime may keep it elsewhere than this host)."""
@@ -36,14 +127,16 @@ class ContainerRuntime(ABC):
         """One line about how containers are isolated here, for `%gpu` and the API."""
         return self.name
 
+    # -- the lifecycle --------------------------------------------------------------------------
     @abstractmethod
-    def launch(self, container: Container) -> None:
+    def launch(self, container: Container) -> Launched:
         """Start the container kernel for `container` (its GPUs are already allocated).
 
-        Called in the STARTING phase. Must set `container.connection_info`
-        (the kernel's ports or sockets and HMAC key) and `container.handle`.
-        Returns as soon as the process is started; readiness is the
-        manager's business (it sends kernel_info_request).
+        Called in the STARTING phase, and again to restart it in place: then
+        `container.connection_info` (and `container.handle`) hold the previous
+        launch's, whose ports and keys the new kernel keeps. Returns as soon as
+        the process is started; readiness is the manager's business (it sends
+        kernel_info_request). The manager puts what it returns into the container.
         """
 
     @abstractmethod

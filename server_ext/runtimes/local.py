@@ -19,7 +19,7 @@ files in its /dev. cellhop's state, runtime and Jupyter runtime folders and the
 host's home folders are hidden from it, all but its own folder and its
 volumes. Without bubblewrap it runs unsandboxed, and the control plane says so
 once. The kernel's output reaches container.log through a pipe, masked
-(server_ext.secrets.mask_text) when the container has secrets.
+(cellhop.masking.mask_text) when the container has secrets.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import logging
 import os
 import pwd
 import queue
-import secrets
 import shutil
 import signal
 import subprocess
@@ -37,27 +36,30 @@ import sys
 import threading
 from pathlib import Path
 
+from traitlets import CaselessStrEnum
+
+from ...container import OOM_EXIT_CODE, ExitStatus
+from ...errors import CellhopError
+from ...masking import SECRET_KEYS_ENV, masked_values
+from ...wire import connection_info
 from .. import cgroups
-from ..container import OOM_EXIT_CODE, Container, ExitStatus
 from ..container_env import allowed_environment
 from ..container_log import DEFAULT_MAX_BYTES, CappedLog, MaskedLog, SharedLog, pump, read_log
 from ..container_network import find_slirp4netns
+from ..container_record import Container
 from ..container_storage import unsandboxed_mount_error
 from ..container_user import DEFAULT_UID, ContainerUser
-from ..errors import CellhopError
+from ..paths import private_dir
 from ..resource_limits import ResourceLimits, describe_enforcement
-from ..secrets import SECRET_KEYS_ENV, masked_values
 from ..sandbox import Sandbox, find_bubblewrap, gpu_device_files
-from .base import ContainerRuntime
+from .base import ContainerRuntime, Launched
 from .orphans import reap_orphans, record_owner
 
 __all__ = ["LocalRuntime", "MaskedLog", "connection_info", "default_hidden_folders"]
 
 log = logging.getLogger("cellhop")
 
-CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 SANDBOX = "sandbox"  # the container's own folder, inside its server-only folder
-_MAX_IPC_PATH = 100  # AF_UNIX paths are limited to 108 bytes
 _SIGKILL_EXIT = 128 + signal.SIGKILL
 
 
@@ -93,30 +95,6 @@ class _Spawner:
         return result[0]
 
 
-def _free_tcp_ports(count: int) -> list[int]:
-    import socket
-
-    socks, ports = [], []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
-def connection_info(directory: Path, transport: str) -> dict:
-    """A fresh connection file's content: new HMAC key, ipc sockets in `directory` or loopback ports."""
-    info = {"key": secrets.token_hex(32), "signature_scheme": "hmac-sha256", "kernel_name": "cellhop-container"}
-    if transport == "ipc" and len(str(directory / "k-5")) < _MAX_IPC_PATH:
-        info.update(transport="ipc", ip=str(directory / "k"))
-        info.update({f"{ch}_port": n for n, ch in enumerate(CHANNELS, start=1)})
-    else:
-        info.update(transport="tcp", ip="127.0.0.1")
-        info.update({f"{ch}_port": p for ch, p in zip(CHANNELS, _free_tcp_ports(len(CHANNELS)))})
-    return info
 
 
 def default_hidden_folders(root: Path, state_dir: Path | None = None) -> list[Path]:
@@ -162,17 +140,22 @@ class LocalRuntime(ContainerRuntime):
 
     name = "local"
 
-    def __init__(self, root: Path, sandbox: str = "auto", transport: str = "ipc", images_root: Path | None = None,
-                 state_dir: Path | None = None, config=None):
+    transport = CaselessStrEnum(
+        ["tcp", "ipc"], default_value="ipc",
+        help="How notebook and container kernel talk on this host: 'ipc' (unix sockets) or 'tcp' (loopback).",
+    ).tag(config=True)
+    deprecated_aliases = {"transport": "transport"}  # c.Cellhop.transport
+    kernel_module = "cellhop.kernel.container_kernel"  # what a container runs: python -m <it> -f <connection file>
+
+    def __init__(self, root: Path, sandbox: str = "auto", images_root: Path | None = None,
+                 state_dir: Path | None = None, **kwargs):
         from ..config import Cellhop
 
-        config = config if config is not None else Cellhop()
-        self.root = Path(root)
+        super().__init__(root=root, sandbox=sandbox, images_root=images_root, state_dir=state_dir, **kwargs)
+        config = self.parent if isinstance(self.parent, Cellhop) else Cellhop()
         # Host folders no container may see, behind a tmpfs (which of them exist is checked at each launch:
         # they may appear later); a container's own volumes are bound back on top (sandbox.py).
         self.hidden = default_hidden_folders(self.root, state_dir)
-        self.images_root = images_root  # where built images live (cellhop.Image); see images/
-        self.transport = transport
         self.max_log_bytes = config.max_log_bytes or DEFAULT_MAX_BYTES
         self.default_pids = config.default_pids or None
         bwrap = None if sandbox == "none" else find_bubblewrap()
@@ -226,14 +209,32 @@ class LocalRuntime(ContainerRuntime):
                 self.sandbox.user.give(path)
         return box
 
-    def launch(self, container: Container) -> None:
+    # -- what the manager asks of this runtime beyond the lifecycle; hooks for subclasses (Ray's node) ------
+    def check_spec(self, spec) -> None:
+        """Besides the image: the interpreter and the working directory are this host's (host_checks.py)."""
+        from .host_checks import check_python, check_workdir
+
+        super().check_spec(spec)
+        if spec.python:
+            check_python(spec.python)
+        if spec.workdir is not None:
+            check_workdir(Path(spec.workdir))
+
+    def container_directory(self, container_id: str) -> Path:
+        return private_dir(self.root / container_id)
+
+    def prepare_child(self) -> None:
+        """Runs in a container's process between fork and exec, before its limits are set (async-signal-safe
+        work only): a subclass resets there what its host process changed (a Ray worker's signal mask)."""
+
+    def launch(self, container: Container) -> Launched:
         spec = container.spec
         directory = container.directory
         box = self._own_folders(container)
         workdir = Path(spec.workdir) if spec.workdir else box / "work"
         workdir.mkdir(parents=True, exist_ok=True)
         # a restart (ContainerManager.restart) keeps the ports and key its clients already hold
-        info = container.connection_info or connection_info(box, self.transport)
+        info = container.connection_info or connection_info(self.transport, ipc_dir=box)
         conn_file = directory / "connection.json"
         _write_private(directory, conn_file.name, json.dumps(info).encode(), 0o400)
         if self.sandbox is not None:
@@ -254,7 +255,7 @@ class LocalRuntime(ContainerRuntime):
             image_mounts = apply_image(env, view, workdir, spec.env)
             # its layers: root's folders, some owner-only, shown read-only to the container's user as its own
             image_binds = [(Path(p), str(p), True) for p in view["binds"]]
-        command = [python, "-m", "cellhop.kernel.container_kernel", "-f", str(conn_file)]
+        command = [python, "-m", self.kernel_module, "-f", str(conn_file)]
         launch = None
         if self.sandbox is not None:
             isolated = self.network == "isolated" and info["transport"] == "ipc"
@@ -311,13 +312,16 @@ class LocalRuntime(ContainerRuntime):
                                             daemon=True))
             threads[-1].start()
         self._log_pumps[container.id] = threads
-        container.handle = proc
-        container.sandboxed = self.sandbox is not None
-        container.connection_info = info
         record_owner(directory, proc.pid, cgroups=[str(p) for p in (limits.groups.folders() if limits.groups else [])])
         if launch is not None:
             self._launches[container.id] = launch
-            launch.started(log_path=directory / "network.log")  # raises if the network cannot be connected
+            try:
+                launch.started(log_path=directory / "network.log")  # raises if the network cannot be connected
+            except BaseException:
+                proc.kill()  # bubblewrap, and with it the whole sandbox (--die-with-parent)
+                proc.wait()
+                raise
+        return Launched(connection_info=info, handle=proc, sandboxed=self.sandbox is not None)
 
     def _preexec(self, limits: ResourceLimits, launch=None):
         bwrap = self.bwrap
@@ -328,6 +332,7 @@ class LocalRuntime(ContainerRuntime):
             libc = ctypes.CDLL(None, use_errno=True)
 
         def preexec():
+            self.prepare_child()
             limits.preexec()
             if launch is not None:
                 launch.attach_in_child()

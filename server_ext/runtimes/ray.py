@@ -1,4 +1,5 @@
-"""The Ray runtime: containers are Ray actors on a cluster's nodes (`c.Cellhop.runtime = "ray"`).
+"""The Ray runtime: containers are Ray actors on a cluster's nodes (`c.Cellhop.runtime = "ray"`,
+`c.RayRuntime.address`, `c.RayRuntime.shared_volume_path`).
 
 What differs from the local runtime, and nothing else:
 - GPUs: the inventory is the cluster's (`accelerator_type:<TYPE>` and `GPU` resources of its
@@ -10,7 +11,7 @@ What differs from the local runtime, and nothing else:
   the node with CurveZMQ; keys as curve.py says (the kernel admits only the client key pair the
   control plane derives and hands its clients, as it does the HMAC key).
 - Images: a built image's steps become the actor's Ray runtime_env (pip packages, env vars,
-  working_dir, py_modules; images/ray_env.py). Volumes need storage every node sees (`ray_shared_volume_path`).
+  working_dir, py_modules; images/ray_env.py). Volumes need storage every node sees (`shared_volume_path`).
 - An actor that dies (node lost, killed) ends the container with the same ExitStatus and
   ContainerDied errors as a dead local container.
 """
@@ -25,13 +26,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...kernel.curve_tunnel import CLIENT_PUBLIC, CLIENT_SECRET
-from ..container import Container, ExitStatus
-from ..errors import CellhopError
+from traitlets import Unicode
+
+from ...container import ExitStatus
+from ...errors import CellhopError
+from ...inventory import Gpu, Inventory, assigned_gpu
+from ...wire import CLIENT_PUBLIC, CLIENT_SECRET, plain_info
+from ..container_record import Container
 from ..images.ray_env import ray_runtime_env
-from ..inventory import Gpu, Inventory
 from . import curve
-from .base import ContainerRuntime
+from .base import ContainerRuntime, Launched
 from .ray_scheduler import (ACCELERATOR_PREFIX, ACCELERATOR_SHARE, RayAllocation, RayScheduler, _ray,
                             cluster_inventory)
 
@@ -73,15 +77,23 @@ class RayRuntime(ContainerRuntime):
 
     name = "ray"
 
-    def __init__(self, address: str = "auto", sandbox: str = "auto", images_root: Path | None = None,
-                 state_dir: Path | None = None, shared_volume_path: str = "", start_timeout: float = 60.0, probe_nvml: bool = True):
+    address = Unicode(
+        "auto", help="The Ray cluster: 'host:port' of its head, a 'ray://host:10001' client address, or 'auto' "
+        "(RAY_ADDRESS, else the cluster started on this host).",
+    ).tag(config=True)
+    shared_volume_path = Unicode(
+        "", help="A folder mounted at the same path on every node (NFS, a cluster file system) that holds "
+        "cellhop's volumes (put c.Cellhop.state_dir under it). Empty: mounting a volume on Ray is an error, "
+        "never a node-local folder.",
+    ).tag(config=True)
+    deprecated_aliases = {"ray_address": "address", "ray_shared_volume_path": "shared_volume_path"}
+
+    def __init__(self, probe_nvml: bool = True, **kwargs):
+        # kwargs: the base's (sandbox, images_root, state_dir: hidden from every container on every node, a
+        # shared one holds secrets; start_timeout) and traits; no files of its own on this host
+        super().__init__(**kwargs)
         ray = _ray()
-        self.address = address or "auto"
-        self.sandbox = sandbox
-        self.images_root = images_root
-        self.state_dir = state_dir  # hidden from every container on every node (a shared one holds secrets)
-        self.shared_volume_path = shared_volume_path
-        self.start_timeout = start_timeout
+        self.address = self.address or "auto"
         self._probe_nvml = probe_nvml
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
@@ -90,7 +102,7 @@ class RayRuntime(ContainerRuntime):
                          log_to_driver=False, include_dashboard=False)
             except Exception as exc:
                 raise CellhopError(f"cannot connect to the Ray cluster at {self.address!r}: {exc}. "
-                                   "Set c.Cellhop.ray_address to the head's address (host:port or "
+                                   "Set c.RayRuntime.address to the head's address (host:port or "
                                    "ray://host:10001)") from exc
         from .ray_actor import ContainerActor
 
@@ -111,7 +123,7 @@ class RayRuntime(ContainerRuntime):
         return f"ray cluster at {self.address} ({self._nodes} node(s)), TCP with CurveZMQ, {sandbox}"
 
     # -- lifecycle ----------------------------------------------------------------------------------
-    def launch(self, container: Container) -> None:
+    def launch(self, container: Container) -> Launched:
         ray = _ray()
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -140,25 +152,22 @@ class RayRuntime(ContainerRuntime):
             handle = RayHandle(actor, None, where["node_ip"], where["node_id"], control_secret, where["public"])
         sealed = curve.seal(container.secret_env, handle.control_secret, handle.kernel_public, container.id)
         node_spec = dataclasses.replace(spec, image=None, workdir=None, python=None)
-        keep = container.connection_info  # a restart keeps the ports and keys its clients hold ...
-        keep = {k: v for k, v in keep.items()  # ... the HMAC key and the client pair stay here
-                if k not in ("key", CLIENT_PUBLIC, CLIENT_SECRET)} if keep else None
+        keep = container.connection_info  # a restart keeps the ports its clients hold; the keys stay here
+        keep = plain_info(keep, keep_key=False) if keep else None
         started = ray.get(handle.actor.start.remote(
             node_spec, alloc.gpu_type_wanted, self._simulated(handle.node_ip), sealed, mounts, keep,
             workdir_dest), timeout=self.start_timeout)
         handle.exit_ref = handle.actor.wait_exit.remote()
         handle.node_pid, handle.status, handle.death_check = started["pid"], None, None
-        container.handle = handle
-        container.node = handle.node_ip
-        container.sandboxed = started["sandboxed"]
         alloc.assigned = self._assigned(handle.node_ip, started["gpu_ids"], alloc.gpu_type_wanted)
         client_public, client_secret = curve.client_keypair(handle.control_secret, handle.kernel_public,
                                                             container.id)
-        container.connection_info = {  # the node's kernel admits this client pair alone (its ZAP)
+        info = {  # the node's kernel admits this client pair alone (its ZAP)
             **started["connection_info"],
             "key": curve.hmac_key(handle.control_secret, handle.kernel_public, container.id),
             CLIENT_PUBLIC: client_public, CLIENT_SECRET: client_secret,
         }
+        return Launched(connection_info=info, handle=handle, sandboxed=started["sandboxed"], node=handle.node_ip)
 
     def _simulated(self, node_ip: str) -> bool:
         return any(g.simulated for g in self._inventory_gpus() if g.node == node_ip)
@@ -171,8 +180,8 @@ class RayRuntime(ContainerRuntime):
         out = []
         for i in ids:
             match = next((g for g in on_node if str(g.index) == i or g.uuid == i), None)
-            out.append(match or Gpu(index=int(i) if i.isdigit() else 0, uuid=f"ray-{node_ip}-{i}",
-                                    name=gpu_type or "GPU", type=gpu_type or "", memory_total=0, node=node_ip))
+            out.append(match or assigned_gpu(i, gpu_type, uuid=f"ray-{node_ip}-{i}", name=gpu_type or "GPU",
+                                             node=node_ip))
         return tuple(out)
 
     def _mounts(self, container: Container) -> list:
@@ -183,14 +192,14 @@ class RayRuntime(ContainerRuntime):
         if not shared:
             raise CellhopError(
                 f"mounting volumes ({paths}) on the Ray runtime needs storage every node sees: set "
-                "c.Cellhop.ray_shared_volume_path to a folder mounted at the same path on every node "
+                "c.RayRuntime.shared_volume_path to a folder mounted at the same path on every node "
                 "(NFS, a cluster file system) and keep cellhop's volumes there (c.Cellhop.state_dir); "
                 "cellhop never mounts a node-local folder in its place")
         outside = [str(src) for src, _, _ in container.mounts if not Path(src).resolve().is_relative_to(
             Path(shared).resolve())]
         if outside:
             raise CellhopError(
-                f"volume folder(s) {', '.join(outside)} are not under c.Cellhop.ray_shared_volume_path "
+                f"volume folder(s) {', '.join(outside)} are not under c.RayRuntime.shared_volume_path "
                 f"({shared}), so other Ray nodes cannot see them; put cellhop's state_dir under it")
         return [(str(src), dest, ro) for src, dest, ro in container.mounts]
 

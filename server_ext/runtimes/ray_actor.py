@@ -24,58 +24,27 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...kernel.curve_tunnel import ALLOWED_CLIENTS, CLIENT_PUBLIC, CLIENT_SECRET
+from ...inventory import assigned_gpu
+from ...wire import ALLOWED_CLIENTS, connection_info, plain_info
+from ..container_record import Container
 from . import curve
-
-CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
-
-
-def _node_runtime(root: Path, sandbox: str, state_dir: str | None = None):
-    """The local runtime, less the Ray worker's own settings in the kernel's environment."""
-    from .local import LocalRuntime
-
-    class NodeRuntime(LocalRuntime):
-        name = "ray-node"
-
-        def _preexec(self, limits, launch=None):
-            inner = super()._preexec(limits, launch)
-
-            def preexec():  # a Ray worker blocks or ignores signals its kernel must act on (interrupt)
-                signal.pthread_sigmask(signal.SIG_SETMASK, set())
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                    signal.signal(sig, signal.SIG_DFL)
-                inner()
-
-            return preexec
-
-        def _environment(self, container, limits):
-            env = super()._environment(container, limits)
-            own = set(container.spec.env) | set(container.secret_env)  # what the user set stays
-            for name in [k for k in env if k.startswith("RAY_") and k not in own and os.environ.get(k) == env[k]]:
-                del env[name]
-            return env
-
-    runtime = NodeRuntime(root, sandbox=sandbox, transport="tcp", state_dir=Path(state_dir) if state_dir else None)
-    runtime._spawner = _GuardedSpawner(runtime._spawner)
-    return runtime
+from .local import LocalRuntime
 
 
-class _GuardedSpawner:
-    """Starts the container kernel through curve_tunnel.serve_kernel (ZAP: only the known client key)."""
+class NodeRuntime(LocalRuntime):
+    """The local runtime on a Ray node, for one actor's container: the kernel is guarded (it runs through
+    curve_tunnel.serve_kernel, whose ZAP authenticator admits only the client key the control plane
+    derives), listens on TCP, and gets none of the Ray worker's own settings."""
 
-    KERNEL, GUARDED = "cellhop.kernel.container_kernel", "cellhop.kernel.curve_tunnel"
+    name = "ray-node"
+    kernel_module = "cellhop.kernel.curve_tunnel"  # serve_kernel: the container kernel behind ZAP
 
-    def __init__(self, inner):
-        self._inner = inner
 
-    def popen(self, argv, **kwargs):
-        argv = [self.GUARDED if a == self.KERNEL else a for a in argv]
-        if self.GUARDED not in argv:
-            raise RuntimeError(f"cellhop: unexpected container command {argv!r}")
-        return self._inner.popen(argv, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
+    def prepare_child(self) -> None:
+        # a Ray worker blocks or ignores signals its kernel must act on (interrupt)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
 
 
 @dataclass(frozen=True)
@@ -94,18 +63,6 @@ def _node_gpu_minors() -> dict[str, int]:
         if gpu.minor is not None:
             minors[str(gpu.index)] = minors[gpu.uuid] = gpu.minor
     return minors
-
-
-def _free_ports(ip: str, count: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind((ip, 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
 
 
 class ContainerActor:
@@ -138,16 +95,13 @@ class ContainerActor:
         """Start the kernel; returns its public connection info (no HMAC key, no secret key) and placement."""
         import ray
 
-        from ..container import Container
-        from ..inventory import Gpu
-
         with self._lock:
             if self._runtime is None:
-                self._runtime = _node_runtime(self.directory.parent / "runtime", self._sandbox, self._state_dir)
+                self._runtime = NodeRuntime(self.directory.parent / "runtime", sandbox=self._sandbox, transport="tcp",
+                                            state_dir=Path(self._state_dir) if self._state_dir else None)
             ids = [str(i) for i in ray.get_runtime_context().get_accelerator_ids().get("GPU", [])]
             minors = _node_gpu_minors() if ids and not simulated else {}  # Ray's GPU ids: NVML indices or UUIDs
-            gpus = tuple(Gpu(index=int(i) if i.isdigit() else n, uuid=i, name=f"{gpu_type or 'GPU'} {i}",
-                             type=gpu_type or "", memory_total=0, simulated=simulated, minor=minors.get(i))
+            gpus = tuple(assigned_gpu(i, gpu_type, n, simulated=simulated, minor=minors.get(i))
                          for n, i in enumerate(ids))
             container = Container(id=self.container_id, spec=spec)
             container.allocation = _NodeAllocation(gpus)
@@ -157,23 +111,18 @@ class ContainerActor:
                 container.mounts.append((Path.cwd(), workdir_dest, True))
             container.secret_env = curve.unseal(sealed_secrets, self._secret, self._control_public,
                                                 self.container_id)
-            if info is None:  # a restart keeps the ports and keys its clients hold
-                info = {"transport": "tcp", "ip": self.node_ip, "signature_scheme": "hmac-sha256",
-                        "kernel_name": "cellhop-container"}
-                info.update({f"{ch}_port": p for ch, p in zip(CHANNELS, _free_ports(self.node_ip, len(CHANNELS)))})
+            if info is None:  # a restart keeps the ports its clients hold (keys: derived again below)
+                info = connection_info("tcp", ip=self.node_ip)
             client_public, _ = curve.client_keypair(self._secret, self._control_public, self.container_id)
             container.connection_info = {
-                **{k: v for k, v in info.items()
-                   if k not in ("curve_serverkey", CLIENT_PUBLIC, CLIENT_SECRET, ALLOWED_CLIENTS)},
+                **plain_info(info, keep_key=False),
                 "key": curve.hmac_key(self._secret, self._control_public, self.container_id),
                 "curve_publickey": self._public, "curve_secretkey": self._secret,  # read by ipykernel
                 ALLOWED_CLIENTS: [client_public],  # read by curve_tunnel.serve_kernel: no other client
             }
-            self._runtime.launch(container)
+            container.adopt(self._runtime.launch(container))
             self._container = container
-            public = {k: v for k, v in container.connection_info.items()
-                      if k not in ("key", "curve_secretkey", "curve_publickey", ALLOWED_CLIENTS)}
-            public["curve_serverkey"] = self._public
+            public = {**plain_info(container.connection_info, keep_key=False), "curve_serverkey": self._public}
             return {"connection_info": public, "gpu_ids": ids, "sandboxed": container.sandboxed,
                     "pid": container.handle.pid, "node_ip": self.node_ip, "node_id": self.node_id,
                     "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}

@@ -6,8 +6,8 @@
 - Scheduling: a request becomes a placement group (one bundle: GPUs, a sliver of the accelerator
   type, a CPU; STRICT_PACK, so it must fit on one node), its fallback types tried in order; one that
   does not fit waits in Ray's queue, its position among cellhop's pending requests shown, and the
-  first of its types placed wins. `acquire`, `release`, `holders`, `queued_types` are those of
-  scheduler.Scheduler, so the container manager does not know which runtime it drives.
+  first of its types placed wins. It implements scheduling.GpuScheduler, as scheduler.Scheduler
+  does, so the container manager does not know which runtime it drives.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import CellhopError, QueueTimeout
-from ..gpu_request import ANY, GpuRequest, feasible_choices, largest_per_node
-from ..gpu_types import canonical_type
-from ..inventory import _SIMULATED_MEMORY_GIB, Gpu, Inventory
-from ..scheduler import Allocation
+from ...errors import CellhopError, QueueTimeout
+from ...gpu_request import ANY, GpuRequest, feasible_choices, largest_per_node
+from ...gpu_types import canonical_type
+from ...inventory import Gpu, Inventory, simulated_gpu
+from ..scheduling import Allocation, GpuScheduler
 
 log = logging.getLogger("cellhop")
 
@@ -79,10 +79,8 @@ def cluster_inventory(probe_nvml: bool = True) -> Inventory:
         gpu_type = types[0] if types else "GPU"
         simulated = True  # Ray advertises GPUs that NVML does not show: custom resources only
         for i in range(count):
-            gpus.append(Gpu(index=i, uuid=f"GPU-ray-simulated-{gpu_type.lower()}-{ip}-{i}",
-                            name=f"simulated {gpu_type} (Ray resource)", type=gpu_type,
-                            memory_total=_SIMULATED_MEMORY_GIB.get(gpu_type, 16) * 2**30, mig_mode=False,
-                            simulated=True, node=ip))
+            gpus.append(simulated_gpu(gpu_type, i, f"GPU-ray-simulated-{gpu_type.lower()}-{ip}-{i}",
+                                      name=f"simulated {gpu_type} (Ray resource)", node=ip))
     reason = None if gpus else f"the Ray cluster ({len(nodes)} node(s)) advertises no GPU"
     return Inventory(gpus=tuple(gpus), simulated=simulated, reason=reason)
 
@@ -138,8 +136,8 @@ def _pg_type(name: str) -> str | None:
     return None if len(parts) < 5 or parts[0] != "cellhop" or parts[3] == "cpu" else "-".join(parts[3:-1])
 
 
-class RayScheduler:
-    """The scheduler interface of scheduler.Scheduler, with Ray doing the placing and queueing."""
+class RayScheduler(GpuScheduler):
+    """The scheduler interface (scheduling.GpuScheduler), with Ray doing the placing and queueing."""
 
     def __init__(self, inventory: Inventory, poll_interval: float = POLL_INTERVAL):
         self.inventory = inventory

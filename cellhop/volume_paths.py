@@ -30,7 +30,7 @@ import re
 import stat
 from pathlib import PurePosixPath
 
-from .errors import CellhopError
+from .errors import VolumePathError
 from .names import is_odd, simple_name
 
 MAX_NAME_BYTES = 255  # a file name on Linux
@@ -41,10 +41,6 @@ _RAW_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ESCAPE = re.compile(r"x[0-9A-Fa-f]{2}")
 # Folders a volume may never be mounted over inside a container.
 _RESERVED_MOUNTS = ("/", "/proc", "/dev", "/sys", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/tmp")
-
-
-class VolumePathError(CellhopError, ValueError):
-    """A path or name that would leave a volume, or that cellhop does not accept."""
 
 
 def volume_name(text, what: str = "volume") -> str:

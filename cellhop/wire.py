@@ -1,20 +1,78 @@
-"""A lean Jupyter wire-protocol connection to one kernel (raw pyzmq + jupyter_client's Session).
+"""A lean Jupyter wire-protocol connection to one kernel (raw pyzmq + jupyter_client's Session),
+and a container kernel's connection info.
 
 Used by the control plane to see a container kernel become ready, and by the
 notebook side to ship cells. It opens only the sockets asked for, signs with
 the kernel's HMAC key, and sends buffers as separate (zero-copy) frames.
+
+A connection info is what a kernel's connection file holds (transport, ip,
+ports, HMAC key), plus, for a kernel on another host (the Ray runtime),
+its CurveZMQ fields: the kernel's public key and the client key pair it
+admits (derived by the control plane, never sent to the node; curve.py).
+`connection_info` makes a fresh one; `plain_info` strips the secret parts.
 """
 
 from __future__ import annotations
 
+import secrets
+import socket
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import zmq
 from jupyter_client.session import Session
 
-from .curve_tunnel import client_keys as curve_client_keys
+CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
+CLIENT_PUBLIC, CLIENT_SECRET = "curve_client_publickey", "curve_client_secretkey"
+ALLOWED_CLIENTS = "cellhop_curve_clients"  # in the node's connection file: the client public keys admitted
+CURVE_FIELDS = ("curve_serverkey", "curve_publickey", "curve_secretkey", CLIENT_PUBLIC, CLIENT_SECRET,
+                ALLOWED_CLIENTS)
+_MAX_IPC_PATH = 100  # AF_UNIX paths are limited to 108 bytes
+
+
+def free_ports(count: int, ip: str = "127.0.0.1") -> list[int]:
+    """`count` TCP ports free on `ip` right now (all held open together, so they differ)."""
+    socks, ports = [], []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind((ip, 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def connection_info(transport: str = "tcp", ip: str = "127.0.0.1", ipc_dir: Path | None = None) -> dict:
+    """A fresh connection file's content: a new HMAC key, and ipc sockets in `ipc_dir` (transport 'ipc',
+    where the path is short enough) or free TCP ports on `ip`."""
+    info = {"key": secrets.token_hex(32), "signature_scheme": "hmac-sha256", "kernel_name": "cellhop-container"}
+    if transport == "ipc" and ipc_dir is not None and len(str(Path(ipc_dir) / "k-5")) < _MAX_IPC_PATH:
+        info.update(transport="ipc", ip=str(Path(ipc_dir) / "k"))
+        info.update({f"{ch}_port": n for n, ch in enumerate(CHANNELS, start=1)})
+    else:
+        info.update(transport="tcp", ip=ip)
+        info.update({f"{ch}_port": p for ch, p in zip(CHANNELS, free_ports(len(CHANNELS), ip))})
+    return info
+
+
+def plain_info(info: dict, keep_key: bool = True) -> dict:
+    """`info` without its CurveZMQ fields (keys, admitted clients) and, unless `keep_key`, its HMAC key."""
+    drop = set(CURVE_FIELDS) | (set() if keep_key else {"key"})
+    return {k: v for k, v in info.items() if k not in drop}
+
+
+def curve_client_keys(info: dict) -> tuple[bytes, bytes]:
+    """The client key pair to reach the kernel of `info` with: the one it admits, else a throwaway
+    pair (which a kernel with an authenticator refuses)."""
+    public, secret = info.get(CLIENT_PUBLIC), info.get(CLIENT_SECRET)
+    if public and secret:
+        return (public.encode() if isinstance(public, str) else public,
+                secret.encode() if isinstance(secret, str) else secret)
+    return zmq.curve_keypair()
+
 
 CHANNEL_SOCKET_TYPES = {
     "shell": zmq.DEALER,

@@ -1,21 +1,23 @@
-"""What a container is: its spec, its phases, how it ended. Small values that cross boundaries."""
+"""What a container is: its spec, its phases, how it ended. Small values that cross boundaries.
+
+The control plane's own record of a container (its allocation, handle, mounts) is
+server_ext/container_record.py."""
 
 from __future__ import annotations
 
 import enum
 import signal
-import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .errors import CellhopError
 from .gpu_request import GpuRequest
-from .scheduler import Allocation
+from .sizes import format_size  # noqa: F401  (shown with specs)
 from .spec_rules import (check_cpus, check_env, check_pid, check_seconds, check_text, check_workdir,
                          parse_memory)
 from .volume_paths import parse_mounts, volume_name
 
-__all__ = ["Container", "ContainerSpec", "ExitStatus", "Phase", "format_size", "parse_memory"]
+__all__ = ["ContainerSpec", "ExitStatus", "Phase", "format_size", "parse_memory"]
 
 OOM_EXIT_CODE = 86  # the container kernel exits with this when memory ran out (RLIMIT_AS mode)
 
@@ -26,18 +28,6 @@ class Phase(str, enum.Enum):
     READY = "ready"
     STOPPING = "stopping"
     EXITED = "exited"
-
-
-def format_size(n: int | None) -> str:
-    """1536 -> '1.5 KiB'; None -> 'no limit'."""
-    if n is None:
-        return "no limit"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 _SERVER_SIDE = {"caller"}  # ContainerSpec fields the server sets, never part of the API's JSON
@@ -144,67 +134,3 @@ class ExitStatus:
     def to_dict(self) -> dict:
         return {"code": self.code, "signal": self.signal, "oom": self.oom,
                 "stopped": self.stopped, "description": self.describe()}
-
-
-@dataclass
-class Container:
-    """A container as the control plane tracks it."""
-
-    id: str
-    spec: ContainerSpec
-    phase: Phase = Phase.QUEUED
-    allocation: Allocation | None = None
-    connection_info: dict | None = None
-    exit_status: ExitStatus | None = None
-    queue_position: int | None = None
-    phases: list[tuple[str, float]] = field(default_factory=list)
-    created: float = field(default_factory=time.time)
-    last_activity: float = field(default_factory=time.monotonic)
-    directory: Path | None = None  # runtime files: connection file, log
-    handle: object = None  # the runtime's own handle (a Popen, a Ray actor)
-    sandboxed: bool = False
-    node: str | None = None  # where it runs: the Ray node's IP (None: this host)
-    mounts: list[tuple[Path, str, bool]] = field(default_factory=list)  # (host folder, path inside, read-only)
-    secret_env: dict[str, str] = field(default_factory=dict, repr=False)  # never shown, never in to_dict
-
-    def __post_init__(self):
-        self.phases.append((self.phase.value, self.created))
-
-    def set_phase(self, phase: Phase) -> None:
-        self.phase = phase
-        self.phases.append((phase.value, time.time()))
-
-    def phase_time(self, phase: Phase) -> float | None:
-        return next((t for p, t in self.phases if p == phase.value), None)
-
-    @property
-    def gpus(self):
-        return self.allocation.gpus if self.allocation else ()
-
-    @property
-    def log_path(self) -> Path | None:
-        return self.directory / "container.log" if self.directory else None
-
-    def to_dict(self) -> dict:
-        """The public view (no HMAC key)."""
-        return {
-            "id": self.id,
-            "owner": self.spec.owner,
-            "label": self.spec.label,
-            "phase": self.phase.value,
-            "gpu_request": str(self.spec.gpu),
-            "gpus": [{"index": g.index, "uuid": g.uuid, "type": g.type, "simulated": g.simulated, "node": g.node}
-                     for g in self.gpus],
-            "node": self.node,
-            "queue_position": self.queue_position,
-            "queued_seconds": self.allocation.waited if self.allocation else None,
-            "phases": [{"phase": p, "time": t} for p, t in self.phases],
-            "created": self.created,
-            "cpus": self.spec.cpus,
-            "memory": self.spec.memory,
-            "sandboxed": self.sandboxed,
-            "volumes": self.spec.volumes,
-            "secrets": self.spec.secrets,  # names only
-            "image": self.spec.image,
-            "exit": self.exit_status.to_dict() if self.exit_status else None,
-        }

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..server_ext.errors import CellhopError
+from ..errors import CellhopError
 
 ARGV = ["-m", "cellhop.kernel.container_kernel", "-f", "{connection_file}"]
 
@@ -39,7 +39,7 @@ def display_name(gpu: str, simulated: bool = False) -> str:
 
 
 def _checked_gpu(gpu: str) -> str:
-    from ..server_ext.gpu_request import GpuRequest
+    from ..gpu_request import GpuRequest
 
     request = GpuRequest.parse(gpu)  # GpuRequestError names what is wrong
     if request.cpu_only:

@@ -23,11 +23,7 @@ import site
 import sys
 from pathlib import Path
 
-from ..errors import CellhopError
-
-
-class ImageSpecError(CellhopError, ValueError):
-    """An image spec that can never build (bad argument, missing local file, unknown module)."""
+from .errors import ImageSpecError
 
 
 OPS = ("pip_install", "requirements", "env", "run_commands", "apt_install", "add_local_dir",
@@ -250,12 +246,15 @@ class Image:
         if self.forces:
             _FORCED_BUILT.add(self._identity)
 
-    def build(self, force_build: bool = False, on_event=None) -> dict:
+    def build(self, force_build: bool = False, on_event=None, client=None) -> dict:
         """Build now (cached layers return at once); the built image's description. `force_build` here
-        rebuilds every layer; a step's own force_build rebuilds once per Image object."""
-        from ...kernel.control_client import get_control_plane
+        rebuilds every layer; a step's own force_build rebuilds once per Image object. `client`: the
+        control plane to build on (a ControlPlaneClient); None: this process's (`cellhop.control_plane()`)."""
+        if client is None:
+            from . import control_plane
 
-        info = get_control_plane().build_image(self.build_spec(), on_event=on_event, force=force_build)
+            client = control_plane()
+        info = client.build_image(self.build_spec(), on_event=on_event, force=force_build)
         self.built()
         return info
 

@@ -1,16 +1,15 @@
-"""The host's GPUs: read from NVML, or an explicitly configured simulated set.
+"""GPUs as values: `Gpu`, `Inventory` (the GPUs a control plane schedules), simulated GPUs.
 
-Nothing here runs at import. `load_inventory` is called once by the control
-plane; a host without NVML gets an empty inventory that carries the reason.
-A simulated inventory is used only when configured (`c.Cellhop.simulated_gpus`
-or `CELLHOP_SIMULATED_GPUS="H100:2,A10G:1"`) and every GPU in it says so.
+An inventory is read from NVML or made from a configured simulated spec by the
+control plane (server_ext/gpu_inventory.py, `load_inventory`); a host without
+NVML gets an empty inventory that carries the reason. A simulated inventory is
+used only when configured (`c.Cellhop.simulated_gpus` or
+`CELLHOP_SIMULATED_GPUS="H100:2,A10G:1"`) and every GPU in it says so.
 """
 
 from __future__ import annotations
 
-import os
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from .errors import SimulatedInventoryError
@@ -112,17 +111,7 @@ def parse_simulated_spec(spec: str) -> tuple[Gpu, ...]:
             )
         for _ in range(count):
             ordinal = sum(1 for g in gpus if g.type == gpu_type)
-            gpus.append(
-                Gpu(
-                    index=len(gpus),
-                    uuid=f"GPU-simulated-{gpu_type.lower()}-{ordinal}",
-                    name=f"simulated {gpu_type}",
-                    type=gpu_type,
-                    memory_total=_SIMULATED_MEMORY_GIB.get(gpu_type, 16) * 2**30,
-                    mig_mode=False,
-                    simulated=True,
-                )
-            )
+            gpus.append(simulated_gpu(gpu_type, len(gpus), f"GPU-simulated-{gpu_type.lower()}-{ordinal}"))
     if not gpus:
         raise SimulatedInventoryError(
             f"the simulated inventory {spec!r} names no GPU (e.g. {SIMULATED_ENV}=\"H100:2,A10G:1\")"
@@ -130,17 +119,16 @@ def parse_simulated_spec(spec: str) -> tuple[Gpu, ...]:
     return tuple(gpus)
 
 
-def load_inventory(simulated: str | None = None, environ: Mapping[str, str] | None = None) -> Inventory:
-    """The inventory this process should schedule.
+def simulated_gpu(gpu_type: str, index: int, uuid: str, name: str | None = None, node: str | None = None) -> Gpu:
+    """A simulated card of `gpu_type` (the memory of the real one), marked simulated."""
+    return Gpu(index=index, uuid=uuid, name=name or f"simulated {gpu_type}", type=gpu_type,
+               memory_total=_SIMULATED_MEMORY_GIB.get(gpu_type, 16) * 2**30, mig_mode=False, simulated=True,
+               node=node)
 
-    `simulated` is the configured spec (the `c.Cellhop.simulated_gpus` traitlet);
-    when it is empty, `CELLHOP_SIMULATED_GPUS` is consulted; when both are
-    empty, NVML is read. There is never a silent fallback from one to another.
-    """
-    environ = os.environ if environ is None else environ
-    spec = (simulated or "").strip() or environ.get(SIMULATED_ENV, "").strip()
-    if spec:
-        return Inventory(gpus=parse_simulated_spec(spec), simulated=True)
-    from .nvml import read_nvml_inventory  # NVML is touched only when asked
 
-    return read_nvml_inventory()
+def assigned_gpu(gpu_id: str, gpu_type: str | None, ordinal: int = 0, **fields) -> Gpu:
+    """A GPU known only by the id a placer gave it (Ray's GPU ids: an NVML index or a UUID): its
+    index is the id when that is a number, else `ordinal`; `fields` (uuid, name, node, ...) override."""
+    values = {"index": int(gpu_id) if gpu_id.isdigit() else ordinal, "uuid": gpu_id,
+              "name": f"{gpu_type or 'GPU'} {gpu_id}", "type": gpu_type or "", "memory_total": 0}
+    return Gpu(**{**values, **fields})

@@ -1,4 +1,11 @@
-"""The forms a secret value takes in output, so that masking finds it in them too.
+"""Masking secret values in output, as CI systems do with their logs, and the forms a value takes there.
+
+The runtime puts a container's secrets in its environment and names their keys (never the values)
+in CELLHOP_SECRET_KEYS; whatever shows a container's output (its log, the container kernel's
+messages: kernel/secret_masking.py) replaces each form of each value with *****. Values shorter
+than MIN_MASKED characters are not masked (they would blank out ordinary text).
+
+The forms a secret value takes in output, so that masking finds it in them too:
 
 A program rarely shows a value raw. `repr()` escapes its quotes and
 backslashes, JSON escapes those and (by default) every non-ASCII character as
@@ -30,10 +37,12 @@ stated in docs/security.md, "Secret masking".
 from __future__ import annotations
 
 import base64
+import os
 import html
 import json
 from urllib.parse import quote, quote_plus
 
+SECRET_KEYS_ENV = "CELLHOP_SECRET_KEYS"  # names (never values) of a container's secret variables, for masking
 MIN_MASKED = 4  # shorter values are not masked in output (they would blank out ordinary text)
 MIN_BASE64 = 8  # a shorter base64 core would match ordinary text
 MASK = "*****"
@@ -155,3 +164,10 @@ def mask_text(text: str, values) -> str:
         if value in text:
             text = text.replace(value, MASK)
     return text
+
+
+def secret_values(environ=None) -> list[str]:
+    """A container's secret values, from its own environment (its secrets' keys are in CELLHOP_SECRET_KEYS)."""
+    environ = os.environ if environ is None else environ
+    keys = [k for k in environ.get(SECRET_KEYS_ENV, "").split(",") if k]
+    return [environ[k] for k in keys if environ.get(k)]
