@@ -1,9 +1,10 @@
 """A notebook's warm containers, shared by its `%%remote` cells and its `cellhop.remote` functions.
 
 One pool per notebook (per process outside IPython). Containers are kept by
-run spec (`RunSpec.key()`): a cell and a function that need the same thing
-run in the same warm container, whose state persists from cell to cell;
-`.map` may add more containers of one spec, only where GPUs are free now.
+run spec (`RunSpec.key()`) and user: the notebook's cells share one warm
+container per run spec, whose state persists from cell to cell; each remote
+function has its own (so two functions run side by side, as before), and
+`.map` may add more of one spec, only where GPUs are free now.
 
 One rule for the notebook's own containers: a notebook never queues behind
 itself. When a new container finds no free GPU of a type it needs, this
@@ -38,10 +39,9 @@ CELLS = "%%remote"  # the pool user that %%remote cells are
 class _Entry:
     """One warm container of the pool."""
 
-    key: tuple
+    key: tuple  # (run spec key, user)
     session: ContainerSession  # its primary connection
     thread: int  # the thread whose work uses the primary connection
-    users: set = field(default_factory=set)  # who ran work in it: CELLS, "function train ..."
     leases: int = 0
     primary_in_use: bool = False
     last_used: float = field(default_factory=time.monotonic)
@@ -93,7 +93,7 @@ class ContainerPool:
               own_connection: bool = False) -> Lease:
         """The warm container for `spec` (its first one), started when there is none (`fresh`: a new one
         in place of it). `own_connection`: for work that goes on in another thread."""
-        key = spec.key()
+        key = (spec.key(), user)
         with self._start_lock(key):  # two threads wanting the same new container start it once
             entry = self._first(key)
             if entry is not None and fresh:
@@ -102,26 +102,26 @@ class ContainerPool:
             started = None
             if entry is None:
                 t0 = time.monotonic()
-                entry = self._start(spec, label, on_event=on_event, make_room=True)
+                entry = self._start(key, spec, label, on_event=on_event, make_room=True)
                 started = time.monotonic() - t0
-            return self._lease(entry, user, started, own_connection)
+            return self._lease(entry, started, own_connection)
 
     def leases(self, spec: RunSpec, user: str, label: str, wanted: int) -> list[Lease]:
         """Up to `wanted` containers for `spec` (`.map`): the first as `lease()` gives it, more only where
         a GPU is free now (extra containers never stop the notebook's others, nor queue)."""
         leases = [self.lease(spec, user, label)]
+        key = leases[0].entry.key
         try:
             with self._lock:
-                others = [e for e in self._entries
-                          if e.key == spec.key() and e is not leases[0].entry and e.session.alive()]
-            leases += [self._lease(e, user, None, False) for e in others[:wanted - 1]]
+                others = [e for e in self._entries if e.key == key and e is not leases[0].entry and e.session.alive()]
+            leases += [self._lease(e, None, False) for e in others[:wanted - 1]]
             missing = wanted - len(leases)
             if missing > 0:
                 started: list[_Entry] = []
 
                 def start_one():
                     try:
-                        started.append(self._start(spec, label, queue_timeout=0.01, make_room=False))
+                        started.append(self._start(key, spec, label, queue_timeout=0.01, make_room=False))
                     except QueueTimeout:
                         pass
 
@@ -132,7 +132,7 @@ class ContainerPool:
                     t.join()
                 for entry in started:
                     entry.thread = threading.get_ident()
-                    leases.append(self._lease(entry, user, None, False))
+                    leases.append(self._lease(entry, None, False))
         except BaseException:
             for lease in leases:
                 lease.close()
@@ -159,9 +159,8 @@ class ContainerPool:
             self._forget(entry)
         return found
 
-    def _lease(self, entry: _Entry, user: str, started: float | None, own_connection: bool) -> Lease:
+    def _lease(self, entry: _Entry, started: float | None, own_connection: bool) -> Lease:
         with self._lock:
-            entry.users.add(user)
             entry.leases += 1
             primary = not own_connection and not entry.primary_in_use and entry.thread == threading.get_ident()
             entry.primary_in_use = entry.primary_in_use or primary
@@ -185,7 +184,7 @@ class ContainerPool:
         if gone:  # it ended (or was stopped) during the work: the next work gets a fresh one
             self._forget(entry)
 
-    def _start(self, spec: RunSpec, label: str, queue_timeout: float | None = None, on_event=None,
+    def _start(self, key: tuple, spec: RunSpec, label: str, queue_timeout: float | None = None, on_event=None,
                make_room: bool = True) -> _Entry:
         if make_room:
             self._make_room(spec)
@@ -195,7 +194,7 @@ class ContainerPool:
         except BaseException:
             self.control.stop(container["id"], reason="the notebook could not connect to it")
             raise
-        entry = _Entry(spec.key(), session, threading.get_ident())
+        entry = _Entry(key, session, threading.get_ident())
         with self._lock:
             self._entries.append(entry)
         return entry
@@ -263,13 +262,9 @@ class ContainerPool:
             self._discard(entry, reason)
 
     def release(self, user: str, reason: str) -> None:
-        """`user` is done with its containers: stop those nobody else ran work in."""
+        """`user` is done with its containers: stop them."""
         with self._lock:
-            mine = []
-            for entry in self._entries:
-                entry.users.discard(user)
-                if not entry.users:
-                    mine.append(entry)
+            mine = [e for e in self._entries if e.key[1] == user]
         for entry in mine:
             self._discard(entry, reason)
 
@@ -281,12 +276,12 @@ class ContainerPool:
 
     # -- views ----------------------------------------------------------------------
     def sessions(self, user: str | None = None) -> dict:
-        """{(run spec key, n): primary session} of the live containers (of `user`'s, if given)."""
+        """{(run spec key, user, n): primary session} of the live containers (of `user`'s, if given)."""
         with self._lock:
             found, count = {}, Counter()
             for entry in self._entries:
-                if entry.session.alive() and (user is None or user in entry.users):
-                    found[(entry.key, count[entry.key])] = entry.session
+                if entry.session.alive() and (user is None or entry.key[1] == user):
+                    found[(*entry.key, count[entry.key])] = entry.session
                     count[entry.key] += 1
             return found
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -26,6 +27,7 @@ log = logging.getLogger("cellhop")
 
 _EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
 CONFIRM_DELAYS = (0.05, 0.15, 0.25, 0.5, 1.0)  # between asks after a disconnect (then 1 s apart)
+GIVE_UP_AFTER = 30.0  # a lost connection with the control plane unreachable all along counts as an end
 IDLE_WAKE = 0.5  # how often the watch thread looks at its stop flag while nothing happens
 
 
@@ -80,13 +82,19 @@ class ContainerWatch:
     def _confirm(self, monitor) -> bool:
         """After a disconnect: ask the control plane until it records the end (True), or until the
         connection is back (False: it lived)."""
-        attempt = 0
+        attempt, lost_at, answered = 0, time.monotonic(), False
         while not self._stop.is_set():
             try:
                 status = self.control.poll(self.id)
+                answered = True
             except Exception as exc:  # unreachable for a moment: ask again
                 log.debug("cellhop: confirming the end of container %s: %s", self.id, exc)
                 status = None
+                if not answered and time.monotonic() - lost_at > GIVE_UP_AFTER:
+                    from ..server_ext.container import ExitStatus
+
+                    status = ExitStatus(stopped=True, reason=f"the connection to it was lost and the control plane "
+                                                             f"cannot be reached to say why ({exc})")
             if status is not None:
                 self._mark_dead(status)
                 return True

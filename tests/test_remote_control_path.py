@@ -49,11 +49,11 @@ async def test_warm_cells_and_calls_make_no_request_to_the_control_plane(start_k
     await ok(kc, "%gpu H100")
     await ok(kc, "%%remote\nimport os\nstarted = 1")  # starts the container: the control plane is asked
     await ok(kc, "import cellhop\n"
-                 "@cellhop.remote(gpu='H100')\n"
+                 "@cellhop.remote(gpu='A10G')\n"
                  "def where(x):\n"
                  "    import os\n"
                  "    return x, os.environ['CELLHOP_CONTAINER_ID']\n"
-                 "where.remote(0)")
+                 "where.remote(0)")  # its own container
     assert api_requests, "the first cell should have started its container through the server"
     before = len(api_requests)
 
@@ -63,11 +63,11 @@ async def test_warm_cells_and_calls_make_no_request_to_the_control_plane(start_k
     total, x, ran_in = out.split()
     assert (total, x) == ("10", "4")
     await ok(kc, "%%remote\nimport time\ntime.sleep(2.5)\nslept = True")  # silent for 2.5 s
+    await ok(kc, "where.remote(0)")
     assert api_requests[before:] == []
 
-    # one pool: the function ran in the warm container of the cells (same run spec)
-    [container] = [c for c in control_plane.manager.list() if c.phase.value == "ready"]
-    assert ran_in == container.id
+    held = {c.id: [g.type for g in c.gpus] for c in control_plane.manager.list() if c.phase.value == "ready"}
+    assert sorted(held.values()) == [["A10G"], ["H100"]] and held[ran_in] == ["A10G"]
 
 
 async def test_a_container_killed_during_a_silent_cell_is_noticed_without_polling(start_kernel, control_plane,
