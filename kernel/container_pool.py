@@ -95,16 +95,19 @@ class ContainerPool:
         in place of it). `own_connection`: for work that goes on in another thread."""
         key = (spec.key(), user)
         with self._start_lock(key):  # two threads wanting the same new container start it once
-            entry = self._first(key)
-            if entry is not None and fresh:
-                self._discard(entry, reason="--fresh")
-                entry = None
-            started = None
-            if entry is None:
-                t0 = time.monotonic()
-                entry = self._start(key, spec, label, on_event=on_event, make_room=True)
-                started = time.monotonic() - t0
-            return self._lease(entry, started, own_connection)
+            while True:
+                entry = self._first(key)
+                if entry is not None and fresh:
+                    self._discard(entry, reason="--fresh")
+                    entry, fresh = None, False
+                started = None
+                if entry is None:
+                    t0 = time.monotonic()
+                    entry = self._start(key, spec, label, on_event=on_event, make_room=True)
+                    started = time.monotonic() - t0
+                lease = self._lease(entry, started, own_connection)
+                if lease is not None:  # else it was stopped for another request just now: again
+                    return lease
 
     def leases(self, spec: RunSpec, user: str, label: str, wanted: int) -> list[Lease]:
         """Up to `wanted` containers for `spec` (`.map`): the first as `lease()` gives it, more only where
@@ -114,7 +117,7 @@ class ContainerPool:
         try:
             with self._lock:
                 others = [e for e in self._entries if e.key == key and e is not leases[0].entry and e.session.alive()]
-            leases += [self._lease(e, None, False) for e in others[:wanted - 1]]
+            leases += [lease for e in others[:wanted - 1] if (lease := self._lease(e, None, False))]
             missing = wanted - len(leases)
             if missing > 0:
                 started: list[_Entry] = []
@@ -132,7 +135,8 @@ class ContainerPool:
                     t.join()
                 for entry in started:
                     entry.thread = threading.get_ident()
-                    leases.append(self._lease(entry, None, False))
+                    if (lease := self._lease(entry, None, False)) is not None:
+                        leases.append(lease)
         except BaseException:
             for lease in leases:
                 lease.close()
@@ -159,15 +163,20 @@ class ContainerPool:
             self._forget(entry)
         return found
 
-    def _lease(self, entry: _Entry, started: float | None, own_connection: bool) -> Lease:
+    def _lease(self, entry: _Entry, started: float | None, own_connection: bool) -> Lease | None:
+        """A lease on `entry`, or None when it has just left the pool."""
         with self._lock:
+            if entry not in self._entries:
+                return None
             entry.leases += 1
             primary = not own_connection and not entry.primary_in_use and entry.thread == threading.get_ident()
             entry.primary_in_use = entry.primary_in_use or primary
         try:
             session = entry.session if primary else entry.session.secondary()
         except BaseException:
-            self._give_back(Lease(self, entry, entry.session, started, primary))
+            with self._lock:
+                entry.leases -= 1
+                entry.primary_in_use = entry.primary_in_use and not primary
             raise
         return Lease(self, entry, session, started, primary)
 
@@ -223,10 +232,12 @@ class ContainerPool:
             idle = sorted((e for e in self._entries if e.leases == 0 and e.session.alive()
                            and any(g["type"] in wanted for g in e.gpus)), key=lambda e: e.last_used)
         for entry in idle:
+            if not self._discard(entry, reason=f"its GPU was needed for {spec.gpu} by the same notebook",
+                                 only_if_idle=True):
+                continue  # taken for work meanwhile: it stays
             self._note(f"cellhop: stopped this notebook's idle container {entry.session.id} "
                         f"({describe_gpus(entry.session.container)}) to free its GPU for {spec.gpu}, so the "
                         "notebook does not wait for itself; values that lived only there are gone.")
-            self._discard(entry, reason=f"its GPU was needed for {spec.gpu} by the same notebook")
             for g in entry.gpus:
                 if g["type"] in wanted:
                     free[g["type"]] += 1
@@ -248,12 +259,18 @@ class ContainerPool:
                 self._entries.remove(entry)
         entry.session.close()
 
-    def _discard(self, entry: _Entry, reason: str) -> None:
-        """Stop a container of the pool (its remote state goes with it)."""
+    def _discard(self, entry: _Entry, reason: str, only_if_idle: bool = False) -> bool:
+        """Stop a container of the pool (its remote state goes with it); `only_if_idle`: unless work
+        holds it. Whether it was stopped here."""
+        with self._lock:
+            if entry not in self._entries or (only_if_idle and entry.leases):
+                return False
+            self._entries.remove(entry)
         alive = entry.session.alive()
-        self._forget(entry)
+        entry.session.close()
         if alive:
             self.control.stop(entry.session.id, reason=reason)
+        return True
 
     def discard(self, container_id: str, reason: str) -> None:
         with self._lock:
@@ -275,6 +292,12 @@ class ContainerPool:
             self._discard(entry, reason)
 
     # -- views ----------------------------------------------------------------------
+    def warm(self, spec: RunSpec, user: str) -> bool:
+        """Whether `user` has a live container for `spec` (asks nobody)."""
+        key = (spec.key(), user)
+        with self._lock:
+            return any(e.key == key and e.session.alive() for e in self._entries)
+
     def sessions(self, user: str | None = None) -> dict:
         """{(run spec key, user, n): primary session} of the live containers (of `user`'s, if given)."""
         with self._lock:

@@ -1,14 +1,15 @@
 """One notebook's remote execution: its GPU selection (`%gpu`) and running a cell (`%%remote`).
 
 `%gpu` sets the notebook's default RunSpec here; `%%remote` calls `run_cell`.
-Cells run in the notebook's container pool (container_pool.py), which it
-shares with `cellhop.remote` functions: one warm container per run spec, so
-remote state persists across cells like a kernel's, and a cell with other
-`--gpu` gets its own.
+Cells run in the notebook's container pool (container_pool.py), the one its
+`cellhop.remote` functions use too: the cells share one warm container per
+run spec, so remote state persists across cells like a kernel's, and a cell
+with other `--gpu` gets its own.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ class RemoteCells:
         self.owner = owner
         self.defaults = RunSpec()
         self.pool = ContainerPool(control, sink, comm_proxies, owner=owner)
+        self._built: dict[str, dict] = {}  # an image's build spec (JSON) -> what its build said
 
     @property
     def sessions(self) -> dict:
@@ -70,13 +72,17 @@ class RemoteCells:
 
     def prepare_image(self, d: RunSpec, code: str) -> RunSpec:
         """Build the cell's image (its progress shows if it builds) and check that the values the
-        cell reads will unpickle there; `d` with the built image's key."""
+        cell reads will unpickle there; `d` with the built image's key. While a container of that
+        image is warm, the image is not asked for again (a warm cell makes no request)."""
         if d.image is None or d.image.is_default:
             return d.with_(image_key=None) if d.image_key is not None else d
         from .image_use import build_for_use, check_values
         from .output_relay import KernelSink
 
-        info = build_for_use(self.control, d.image, in_kernel=isinstance(self.sink, KernelSink))
+        info = self._built.get(json.dumps(d.image.build_spec(), sort_keys=True))
+        if info is None or not self.pool.warm(d.with_(image_key=info["key"]), CELLS):
+            info = build_for_use(self.control, d.image, in_kernel=isinstance(self.sink, KernelSink))
+            self._built[json.dumps(d.image.build_spec(), sort_keys=True)] = info  # as the next cell asks
         check_values(self.values_to_send(code), info, d.image)
         return d.with_(image_key=info["key"])
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -61,6 +62,7 @@ class RemoteFunction:
                             memory=memory, timeout=timeout, volumes=volumes, secrets=secrets)
         self.image = image  # a cellhop.Image; None: the notebook's own environment
         self._image_info: dict | None = None
+        self._image_spec: str | None = None  # the build spec (JSON) _image_info answers
         self.max_containers = max_containers
         self.__name__ = getattr(fn, "__name__", "function")
         self.__doc__ = getattr(fn, "__doc__", None)
@@ -91,10 +93,10 @@ class RemoteFunction:
         """Where a call runs: (the pool, the notebook parent header, the run spec), the image built."""
         pool, parent, defaults = _notebook()
         self._pools.add(pool)
-        self._prepare_image(pool, values)
+        self._prepare_image(pool, self._run_spec(defaults), values)
         return pool, parent, self._run_spec(defaults)
 
-    def _prepare_image(self, pool: ContainerPool, values: dict) -> None:
+    def _prepare_image(self, pool: ContainerPool, spec: RunSpec, values: dict) -> None:
         """Build this function's image (progress shows if it builds; instant when cached) and check
         that `values` will unpickle there. A rebuilt image retires the containers of the old one."""
         if self.image is None or self.image.is_default:
@@ -103,9 +105,13 @@ class RemoteFunction:
 
         old = self._image_info["key"] if self._image_info else None
         image = self.image if self.image.name else self.image.named(self.__name__)
-        self._image_info = build_for_use(pool.control, image, in_kernel=isinstance(pool.sink, KernelSink))
-        if old is not None and old != self._image_info["key"]:
-            self.shutdown()
+        warm = old is not None and pool.warm(spec, self._user)  # `spec` holds the old key
+        if not (warm and self._image_spec == json.dumps(image.build_spec(), sort_keys=True)):
+            # not while a container of it is warm: a warm call makes no request
+            self._image_info = build_for_use(pool.control, image, in_kernel=isinstance(pool.sink, KernelSink))
+            self._image_spec = json.dumps(image.build_spec(), sort_keys=True)
+            if old is not None and old != self._image_info["key"]:
+                self.shutdown()
         check_values(values, self._image_info, image)
 
     def _budget(self, pool: ContainerPool, request: GpuRequest) -> int:
