@@ -1,9 +1,11 @@
 """The notebook's connection to one container: ship a cell or a call, stream its output, get values back.
 
-The main thread sends requests on the shell channel and waits for the reply
+The calling thread sends requests on the shell channel and waits for the reply
 while answering `input()` prompts (stdin channel), interrupts (control
-channel), timeouts, and the container's death (asked of the control plane);
-a relay thread streams the container's IOPub into the notebook meanwhile.
+channel), timeouts, and the container's death, which the container's watch
+learns from the wire (container_watch.py): no request to the control plane
+while the container lives. A relay thread streams the container's IOPub
+into the notebook meanwhile.
 
 What comes back (a cell's values, a call's results) is rebuilt under a pull
 policy (safe_pickle): the session's own (`pull=`, made stricter by a
@@ -19,13 +21,14 @@ from dataclasses import dataclass, field
 import zmq
 
 from ..errors import ContainerDied, RemoteError, RemoteTimeout
+from .container_watch import ContainerWatch
 from .output_relay import OutputRelay
 from .safe_pickle import check_policy, stricter
 from .serialize import Packed, dumps, loads, unpack
 from .status_line import describe_gpus
 from ..wire import KernelConnection
 
-DEATH_CHECK_INTERVAL = 0.1
+WAKE_INTERVAL = 1.0  # a waiting request wakes this often at least (signals, timeouts); death wakes it at once
 INTERRUPT_GRACE = 2.0
 
 
@@ -41,35 +44,39 @@ class CellResult:
 
 
 class ContainerSession:
-    """One warm container as seen from the notebook."""
+    """One connection to a warm container, as seen from the notebook.
 
-    def __init__(self, container: dict, control, sink, comm_proxies=None, pull: str = "all"):
+    The primary connection of a container owns its output relay and its watch; a secondary one
+    (`secondary()`, for work on another thread) shares them and has sockets of its own.
+    """
+
+    def __init__(self, container: dict, control, sink, comm_proxies=None, pull: str = "all", *,
+                 relay: OutputRelay | None = None, watch: ContainerWatch | None = None):
         self.container = container  # the control plane's view: id, gpus, connection_info ...
         self.pull = stricter(check_policy(pull), container.get("pull"))
         self.id = container["id"]
         self.control = control
         self.sink = sink
         self.comm_proxies = comm_proxies
+        self._primary = relay is None
+        self.watch = watch if watch is not None else ContainerWatch(container, control)
+        self._owns_watch = watch is None
         self.conn = KernelConnection(container["connection_info"], channels=("shell", "control", "stdin"))
-        self.relay = OutputRelay(container["connection_info"], sink, comm_proxies, self)
+        self.relay = relay if relay is not None else OutputRelay(container["connection_info"], sink,
+                                                                 comm_proxies, self)
         self.closed = False
         self._timed_out = False
-        self._primary = True
         self._applied: dict[str, str] = {}  # msg_id -> what its results are, for errors
-        self._handshake()
+        if self._primary:
+            self._handshake()
 
     def secondary(self) -> ContainerSession:
-        """Another connection to the same container (for `--async` and `.spawn` from other threads).
+        """Another connection to the same container (for `--async`, `.spawn` and calls from other threads).
 
-        It shares this session's output relay; its own shell socket belongs to the thread that uses it.
+        It shares this session's output relay and watch; its own sockets belong to the thread that uses it.
         """
-        other = object.__new__(ContainerSession)
-        other.__dict__.update(self.__dict__)
-        other.conn = KernelConnection(self.container["connection_info"], channels=("shell", "control", "stdin"))
-        other.closed = False
-        other._primary = False
-        other._applied = {}
-        return other
+        return ContainerSession(self.container, self.control, self.sink, self.comm_proxies, self.pull,
+                                relay=self.relay, watch=self.watch)
 
     # -- setup ------------------------------------------------------------------
     def _handshake(self, timeout: float = 10.0) -> None:
@@ -115,18 +122,19 @@ class ContainerSession:
                                  self.where())
         return result
 
-    def apply(self, fn, calls: list, parent: dict, timeout: float | None = None) -> list:
-        """Call fn on each (args, kwargs); returns [(ok, value_or_exception)]."""
+    def apply(self, fn, calls: list, parent: dict, timeout: float | None = None, policy: str | None = None) -> list:
+        """Call fn on each (args, kwargs); returns [(ok, value_or_exception)], rebuilt under `policy` or
+        the session's pull policy, the stricter."""
         reply = self._call("cellhop_apply_request", {"n": len(calls)}, dumps((fn, calls)), parent, timeout, None)
         if reply.content["status"] != "ok":
             raise RemoteError.of(reply.content.get("ename", "RemoteError"), reply.content.get("evalue", ""), [],
                                  self.where())
-        return loads(reply.buffers, self.pull, what=_results_of(fn))
+        return loads(reply.buffers, stricter(policy, self.pull), what=_results_of(fn))
 
-    def send_apply(self, fn, calls: list, parent: dict) -> str:
+    def send_apply(self, fn, calls: list, parent: dict, policy: str | None = None) -> str:
         """Pipelined form of `apply` for `.map`: send now, collect with `collect_apply`."""
         msg_id, _ = self._send("shell", "cellhop_apply_request", {"n": len(calls)}, dumps((fn, calls)), parent)
-        self._applied[msg_id] = _results_of(fn)
+        self._applied[msg_id] = (_results_of(fn), stricter(policy, self.pull))
         return msg_id
 
     def collect_apply(self, timeout: float = 0.0):
@@ -135,11 +143,11 @@ class ContainerSession:
         if reply is None:
             return None
         self.relay.done(reply.parent_id)
-        what = self._applied.pop(reply.parent_id, "the results")
+        what, policy = self._applied.pop(reply.parent_id, ("the results", self.pull))
         if reply.content.get("status") != "ok":
             raise RemoteError.of(reply.content.get("ename", "RemoteError"), reply.content.get("evalue", ""), [],
                                  self.where())
-        return reply.parent_id, loads(reply.buffers, self.pull, what=what)
+        return reply.parent_id, loads(reply.buffers, policy, what=what)
 
     def forward(self, msg_type: str, content: dict, buffers=None, parent: dict | None = None) -> None:
         """Forward a frontend message (comm_msg, comm_close) to the container."""
@@ -168,32 +176,38 @@ class ContainerSession:
         poller = zmq.Poller()
         poller.register(shell, zmq.POLLIN)
         poller.register(stdin, zmq.POLLIN)
+        poller.register(self.watch.fileno(), zmq.POLLIN)  # readable once the container is known dead
         deadline = None if timeout is None else time.monotonic() + timeout
         interrupted_at = None
         self._timed_out = False
         while True:
             try:
-                ready = dict(poller.poll(int(DEATH_CHECK_INTERVAL * 1000)))
+                wake = WAKE_INTERVAL
+                if deadline is not None:
+                    now = time.monotonic()
+                    until = deadline if interrupted_at is None else interrupted_at + INTERRUPT_GRACE
+                    wake = min(wake, max(0.0, until - now) + 0.01)
+                ready = dict(poller.poll(int(wake * 1000)))
                 if shell in ready:
                     reply = self.conn.recv("shell", timeout=0)
                     if reply is not None and reply.parent_id == msg_id:
                         return reply
                 if stdin in ready:
                     self._answer_input(input_fn)
-                if not ready:
-                    self._check_alive()
-                    now = time.monotonic()
-                    if deadline is not None and now > deadline:
-                        if interrupted_at is None:
-                            self.interrupt()
-                            interrupted_at = now
-                            self._timed_out = True
-                        elif now - interrupted_at > INTERRUPT_GRACE:
-                            self.control.stop(self.id, reason=f"cell ran past --timeout {timeout:g} s")
-                            self.close()
-                            raise RemoteTimeout(
-                                f"the remote cell ran past --timeout {timeout:g} s and did not stop on interrupt; "
-                                f"container {self.id} was stopped (the next cell gets a fresh one)")
+                if self.watch.dead.is_set():
+                    self._died()
+                now = time.monotonic()
+                if deadline is not None and now > deadline:
+                    if interrupted_at is None:
+                        self.interrupt()
+                        interrupted_at = now
+                        self._timed_out = True
+                    elif now - interrupted_at > INTERRUPT_GRACE:
+                        self.control.stop(self.id, reason=f"cell ran past --timeout {timeout:g} s")
+                        self.close()
+                        raise RemoteTimeout(
+                            f"the remote cell ran past --timeout {timeout:g} s and did not stop on interrupt; "
+                            f"container {self.id} was stopped (the next cell gets a fresh one)")
             except KeyboardInterrupt:
                 if interrupted_at is not None and (deadline is None or time.monotonic() <= deadline):
                     self.control.stop(self.id, reason="interrupted twice")
@@ -217,24 +231,26 @@ class ContainerSession:
             value = ""
         self.conn.send("stdin", "input_reply", {"value": value}, parent=request.msg["header"])
 
-    def _check_alive(self) -> None:
-        status = self.control.poll(self.id)
-        if status is None:
-            self.control.touch(self.id)  # a running cell is activity: the idle timeout must not stop it
-        if status is not None:
-            self.close()
-            log = self.control.logs(self.id, tail=10) if hasattr(self.control, "logs") else ""
-            raise ContainerDied(
-                f"container {self.id} died: {status.describe()}. The notebook kernel is fine; "
-                "the next %%remote cell starts a fresh container"
-                + (f"\n--- container log (last lines) ---\n{log}" if log.strip() else ""))
+    def _died(self) -> None:
+        """The watch saw the container end: say how, with the last lines of its log."""
+        self.close()
+        status = self.watch.status
+        try:
+            log = self.control.logs(self.id, tail=10)
+        except Exception:  # the log is a courtesy; the death is the news
+            log = ""
+        raise ContainerDied(
+            f"container {self.id} died: {status.describe() if status else 'it ended'}. The notebook kernel is "
+            "fine; the next %%remote cell starts a fresh container"
+            + (f"\n--- container log (last lines) ---\n{log}" if log.strip() else ""))
 
     def interrupt(self) -> None:
         """Interrupt the running request (SIGINT inside the container, via the control channel)."""
         self.conn.send("control", "interrupt_request", {})
 
     def alive(self) -> bool:
-        return not self.closed and self.control.poll(self.id) is None
+        """Not closed, and the container has not been seen to end (asks nobody)."""
+        return not self.closed and not self.watch.dead.is_set()
 
     def close(self) -> None:
         if not self.closed:
@@ -244,6 +260,8 @@ class ContainerSession:
                 self.relay.close()
                 if self.comm_proxies is not None:
                     self.comm_proxies.drop(self)
+            if self._owns_watch:
+                self.watch.close()
 
 
 def _results_of(fn) -> str:

@@ -9,48 +9,80 @@ the widgets and the kernel provisioner use. Two implementations behave the same 
 - `EmbeddedControlPlane` (embedded_control_plane.py, the notebook side's one
   way into server_ext/) runs a control plane inside this process (plain
   IPython, nbclient, any kernel started elsewhere); its containers die with
-  this process. The server process itself uses one around its own control plane.
+  this process. The server wraps its own control plane in one (not owned)
+  and hands it to its kernel provisioners explicitly.
+
+Who uses which: the server hands its control plane to provisioners (through
+their kernel manager) and its URL and token to kernels (environment); a
+provisioner without a server makes its own (`connect()`). In a notebook
+kernel, `get_control_plane()` is the kernel's own client, made from its
+environment on first use; `use_control_plane(client)` puts another in its
+place for a block of code (tests, scripts). Nothing installs one for good.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import threading
 
 from ..control_address import CONTROL_TOKEN_ENV, CONTROL_URL_ENV
 from .control_plane_client import ControlPlaneClient
 
+def connect(config=None) -> ControlPlaneClient:
+    """A new control plane client from this process's environment: the server's (CELLHOP_CONTROL_URL,
+    CELLHOP_CONTROL_TOKEN) when set, else an embedded control plane of its own (`config`: a traitlets
+    Config with c.Cellhop settings). The caller owns it: close() it when done."""
+    url = os.environ.get(CONTROL_URL_ENV)
+    if url:
+        from .http_control_plane import HttpControlPlane
+
+        return HttpControlPlane(url, os.environ.get(CONTROL_TOKEN_ENV, ""))
+    from .embedded_control_plane import embedded_control_plane
+
+    return embedded_control_plane(config)
+
+
 _lock = threading.Lock()
-_client: ControlPlaneClient | None = None
+_client: ControlPlaneClient | None = None  # this process's own client, made on first use
+_override: contextvars.ContextVar[ControlPlaneClient | None] = contextvars.ContextVar("cellhop_control",
+                                                                                       default=None)
 
 
 def get_control_plane(config=None) -> ControlPlaneClient:
-    """This process's control plane client, made on first use: the server's when this
-    process was started by a cellhop server (or told where one is), else an embedded one."""
+    """The control plane client of the code running now: the one `use_control_plane` put in place,
+    else this process's own, made on first use by `connect(config)`."""
     global _client
+    override = _override.get()
+    if override is not None:
+        return override
     with _lock:
         if _client is None:
-            url = os.environ.get(CONTROL_URL_ENV)
-            if url:
-                from .http_control_plane import HttpControlPlane
-
-                _client = HttpControlPlane(url, os.environ.get(CONTROL_TOKEN_ENV, ""))
-            else:
-                from .embedded_control_plane import embedded_control_plane
-
-                _client = embedded_control_plane(config)
+            _client = connect(config)
         return _client
 
 
+@contextlib.contextmanager
+def use_control_plane(client: ControlPlaneClient):
+    """Within the block (this thread, this task), `get_control_plane()` is `client`; it is not closed
+    here. For tests and scripts that bring a control plane of their own."""
+    token = _override.set(client)
+    try:
+        yield client
+    finally:
+        _override.reset(token)
+
+
 def set_control_plane(client: ControlPlaneClient | None) -> None:
-    """Make `client` this process's control plane client (the server extension does, for its own)."""
+    """Make `client` this process's own client (scripts and benchmarks; cellhop itself never does)."""
     global _client
     with _lock:
         _client = client
 
 
 def reset_control_plane() -> None:
-    """Stop this process's control plane and its containers (for `%unload_ext` and tests)."""
+    """Close this process's own client (an embedded one stops its containers); the next use makes a new one."""
     global _client
     with _lock:
         client, _client = _client, None

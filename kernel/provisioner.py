@@ -11,10 +11,12 @@ the container kernel (container_kernel.py), a real IPython kernel; the
 container hands back its own connection info (ports or ipc sockets, HMAC
 key), which jupyter_client's KernelManager adopts.
 
-The provisioner talks to `get_control_plane()`: inside a cellhop-enabled
-jupyter_server that is the server's own control plane; elsewhere (jupyter
-console, nbclient) an embedded one, or a `cellhop serve` server over HTTP
-when CELLHOP_CONTROL_URL is set.
+The provisioner's control plane is handed to it: a cellhop-enabled
+jupyter_server gives its own to each kernel manager it makes
+(`cellhop_control`, server_ext/app.py). Elsewhere (jupyter console,
+nbclient) the provisioner makes one of its own with `connect()`: a
+`cellhop serve` server over HTTP when CELLHOP_CONTROL_URL is set, else an
+embedded control plane, which it closes when its kernel is shut down.
 
 Lifecycle: launch (queue position and phases in the log and on the control
 plane's event stream; `launch_timeout` names the phase it ran out in),
@@ -97,18 +99,24 @@ class CellhopProvisioner(KernelProvisionerBase):
     _exited: int | None = None
 
     # -- helpers ----------------------------------------------------------------
-    _control_client = None  # the control plane this kernel's container was started through
+    _control_client = None  # the control plane this kernel's container is started through
+    _owns_control = False  # made by this provisioner (no server handed one): closed with the kernel
 
     @property
-    def _client(self):
-        """The control plane of this kernel's container: the one it was launched through, kept
-        (at server shutdown the extension clears the process's control plane before the kernels
-        shut down; asking get_control_plane() then would make a stray embedded one)."""
-        if self._control_client is not None:
-            return self._control_client
-        from .control_client import get_control_plane
+    def control(self):
+        """The control plane of this kernel's container: the one its kernel manager was handed by the
+        server, else one of its own (made on first use, kept until the kernel is shut down)."""
+        if self._control_client is None:
+            handed = getattr(self.parent, "cellhop_control", None)
+            if handed is not None:
+                self._control_client = handed
+            else:
+                from .control_client import connect
 
-        return get_control_plane()
+                self._control_client, self._owns_control = connect(), True
+        return self._control_client
+
+    _client = control
 
     @property
     def _local(self) -> bool:
@@ -163,10 +171,6 @@ class CellhopProvisioner(KernelProvisionerBase):
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict:
         restarting, self._restarting = self._restarting, False
-        if self._control_client is None:
-            from .control_client import get_control_plane
-
-            self._control_client = get_control_plane()
         progress = _Progress(self)
         started = time.monotonic()
         view = None
@@ -358,6 +362,9 @@ class CellhopProvisioner(KernelProvisionerBase):
         self._close_tunnel()
         self.container_id = None
         self._restarting = False
+        if self._owns_control and self._control_client is not None:
+            client, self._control_client, self._owns_control = self._control_client, None, False
+            await on_own_thread(client.close)
 
     def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:
         return recommended
@@ -381,7 +388,7 @@ class CellhopProvisioner(KernelProvisionerBase):
         if isinstance(conn.get("key"), bytes):
             conn["key"] = conn["key"].decode()
         info.update(connection_info=conn, container_id=self.container_id, gpu=self.gpu,
-                    control_plane=repr(self._client))
+                    control_plane=repr(self._control_client))
         return info
 
     async def load_provisioner_info(self, provisioner_info: dict) -> None:

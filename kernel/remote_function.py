@@ -15,49 +15,39 @@ the container's code (safe_pickle.py); "all" (the default) any object.
 
 from __future__ import annotations
 
+import json
 import math
 import os
-import threading
 
 import zmq
 
-from ..container import ContainerSpec
-from ..errors import ContainerDied, QueueTimeout
+from ..errors import ContainerDied
 from ..gpu_request import ANY, GpuRequest, feasible_choices
-from ..sizes import parse_memory
+from .container_pool import ContainerPool, process_pool
 from .container_session import ContainerSession
-from .control_client import get_control_plane
-from .output_relay import ConsoleSink, KernelSink
+from .output_relay import KernelSink
 from .remote_run import RemoteRun
-from .safe_pickle import check_policy, stricter
-from .secret import secret_names
-from .volume import mounts_of
+from .run_spec import RunSpec
+from .safe_pickle import check_policy
 
 
-def _notebook_context():
-    """(sink, comm proxies, parent header, %gpu defaults) of the kernel we run in, if any."""
+def _notebook():
+    """(pool, parent header, %gpu defaults) of the notebook we run in: the pool its %%remote cells use;
+    outside IPython, this process's pool."""
     try:
         from IPython import get_ipython
 
         shell = get_ipython()
     except ImportError:
         shell = None
-    kernel = getattr(shell, "kernel", None)
-    cells = getattr(shell, "_cellhop_cells", None)
-    if kernel is not None and hasattr(kernel, "iopub_socket"):
-        sink = KernelSink(kernel)
-        return sink, getattr(cells, "comm_proxies", None), sink.current_parent(), getattr(cells, "defaults", None)
-    return ConsoleSink(), None, {}, getattr(cells, "defaults", None)
+    if shell is not None:
+        from .extension import remote_cells
 
+        cells = remote_cells(shell)
+        return cells.pool, cells.sink.current_parent(), cells.defaults
+    from .control_client import get_control_plane
 
-def _notebook_cells():
-    """The notebook's RemoteCells (its %gpu defaults and pull policy), if cellhop is loaded here."""
-    try:
-        from IPython import get_ipython
-
-        return getattr(get_ipython(), "_cellhop_cells", None)
-    except ImportError:
-        return None
+    return process_pool(get_control_plane()), {}, None
 
 
 def _raise_remote(exc: BaseException):
@@ -71,21 +61,21 @@ class RemoteFunction:
     def __init__(self, fn, gpu=None, cpus=None, memory=None, timeout=None, max_containers=None, image=None,
                  volumes=None, secrets=None, pull: str = "all"):
         self.fn = fn
-        self.pull = check_policy(pull)
-        self.volumes = mounts_of(volumes)  # checked now: a bad mount fails at decoration, not at the call
-        self.secrets = secret_names(secrets)
+        self.pull = check_policy(pull)  # the notebook's c.Cellhop.pull (its pool's) still applies when stricter
+        self.gpu = gpu  # None: the notebook's %gpu choice at call time
+        # checked now: a bad mount, secret name or size fails at decoration, not at the call
+        self.spec = RunSpec(gpu=GpuRequest.parse(gpu) if gpu is not None else GpuRequest(), cpus=cpus,
+                            memory=memory, timeout=timeout, volumes=volumes, secrets=secrets)
         self.image = image  # a cellhop.Image; None: the notebook's own environment
         self._image_info: dict | None = None
-        self.gpu = gpu
-        self.cpus = cpus
-        self.memory = parse_memory(memory)
-        self.timeout = timeout
+        self._image_spec: str | None = None  # the build spec (JSON) _image_info answers
         self.max_containers = max_containers
-        self._sessions: list[ContainerSession] = []
-        self._lock = threading.Lock()
         self.__name__ = getattr(fn, "__name__", "function")
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__wrapped__ = fn
+        self._user = f"function {self.__name__} {id(self):x}"  # this function, to the pool
+        self._label = f"function {self.__name__}"  # what the control plane shows for its containers
+        self._pools: set = set()  # the pools it ran in (one: its notebook's)
 
     def __call__(self, *args, **kwargs):
         return self.fn(*args, **kwargs)
@@ -94,22 +84,25 @@ class RemoteFunction:
         return self.fn(*args, **kwargs)
 
     def __repr__(self) -> str:
-        return f"<cellhop.remote function {self.__name__} gpu={self._request()}>"
+        return f"<cellhop.remote function {self.__name__} gpu={self.gpu if self.gpu is not None else '%gpu'}>"
 
     # -- containers ---------------------------------------------------------------
-    def _request(self) -> GpuRequest:
-        if self.gpu is not None:
-            return GpuRequest.parse(self.gpu)
-        defaults = _notebook_context()[3]
-        return defaults.gpu if defaults is not None else GpuRequest()
+    def _run_spec(self, defaults: RunSpec | None) -> RunSpec:
+        spec = self.spec
+        if self.gpu is None and defaults is not None:
+            spec = spec.with_(gpu=defaults.gpu)
+        if self._image_info is not None:
+            spec = spec.with_(image_key=self._image_info["key"])
+        return spec
 
-    def _spec(self, queue_timeout=None) -> ContainerSpec:
-        return ContainerSpec(gpu=self._request(), owner=f"cellhop.remote {self.__name__}", cpus=self.cpus,
-                             memory=self.memory, queue_timeout=queue_timeout, label=f"function {self.__name__}",
-                             image=self._image_info["key"] if self._image_info else None,
-                             volumes=self.volumes, secrets=self.secrets)
+    def _where(self, values: dict) -> tuple[ContainerPool, dict, RunSpec]:
+        """Where a call runs: (the pool, the notebook parent header, the run spec), the image built."""
+        pool, parent, defaults = _notebook()
+        self._pools.add(pool)
+        self._prepare_image(pool, self._run_spec(defaults), values)
+        return pool, parent, self._run_spec(defaults)
 
-    def _prepare_image(self, values: dict) -> None:
+    def _prepare_image(self, pool: ContainerPool, spec: RunSpec, values: dict) -> None:
         """Build this function's image (progress shows if it builds; instant when cached) and check
         that `values` will unpickle there. A rebuilt image retires the containers of the old one."""
         if self.image is None or self.image.is_default:
@@ -117,101 +110,60 @@ class RemoteFunction:
         from .image_use import build_for_use, check_values
 
         old = self._image_info["key"] if self._image_info else None
-        sink = _notebook_context()[0]
         image = self.image if self.image.name else self.image.named(self.__name__)
-        self._image_info = build_for_use(get_control_plane(), image, in_kernel=isinstance(sink, KernelSink))
-        if old is not None and old != self._image_info["key"]:
-            self.shutdown()
+        warm = old is not None and pool.warm(spec, self._user)  # `spec` holds the old key
+        if not (warm and self._image_spec == json.dumps(image.build_spec(), sort_keys=True)):
+            # not while a container of it is warm: a warm call makes no request
+            self._image_info = build_for_use(pool.control, image, in_kernel=isinstance(pool.sink, KernelSink))
+            self._image_spec = json.dumps(image.build_spec(), sort_keys=True)
+            if old is not None and old != self._image_info["key"]:
+                self.shutdown()
         check_values(values, self._image_info, image)
 
-    def _budget(self) -> int:
+    def _budget(self, pool: ContainerPool, request: GpuRequest) -> int:
         """How many containers `.map` may use: what the GPU request allows on this host."""
-        control = get_control_plane()
-        request = self._request()
         if request.cpu_only:
             budget = min(4, os.cpu_count() or 1)
         else:
-            inv = control.inventory()
+            inv = pool.control.inventory()
             choice = feasible_choices(request, inv)[0]
             have = len(inv.gpus) if choice.type == ANY else len(inv.of_type(choice.type))
             budget = max(1, have // choice.count)
         return min(budget, self.max_containers) if self.max_containers else budget
 
     def _live_sessions(self) -> list[ContainerSession]:
-        with self._lock:
-            self._sessions = [s for s in self._sessions if s.alive()]
-            return list(self._sessions)
-
-    def _start_session(self, queue_timeout=None) -> ContainerSession:
-        control = get_control_plane()
-        sink, proxies, _, _ = _notebook_context()
-        container = control.start(self._spec(queue_timeout))
-        cells = _notebook_cells()
-        pull = stricter(self.pull, getattr(cells, "pull", None))  # the notebook's c.Cellhop.pull is a floor
-        session = ContainerSession(container, control, sink, proxies, pull=pull)
-        with self._lock:
-            self._sessions.append(session)
-        return session
-
-    def _sessions_for(self, wanted: int) -> list[ContainerSession]:
-        sessions = self._live_sessions()
-        if not sessions:
-            sessions = [self._start_session()]
-        missing = wanted - len(sessions)
-        if missing > 0:  # more only where a GPU is free now: never queue behind ourselves
-            extra: list = []
-
-            def start_one():
-                try:
-                    extra.append(self._start_session(queue_timeout=0.01))
-                except QueueTimeout:
-                    pass
-
-            threads = [threading.Thread(target=start_one) for _ in range(missing)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            sessions = self._live_sessions()
-        return sessions[:wanted]
+        """The warm containers this function ran in."""
+        return [s for pool in list(self._pools) for s in pool.sessions(self._user).values()]
 
     def shutdown(self) -> None:
-        """Stop this function's containers now (otherwise their idle timeout does)."""
-        with self._lock:
-            sessions, self._sessions = self._sessions, []
-        for s in sessions:
-            s.close()
-            get_control_plane().stop(s.id, reason=f"{self.__name__}.shutdown()")
+        """Stop this function's containers now (those no %%remote cell or other function used;
+        otherwise their idle timeout does)."""
+        for pool in list(self._pools):
+            pool.release(self._user, reason=f"{self.__name__}.shutdown()")
 
     # -- calls --------------------------------------------------------------------
     def remote(self, *args, **kwargs):
         """Run once in a warm container; return the result or raise the remote exception."""
-        self._prepare_image({"fn": self.fn, "args": args, "kwargs": kwargs})
-        session = self._sessions_for(1)[0]
-        parent = _notebook_context()[2]
-        (ok, value), = session.apply(self.fn, [(args, kwargs)], parent, timeout=self.timeout)
-        get_control_plane().touch(session.id)
+        pool, parent, spec = self._where({"fn": self.fn, "args": args, "kwargs": kwargs})
+        with pool.lease(spec, self._user, self._label) as lease:
+            (ok, value), = lease.session.apply(self.fn, [(args, kwargs)], parent, timeout=spec.timeout, policy=self.pull)
         if not ok:
             _raise_remote(value)
         return value
 
     def spawn(self, *args, **kwargs) -> RemoteRun:
         """Start a call and return at once; the handle has status, wait() and cancel()."""
-        self._prepare_image({"fn": self.fn, "args": args, "kwargs": kwargs})
-        session = self._sessions_for(1)[0]
-        worker = session.secondary()
-        parent = _notebook_context()[2]
+        pool, parent, spec = self._where({"fn": self.fn, "args": args, "kwargs": kwargs})
+        lease = pool.lease(spec, self._user, self._label, own_connection=True)
 
         def target():
-            try:
-                (ok, value), = worker.apply(self.fn, [(args, kwargs)], parent, timeout=self.timeout)
-            finally:
-                worker.close()
+            with lease:
+                (ok, value), = lease.session.apply(self.fn, [(args, kwargs)], parent, timeout=spec.timeout, policy=self.pull)
             if not ok:
                 _raise_remote(value)
             return value
 
-        return RemoteRun(f"{self.__name__}.spawn", target, interrupt=session.interrupt)
+        return RemoteRun(f"{self.__name__}.spawn", target, interrupt=lease.session.interrupt)
 
     def map(self, iterable, *, return_exceptions: bool = False, progress: bool = True, chunk_size: int | None = None):
         """fn over every item (or argument tuple via `starmap`), in order, across the containers allowed."""
@@ -225,24 +177,34 @@ class RemoteFunction:
         n = len(calls)
         if n == 0:
             return []
-        self._prepare_image({"fn": self.fn, "calls": calls[:3]})
-        sessions = self._sessions_for(min(self._budget(), n))
+        pool, parent, spec = self._where({"fn": self.fn, "calls": calls[:3]})
+        leases = pool.leases(spec, self._user, self._label, min(self._budget(pool, spec.gpu), n))
+        try:
+            return self._run_map([lease.session for lease in leases], calls, parent, return_exceptions,
+                                 progress, chunk_size)
+        finally:
+            for lease in leases:
+                lease.close()
+
+    def _run_map(self, sessions: list[ContainerSession], calls: list, parent: dict, return_exceptions: bool,
+                 progress: bool, chunk_size: int | None) -> list:
+        n = len(calls)
         size = chunk_size or max(1, min(512, math.ceil(n / (len(sessions) * 4))))
         chunks = [(i, calls[i:i + size]) for i in range(0, n, size)]
         results: list = [None] * n
         bar = _progress_bar(n, self.__name__) if progress else None
-        parent = _notebook_context()[2]
         pending = list(reversed(chunks))
         in_flight: dict[str, tuple[ContainerSession, int]] = {}
         first_error: BaseException | None = None
         poller = zmq.Poller()
         for s in sessions:
             poller.register(s.conn.sockets["shell"], zmq.POLLIN)
+            poller.register(s.watch.fileno(), zmq.POLLIN)  # readable once that container is known dead
 
         def feed(session):
             if pending and first_error is None:
                 start, chunk = pending.pop()
-                in_flight[session.send_apply(self.fn, chunk, parent)] = (session, start)
+                in_flight[session.send_apply(self.fn, chunk, parent, policy=self.pull)] = (session, start)
 
         for s in sessions:
             for _ in range(2):  # two chunks in flight per container hide the round trip
@@ -250,16 +212,17 @@ class RemoteFunction:
         by_socket = {s.conn.sockets["shell"]: s for s in sessions}
         try:
             while in_flight:
-                ready = dict(poller.poll(100))
-                if not ready:
-                    for s in {s for s, _ in in_flight.values()}:
-                        if not s.alive():
-                            status = get_control_plane().poll(s.id)
-                            raise ContainerDied(f"container {s.id} died during {self.__name__}.map: "
-                                                f"{status.describe() if status else 'unknown cause'}")
-                    continue
+                ready = dict(poller.poll(1000))
+                for s in {s for s, _ in in_flight.values()}:
+                    if s.watch.dead.is_set():
+                        s.close()
+                        status = s.watch.status
+                        raise ContainerDied(f"container {s.id} died during {self.__name__}.map: "
+                                            f"{status.describe() if status else 'unknown cause'}")
                 for sock in ready:
-                    session = by_socket[sock]
+                    session = by_socket.get(sock)
+                    if session is None:
+                        continue
                     got = session.collect_apply(timeout=0)
                     if got is None:
                         continue
@@ -275,8 +238,6 @@ class RemoteFunction:
         finally:
             if bar is not None:
                 bar.close()
-        for s in sessions:
-            get_control_plane().touch(s.id)
         if first_error is not None:
             _raise_remote(first_error)
         return results

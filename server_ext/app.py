@@ -43,7 +43,6 @@ class CellhopApp(ExtensionApp):
     classes = [Cellhop]
 
     def initialize_settings(self) -> None:
-        from ..kernel.control_client import set_control_plane
         from ..kernel.embedded_control_plane import EmbeddedControlPlane
         from .api.base import CONTROL_PLANE_SETTING, KERNEL_TOKEN_SETTING
         from .control_plane import ControlPlane
@@ -55,13 +54,14 @@ class CellhopApp(ExtensionApp):
         self.control_plane = ControlPlane(self.cellhop)
         token = secrets.token_urlsafe(32)  # good on the cellhop API only; never logged
         self.settings.update({CONTROL_PLANE_SETTING: self.control_plane, KERNEL_TOKEN_SETTING: token})
-        set_control_plane(EmbeddedControlPlane(control_plane=self.control_plane, owned=False))
+        # Handed to each kernel's provisioner (kernel/provisioner.py) through its kernel manager.
+        self.control_client = EmbeddedControlPlane(control_plane=self.control_plane, owned=False)
         # The server is not listening yet (jupyter_server loads extensions before init_httpserver(),
         # which may still move the port: port_retries, --port=0), so each kernel gets the URL of
         # the port it actually listens on, worked out when its kernel manager is made.
         km = self.serverapp.kernel_manager
         install_kernel_hooks(km, self.control_url(), token)
-        _url_at_kernel_start(km, self.control_url)
+        _url_at_kernel_start(km, self.control_url, self.control_client)
         from .kernelspecs import install_dynamic_kernelspecs
 
         # "Python 3 · H100" in the launcher for each GPU type present (generated, never written to disk)
@@ -97,9 +97,6 @@ class CellhopApp(ExtensionApp):
             await self._shut_down_cellhop_kernels()
             self.log.info("cellhop: stopping %d container(s)", len(control_plane.manager.list()))
             await asyncio.get_running_loop().run_in_executor(None, control_plane.close)
-            from ..kernel.control_client import set_control_plane
-
-            set_control_plane(None)
 
     async def _shut_down_cellhop_kernels(self) -> None:
         from ..kernel.provisioner import CellhopProvisioner
@@ -118,8 +115,9 @@ class CellhopApp(ExtensionApp):
                 self.log.warning("cellhop: shutting down kernel %s failed: %s", kid, result)
 
 
-def _url_at_kernel_start(multi_kernel_manager, control_url) -> None:
-    """Give each kernel manager the control URL of the moment it is made (see initialize_settings)."""
+def _url_at_kernel_start(multi_kernel_manager, control_url, control_client) -> None:
+    """Give each kernel manager the control URL of the moment it is made (see initialize_settings),
+    and this server's control plane for its provisioner (`cellhop_control`)."""
     from ..control_address import CONTROL_URL_ENV
 
     factory = multi_kernel_manager.kernel_manager_factory
@@ -127,6 +125,7 @@ def _url_at_kernel_start(multi_kernel_manager, control_url) -> None:
     def create_kernel_manager(*args, **kwargs):
         manager = factory(*args, **kwargs)
         manager.cellhop_env = {**manager.cellhop_env, CONTROL_URL_ENV: control_url()}
+        manager.cellhop_control = control_client
         return manager
 
     create_kernel_manager.original = getattr(factory, "original", factory)

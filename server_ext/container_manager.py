@@ -31,6 +31,7 @@ from .config import Cellhop
 from .container_record import Container
 from .container_storage import ContainerStorage
 from .gpu_inventory import load_inventory
+from .kernel_activity import KernelActivity
 from .log_view import read_log
 from .owners import owner_gone
 from .paths import private_dir, runtime_dir
@@ -76,6 +77,7 @@ class ContainerManager:
         self._listeners: list[Listener] = []
         self._closed = threading.Event()
         self._workdir_policy: WorkdirPolicy | None = None
+        self.activity = KernelActivity()  # busy/idle from each kernel's own status messages
         self._monitor = threading.Thread(target=self._watch, name="cellhop-monitor", daemon=True)
         self._monitor.start()
 
@@ -231,12 +233,19 @@ class ContainerManager:
 
         deadline = time.monotonic() + self.config.start_timeout
         conn = KernelConnection(container.connection_info, channels=("shell",))
+        activity = self.activity.watch(container.id, container.connection_info)
+        replied = False
         try:
             msg_id = conn.send("shell", "kernel_info_request", {})
             resend = time.monotonic() + 1.0
             while True:
                 reply = conn.recv("shell", timeout=0.02)
-                if reply is not None and reply.parent_id == msg_id:
+                if reply is not None and reply.parent_id == msg_id and not replied:
+                    replied = True
+                    resend = min(resend, time.monotonic() + 0.1)
+                if replied and activity.confirmed(timeout=0.02):  # its status messages reach us too
+                    self.activity.adopt(activity)
+                    activity = None
                     return
                 status = self.runtime.poll(container)
                 if status is not None:
@@ -255,11 +264,14 @@ class ContainerManager:
                         f"container {container.id} was not ready within {self.config.start_timeout:.0f} s "
                         "(phase: starting; the kernel did not answer kernel_info_request). "
                         "Raise c.Cellhop.start_timeout if the host is slow.")
-                if now > resend:
+                if now > resend:  # once it answered, asking again makes it publish its status again
                     msg_id = conn.send("shell", "kernel_info_request", {})
-                    resend = now + 1.0
+                    resend = now + (0.2 if replied else 1.0)
+                    replied = False
         finally:
             conn.close()
+            if activity is not None:
+                activity.close()
 
     def get(self, container_id: str) -> Container:
         with self._lock:
@@ -273,7 +285,7 @@ class ContainerManager:
             return list(self._containers.values())
 
     def touch(self, container_id: str) -> None:
-        """Mark activity, which resets the idle timeout."""
+        """Mark activity, which resets the idle timeout (a kernel's own work counts without it)."""
         self.get(container_id).last_activity = time.monotonic()
 
     def poll(self, container_id: str) -> ExitStatus | None:
@@ -370,6 +382,7 @@ class ContainerManager:
                 self.scheduler.release(container.allocation)
             self.runtime.cleanup(container)
             self.storage.detach(container)
+            self.activity.forget(container.id)
             self._set_phase(container, Phase.EXITED, exit=status.to_dict())
 
     def _forget(self, container: Container) -> None:
@@ -425,9 +438,11 @@ class ContainerManager:
 
     # -- background work ------------------------------------------------------
     def _watch(self) -> None:
-        """Record deaths promptly, stop idle containers, forget old exited ones."""
+        """Record deaths promptly, stop idle containers (idle: its kernel has worked on nothing since),
+        forget old exited ones."""
         rounds = 0
-        while not self._closed.wait(MONITOR_INTERVAL):
+        while not self._closed.is_set():
+            self.activity.pump(MONITOR_INTERVAL)  # what the kernels say they are doing, meanwhile
             rounds += 1
             if rounds % EXPIRE_EVERY == 0:
                 try:
@@ -449,12 +464,14 @@ class ContainerManager:
                         continue
                     idle = container.spec.idle_timeout
                     idle = self.config.idle_timeout if idle is None else idle
-                    if idle and time.monotonic() - container.last_activity > idle:
+                    idle_for = self.activity.idle_for(container.id, container.last_activity)
+                    if idle and idle_for is not None and idle_for > idle:
                         threading.Thread(target=self.stop, args=(container.id,),
                                          kwargs={"reason": f"idle for {idle:.0f} s (scaledown window)"},
                                          daemon=True).start()
                 except Exception:
                     log.exception("cellhop: monitoring container %s failed", container.id)
+        self.activity.close()
 
     @staticmethod
     def owner_gone(container: Container) -> bool:

@@ -49,10 +49,8 @@ class CellhopProvisionedKernelTests(jkt.KernelTests):
         cls._root = Path(tempfile.mkdtemp(prefix="ch-", dir="/tmp"))  # short: ipc socket paths live here
         cls._saved = {k: os.environ.get(k) for k in (*_ENV, "JUPYTER_PATH", "JUPYTER_RUNTIME_DIR")}
         os.environ.update(_ENV, JUPYTER_PATH=str(cls._root / "share"), JUPYTER_RUNTIME_DIR=str(cls._root / "rt"))
-        from cellhop.kernel.control_client import reset_control_plane
         from cellhop.server_ext.kernelspecs import write_kernelspec
 
-        reset_control_plane()  # an embedded control plane of this configuration
         write_kernelspec(cls._root / "share" / "kernels" / cls.kernel_name, "H100")
         cls.notebook_dir = cls._root / "notebooks"
         cls.notebook_dir.mkdir()
@@ -60,12 +58,9 @@ class CellhopProvisionedKernelTests(jkt.KernelTests):
 
     @classmethod
     def tearDownClass(cls) -> None:
-        from cellhop.kernel.control_client import reset_control_plane
-
         try:
-            super().tearDownClass()
+            super().tearDownClass()  # the provisioner closes the control plane it made for the kernel
         finally:
-            reset_control_plane()
             for key, value in cls._saved.items():
                 if value is None:
                     os.environ.pop(key, None)
@@ -80,10 +75,9 @@ class CellhopProvisionedKernelTests(jkt.KernelTests):
                        if m["msg_type"] == "stream" and m["content"]["name"] == "stdout")
 
     def test_cellhop_the_kernel_is_in_a_sandboxed_container_with_its_gpu_and_the_notebooks_folder(self) -> None:
-        from cellhop.kernel.control_client import get_control_plane
-
         self.assertEqual(type(self.km.provisioner).__name__, "CellhopProvisioner")
-        [container] = [c for c in get_control_plane().containers() if c["phase"] == "ready"]
+        # no server here: the provisioner made an embedded control plane of its own, in this process
+        [container] = [c for c in self.km.provisioner.control.containers() if c["phase"] == "ready"]
         self.assertTrue(container["sandboxed"])
         self.assertEqual([g["type"] for g in container["gpus"]], ["H100"])
         out = self._run("import os\nopen('rel.txt', 'w').write('relative')\n"

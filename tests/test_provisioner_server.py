@@ -298,7 +298,8 @@ async def test_provisioner_info_reconnects_to_a_running_container_or_finds_it_go
     [container] = container_of(control_plane, kid[:8])
     assert info["container_id"] == container.id
 
-    again = CellhopProvisioner(kernel_id=kid, kernel_spec=km.kernel_spec)
+    # as a restarted server makes it: its kernel manager (the parent) hands it the server's control plane
+    again = CellhopProvisioner(kernel_id=kid, kernel_spec=km.kernel_spec, parent=km)
     await again.load_provisioner_info(info)
     assert again.has_process and await again.poll() is None
     kc = AsyncKernelClient()
@@ -310,7 +311,7 @@ async def test_provisioner_info_reconnects_to_a_running_container_or_finds_it_go
     finally:
         kc.stop_channels()
 
-    gone = CellhopProvisioner(kernel_id="x" * 8, kernel_spec=km.kernel_spec)
+    gone = CellhopProvisioner(kernel_id="x" * 8, kernel_spec=km.kernel_spec, parent=km)
     await gone.load_provisioner_info({**info, "container_id": "not-a-container"})
     assert await gone.poll() not in (None, 0)
     await gone.cleanup()  # nothing to stop, no error

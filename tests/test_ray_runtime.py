@@ -243,16 +243,15 @@ def test_a_whole_gpu_kernel_runs_on_its_node_through_the_provisioner(ray_manager
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
 
-    from cellhop.kernel.control_client import set_control_plane
     from cellhop.kernel.embedded_control_plane import EmbeddedControlPlane
     from cellhop.server_ext.kernelspecs import write_kernelspec
     from cellhop.server_ext.control_plane import ControlPlane
 
     write_kernelspec(tmp_path / "kernels" / "cellhop-h100", "H100")
     control = EmbeddedControlPlane(control_plane=ControlPlane(ray_manager.config, manager=ray_manager), owned=False)
-    set_control_plane(control)
     km = KernelManager(kernel_name="cellhop-h100",
                        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]))
+    km.cellhop_control = control  # handed to its provisioner, as a cellhop server does
     try:
         km.start_kernel(cwd=str(tmp_path))
         info = km.get_connection_info()
@@ -294,7 +293,6 @@ def test_a_whole_gpu_kernel_runs_on_its_node_through_the_provisioner(ray_manager
         kc.stop_channels()
     finally:
         km.shutdown_kernel(now=True)
-        set_control_plane(None)
     assert container.phase.value == "exited"
 
 

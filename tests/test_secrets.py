@@ -122,14 +122,15 @@ def test_cli_round_trip_never_prints_a_value(state, tmp_path):
 
 
 def test_session_secrets_never_touch_the_disk(runtime_root, state):
-    from cellhop.kernel.control_client import reset_control_plane, set_control_plane
+    from contextlib import closing
+
+    from cellhop.kernel.control_client import use_control_plane
     from cellhop.kernel.embedded_control_plane import EmbeddedControlPlane
     from cellhop.kernel.secret import Secret
     from cellhop.server_ext.config import Cellhop
 
-    set_control_plane(EmbeddedControlPlane(Cellhop(simulated_gpus="", runtime_root=str(runtime_root),
-                                                   state_dir=str(state))))
-    try:
+    with closing(EmbeddedControlPlane(Cellhop(simulated_gpus="", runtime_root=str(runtime_root),
+                                              state_dir=str(state)))) as client, use_control_plane(client):
         Secret.create("stored", API_KEY=OTHER)
         session = Secret.from_dict({"SESSION_KEY": VALUE})
         assert session.name.startswith("session-") and session.keys == ["SESSION_KEY"]
@@ -140,8 +141,6 @@ def test_session_secrets_never_touch_the_disk(runtime_root, state):
         assert OTHER.encode() in on_disk(state / "secrets")  # the stored one is there, for contrast
         session.delete()
         assert [s["name"] for s in Secret.list()] == ["stored"]
-    finally:
-        reset_control_plane()
 
 
 def test_what_describes_a_container_names_secrets_only(make_manager, state):

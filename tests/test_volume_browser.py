@@ -10,18 +10,17 @@ import pytest
 
 @pytest.fixture
 def vol(runtime_root):
-    from cellhop.kernel.control_client import reset_control_plane, set_control_plane
     from cellhop.kernel.embedded_control_plane import EmbeddedControlPlane
     from cellhop.kernel.volume import Volume
     from cellhop.server_ext.config import Cellhop
 
-    set_control_plane(EmbeddedControlPlane(Cellhop(simulated_gpus="", runtime_root=str(runtime_root),
-                                                   state_dir=str(runtime_root / "state"))))
-    volume = Volume("ds", quota="1M")
+    control = EmbeddedControlPlane(Cellhop(simulated_gpus="", runtime_root=str(runtime_root),
+                                           state_dir=str(runtime_root / "state")))
+    volume = Volume("ds", quota="1M", client=control.storage())
     volume.put(b"a" * 1000, "models/a.bin")
     volume.put(b"readme", "README.txt")
     yield volume
-    reset_control_plane()
+    control.close()
 
 
 def names(browser) -> list[str]:

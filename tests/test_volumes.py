@@ -34,15 +34,15 @@ def store(state):
 @pytest.fixture
 def embedded(runtime_root, state):
     """This process's control plane client, embedded, over a private state directory."""
-    from cellhop.kernel.control_client import reset_control_plane, set_control_plane
+    from cellhop.kernel.control_client import use_control_plane
     from cellhop.kernel.embedded_control_plane import EmbeddedControlPlane
     from cellhop.server_ext.config import Cellhop
 
     client = EmbeddedControlPlane(Cellhop(simulated_gpus="H100:1", runtime_root=str(runtime_root),
                                           state_dir=str(state)))
-    set_control_plane(client)
-    yield client
-    reset_control_plane()
+    with use_control_plane(client):
+        yield client
+    client.close()
 
 
 def cli(state, *args, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
