@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 from processes import container_kernel_pids, wait_until
 
-from cellhop.kernel.wire import KernelConnection
-from cellhop.server_ext.container import ContainerSpec
+from cellhop.wire import KernelConnection
+from cellhop.container import ContainerSpec
 from cellhop.server_ext.container_network import find_slirp4netns
 from cellhop.server_ext.sandbox import find_bubblewrap
 
@@ -353,7 +353,7 @@ def test_a_containers_groups_are_removed_when_it_ends(manager):
 OWNER = r"""
 import json, sys
 from cellhop.server_ext.config import Cellhop
-from cellhop.server_ext.container import ContainerSpec
+from cellhop.container import ContainerSpec
 from cellhop.server_ext.container_manager import ContainerManager
 
 manager = ContainerManager(Cellhop(simulated_gpus="H100:1", runtime_root=sys.argv[1]))
@@ -417,7 +417,7 @@ def test_an_image_build_step_cannot_write_a_host_file_or_read_the_runtime_folder
 
     from cellhop.server_ext.images.builder import ImageBuildError
     from cellhop.server_ext.images.service import Images
-    from cellhop.server_ext.images.spec import Image
+    from cellhop.image_spec import Image
 
     state = Path(tempfile.mkdtemp(prefix="ch-bnd-img-", dir="/var/tmp"))
     victim = state / "host-file.txt"

@@ -17,7 +17,7 @@ import tracemalloc
 import pytest
 from processes import wait_until
 
-from cellhop.server_ext.container import ContainerSpec
+from cellhop.container import ContainerSpec
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -290,8 +290,8 @@ async def test_hostile_container_specs(jp_fetch, world, tally, jp_root_dir, runt
 def test_the_embedded_control_plane_lets_a_spec_work_only_below_its_starting_folder(make_manager, tmp_path,
                                                                                     monkeypatch, tally):
     """No server, no root_dir: a kernel's own control plane allows the folder it started in, and below."""
-    from cellhop.server_ext.container import ContainerSpec
-    from cellhop.server_ext.errors import InvalidContainerSpec
+    from cellhop.container import ContainerSpec
+    from cellhop.errors import InvalidContainerSpec
 
     start = tmp_path / "project"
     (start / "sub").mkdir(parents=True)

@@ -34,7 +34,7 @@ def notes(ran) -> list[str]:
 
 def test_a_run_spec_takes_every_shape_users_write_and_holds_one():
     from cellhop.kernel.run_spec import Mount, RunSpec
-    from cellhop.server_ext.gpu_request import GpuRequest
+    from cellhop.gpu_request import GpuRequest
 
     a = RunSpec(gpu="H100", memory="1G", volumes=["data:/data:ro", {"name": "w", "path": "/w"}], secrets="hf")
     b = RunSpec(gpu=GpuRequest.parse("H100"), memory=2**30, secrets=("hf",),

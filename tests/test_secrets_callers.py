@@ -56,7 +56,7 @@ async def test_a_kernel_claiming_anothers_pid_is_refused_its_session_secret(star
 
     # B names A's pid and host in its spec, through the client and straight over REST: refused
     content, out, _ = await run(b, "from cellhop.kernel.control_client import get_control_plane\n"
-                                   "from cellhop.server_ext.container import ContainerSpec\n"
+                                   "from cellhop.container import ContainerSpec\n"
                                    f"spec = ContainerSpec(gpu='none', owner_pid={a_pid}, owner_host={host!r}, "
                                    "secrets=['only-a'])\n"
                                    "try:\n    get_control_plane().start(spec)\n    print('STARTED')\n"
