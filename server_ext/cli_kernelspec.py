@@ -1,5 +1,5 @@
 """`cellhop kernelspec install --gpu H100 [--name N] [--user|--sys-prefix|--prefix P]` (also `jupyter cellhop ...`):
-a kernelspec whose kernel runs in a cellhop container (kernel/kernelspecs.py writes it)."""
+a kernelspec whose kernel runs in a cellhop container (server_ext/kernelspecs.py writes it)."""
 
 from __future__ import annotations
 

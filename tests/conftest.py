@@ -16,6 +16,8 @@ Fixtures:
   fixture); `control_plane`: that server's ControlPlane; `start_kernel()`: kernels
   of that server, as JupyterLab starts them (drive them with server_kernel_client.run).
 - `fake_nvml_dir`: a folder with the fake libnvidia-ml.so.1 built from tests/fake_nvml.
+- `summary_lines`: a list a test module appends lines to (its counts, e.g. test_faults.py's); they are
+  shown at the end of the run's output.
 
 At the end of the session no container kernel started by it may be running:
 the check finds them through an environment variable every process of the
@@ -70,6 +72,23 @@ def pytest_sessionfinish(session, exitstatus):
         for line in described:
             reporter.write_line(line, red=True)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# -- counts test modules report at the end of the run ---------------------------------------
+_SUMMARY_LINES = pytest.StashKey[list]()
+
+
+@pytest.fixture(scope="session")
+def summary_lines(pytestconfig) -> list[str]:
+    return pytestconfig.stash.setdefault(_SUMMARY_LINES, [])
+
+
+def pytest_terminal_summary(terminalreporter):
+    lines = terminalreporter.config.stash.get(_SUMMARY_LINES, [])
+    if lines:
+        terminalreporter.write_sep("=", "counts")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 # -- fixtures ----------------------------------------------------------------------------

@@ -20,12 +20,10 @@ from pathlib import Path
 import pytest
 from processes import container_kernel_pids, wait_until
 
-from cellhop.wire import KernelConnection
 from cellhop.container import ContainerSpec, Phase
 from cellhop.errors import CellhopError
 from cellhop.gpu_request import GpuRequest
-from cellhop.server_ext.gpu_inventory import load_inventory
-from cellhop.server_ext.scheduler import Scheduler
+from cellhop.wire import KernelConnection
 
 needs_bubblewrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
 
@@ -318,36 +316,3 @@ def test_cpu_limit_gives_the_container_that_many_cpus(manager):
     else:  # no cgroup: an affinity mask
         assert len(evaluate(container, "os.sched_getaffinity(0)")) == 1
     assert evaluate(container, "os.environ['OMP_NUM_THREADS']") == "1"
-
-
-# -- the owner dies ------------------------------------------------------------------------
-OWNER_GPUS = "H100:2,A10G:1"
-OWNER = r"""
-import json, sys
-from cellhop.server_ext.config import Cellhop
-from cellhop.container import ContainerSpec
-from cellhop.server_ext.container_manager import ContainerManager
-from cellhop.gpu_request import GpuRequest
-
-manager = ContainerManager(Cellhop(simulated_gpus=sys.argv[2], runtime_root=sys.argv[1]))
-container = manager.start(ContainerSpec(gpu=GpuRequest.parse("H100:2"), owner="doomed-owner"))
-print(json.dumps({"id": container.id, "directory": str(container.directory)}), flush=True)
-sys.stdin.read()  # hold it until killed
-"""
-
-
-def test_killing_the_owner_with_sigkill_leaves_no_orphan_and_frees_the_gpus(runtime_root, python_child):
-    owner = python_child(OWNER, runtime_root, OWNER_GPUS)
-    info = json.loads(owner.expect("{", timeout=90))
-    assert container_kernel_pids(info["directory"]), "the owner's container is not running"
-    scheduler = Scheduler(load_inventory(OWNER_GPUS, environ={}), runtime_root)
-    owners = [h and h["owner"] for h in scheduler.holders().values()]
-    assert owners == ["doomed-owner", "doomed-owner", None]
-
-    assert owner.kill(signal.SIGKILL) == -signal.SIGKILL
-    wait_until(lambda: not container_kernel_pids(info["directory"]), 30,
-               "the dead owner's container processes to be gone")
-    assert set(scheduler.holders().values()) == {None}
-    allocation = scheduler.acquire(GpuRequest.parse("H100:2"), {"owner": "next"}, timeout=10)
-    assert len(allocation.gpus) == 2
-    scheduler.release(allocation)

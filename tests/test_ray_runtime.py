@@ -29,14 +29,19 @@ from test_remote_cells import (  # noqa: F401
 from test_remote_failures import (  # noqa: F401
     test_remote_exception_shows_remote_traceback_with_cell_lines,
     test_unpicklable_variable_is_named_and_nothing_runs,
+    test_container_exit_code_is_reported,
+    test_async_returns_a_handle_and_wait_lands_values,
+)
+from test_faults import (  # noqa: F401  (fault, fault_record and notebook are fixtures)
+    fault,
+    fault_record,
+    notebook,
     test_interrupt_stops_the_remote_cell_and_the_container_survives,
     test_second_interrupt_stops_a_stubborn_container,
     test_timeout_stops_the_cell_quickly,
     test_timeout_stops_a_cell_that_ignores_interrupt,
     test_container_killed_mid_cell,
-    test_container_exit_code_is_reported,
     test_out_of_memory_is_reported,
-    test_async_returns_a_handle_and_wait_lands_values,
 )
 from test_remote_outputs import (  # noqa: F401
     test_output_streams_while_the_cell_runs,
