@@ -5,7 +5,7 @@ Every cellhop error class registers itself by name (cellhop/errors.py). The serv
 with the class's `http_status` and its name; the two HTTP clients (HttpControlPlane and its
 HttpStorageClient) look the name up and raise that class, so `except VolumeNotFound` or
 `except QueueTimeout` means the same with an embedded control plane and over HTTP. Here each status
-the API uses (400, 404, 409, 413, 500, 503) is caused for real, through a real jupyter_server.
+the API uses (400, 404, 409, 413, 422, 503) is caused for real, through a real jupyter_server.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ import pytest
 
 from cellhop import errors
 from cellhop.container import ContainerSpec
-from cellhop.errors import (CellhopError, ContainerNotFound, ContainerStartError, GpuRequestError, ImageNotFound,
+from cellhop.errors import (CellhopError, ContainerFailedToStart, ContainerNotFound, GpuRequestError, ImageNotFound,
                             InvalidContainerSpec, QueueTimeout, SecretError, SecretExists, SecretNotFound,
                             UnknownImage, VolumeConflict, VolumeFileNotFound, VolumeNotFound, VolumePathError,
                             VolumeQuotaExceeded)
 from cellhop.gpu_request import GpuRequest
 from cellhop.server_ext.api.base import KERNEL_TOKEN_SETTING
+from cellhop.server_ext.kernel_tokens import token_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -48,7 +49,7 @@ def jp_server_config(runtime_root, state_dir):
 def client(jp_fetch, jp_serverapp, jp_http_port, jp_base_url):  # jp_fetch: the server listens
     from cellhop.kernel.http_control_plane import HttpControlPlane
 
-    token = jp_serverapp.web_app.settings[KERNEL_TOKEN_SETTING]
+    token = token_for(jp_serverapp.web_app.settings[KERNEL_TOKEN_SETTING], "test-kernel")  # a kernel's own token
     client = HttpControlPlane(f"http://127.0.0.1:{jp_http_port}{jp_base_url}", token)
     yield client
     client.close()
@@ -112,7 +113,7 @@ async def test_the_client_raises_the_class_the_server_raised_for_every_status(cl
         (409, SecretExists, (storage.secret_create, "token", {"TOKEN": "another"})),
         (409, VolumeConflict, (storage.volume_mkdir, "data", "a-file.txt")),
         (413, VolumeQuotaExceeded, (storage.volume_put, "tiny", "big.bin", b"x" * 4096)),
-        (500, ContainerStartError, (client.start, ContainerSpec(python="/bin/false", **spec))),  # dies starting
+        (422, ContainerFailedToStart, (client.start, ContainerSpec(python="/bin/false", **spec))),  # dies starting
     ]
     for status, cls, (fn, *args) in cases:
         exc = await _raised(fn, *args)
