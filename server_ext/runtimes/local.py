@@ -2,13 +2,14 @@
 
 Each container gets a folder under the control plane's runtime directory
 that only the server can reach: its log (container.log, capped and rotated,
-container_log.py), owner.json (orphans.py), its connection file (fresh HMAC
-key; ipc sockets or loopback ports) and, in `sandbox/`, all the container may
-touch: its working folder (`work/`), its HOME (`home/`), IPython's and
-matplotlib's settings and the kernel's ipc sockets. Only `sandbox/` (owned by
-the container's uid) and, read-only, the connection file are bound into the
-sandbox, so nothing the server reads or writes after the launch is a path the
-container could have replaced by a link.
+container_log.py), owner.json (orphans.py) and, in `sandbox/`, all the
+container may touch: its connection file (fresh HMAC key; ipc sockets or
+loopback ports), its working folder (`work/`), its HOME (`home/`), IPython's
+and matplotlib's settings and the kernel's ipc sockets. Only `sandbox/` (owned
+by the container's uid) is bound into the sandbox, so nothing the server reads
+after the launch is a path the container could have replaced by a link; what
+it writes there (the connection file, on a restart) it makes afresh with
+O_EXCL|O_NOFOLLOW under the folder's descriptor.
 
 The kernel runs under bubblewrap (sandbox.py) as an unprivileged uid with no
 capabilities (container_user.py), in its own network namespace where the host
@@ -234,10 +235,12 @@ class LocalRuntime(ContainerRuntime):
         workdir.mkdir(parents=True, exist_ok=True)
         # a restart (ContainerManager.restart) keeps the ports and key its clients already hold
         info = container.connection_info or connection_info(box, self.transport)
-        conn_file = directory / "connection.json"
-        _write_private(directory, conn_file.name, json.dumps(info).encode(), 0o400)
+        # the kernel may rewrite its connection file (ipykernel merges in what it adds, as CurveZMQ keys): it
+        # lies in the container's own folder, made afresh here without following whatever is there
+        conn_file = box / "connection.json"
+        _write_private(box, conn_file.name, json.dumps(info).encode(), 0o600)
         if self.sandbox is not None:
-            self.sandbox.user.give(conn_file, 0o400)
+            self.sandbox.user.give(conn_file, 0o600)
 
         limits = ResourceLimits(cpus=spec.cpus, memory=spec.memory, pids=self.default_pids,
                                 placement=self.placement, as_root=self.as_root)
@@ -268,7 +271,7 @@ class LocalRuntime(ContainerRuntime):
             if spec.workdir:
                 mapped.append((workdir, str(workdir), False))
             devices = gpu_device_files(g.minor for g in container.gpus if not g.simulated)
-            launch = self.sandbox.prepare([box], workdir, [(conn_file, conn_file)], mapped=mapped,
+            launch = self.sandbox.prepare([box], workdir, mapped=mapped,
                                           devices=devices, isolated=isolated, python=python,
                                           staging=directory / "mnt")
             command = launch.argv + command
@@ -447,7 +450,6 @@ class LocalRuntime(ContainerRuntime):
         if container.directory is not None:
             shutil.rmtree(container.directory / SANDBOX, ignore_errors=True)
             shutil.rmtree(container.directory / "mnt", ignore_errors=True)  # empty staging folders
-            (container.directory / "connection.json").unlink(missing_ok=True)
 
     def close(self) -> None:
         if self.sandbox is not None:

@@ -51,6 +51,11 @@ def _node_runtime(root: Path, sandbox: str, state_dir: str | None = None):
         def _environment(self, container, limits):
             env = super()._environment(container, limits)
             own = set(container.spec.env) | set(container.secret_env)  # what the user set stays
+            # the container's environment is an allow-list: the image's variables (its runtime_env's
+            # env_vars, set in this actor's environment by Ray) are added, as a local image's are
+            for name, value in _runtime_env_vars().items():
+                if name not in own:
+                    env[name] = os.environ.get(name, value)
             for name in [k for k in env if k.startswith("RAY_") and k not in own and os.environ.get(k) == env[k]]:
                 del env[name]
             return env
@@ -58,6 +63,18 @@ def _node_runtime(root: Path, sandbox: str, state_dir: str | None = None):
     runtime = NodeRuntime(root, sandbox=sandbox, transport="tcp", state_dir=Path(state_dir) if state_dir else None)
     runtime._spawner = _GuardedSpawner(runtime._spawner)
     return runtime
+
+
+def _runtime_env_vars() -> dict[str, str]:
+    """The env_vars of this actor's runtime_env (an image's environment), or none."""
+    try:
+        import ray
+
+        runtime_env = ray.get_runtime_context().runtime_env or {}
+    except Exception:  # not in a Ray worker
+        return {}
+    env_vars = runtime_env.get("env_vars") or {}
+    return {str(k): str(v) for k, v in env_vars.items()}
 
 
 class _GuardedSpawner:
