@@ -31,7 +31,6 @@ import os
 import pwd
 import queue
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from ..container_network import find_slirp4netns
 from ..container_storage import unsandboxed_mount_error
 from ..container_user import DEFAULT_UID, ContainerUser
 from ..errors import CellhopError
+from ..file_tree import remove_path
 from ..resource_limits import ResourceLimits, describe_enforcement
 from ..secrets import SECRET_KEYS_ENV, masked_values
 from ..sandbox import Sandbox, find_bubblewrap, gpu_device_files
@@ -448,8 +448,8 @@ class LocalRuntime(ContainerRuntime):
             log.warning("cellhop: the control groups of container %s still hold processes; they are removed "
                         "when the next control plane starts", container.id)
         if container.directory is not None:
-            shutil.rmtree(container.directory / SANDBOX, ignore_errors=True)
-            shutil.rmtree(container.directory / "mnt", ignore_errors=True)  # empty staging folders
+            remove_path(container.directory / SANDBOX, ignore_errors=True)  # any depth: the container made it
+            remove_path(container.directory / "mnt", ignore_errors=True)  # empty staging folders
 
     def close(self) -> None:
         if self.sandbox is not None:
