@@ -380,7 +380,10 @@ class ContainerManager:
             container.exit_status = status
             if container.allocation is not None:
                 self.scheduler.release(container.allocation)
-            self.runtime.cleanup(container)
+            try:
+                self.runtime.cleanup(container)
+            except Exception:  # whatever the container left behind, its end is recorded and waiters go on
+                log.exception("cellhop: cleaning up after container %s failed", container.id)
             self.storage.detach(container)
             self.activity.forget(container.id)
             self._set_phase(container, Phase.EXITED, exit=status.to_dict())
@@ -400,20 +403,13 @@ class ContainerManager:
     @staticmethod
     def _delete_folder(container: Container) -> None:
         """Delete an exited container's folder, however deep the tree it left (never following a link)."""
-        folder = container.directory
-        if folder is None:
+        if container.directory is None:
             return
         try:
-            parent = os.open(folder.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return
-        try:
-            file_tree.remove_tree(parent, folder.name)
+            file_tree.remove_path(container.directory)
         except OSError as exc:
             log.warning("cellhop: deleting the folder of container %s (%s) failed: %s; delete it by hand",
-                        container.id, folder, exc)
-        finally:
-            os.close(parent)
+                        container.id, container.directory, exc)
 
     def logs(self, container_id: str, tail: int | None = None) -> str:
         """The end of a container's log, masked: its last `tail` lines, never more than 1 MiB

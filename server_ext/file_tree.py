@@ -13,7 +13,7 @@ of descriptors, and `ignore_errors` quietly leaves the data on disk. Here:
   are held: a folder whose parent's descriptor was let go is reached again
   from the nearest ancestor still open.
 - `usage(root_fd)`: the bytes and number of regular files below a folder.
-- `remove_tree(dir_fd, name)`: deletes `name` in `dir_fd` whatever it holds,
+- `remove_tree(dir_fd, name)` (`remove_path(path)`): deletes `name` in `dir_fd` whatever it holds,
   by flattening: the subfolders of a folder being emptied are moved up into
   the top folder of the tree (renamed to fresh names) and emptied in turn,
   so no walk goes deeper than one level. Failures raise, naming what is left.
@@ -27,6 +27,7 @@ import secrets
 import stat
 from collections import OrderedDict
 from collections.abc import Iterator
+from pathlib import Path
 
 MAX_OPEN = 64  # descriptors one walk holds at most (the root's is the caller's)
 MAX_PASSES = 1000  # times one folder is emptied again while something keeps filling it
@@ -169,6 +170,27 @@ def remove_tree(dir_fd: int, name: str) -> None:
         refilled += 1
         if refilled > MAX_PASSES:
             raise OSError(errno.ENOTEMPTY, f"{name!r} kept being filled while it was deleted")
+
+
+def remove_path(path: Path | str, ignore_errors: bool = False) -> None:
+    """Delete the file, link or folder tree at `path` (see remove_tree); its parent is reached without
+    following a link in its last step. With `ignore_errors`, failures are swallowed (what is left stays)."""
+    path = Path(path)
+    try:
+        parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError:
+        if ignore_errors:
+            return
+        raise
+    try:
+        remove_tree(parent, path.name)
+    except OSError:
+        if not ignore_errors:
+            raise
+    finally:
+        os.close(parent)
 
 
 def _empty_files(fd: int) -> list[str]:

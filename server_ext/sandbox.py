@@ -11,8 +11,8 @@ sockets of host daemons) and over cellhop's own folders: the state directory
 (secrets, every volume's data, images), the runtime root (other containers'
 folders, GPU leases) and jupyter_runtime_dir() (notebook kernels' connection
 files, jpserver-*.json with the server's token). Only what this container must
-see is bound back on top: its own `sandbox` folder read-write, its connection
-file read-only, the volumes it mounts and the notebook's folder (idmapped for a
+see is bound back on top: its own `sandbox` folder read-write (its
+connection file inside), the volumes it mounts and the notebook's folder (idmapped for a
 root server, so the container's uid may write them), and, read-only, its
 image's layers, the folders Python imports from and the resolver
 configuration. A minimal /dev, plus the NVIDIA control devices and the

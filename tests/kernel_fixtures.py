@@ -194,7 +194,7 @@ class NotebookKernel:
 
 def container_processes(runtime_dir: str) -> dict[int, str]:
     """{host pid: container id} of live container processes under `runtime_dir` (bwrap and the kernel)."""
-    pattern = re.compile(re.escape(runtime_dir).encode() + rb"/cellhop/containers/([0-9a-f]+)/connection\.json")
+    pattern = re.compile(re.escape(runtime_dir).encode() + rb"/cellhop/containers/([0-9a-f]+)/sandbox/connection\.json")
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

@@ -93,3 +93,36 @@ def test_exited_containers_are_forgotten_and_their_folders_deleted(make_manager)
     assert not any(c.directory.exists() for c in ended)
     live = manager.start(ContainerSpec(gpu="none", owner="tests", label="live"))
     assert manager.expire() == [] and [c.id for c in manager.list()] == [live.id]  # a live one always stays
+
+
+DEEP_CHAIN_CELL = """
+import os
+for _ in range(1500):
+    os.mkdir('d')
+    os.chdir('d')
+open('bottom.txt', 'w').write('deep')
+"""
+
+
+def test_a_container_that_leaves_a_1500_deep_tree_behind_stops_cleanly_and_its_folder_goes(make_manager):
+    from test_containers import execute
+
+    manager = make_manager(keep_exited=0)
+    container = manager.start(ContainerSpec(gpu="none", owner="tests"))
+    reply = execute(container, DEEP_CHAIN_CELL)
+    assert reply["status"] == "ok", reply
+    status = manager.stop(container.id)  # its cleanup walks the tree it made in its own folder
+    assert status.stopped, status
+    manager.expire()
+    assert manager.list() == [] and not container.directory.exists()
+
+
+def test_the_next_control_plane_reaps_a_dead_ones_container_folder_however_deep(runtime_root):
+    from cellhop.server_ext.runtimes.orphans import OWNER_FILE, reap_orphans
+
+    folder = runtime_root / "containers" / "0123456789ab"
+    folder.mkdir(parents=True)
+    (folder / OWNER_FILE).write_text(json.dumps({"owner_pid": 2**22 + 1, "owner_start": 1, "pid": None}))
+    _chain(folder, 1500)  # what its container left (its control plane was SIGKILLed)
+    assert reap_orphans(runtime_root / "containers") == ["0123456789ab"]
+    assert not folder.exists()

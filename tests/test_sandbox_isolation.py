@@ -186,7 +186,7 @@ with open("/data/written.txt", "w") as f:
 with open("here.txt", "w") as f:
     f.write("in my working folder")
 seen = {p: look(p) for p in PATHS}
-own = os.path.join(CONTAINERS, os.environ["CELLHOP_CONTAINER_ID"], "connection.json")
+own = os.path.join(CONTAINERS, os.environ["CELLHOP_CONTAINER_ID"], "sandbox", "connection.json")
 print(json.dumps({"seen": seen, "own_key": "key" in json.load(open(own)), "me": os.environ["CELLHOP_CONTAINER_ID"],
                   "containers": sorted(os.listdir(CONTAINERS)), "cwd": os.getcwd(),
                   "here": open("here.txt").read(), "data": open("/data/written.txt").read(),
@@ -204,7 +204,7 @@ def test_a_container_sees_no_secret_foreign_volume_or_key_of_its_host(isolated):
           "    import os\n"
           "    return os.environ['CELLHOP_CONTAINER_ID']")
     sibling = local_json(nb, "sibling.remote()")
-    sibling_conn = containers / sibling / "connection.json"
+    sibling_conn = containers / sibling / "sandbox" / "connection.json"
     # the notebook kernel's real connection file and a server's token file, where jupyter_server keeps them
     kernel_conn = runtime / "kernel-5e1f0c2a.json"
     kernel_conn.write_text(Path(nb.km.connection_file).read_text())

@@ -154,7 +154,7 @@ def test_what_describes_a_container_names_secrets_only(make_manager, state):
     described = json.dumps([spec.to_json(), container.to_dict(), events], default=str) + repr(container) + repr(spec)
     assert '"secrets": ["hf"]' in described
     assert VALUE not in described
-    assert VALUE not in (container.directory / "connection.json").read_text()
+    assert VALUE not in (container.directory / "sandbox" / "connection.json").read_text()
     manager.stop(container.id)
     with pytest.raises(SecretNotFound, match="no secret 'missing'"):
         manager.start(ContainerSpec(gpu="none", secrets=["missing"]))

@@ -2,13 +2,14 @@
 
 Each container gets a folder under the control plane's runtime directory
 that only the server can reach: its log (container.log, capped and rotated,
-container_log.py), owner.json (orphans.py), its connection file (fresh HMAC
-key; ipc sockets or loopback ports) and, in `sandbox/`, all the container may
-touch: its working folder (`work/`), its HOME (`home/`), IPython's and
-matplotlib's settings and the kernel's ipc sockets. Only `sandbox/` (owned by
-the container's uid) and, read-only, the connection file are bound into the
-sandbox, so nothing the server reads or writes after the launch is a path the
-container could have replaced by a link.
+container_log.py), owner.json (orphans.py) and, in `sandbox/`, all the
+container may touch: its connection file (fresh HMAC key; ipc sockets or
+loopback ports), its working folder (`work/`), its HOME (`home/`), IPython's
+and matplotlib's settings and the kernel's ipc sockets. Only `sandbox/` (owned
+by the container's uid) is bound into the sandbox, so nothing the server reads
+after the launch is a path the container could have replaced by a link; what
+it writes there (the connection file, on a restart) it makes afresh with
+O_EXCL|O_NOFOLLOW under the folder's descriptor.
 
 The kernel runs under bubblewrap (sandbox.py) as an unprivileged uid with no
 capabilities (container_user.py), in its own network namespace where the host
@@ -29,7 +30,6 @@ import logging
 import os
 import pwd
 import queue
-import shutil
 import signal
 import subprocess
 import sys
@@ -49,6 +49,7 @@ from ..container_network import find_slirp4netns
 from ..container_record import Container
 from ..container_storage import unsandboxed_mount_error
 from ..container_user import DEFAULT_UID, ContainerUser
+from ..file_tree import remove_path
 from ..paths import private_dir
 from ..resource_limits import ResourceLimits, describe_enforcement
 from ..sandbox import Sandbox, find_bubblewrap, gpu_device_files
@@ -223,6 +224,10 @@ class LocalRuntime(ContainerRuntime):
     def container_directory(self, container_id: str) -> Path:
         return private_dir(self.root / container_id)
 
+    def extra_environment(self, container: Container) -> dict[str, str]:
+        """Variables a subclass adds to a container's allow-listed environment (before the spec's own)."""
+        return {}
+
     def prepare_child(self) -> None:
         """Runs in a container's process between fork and exec, before its limits are set (async-signal-safe
         work only): a subclass resets there what its host process changed (a Ray worker's signal mask)."""
@@ -235,10 +240,12 @@ class LocalRuntime(ContainerRuntime):
         workdir.mkdir(parents=True, exist_ok=True)
         # a restart (ContainerManager.restart) keeps the ports and key its clients already hold
         info = container.connection_info or connection_info(self.transport, ipc_dir=box)
-        conn_file = directory / "connection.json"
-        _write_private(directory, conn_file.name, json.dumps(info).encode(), 0o400)
+        # the kernel may rewrite its connection file (ipykernel merges in what it adds, as CurveZMQ keys): it
+        # lies in the container's own folder, made afresh here without following whatever is there
+        conn_file = box / "connection.json"
+        _write_private(box, conn_file.name, json.dumps(info).encode(), 0o600)
         if self.sandbox is not None:
-            self.sandbox.user.give(conn_file, 0o400)
+            self.sandbox.user.give(conn_file, 0o600)
 
         limits = ResourceLimits(cpus=spec.cpus, memory=spec.memory, pids=self.default_pids,
                                 placement=self.placement, as_root=self.as_root)
@@ -269,7 +276,7 @@ class LocalRuntime(ContainerRuntime):
             if spec.workdir:
                 mapped.append((workdir, str(workdir), False))
             devices = gpu_device_files(g.minor for g in container.gpus if not g.simulated)
-            launch = self.sandbox.prepare([box], workdir, [(conn_file, conn_file)], mapped=mapped,
+            launch = self.sandbox.prepare([box], workdir, mapped=mapped,
                                           devices=devices, isolated=isolated, python=python,
                                           staging=directory / "mnt")
             command = launch.argv + command
@@ -361,6 +368,7 @@ class LocalRuntime(ContainerRuntime):
         env["IPYTHONDIR"] = str(box / "ipython")
         env["MPLCONFIGDIR"] = str(box / "mpl")
         env.update(limits.environment())
+        env.update(self.extra_environment(container))
         env.update(container.spec.env)
         if container.secret_env:  # values only here; the container kernel masks them in its output
             env.update(container.secret_env)
@@ -450,9 +458,8 @@ class LocalRuntime(ContainerRuntime):
             log.warning("cellhop: the control groups of container %s still hold processes; they are removed "
                         "when the next control plane starts", container.id)
         if container.directory is not None:
-            shutil.rmtree(container.directory / SANDBOX, ignore_errors=True)
-            shutil.rmtree(container.directory / "mnt", ignore_errors=True)  # empty staging folders
-            (container.directory / "connection.json").unlink(missing_ok=True)
+            remove_path(container.directory / SANDBOX, ignore_errors=True)  # any depth: the container made it
+            remove_path(container.directory / "mnt", ignore_errors=True)  # empty staging folders
 
     def close(self) -> None:
         if self.sandbox is not None:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import stat
 from pathlib import Path
 
 from ..cgroups import PREFIX, remove_groups
+from ..file_tree import remove_path
 
 log = logging.getLogger("cellhop")
 OWNER_FILE = "owner.json"
@@ -89,6 +89,6 @@ def reap_orphans(root: Path) -> list[str]:
         if groups and not remove_groups(groups):
             log.warning("cellhop: the control groups of container %s still hold processes: %s", directory.name,
                         ", ".join(map(str, groups)))
-        shutil.rmtree(directory, ignore_errors=True)
+        remove_path(directory, ignore_errors=True)  # any depth: a container may have left a deep tree
         removed.append(directory.name)
     return removed

@@ -39,12 +39,28 @@ class NodeRuntime(LocalRuntime):
     name = "ray-node"
     kernel_module = "cellhop.kernel.curve_tunnel"  # serve_kernel: the container kernel behind ZAP
 
+    def extra_environment(self, container: Container) -> dict[str, str]:
+        # the container's environment is an allow-list: the image's variables (its runtime_env's env_vars,
+        # set in this actor's environment by Ray) are added, as a local image's are
+        return {name: os.environ.get(name, value) for name, value in _runtime_env_vars().items()}
 
     def prepare_child(self) -> None:
         # a Ray worker blocks or ignores signals its kernel must act on (interrupt)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
+
+
+def _runtime_env_vars() -> dict[str, str]:
+    """The env_vars of this actor's runtime_env (an image's environment), or none."""
+    try:
+        import ray
+
+        runtime_env = ray.get_runtime_context().runtime_env or {}
+    except Exception:  # not in a Ray worker
+        return {}
+    env_vars = runtime_env.get("env_vars") or {}
+    return {str(k): str(v) for k, v in env_vars.items()}
 
 
 @dataclass(frozen=True)
