@@ -93,7 +93,10 @@ def test_prune_and_delete_during_a_build_leave_its_layers(images, tmp_path, monk
     module = tmp_path / "chlayer_mod.py"
     module.write_text("VALUE = 42\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    flag = tmp_path / "go"
+    # the step runs sandboxed, with a private /tmp: the flag lies where the sandbox sees the host (read-only)
+    flag_dir = Path(tempfile.mkdtemp(prefix="chlayer-", dir="/var/tmp"))
+    flag_dir.chmod(0o755)  # the step runs as the sandbox's unprivileged user
+    flag = flag_dir / "go"
     img = (Image.current().add_local_python_source("chlayer_mod")
            .run_commands(f"i=0; while [ ! -e {flag} ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done"))
     other = images.build(Image.current().env({"CH_OTHER": "1"}).to_json())  # an image to delete meanwhile
@@ -122,6 +125,7 @@ def test_prune_and_delete_during_a_build_leave_its_layers(images, tmp_path, monk
     finally:
         flag.touch()
         builder.join(120)
+        shutil.rmtree(flag_dir, ignore_errors=True)
     assert "info" in result, result
     info = result["info"]
     assert _run(images.store.runtime_view(info["key"]), "import chlayer_mod; print(chlayer_mod.VALUE)") == "42"
