@@ -5,7 +5,7 @@ lists the controller, else the cgroup v1 mount that carries it (hosts with
 both, as systemd's hybrid layout, have some here and some there). A
 container's group is made under this process's own group of that hierarchy
 (or under `c.Cellhop.cgroup_parent`, a v2 group delegated to cellhop), one
-`cellhop-<container id>` per hierarchy, with:
+`cellhop-<container id>.<server pid>` per hierarchy, with:
 
 - memory: `memory.max` and `memory.swap.max = 0` (v2), `memory.limit_in_bytes`
   and `memory.memsw.limit_in_bytes` (v1, where swap is accounted);
@@ -16,7 +16,9 @@ A v2 group can take a controller only when its parent's `cgroup.subtree_control`
 enables it, which the kernel refuses for a non-root group that holds
 processes itself: a server in such a group gets no v2 limits (it says so) unless
 an operator delegates a group to it. The process joins its groups between fork
-and exec; the groups are removed once their processes are gone.
+and exec; the groups are removed once their processes are gone, by the server,
+at its exit, or (after a SIGKILL) by the next control plane to start: its
+sweep() removes the groups whose server pid is no longer alive.
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ class ContainerGroups:
     """The groups of one container: made with their limits, joined by its process, removed after it."""
 
     def __init__(self, name: str, placement: Placement):
-        self.name = PREFIX + name
+        self.name = f"{PREFIX}{name}.{os.getpid()}"  # the owner's pid: sweep() removes groups of dead owners
         self.placement = placement
         self.paths: dict[str, Path] = {}  # controller -> its group folder (v2: one folder for all)
 
@@ -276,3 +278,34 @@ def remove_groups(folders, timeout: float = 5.0) -> bool:
             break
         time.sleep(0.02)
     return not left
+
+
+def _owner_alive(folder: Path) -> bool:
+    _, _, pid = folder.name.rpartition(".")
+    if not pid.isdigit():
+        return True  # not one this module named: leave it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def sweep(placement: Placement | None, timeout: float = 5.0) -> list[Path]:
+    """Remove the groups of control planes that died without removing them (SIGKILL, a kernel that
+    exited without closing its embedded control plane), killing what is left in them; returns them."""
+    if placement is None:
+        return []
+    parents = sorted({parent for _, parent in placement.parents.values()})
+    found = []
+    for parent in parents:
+        try:
+            entries = [e for e in parent.iterdir() if e.name.startswith(PREFIX) and e.is_dir()]
+        except OSError:
+            continue
+        found += [e for e in entries if not _owner_alive(e)]
+    if found:
+        remove_groups(found, timeout)
+    return found

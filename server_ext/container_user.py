@@ -81,10 +81,15 @@ class ContainerUser:
         return argv
 
     def give(self, path: Path, mode: int = 0o700) -> None:
-        """Make `path` (made by the server for the container) the container user's own."""
-        if self.switch:
-            os.chown(path, self.uid, self.gid, follow_symlinks=False)
-        os.chmod(path, mode)
+        """Make `path` (made by the server for the container) the container user's own; a link there is
+        refused (ELOOP), never followed."""
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            if self.switch:
+                os.fchown(fd, self.uid, self.gid)
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
 
     def describe(self) -> str:
         return (f"uid {self.uid} (setpriv, no capabilities)" if self.switch

@@ -365,7 +365,9 @@ sys.stdin.read()
 """
 
 
-def test_groups_a_killed_control_plane_left_are_removed_by_the_next_one(runtime_root, python_child, make_manager):
+@pytest.mark.parametrize("where", ["same runtime folder", "another runtime folder"])
+def test_groups_a_killed_control_plane_left_are_removed_by_the_next_one(runtime_root, python_child, make_manager,
+                                                                      where):
     owner = python_child(OWNER, runtime_root)
     info = json.loads(owner.expect("{", timeout=90))
     if not info["groups"]:
@@ -373,8 +375,14 @@ def test_groups_a_killed_control_plane_left_are_removed_by_the_next_one(runtime_
     owner.proc.kill()
     owner.proc.wait()
     wait_until(lambda: not container_kernel_pids(info["directory"]), 15, "the container to die with its owner")
-    assert all(Path(g).is_dir() for g in info["groups"])  # nobody removed them yet
-    make_manager()  # the next control plane on this runtime folder
+    if where == "same runtime folder":  # its record (owner.json) names them
+        make_manager()
+    else:  # the groups name their owner's pid, which is dead
+        other = Path(tempfile.mkdtemp(prefix="ch-", dir="/tmp"))
+        try:
+            make_manager(runtime_root=str(other))
+        finally:
+            shutil.rmtree(other, ignore_errors=True)
     assert not [g for g in info["groups"] if Path(g).exists()]
 
 

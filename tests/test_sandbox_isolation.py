@@ -113,6 +113,8 @@ def _launched_argv(tmp_path, gpus) -> list[str]:
     container.directory = tmp_path / "containers" / container.id
     container.directory.mkdir(parents=True)
     runtime.launch(container)
+    runtime.cleanup(container)  # its control groups, its log's pump
+    runtime.close()
     return seen[0]
 
 

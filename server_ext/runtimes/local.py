@@ -25,6 +25,7 @@ once. The kernel's output reaches container.log through a pipe, masked
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -183,10 +184,18 @@ class LocalRuntime(ContainerRuntime):
         self.limits_line = describe_enforcement(self.placement, self.as_root)
         log.info("cellhop: container limits on this host: %s", self.limits_line)
         reap_orphans(self.root)
+        cgroups.sweep(self.placement)  # groups of control planes that died elsewhere (other runtime folders)
         self._spawner = _Spawner()
         self._limits: dict[str, ResourceLimits] = {}
         self._log_pumps: dict[str, threading.Thread] = {}
         self._launches: dict[str, object] = {}
+        # a process that exits without closing its control plane (a notebook kernel's embedded one) takes
+        # its containers with it (--die-with-parent); their control groups it removes on the way out
+        atexit.register(self._remove_groups_at_exit)
+
+    def _remove_groups_at_exit(self) -> None:
+        for limits in list(self._limits.values()):
+            limits.remove(timeout=2.0)
 
     def describe(self) -> str:
         if not self.bwrap:
@@ -462,5 +471,6 @@ class LocalRuntime(ContainerRuntime):
             remove_path(container.directory / "mnt", ignore_errors=True)  # empty staging folders
 
     def close(self) -> None:
+        atexit.unregister(self._remove_groups_at_exit)
         if self.sandbox is not None:
             self.sandbox.close()
