@@ -77,8 +77,9 @@ def ray_manager(ray_cluster, tmp_path_factory):  # noqa: F811
     state = tempfile.mkdtemp(prefix="cellhop-ray-state-", dir="/var/tmp")
     config = Config()
     config.RayRuntime.address = ray_cluster.address
+    # kernels' working folders are the tests' own (pytest's temporary folders), as notebooks' are the server's
     manager = ContainerManager(Cellhop(config=config, runtime="ray", runtime_root=root, state_dir=state,
-                                       queue_timeout=15))
+                                       queue_timeout=15, workdir_roots=[str(tmp_path_factory.getbasetemp())]))
     assert manager.runtime.address == ray_cluster.address
     yield manager
     manager.close()
