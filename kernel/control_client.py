@@ -1,16 +1,8 @@
 """The notebook side's view of the control plane: this process's `ControlPlaneClient`, made on first use.
 
-`ControlPlaneClient` (control_plane_client.py) is what the magics, `cellhop.remote`,
-the widgets and the kernel provisioner use. Two implementations behave the same to the user:
-
-- `HttpControlPlane` (http_control_plane.py) talks to the server's control
-  plane; kernels started by a cellhop-enabled jupyter_server (or pointed at
-  `cellhop serve`) find it through CELLHOP_CONTROL_URL and CELLHOP_CONTROL_TOKEN.
-- `EmbeddedControlPlane` (embedded_control_plane.py, the notebook side's one
-  way into server_ext/) runs a control plane inside this process (plain
-  IPython, nbclient, any kernel started elsewhere); its containers die with
-  this process. The server wraps its own control plane in one (not owned)
-  and hands it to its kernel provisioners explicitly.
+`ControlPlaneClient` (control_plane_client.py, which names its two implementations) is what the
+magics, `cellhop.remote`, the widgets and the kernel provisioner use; the server wraps its own
+control plane in one (not owned) and hands it to its kernel provisioners explicitly.
 
 Who uses which: the server hands its control plane to provisioners (through
 their kernel manager) and its URL and token to kernels (environment); a

@@ -26,23 +26,9 @@ from cellhop.gpu_request import GpuRequest
 from cellhop.server_ext.api.base import KERNEL_TOKEN_SETTING
 from cellhop.server_ext.kernel_tokens import token_for
 
+from test_images_api import jp_server_config, state_dir  # noqa: F401  (the same server)
+
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def state_dir():
-    path = tempfile.mkdtemp(prefix="ch-em-", dir="/tmp")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def jp_server_config(runtime_root, state_dir):
-    return {
-        "ServerApp": {"jpserver_extensions": {"cellhop": True}},
-        "Cellhop": {"simulated_gpus": "H100:1", "runtime_root": str(runtime_root), "state_dir": state_dir,
-                    "idle_timeout": 0},
-    }
 
 
 @pytest.fixture

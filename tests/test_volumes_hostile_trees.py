@@ -17,23 +17,11 @@ import stat
 
 import pytest
 
+from test_volumes_rest import control_plane, jp_server_config  # noqa: F401  (the same server)
+
 pytestmark = pytest.mark.timeout(180)
 
 DEPTH = 1500
-
-
-@pytest.fixture
-def jp_server_config(runtime_root):
-    return {
-        "ServerApp": {"jpserver_extensions": {"cellhop": True}},
-        "Cellhop": {"simulated_gpus": "H100:1", "runtime_root": str(runtime_root), "idle_timeout": 0,
-                    "state_dir": str(runtime_root / "state")},
-    }
-
-
-@pytest.fixture
-def control_plane(jp_serverapp):
-    return jp_serverapp.web_app.settings["cellhop_control_plane"]
 
 
 async def call(jp_fetch, method, path, body=None, params=None, raw=False, timeout=60):
