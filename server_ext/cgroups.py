@@ -4,7 +4,7 @@ Each controller lives in one hierarchy: the unified one (cgroup v2) where it
 lists the controller, else the cgroup v1 mount that carries it (hosts with
 both, as systemd's hybrid layout, have some here and some there). A
 container's group is made under this process's own group of that hierarchy
-(or under `c.Cellhop.cgroup_parent`, a v2 group delegated to cellhop), one
+(or under `c.LocalRuntime.cgroup_parent`, a v2 group delegated to cellhop), one
 `cellhop-<container id>.<server pid>` per hierarchy, with:
 
 - memory: `memory.max` and `memory.swap.max = 0` (v2), `memory.limit_in_bytes`
@@ -124,7 +124,7 @@ class Placement:
 
 def place(controllers=CONTROLLERS, parent: str | None = None, found: list[Hierarchy] | None = None) -> Placement:
     """Where groups with `controllers` can be made by this process. `parent`: a v2 group to use instead of
-    this process's own (c.Cellhop.cgroup_parent)."""
+    this process's own (c.LocalRuntime.cgroup_parent)."""
     found = hierarchies() if found is None else found
     parents, reasons = {}, {}
     for controller in controllers:
@@ -137,7 +137,7 @@ def place(controllers=CONTROLLERS, parent: str | None = None, found: list[Hierar
             else:
                 reasons[controller] = (f"the cgroup v2 group {base} cannot delegate the {controller} controller "
                                        "(it holds processes itself, or is not writable); set "
-                                       "c.Cellhop.cgroup_parent to a group delegated to cellhop")
+                                       "c.LocalRuntime.cgroup_parent to a group delegated to cellhop")
         elif v1 is not None:
             if os.access(v1.own, os.W_OK):
                 parents[controller] = (1, v1.own)

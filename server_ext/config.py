@@ -106,38 +106,6 @@ class Cellhop(Configurable):
         "See docs/security.md.",
     ).tag(config=True)
 
-    network = CaselessStrEnum(
-        ["isolated", "host"], default_value="isolated",
-        help="A local container's network: 'isolated' (a namespace of its own, outbound access through "
-        "slirp4netns where installed; nothing on the host's loopback is reachable) or 'host' (the host's). "
-        "Containers whose kernel channels are TCP ports (transport 'tcp') share the host's network.",
-    ).tag(config=True)
-
-    container_uid = Int(
-        65534, help="The host uid (and gid) local containers run as when the server runs as root (default "
-        "65534, nobody); a server run by another user runs them as its own uid. Never 0.",
-    ).tag(config=True)
-
-    default_pids = Int(
-        4096, help="Most processes (and threads) a container may have at once; 0 = no limit.",
-    ).tag(config=True)
-
-    cgroups = CaselessStrEnum(
-        ["auto", "off"], default_value="auto",
-        help="'auto': enforce memory, process and CPU limits with control groups where the host gives them "
-        "(else per-process rlimits and a CPU affinity mask, said once); 'off': never touch cgroups.",
-    ).tag(config=True)
-
-    cgroup_parent = Unicode(
-        "", help="A cgroup v2 folder (e.g. /sys/fs/cgroup/cellhop.slice) delegated to cellhop, whose "
-        "cgroup.subtree_control enables memory, pids and cpu; containers' groups are made under it. "
-        "Empty: under the server's own group.",
-    ).tag(config=True)
-
-    max_log_bytes = Int(
-        16 * 2**20, help="Most bytes a container's log holds before it is rotated (one older file is kept).",
-    ).tag(config=True)
-
     transport = CaselessStrEnum(
         ["tcp", "ipc"], default_value=None, allow_none=True, help="Deprecated: use c.LocalRuntime.transport.",
     ).tag(config=True)

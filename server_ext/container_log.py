@@ -4,7 +4,7 @@ The kernel's output (stdout and stderr, and bubblewrap's own messages) reaches
 the server through a pipe; a thread copies it into `container.log` in the
 container's server-only folder. A container with secrets has one pipe per
 stream, each masked on its own (MaskedLog) before the two meet in the file.
-The file never grows past `c.Cellhop.max_log_bytes`: when the next write
+The file never grows past `c.LocalRuntime.max_log_bytes`: when the next write
 would pass it, the file becomes `container.log.1` (replacing an older one)
 and a new one starts, so a container keeps at most twice the cap on disk. Reading a tail of N lines reads blocks from the end of
 the files, never the whole of them. Every open is relative to the folder's

@@ -94,7 +94,7 @@ class ContainerManager:
 
             roots = list(self.config.workdir_roots) or [os.getcwd()]
             hidden = [self.root, self._state_dir() or Path(jupyter_data_dir()) / "cellhop", *jupyter_folders(),
-                      *getattr(self.runtime, "hidden", ())]
+                      *self.runtime.hidden_folders()]
             self._workdir_policy = WorkdirPolicy(roots, hidden)
         return self._workdir_policy
 

@@ -1,6 +1,6 @@
 """A container's own network namespace, with outbound access through slirp4netns.
 
-`c.Cellhop.network = "isolated"` (the default where slirp4netns is installed):
+`c.LocalRuntime.network = "isolated"` (the default where slirp4netns is installed):
 bubblewrap gives the container a network namespace of its own, so nothing on
 the host's loopback (notebook kernels, the server, anything else listening
 there) is reachable from it, and slirp4netns gives it a tap0 interface
@@ -205,7 +205,7 @@ class SandboxNetwork:
             self.close()
             raise CellhopError("slirp4netns could not connect the container's network namespace"
                                + (f": {error}" if error else f" within {timeout:.0f} s")
-                               + "; set c.Cellhop.network = 'host' to share the host's network instead")
+                               + "; set c.LocalRuntime.network = 'host' to share the host's network instead")
 
     def close(self) -> None:
         """Stop slirp4netns (it exits when its exit pipe closes) and close what is left."""

@@ -7,7 +7,7 @@ host uid 0 (root-owned sockets would take it for root), and dropping the uid
 before bubblewrap leaves it unable to bind folders under /root. So bubblewrap
 runs as root, keeps only CAP_SETUID, CAP_SETGID and CAP_SETPCAP, and the
 command inside starts with util-linux's `setpriv`, which switches to
-`c.Cellhop.container_uid` (default 65534, nobody) with no supplementary groups,
+`c.LocalRuntime.container_uid` (default 65534, nobody) with no supplementary groups,
 an empty bounding set, no inheritable capabilities and no_new_privs before the
 kernel's interpreter starts.
 
@@ -50,12 +50,12 @@ class ContainerUser:
         if os.geteuid() != 0:
             return cls(os.getuid(), os.getgid(), switch=False)
         if uid == 0:
-            raise CellhopError("c.Cellhop.container_uid is 0: containers must not run as root; give an "
+            raise CellhopError("c.LocalRuntime.container_uid is 0: containers must not run as root; give an "
                                f"unprivileged uid (the default is {DEFAULT_UID}, nobody)")
         setpriv = shutil.which("setpriv")
         if setpriv is None:
             raise CellhopError("this server runs as root and containers must not: cellhop drops to "
-                               "c.Cellhop.container_uid with util-linux's setpriv, which is not installed; "
+                               "c.LocalRuntime.container_uid with util-linux's setpriv, which is not installed; "
                                "install util-linux (apt-get install util-linux) or run the server as "
                                "an ordinary user")
         return cls(uid, uid, switch=True, setpriv=setpriv)

@@ -107,9 +107,17 @@ def make_manager(runtime_root):
     managers = []
 
     def make(simulated_gpus: str = SIMULATED_GPUS, **config):
+        """`config`: c.Cellhop settings, and the local runtime's own (c.LocalRuntime: network, default_pids...)."""
+        from traitlets.config import Config
+
+        from cellhop.server_ext.runtimes.local import LocalRuntime
+
         config.setdefault("runtime_root", str(runtime_root))
         config.setdefault("workdir_roots", [str(runtime_root / "work")])  # tests' working folders live there
-        manager = ContainerManager(Cellhop(simulated_gpus=simulated_gpus, **config))
+        own = Config(config.pop("config", None) or {})
+        for name in (set(LocalRuntime.class_own_traits(config=True)) - set(Cellhop.class_traits())) & set(config):
+            own.LocalRuntime[name] = config.pop(name)
+        manager = ContainerManager(Cellhop(config=own, simulated_gpus=simulated_gpus, **config))
         managers.append(manager)
         return manager
 

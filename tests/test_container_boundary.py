@@ -232,7 +232,7 @@ def test_an_isolated_container_cannot_reach_the_hosts_loopback(manager, host_por
 
 
 def test_a_container_on_the_host_network_does_reach_it(make_manager, host_port):
-    """The check above can fail: with c.Cellhop.network = 'host' the same port answers."""
+    """The check above can fail: with c.LocalRuntime.network = 'host' the same port answers."""
     manager = make_manager(network="host")
     container = start(manager)
     assert value(container, REACH + f"r = (reach('127.0.0.1', {host_port}), os.environ['CELLHOP_NETWORK'])") == \

@@ -114,6 +114,10 @@ class ContainerRuntime(ABC, LoggingConfigurable, metaclass=_RuntimeMeta):
 
             image_view(self.images_root, spec.image)
 
+    def hidden_folders(self) -> list[Path]:
+        """This host's folders no container of this runtime may see (nor name as its working folder)."""
+        return []
+
     def container_directory(self, container_id: str) -> Path | None:
         """This host's folder for a container's files (connection file, log), made now; None for a
         runtime that keeps them elsewhere."""

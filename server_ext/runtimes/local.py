@@ -37,7 +37,7 @@ import sys
 import threading
 from pathlib import Path
 
-from traitlets import CaselessStrEnum
+from traitlets import CaselessStrEnum, Int, Unicode
 
 from ...container import OOM_EXIT_CODE, ExitStatus
 from ...errors import CellhopError
@@ -147,19 +147,45 @@ class LocalRuntime(ContainerRuntime):
         help="How notebook and container kernel talk on this host: 'ipc' (unix sockets) or 'tcp' (loopback).",
     ).tag(config=True)
     deprecated_aliases = {"transport": "transport"}  # c.Cellhop.transport
+    network = CaselessStrEnum(
+        ["isolated", "host"], default_value="isolated",
+        help="A local container's network: 'isolated' (a namespace of its own, outbound access through "
+        "slirp4netns where installed; nothing on the host's loopback is reachable) or 'host' (the host's). "
+        "Containers whose kernel channels are TCP ports (transport 'tcp') share the host's network.",
+    ).tag(config=True)
+
+    container_uid = Int(
+        65534, help="The host uid (and gid) local containers run as when the server runs as root (default "
+        "65534, nobody); a server run by another user runs them as its own uid. Never 0.",
+    ).tag(config=True)
+
+    default_pids = Int(
+        4096, help="Most processes (and threads) a container may have at once; 0 = no limit.",
+    ).tag(config=True)
+
+    cgroups = CaselessStrEnum(
+        ["auto", "off"], default_value="auto",
+        help="'auto': enforce memory, process and CPU limits with control groups where the host gives them "
+        "(else per-process rlimits and a CPU affinity mask, said once); 'off': never touch cgroups.",
+    ).tag(config=True)
+
+    cgroup_parent = Unicode(
+        "", help="A cgroup v2 folder (e.g. /sys/fs/cgroup/cellhop.slice) delegated to cellhop, whose "
+        "cgroup.subtree_control enables memory, pids and cpu; containers' groups are made under it. "
+        "Empty: under the server's own group.",
+    ).tag(config=True)
+
+    max_log_bytes = Int(
+        16 * 2**20, help="Most bytes a container's log holds before it is rotated (one older file is kept).",
+    ).tag(config=True)
     kernel_module = "cellhop.kernel.container_kernel"  # what a container runs: python -m <it> -f <connection file>
 
     def __init__(self, root: Path, sandbox: str = "auto", images_root: Path | None = None,
                  state_dir: Path | None = None, **kwargs):
-        from ..config import Cellhop
-
         super().__init__(root=root, sandbox=sandbox, images_root=images_root, state_dir=state_dir, **kwargs)
-        config = self.parent if isinstance(self.parent, Cellhop) else Cellhop()
         # Host folders no container may see, behind a tmpfs (which of them exist is checked at each launch:
         # they may appear later); a container's own volumes are bound back on top (sandbox.py).
         self.hidden = default_hidden_folders(self.root, state_dir)
-        self.max_log_bytes = config.max_log_bytes or DEFAULT_MAX_BYTES
-        self.default_pids = config.default_pids or None
         bwrap = None if sandbox == "none" else find_bubblewrap()
         if sandbox == "bubblewrap" and bwrap is None:
             raise CellhopError("c.Cellhop.sandbox = 'bubblewrap' but bwrap is not installed; "
@@ -170,16 +196,16 @@ class LocalRuntime(ContainerRuntime):
         self.bwrap = bwrap
         self.sandbox = None
         if bwrap:
-            user = ContainerUser.for_this_server(config.container_uid or DEFAULT_UID)
-            slirp = find_slirp4netns() if config.network == "isolated" else None
+            user = ContainerUser.for_this_server(self.container_uid or DEFAULT_UID)
+            slirp = find_slirp4netns() if self.network == "isolated" else None
             self.sandbox = Sandbox(bwrap, user, self.hidden, slirp=slirp)
-        self.network = config.network if bwrap else "host"
+        self.network_mode = self.network if bwrap else "host"  # what containers get here
         self._said_host_network = False
-        if self.network == "isolated" and self.sandbox.slirp is None:
+        if self.network_mode == "isolated" and self.sandbox.slirp is None:
             log.warning("cellhop: slirp4netns is not installed, so containers get a network namespace with only "
                         "loopback (no outbound access); install it (apt-get install slirp4netns) or set "
-                        "c.Cellhop.network = 'host'")
-        self.placement = cgroups.place(parent=config.cgroup_parent or None) if config.cgroups == "auto" else None
+                        "c.LocalRuntime.network = 'host'")
+        self.placement = cgroups.place(parent=self.cgroup_parent or None) if self.cgroups == "auto" else None
         self.as_root = os.geteuid() == 0 and not bwrap
         self.limits_line = describe_enforcement(self.placement, self.as_root)
         log.info("cellhop: container limits on this host: %s", self.limits_line)
@@ -200,7 +226,7 @@ class LocalRuntime(ContainerRuntime):
     def describe(self) -> str:
         if not self.bwrap:
             return f"local, unsandboxed (bubblewrap missing); limits: {self.limits_line}"
-        if self.network == "isolated":
+        if self.network_mode == "isolated":
             network = ("network isolated (slirp4netns, outbound only)" if self.sandbox.slirp
                        else "network isolated (loopback only: slirp4netns missing)")
             if self.transport == "tcp":
@@ -230,6 +256,9 @@ class LocalRuntime(ContainerRuntime):
         if spec.workdir is not None:
             check_workdir(Path(spec.workdir))
 
+    def hidden_folders(self) -> list[Path]:
+        return list(self.hidden)
+
     def container_directory(self, container_id: str) -> Path:
         return private_dir(self.root / container_id)
 
@@ -256,7 +285,7 @@ class LocalRuntime(ContainerRuntime):
         if self.sandbox is not None:
             self.sandbox.user.give(conn_file, 0o600)
 
-        limits = ResourceLimits(cpus=spec.cpus, memory=spec.memory, pids=self.default_pids,
+        limits = ResourceLimits(cpus=spec.cpus, memory=spec.memory, pids=self.default_pids or None,
                                 placement=self.placement, as_root=self.as_root)
         limits.prepare(container.id)
         self._limits[container.id] = limits
@@ -274,11 +303,11 @@ class LocalRuntime(ContainerRuntime):
         command = [python, "-m", self.kernel_module, "-f", str(conn_file)]
         launch = None
         if self.sandbox is not None:
-            isolated = self.network == "isolated" and info["transport"] == "ipc"
-            if self.network == "isolated" and not isolated and not self._said_host_network:
+            isolated = self.network_mode == "isolated" and info["transport"] == "ipc"
+            if self.network_mode == "isolated" and not isolated and not self._said_host_network:
                 self._said_host_network = True
                 log.warning("cellhop: containers share the host's network: their kernel channels are TCP ports on "
-                            "loopback (c.Cellhop.transport = 'tcp', or a runtime folder path too long for unix "
+                            "loopback (c.LocalRuntime.transport = 'tcp', or a runtime folder path too long for unix "
                             "sockets)")
             env["CELLHOP_NETWORK"] = "isolated" if isolated else "host"
             mapped = image_binds + list(container.mounts) + image_mounts
@@ -298,7 +327,7 @@ class LocalRuntime(ContainerRuntime):
         # the output's way to container.log: one pipe, or with secrets one per stream, each masked on its own
         values = masked_values(container.secret_env.values()) if container.secret_env else []
         pipes = [os.pipe() for _ in range(2 if values else 1)]
-        log_file = CappedLog(directory, self.max_log_bytes)
+        log_file = CappedLog(directory, self.max_log_bytes or DEFAULT_MAX_BYTES)
         sinks = ([MaskedLog(SharedLog(log_file, 2), container.secret_env.values()) for _ in pipes] if values
                  else [log_file])
         try:
