@@ -130,3 +130,15 @@ def test_prune_and_delete_during_a_build_leave_its_layers(images, tmp_path, monk
     info = result["info"]
     assert _run(images.store.runtime_view(info["key"]), "import chlayer_mod; print(chlayer_mod.VALUE)") == "42"
     assert images.prune()["layers"] == []  # recorded now: nothing of it goes
+
+
+def test_a_build_step_leaving_a_tree_thousands_deep_is_measured_and_deleted(images):
+    """A build step runs code the image's author chose: a folder chain 1,500 deep in its layer must not
+    break the size the store records, nor deleting the image (Python's recursive walkers stop near 1,000)."""
+    chain = "i=0; while [ $i -lt 1500 ]; do mkdir d && cd d || exit 1; i=$((i+1)); done; echo x > leaf"
+    info = images.build(Image.current().run_commands(chain).to_json())
+    layers = images.store.root / "layers"
+    deleted = images.delete(info["key"])  # a RecursionError (a 500 over the API) before
+    assert deleted["layers_removed"], deleted
+    left = [p.name for p in layers.iterdir() if any(p.name.startswith(k) for k in deleted["layers_removed"])]
+    assert left == [], left

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 from ...errors import AptUnavailable, CellhopError
+from ..file_tree import remove_path
 
 _DEPENDS_FLAGS = ["--recurse", "--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks",
                   "--no-replaces", "--no-enhances"]
@@ -87,5 +88,5 @@ def install(packages: list[str], layer: Path, run) -> list[str]:
     target.mkdir(exist_ok=True)
     for deb in files:
         run(["dpkg-deb", "-x", str(deb), str(target)])
-    shutil.rmtree(debs, ignore_errors=True)
+    remove_path(debs, ignore_errors=True)
     return [f.name for f in files]

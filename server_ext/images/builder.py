@@ -20,7 +20,6 @@ Events (also published on the control plane's event stream), all with
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from ...errors import ImageBuildError
 from ...image_spec import Image, step_title
 from .steps import LayerBuild, build_base, build_cellhop, build_step, cellhop_sources
 from .store import ImageStore
+from ..file_tree import remove_path
 
 log = logging.getLogger("cellhop")
 
@@ -192,7 +192,7 @@ class ImageBuilder:
                 store.commit(tmp, p.key, meta)
                 line_out(f"=> done in {seconds:.2f} s")
             except BaseException as exc:
-                shutil.rmtree(tmp, ignore_errors=True)
+                remove_path(tmp, ignore_errors=True)
                 interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
                 message = "interrupted" if interrupted else str(exc)
                 try:

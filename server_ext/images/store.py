@@ -26,11 +26,13 @@ import fcntl
 import json
 import os
 import secrets
-import shutil
+import stat
 import time
 from pathlib import Path
 
 from ...errors import ImageNotFound
+from .. import file_tree
+from ..file_tree import remove_path
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -47,19 +49,28 @@ def _read_json(path: Path) -> dict | None:
 
 
 def tree_size(path: Path, seen: set | None = None) -> int:
-    """Bytes of the files under `path`, each inode counted once (hard links share `seen`)."""
+    """Bytes of the files under `path`, each inode counted once (hard links share `seen`); a tree of any
+    depth (a build step may leave one), never following a link."""
     seen = set() if seen is None else seen
     total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
+    try:
+        root = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    try:
+        for _, entry in file_tree.walk(root):
             try:
-                st = os.lstat(os.path.join(dirpath, name))
+                st = entry.stat(follow_symlinks=False)
             except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
                 continue
             ident = (st.st_dev, st.st_ino)
             if ident not in seen:
                 seen.add(ident)
                 total += st.st_blocks * 512 if st.st_blocks else st.st_size
+    finally:
+        os.close(root)
     return total
 
 
@@ -170,7 +181,7 @@ class ImageStore:
 
     def remove_leftovers(self, key: str) -> None:
         for stale in self.layers.glob(f".tmp-{key}-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+            remove_path(stale, ignore_errors=True)
 
     def commit(self, tmp: Path, key: str, meta: dict) -> dict:
         """Make `tmp` the layer `key`, atomically. A rebuild (forced) of a layer that exists goes into a
@@ -182,7 +193,7 @@ class ImageStore:
             pointer.unlink(missing_ok=True)  # it pointed at a folder prune removed
             final = self.layers / key
             if final.exists():
-                shutil.rmtree(final)  # never used: the pointer was elsewhere
+                remove_path(final)  # never used: the pointer was elsewhere
             os.rename(tmp, final)
             return meta
         name = f"{key}@{time.time_ns():x}{secrets.token_hex(2)}"
@@ -277,7 +288,7 @@ class ImageStore:
         for path in entries:
             name = path.name
             if name.startswith(".old-"):
-                shutil.rmtree(path, ignore_errors=True)
+                remove_path(path, ignore_errors=True)
                 continue
             if name.startswith(".ptr-"):
                 path.unlink(missing_ok=True)
@@ -285,7 +296,7 @@ class ImageStore:
             if name.startswith(".tmp-"):
                 key = name[5:].rsplit("-", 1)[0]
                 if not self.is_locked(key):
-                    shutil.rmtree(path, ignore_errors=True)
+                    remove_path(path, ignore_errors=True)
                 continue
             key, _, version = name.partition("@")
             if version == "current":
@@ -299,7 +310,7 @@ class ImageStore:
             with self._removable(key) as ok:
                 if not ok:
                     continue
-                shutil.rmtree(path, ignore_errors=True)
+                remove_path(path, ignore_errors=True)
                 if key not in used and not any(self.layers.glob(f"{key}@*")) and not (self.layers / key).exists():
                     self.log_path(key).unlink(missing_ok=True)
                 removed.append(name)

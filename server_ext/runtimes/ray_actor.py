@@ -16,7 +16,6 @@ sandbox.py).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import tempfile
@@ -29,6 +28,7 @@ from ...wire import ALLOWED_CLIENTS, connection_info, plain_info
 from ..container_record import Container
 from . import curve
 from .local import LocalRuntime
+from ..file_tree import remove_path
 
 
 class NodeRuntime(LocalRuntime):
@@ -178,7 +178,7 @@ class ContainerActor:
         if self._container is not None:
             self._runtime.kill(self._container)
             self._runtime.cleanup(self._container)
-        shutil.rmtree(self.directory, ignore_errors=True)
+        remove_path(self.directory, ignore_errors=True)
 
 
 def probe_node_gpus() -> dict:
