@@ -101,6 +101,7 @@ class CellhopProvisioner(KernelProvisionerBase):
     # -- helpers ----------------------------------------------------------------
     _control_client = None  # the control plane this kernel's container is started through
     _owns_control = False  # made by this provisioner (no server handed one): closed with the kernel
+    _launch_cwd: str | None = None  # the folder the kernel is launched in (jupyter_client's cwd)
 
     @property
     def control(self):
@@ -111,9 +112,15 @@ class CellhopProvisioner(KernelProvisionerBase):
             if handed is not None:
                 self._control_client = handed
             else:
+                from traitlets.config import Config
+
                 from .control_client import connect
 
-                self._control_client, self._owns_control = connect(), True
+                # no server: the one who launches this kernel (not a cell) chose its folder, so its own
+                # control plane lets containers work there (and in this process's folder)
+                config = Config()
+                config.Cellhop.workdir_roots = [os.getcwd(), *([self._launch_cwd] if self._launch_cwd else [])]
+                self._control_client, self._owns_control = connect(config), True
         return self._control_client
 
     _client = control
@@ -141,6 +148,7 @@ class CellhopProvisioner(KernelProvisionerBase):
         return self.container_id is not None
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        self._launch_cwd = kwargs.get("cwd")
         km = self.parent
         extra = kwargs.pop("extra_arguments", [])
         kwargs.pop("transport_encryption", None)
