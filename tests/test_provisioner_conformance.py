@@ -54,19 +54,27 @@ class CellhopProvisionedKernelTests(jkt.KernelTests):
         write_kernelspec(cls._root / "share" / "kernels" / cls.kernel_name, "H100")
         cls.notebook_dir = cls._root / "notebooks"
         cls.notebook_dir.mkdir()
-        cls.km, cls.kc = start_new_kernel(kernel_name=cls.kernel_name, cwd=str(cls.notebook_dir))
+        try:
+            cls.km, cls.kc = start_new_kernel(kernel_name=cls.kernel_name, cwd=str(cls.notebook_dir))
+        except BaseException:
+            cls._restore()  # tearDownClass is not called when setUpClass fails: leave no JUPYTER_PATH behind
+            raise
 
     @classmethod
     def tearDownClass(cls) -> None:
         try:
             super().tearDownClass()  # the provisioner closes the control plane it made for the kernel
         finally:
-            for key, value in cls._saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            shutil.rmtree(cls._root, ignore_errors=True)
+            cls._restore()
+
+    @classmethod
+    def _restore(cls) -> None:
+        for key, value in cls._saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(cls._root, ignore_errors=True)
 
     def _run(self, code: str) -> str:
         reply, output_msgs = self.execute_helper(code=code)

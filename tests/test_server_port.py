@@ -25,6 +25,7 @@ class MovedServer(ServerProcess):
     """A ServerProcess that finds the port the server moved to (its jpserver-<pid>.json says)."""
 
     def start(self, timeout: float = 60) -> MovedServer:
+        self.root_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         import subprocess
 
