@@ -100,12 +100,14 @@ def run(args, runtime_dir: str) -> int:
 
 
 def _identity():
-    """A function that returns its argument, made here so that it travels by value (cloudpickle pickles a
-    module's own functions by reference, and neither a container nor an engine can import this module)."""
+    """A function that returns its argument, made so that it travels by value: cloudpickle pickles a
+    module's own functions by reference, ipyparallel imports a function's module on the engine, and
+    neither a container nor an engine can import this module (as `__main__`'s it needs no import)."""
 
     def ident(x):
         return x
 
+    ident.__module__ = "__main__"  # ipyparallel's canning imports a function's module on the engine
     return ident
 
 
