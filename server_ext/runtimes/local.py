@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import pwd
-import queue
 import signal
 import subprocess
 import sys
@@ -56,6 +55,7 @@ from ..resource_limits import ResourceLimits, describe_enforcement
 from ..sandbox import Sandbox, find_bubblewrap, gpu_device_files
 from .base import ContainerRuntime, Launched
 from .orphans import reap_orphans, record_owner
+from .spawner import Spawner
 
 __all__ = ["LocalRuntime", "MaskedLog", "connection_info", "default_hidden_folders"]
 
@@ -63,40 +63,6 @@ log = logging.getLogger("cellhop")
 
 SANDBOX = "sandbox"  # the container's own folder, inside its server-only folder
 _SIGKILL_EXIT = 128 + signal.SIGKILL
-
-
-class _Spawner:
-    """One long-lived thread that forks every container.
-
-    bubblewrap's --die-with-parent (PR_SET_PDEATHSIG) fires when the *thread*
-    that forked it exits, so forking from a short-lived worker thread would
-    kill containers early. A thread that lives as long as the process does not.
-    """
-
-    def __init__(self):
-        self._jobs: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="cellhop-spawner", daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while True:
-            argv, kwargs, result, done = self._jobs.get()
-            try:
-                result.append(subprocess.Popen(argv, **kwargs))
-            except BaseException as exc:  # handed back to the caller
-                result.append(exc)
-            done.set()
-
-    def popen(self, argv: list[str], **kwargs) -> subprocess.Popen:
-        result: list = []
-        done = threading.Event()
-        self._jobs.put((argv, kwargs, result, done))
-        done.wait()
-        if isinstance(result[0], BaseException):
-            raise result[0]
-        return result[0]
-
-
 
 
 def default_hidden_folders(root: Path, state_dir: Path | None = None) -> list[Path]:
@@ -211,7 +177,7 @@ class LocalRuntime(ContainerRuntime):
         log.info("cellhop: container limits on this host: %s", self.limits_line)
         reap_orphans(self.root)
         cgroups.sweep(self.placement)  # groups of control planes that died elsewhere (other runtime folders)
-        self._spawner = _Spawner()
+        self._spawner = Spawner()
         self._limits: dict[str, ResourceLimits] = {}
         self._log_pumps: dict[str, threading.Thread] = {}
         self._launches: dict[str, object] = {}
