@@ -40,6 +40,7 @@ RESTART_IN_PLACE_ENV = "CELLHOP_RESTART_IN_PLACE"  # set by the kernel provision
 class ContainerKernel(IPythonKernel):
     implementation = "cellhop-container"
     msg_types = [*IPythonKernel.msg_types, "cellhop_execute_request", "cellhop_apply_request"]
+    shutdown_hooks: list = []  # called when a shutdown (not a restart in place) begins; see curve_tunnel.serve_kernel
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -60,6 +61,8 @@ class ContainerKernel(IPythonKernel):
             content = await self.do_shutdown(True)
             self.session.send(stream, "shutdown_reply", content, parent, ident=ident)
             return
+        for hook in list(self.shutdown_hooks):
+            hook()
         await super().shutdown_request(stream, ident, parent)
 
     async def cellhop_execute_request(self, stream, ident, parent):

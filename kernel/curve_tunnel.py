@@ -166,8 +166,11 @@ def serve_kernel(argv: list[str] | None = None) -> None:
     if config.get("curve_publickey"):  # ipykernel's own debug socket connects with the kernel's pair
         allowed.append(config["curve_publickey"])
     admit_only(allowed)
-    from .container_kernel import main
+    from .container_kernel import ContainerKernel, main
 
+    # the whole way out (ipykernel's own cleanup, then the interpreter's) may take EXIT_GRACE twice over
+    # from the shutdown request; a context's term() racing the authenticator's sockets could hang it forever
+    ContainerKernel.shutdown_hooks.append(lambda: _exit_after(2 * EXIT_GRACE))
     main(argv)
     _exit_after(EXIT_GRACE)
 

@@ -85,26 +85,57 @@ class CappedLog:
 
 
 class SharedLog:
-    """One log written by several pumps (a container's stdout and stderr, each masked on its own, so output
-    of one stream between two pieces of a value on the other cannot split it): closed by the last of them."""
+    """One log written by several streams (a container's stdout and stderr, each masked on its own, so
+    output of one stream between two pieces of a value on the other cannot split it). Each stream reaches
+    the log a whole line at a time (a line longer than LINE_LIMIT in pieces of that size), so a line of
+    one stream never lands inside a line of the other; the log is closed by the last stream to close."""
+
+    LINE_LIMIT = 64 * 1024
 
     def __init__(self, log: CappedLog, writers: int):
         self.log = log
         self._writers = writers
         self._lock = threading.Lock()
 
-    def write(self, data: bytes) -> None:
+    def stream(self) -> _SharedStream:
+        """The writer of one stream (one of `writers`)."""
+        return _SharedStream(self)
+
+    def _write(self, data: bytes) -> None:
         with self._lock:
             self.log.write(data)
+
+    def _stream_closed(self) -> None:
+        with self._lock:
+            self._writers -= 1
+            if self._writers == 0:
+                self.log.close()
+
+
+class _SharedStream:
+    """One stream's writer into a SharedLog: whole lines, in the order the stream wrote them."""
+
+    def __init__(self, shared: SharedLog):
+        self.shared = shared
+        self._buffer = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self._buffer += data
+        end = self._buffer.rfind(b"\n") + 1
+        if len(self._buffer) - end > SharedLog.LINE_LIMIT:  # no end of line in sight: let it through
+            end = len(self._buffer)
+        if end:
+            self.shared._write(bytes(self._buffer[:end]))
+            del self._buffer[:end]
 
     def flush(self) -> None:
         pass
 
     def close(self) -> None:
-        with self._lock:
-            self._writers -= 1
-            if self._writers == 0:
-                self.log.close()
+        if self._buffer:
+            self.shared._write(bytes(self._buffer))
+            self._buffer.clear()
+        self.shared._stream_closed()
 
 
 class MaskedLog:

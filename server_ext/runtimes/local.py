@@ -294,7 +294,8 @@ class LocalRuntime(ContainerRuntime):
         values = masked_values(container.secret_env.values()) if container.secret_env else []
         pipes = [os.pipe() for _ in range(2 if values else 1)]
         log_file = CappedLog(directory, self.max_log_bytes or DEFAULT_MAX_BYTES)
-        sinks = ([MaskedLog(SharedLog(log_file, 2), container.secret_env.values()) for _ in pipes] if values
+        shared = SharedLog(log_file, len(pipes)) if values else None
+        sinks = ([MaskedLog(shared.stream(), container.secret_env.values()) for _ in pipes] if values
                  else [log_file])
         try:
             proc = self._spawner.popen(
