@@ -140,18 +140,28 @@ def admit_only(keys) -> None:
                     authenticators[id(context)] = auth
         return original(sock, option, value)
 
-    original_term = zmq.Context.term
+    original_term, original_destroy = zmq.Context.term, zmq.Context.destroy
 
-    def term(context):  # the authenticator's own sockets first, or term() would wait for them forever
+    def stop_authenticator(context) -> None:
+        """The authenticator's thread closes its own sockets: before its context is termed (which would
+        wait for them forever) or destroyed (which would close them from this thread, and libzmq aborts)."""
         with lock:
             auth = authenticators.pop(id(context), None)
         if auth is not None:
             auth.stop()
+
+    def term(context):
+        stop_authenticator(context)
         return original_term(context)
+
+    def destroy(context, linger=None):
+        stop_authenticator(context)
+        return original_destroy(context, linger)
 
     zmq.Socket.set = set_option
     zmq.Socket.setsockopt = set_option
     zmq.Context.term = term
+    zmq.Context.destroy = destroy
 
 
 def serve_kernel(argv: list[str] | None = None) -> None:
