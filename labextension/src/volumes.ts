@@ -78,23 +78,32 @@ export class VolumesView {
   readonly node: HTMLElement;
   /** The volume being browsed (null: the list of volumes), and the folder inside it. */
   volume: string | null = null;
+  /** How many refreshes have started: each one shows what it read only if no newer one has started. */
+  private refreshes = 0;
   folder = '';
 
   /** Re-read what is shown: the volumes, or the folder and usage of the one browsed. */
   async refresh(): Promise<void> {
     const volume = this.volume;
     const folder = this.folder;
+    // Refreshes overlap (opening the list, then creating a volume): only the newest may show what it
+    // read, or an older answer arriving last would put back a list without the new volume.
+    const generation = ++this.refreshes;
     try {
       if (volume === null) {
-        this.volumes = parseVolumes(await this.options.api.request(['volumes']));
+        const volumes = parseVolumes(await this.options.api.request(['volumes']));
+        if (generation !== this.refreshes) {
+          return;
+        }
+        this.volumes = volumes;
         this.loaded = true;
       } else {
         const [listing, usage] = await Promise.all([
           this.options.api.files(volume, folder),
           this.options.api.volumeUsage(volume)
         ]);
-        if (volume !== this.volume || folder !== this.folder) {
-          return; // the user moved on meanwhile
+        if (generation !== this.refreshes || volume !== this.volume || folder !== this.folder) {
+          return; // the user moved on meanwhile, or a newer refresh is under way
         }
         this.entries = parseEntries(listing);
         this.usage = parseUsage(usage);
