@@ -1,7 +1,7 @@
 """The control plane: one inventory, one scheduler, one set of containers, one event stream.
 
 Hosted by the jupyter_server extension (app.py), by `cellhop serve`, or
-embedded in a kernel process (kernel/control_client.py). Images, volumes
+embedded in a kernel process (kernel/embedded_control_plane.py). Images, volumes
 and secrets hang off it as their issues add them.
 """
 

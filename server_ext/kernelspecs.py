@@ -1,7 +1,7 @@
 """Kernelspecs for whole kernels on GPU containers ("Python 3 · H100" in the launcher).
 
 - `kernelspec_dict(gpu, ...)` / `write_kernelspec(directory, ...)`: a kernelspec whose
-  `metadata.kernel_provisioner` selects the `cellhop` provisioner (provisioner.py).
+  `metadata.kernel_provisioner` selects the `cellhop` provisioner (kernel/provisioner.py).
 - `install_kernelspec(gpu, name, ...)`: installs one; `jupyter cellhop kernelspec install --gpu H100
   [--name N] [--user|--sys-prefix|--prefix P]` (server_ext/cli_kernelspec.py) calls it.
 - `install_dynamic_kernelspecs(kernel_spec_manager, inventory)`: in a cellhop-enabled server, the

@@ -1,6 +1,6 @@
 """Images: container environments defined in code (`cellhop.Image`), built with uv into cached layers.
 
-- spec.py: `Image`, the chainable spec and its JSON form
+- the spec itself, `Image` (chainable, and its JSON form), is the public cellhop/image_spec.py
 - keys.py: content addresses of layers
 - interpreters.py: finding a Python of a given version on this host
 - steps.py: what each step does to a layer; apt.py: Debian packages without root
