@@ -22,6 +22,7 @@ import math
 import re
 
 from .errors import CellhopError
+from .sizes import size_in_bytes
 
 MIN_MEMORY = 64 * 2**20
 MAX_MEMORY = 2**50  # 1 PiB
@@ -31,8 +32,6 @@ MAX_ENV_BYTES = 128 * 1024  # the kernel's own limit on one variable is 128 KiB;
 MAX_PID = 2**22  # Linux's pid_max ceiling
 MAX_TEXT = 4096
 
-_SIZE = re.compile(r"\s*(\d{1,20}(?:\.\d{1,20})?)\s*([kmgt]?)(i?b?)\s*", re.IGNORECASE)
-_SCALE = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Variables read before any sandbox or inside the interpreter's startup: they run code the spec chose in the
 # server's own process tree (bwrap is started with the container's environment) or break the kernel's start.
@@ -59,15 +58,9 @@ def parse_memory(text) -> int | None:
     if text is None or text == "":
         return None
     shown = str(text) if len(str(text)) <= 40 else f"{str(text)[:40]}..."
-    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+    value = size_in_bytes(text, units="kmgt")
+    if value is None:
         raise SpecError(f"memory {shown!r} is not a size; write e.g. '512M' or '8G'")
-    if isinstance(text, int):
-        value = text
-    else:
-        m = _SIZE.fullmatch(str(text)) if not isinstance(text, float) or math.isfinite(text) else None
-        if not m:
-            raise SpecError(f"memory {shown!r} is not a size; write e.g. '512M' or '8G'")
-        value = int(float(m.group(1)) * _SCALE[m.group(2).lower()])
     if value < MIN_MEMORY:
         unit = " bytes" if isinstance(text, int) else ""
         raise SpecError(f"memory {shown!r}{unit} is too small for a Python kernel; give at least 64M")

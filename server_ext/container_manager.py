@@ -25,7 +25,7 @@ from pathlib import Path
 from ..container import ContainerSpec, ExitStatus, Phase
 from ..errors import ContainerFailedToStart, ContainerNotFound, ContainerStartError, ContainerStopped, QueueCancelled
 from ..inventory import Inventory
-from ..sizes import parse_memory
+from ..spec_rules import parse_memory
 from . import file_tree
 from .config import Cellhop
 from .container_record import Container
