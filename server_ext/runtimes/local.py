@@ -142,7 +142,7 @@ class LocalRuntime(ContainerRuntime):
     ).tag(config=True)
 
     max_log_bytes = Int(
-        16 * 2**20, help="Most bytes a container's log holds before it is rotated (one older file is kept).",
+        DEFAULT_MAX_BYTES, help="Most bytes a container's log holds before it is rotated (one older file is kept).",
     ).tag(config=True)
     kernel_module = "cellhop.kernel.container_kernel"  # what a container runs: python -m <it> -f <connection file>
 
