@@ -21,6 +21,7 @@ from ipykernel.ipkernel import IPythonKernel
 
 from ..container import OOM_EXIT_CODE
 from .cell_names import is_user_name, names_assigned, parse
+from .cell_result import RESULT, ResultCapture
 from .secret_masking import SecretMask
 from .serialize import dumps, loads, pack, unpack
 
@@ -48,6 +49,8 @@ class ContainerKernel(IPythonKernel):
         self.shell.events.register("post_run_cell", lambda result: _oom_exit_if_enforced(result.error_in_exec))
         self.secret_mask = SecretMask.from_environment()
         self.secret_mask.install(self.session)  # secret values never leave the container unmasked
+        self.results = ResultCapture(self.shell.displayhook,
+                                     lambda value: self.secret_mask.withhold(pack({RESULT: value})))
 
     def _send_interrupt_children(self):
         # Interrupt this process only: a process-group signal would also reach the sandbox's init.
@@ -86,6 +89,8 @@ class ContainerKernel(IPythonKernel):
             transformed = shell.transform_cell(code)
         except Exception:
             transformed = code
+        if content.get("pull") != []:  # the last expression comes back as the notebook cell's result
+            self.results.arm()
         if "await" in code and shell.should_run_async(code, transformed_cell=transformed,
                                                       preprocessing_exc_tuple=None):
             result = await shell.run_cell_async(code, store_history=True, transformed_cell=transformed,
@@ -93,6 +98,7 @@ class ContainerKernel(IPythonKernel):
         else:
             result = shell.run_cell(code, store_history=True)
         self._restore_input()
+        kept = self.results.take()
         sys.stdout.flush()
         sys.stderr.flush()
         error = result.error_before_exec or result.error_in_exec  # MemoryError: the post_run_cell hook exits
@@ -113,6 +119,10 @@ class ContainerKernel(IPythonKernel):
                 reply["errors"][name] = f"{name}: not defined in the container"
             names = [n for n in names if n in shell.user_ns]
         packed = self.secret_mask.withhold(pack({n: shell.user_ns[n] for n in names}))
+        if kept is not None:
+            packed.meta += kept[0].meta
+            packed.frames += kept[0].frames
+            reply["result"] = kept[1]  # shown if the notebook cannot rebuild the value
         reply["values"], frames = packed.meta, packed.frames
         reply["errors"].update(packed.errors)
         self.session.send(stream, "cellhop_execute_reply", reply, parent, ident=ident, buffers=frames)

@@ -204,7 +204,8 @@ class CellhopMagics(Magics):
                       policy=args.pull)
         if args.run_async:
             return self.cells.run_cell_async(cell, d, **kwargs)
-        self.cells.run_cell(cell, d, input_fn=self._input_fn(), **kwargs)  # values land in the namespace
+        # values land in the namespace; the last expression's value is the notebook cell's result (Out[n])
+        return self.cells.run_cell(cell, d, input_fn=self._input_fn(), **kwargs)
 
     def _image(self, name: str):
         """The Image a `--image NAME` names (None for 'default': the notebook's own environment)."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ..errors import UnsendableVariable
 from ..gpu_request import GpuRequest, feasible_choices
 from .cell_names import is_user_name, names_read, parse
+from .cell_result import NO_RESULT, split_result
 from .container_pool import CELLS, ContainerPool, Lease
 from .control_plane_client import ControlPlaneClient
 from .remote_run import RemoteRun
@@ -116,16 +117,17 @@ class RemoteCells:
         return packed
 
     def run_cell(self, code: str, d: RunSpec, out: list[str] | None = None, pull: bool = True,
-                 fresh: bool = False, input_fn=None, show_status: bool = True, policy: str | None = None) -> dict:
-        """Run `code` in the container for `d`; land its values in the notebook; return them.
+                 fresh: bool = False, input_fn=None, show_status: bool = True, policy: str | None = None):
+        """Run `code` in the container for `d`; land its values in the notebook; return the value of its
+        last expression (None without one), which `%%remote` makes the notebook cell's result.
 
         `policy`: 'safe' brings back data types only (`--pull safe`); the notebook's c.Cellhop.pull
         still applies when it is stricter."""
         job = self._job(code, d, out, pull, input_fn, show_status, policy)
         with self._lease(job, fresh) as lease:
-            values = self._execute(job, lease)
+            values, result = self._execute(job, lease)
         self.shell.user_ns.update(values)
-        return values
+        return None if result is NO_RESULT else result
 
     def run_cell_async(self, code: str, d: RunSpec, out: list[str] | None = None, pull: bool = True,
                        fresh: bool = False, show_status: bool = True, policy: str | None = None) -> RemoteRun:
@@ -139,7 +141,7 @@ class RemoteCells:
 
         def target():
             with lease:
-                return self._execute(job, lease)
+                return self._execute(job, lease, result_as_display=True)[0]
 
         return RemoteRun("remote cell", target, interrupt=lease.session.interrupt, on_done=self.shell.user_ns.update)
 
@@ -163,8 +165,10 @@ class RemoteCells:
         return self.pool.lease(job.spec, CELLS, "%%remote", fresh=fresh, on_event=on_event,
                                own_connection=own_connection)
 
-    def _execute(self, job: CellJob, lease: Lease) -> dict:
-        """Ship the cell, keep the status line current, return the values it brought back."""
+    def _execute(self, job: CellJob, lease: Lease, result_as_display: bool = False):
+        """Ship the cell, keep the status line current; (the values it brought back, the value of its last
+        expression or NO_RESULT). `result_as_display`: show that value in the cell instead (a cell that
+        already returned cannot have it as its result)."""
         session, status = lease.session, job.status
         status.container_id = session.id if session.container.get("gpus") else None
         status.show(f"▶ running on container {session.id} · {describe_gpus(session.container)}")
@@ -177,10 +181,15 @@ class RemoteCells:
                         "failed")
             raise
         status.show(finished_text(session.container, result.seconds, lease.started), "done")
-        if result.errors:
-            print("cellhop: these values stayed in the container: " + "; ".join(result.errors.values()),
+        values, errors, value, display = split_result(result.values, result.errors, result.reply)
+        if result_as_display and value is not NO_RESULT:
+            display, value = result.reply.get("result"), NO_RESULT
+        if display is not None:  # the container's formatting of it (the notebook would not rebuild the value)
+            self.sink.publish("display_data", dict(display), {}, [], job.parent)
+        if errors:
+            print("cellhop: these values stayed in the container: " + "; ".join(errors.values()),
                   file=sys.stderr)
-        return result.values
+        return values, value
 
 
 def configured_pull(config) -> str:
