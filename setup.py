@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
@@ -108,35 +108,40 @@ def labextension_data_files() -> list[tuple[str, list[str]]]:
     return sorted(by_folder.items())
 
 
-def link_for_development() -> None:
-    """Editable installs never install data files: link the built extension where JupyterLab
-    looks (`jupyter labextension develop` does the same), so rebuilds show up without reinstalling."""
-    if not (OUTPUT / "package.json").is_file():
-        return
+def _labextension_link() -> Path:
     name = json.loads((LAB / "package.json").read_text())["name"]
-    link = Path(sys.prefix, "share", "jupyter", "labextensions", name)
+    return Path(sys.prefix, "share", "jupyter", "labextensions", name)
+
+
+def link_for_development() -> bool:
+    """An editable install links the built extension where JupyterLab looks (as `jupyter labextension
+    develop` does), so rebuilds show up without reinstalling. False where a folder of an earlier
+    install is in the way: pip removes that folder when it uninstalls the earlier install, after this
+    build, so the editable wheel must then carry the panel's files itself."""
+    if not (OUTPUT / "package.json").is_file():
+        return True
+    link = _labextension_link()
     if link.is_symlink() or not link.exists():
         link.parent.mkdir(parents=True, exist_ok=True)
         if link.is_symlink():
             link.unlink()
         link.symlink_to(OUTPUT, target_is_directory=True)
-    elif link.resolve() != OUTPUT:
-        _warn(f"{link} is a folder of an earlier install; remove it to use this checkout's panel")
+        return True
+    _warn(f"{link} holds an earlier install's panel: this editable install copies the panel there "
+          "(rebuilds of labextension/ show up after `pip install -e .` again; remove that folder first "
+          "to link it instead)")
+    return False
 
 
-def link_data_files(data_files) -> None:
-    """Editable installs skip data files (setuptools installs them only into real wheels):
-    link each into sys.prefix, as a wheel would have put it (server config, examples)."""
-    for folder, files in data_files or []:
-        for name in files:
-            source = ROOT / name
-            target = Path(sys.prefix, folder, source.name)
-            if not source.is_file() or (target.exists() and not target.is_symlink()):
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.is_symlink():
-                target.unlink()
-            target.symlink_to(source)
+class DataFilesInEditableInstalls(Distribution):
+    """setuptools' editable_wheel installs data files only when the distribution answers `has_data`,
+    a name it never defines (it defines has_data_files), so editable wheels came out without the
+    server extension's config file and the demo. pip then removed those of an earlier install
+    and put nothing back: `jupyter server extension list` lost cellhop. Answering `has_data`
+    puts them in the editable wheel as in a normal one, recorded and uninstalled by pip."""
+
+    def has_data(self) -> bool:
+        return self.has_data_files()
 
 
 class BuildPyWithLabextension(build_py):
@@ -144,10 +149,8 @@ class BuildPyWithLabextension(build_py):
 
     def run(self):
         build_labextension()
-        if getattr(self, "editable_mode", False):
-            link_data_files(self.distribution.data_files)
-            link_for_development()
-        files = labextension_data_files()
+        linked = getattr(self, "editable_mode", False) and link_for_development()
+        files = [] if linked else labextension_data_files()
         if files:
             known = {folder for folder, _ in self.distribution.data_files or []}
             self.distribution.data_files = [*(self.distribution.data_files or []),
@@ -155,4 +158,4 @@ class BuildPyWithLabextension(build_py):
         super().run()
 
 
-setup(cmdclass={"build_py": BuildPyWithLabextension})
+setup(cmdclass={"build_py": BuildPyWithLabextension}, distclass=DataFilesInEditableInstalls)
