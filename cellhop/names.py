@@ -68,3 +68,12 @@ def simple_name(text, what: str, error: type[CellhopError] = BadName) -> str:
         hint = f" (it contains {describe(odd_character(text))}, a control or format character)"
     raise error(f"{what} name {text!r} is not allowed{hint}; use 1 to 63 letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit (e.g. 'datasets' or 'llama-weights')")
+
+
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def is_module_name(text) -> bool:
+    """Whether `text` is a dotted Python module name ('torch', 'transformers.models'): ASCII identifiers
+    only, at most 100 characters (what a standby may be asked to import)."""
+    return isinstance(text, str) and len(text) <= 100 and _MODULE.fullmatch(text) is not None

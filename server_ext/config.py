@@ -6,7 +6,9 @@ server_ext/runtimes/); the `c.Cellhop.<name>` they had before still work, with a
 
 from __future__ import annotations
 
-from traitlets import CaselessStrEnum, Float, Int, List, Unicode, validate
+import os
+
+from traitlets import CaselessStrEnum, Float, Int, List, Unicode, default, validate
 from traitlets.config import Configurable
 
 
@@ -45,6 +47,34 @@ class Cellhop(Configurable):
         default_value="auto",
         help="'auto': bubblewrap when installed, else unsandboxed (said once); "
         "'bubblewrap': required; 'none': never sandbox.",
+    ).tag(config=True)
+
+    standby = Int(
+        None, allow_none=True,
+        help="Started, sandboxed container kernels kept ready per image, holding no GPU, that a request claims "
+        "(the claim takes the GPU lease, then makes that GPU visible to the claimed container only): the "
+        "first cell of a notebook skips the kernel start. None (the default): 1 for the default image where "
+        "the host has GPUs or a simulated inventory, else 0 (or the CELLHOP_STANDBY environment variable). "
+        "Images a request used get as many too (c.Cellhop.standby_images of them, the most recently used). "
+        "Only the local runtime keeps standbys; requests with volumes, secrets, variables, a working "
+        "folder or another interpreter start a fresh container.",
+    ).tag(config=True)
+
+    @default("standby")
+    def _standby_from_environment(self):
+        value = os.environ.get("CELLHOP_STANDBY", "").strip()
+        return int(value) if value.isdigit() else None
+
+    standby_images = Int(
+        2, help="Most built images (besides the default one) that keep standby containers: the most recently "
+        "used; 0 = the default image only.",
+    ).tag(config=True)
+
+    preload = List(
+        Unicode(), default_value=[],
+        help="Modules a standby container of the default image imports before it is claimed (e.g. "
+        "['numpy', 'torch']); images name their own with Image.preload(...). A module that fails to import "
+        "is left out, with a line in the container's log.",
     ).tag(config=True)
 
     idle_timeout = Float(

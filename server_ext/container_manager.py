@@ -80,6 +80,22 @@ class ContainerManager:
         self.activity = KernelActivity()  # busy/idle from each kernel's own status messages
         self._monitor = threading.Thread(target=self._watch, name="cellhop-monitor", daemon=True)
         self._monitor.start()
+        self.standby = self._standby_pool()
+
+    def _standby_pool(self):
+        """The standby containers (standby_pool.py) where the runtime can claim them and c.Cellhop.standby
+        (default: 1 where the host has GPUs, real or simulated) asks for any."""
+        count = self.config.standby
+        if count is None:
+            count = 1 if self.inventory.gpus else 0
+        if count <= 0 or not self.runtime.supports_standby:
+            return None
+        from .standby_pool import StandbyPool
+
+        return StandbyPool(self, count, self.config.standby_images, list(self.config.preload))
+
+    def default_memory(self) -> int | None:
+        return parse_memory(self.config.default_memory) if self.config.default_memory else None
 
     def _state_dir(self) -> Path | None:
         """c.Cellhop.state_dir, which every container must not see (the default one the runtimes hide anyway)."""
@@ -132,7 +148,7 @@ class ContainerManager:
         if spec.cpus is None and self.config.default_cpus:
             spec.cpus = self.config.default_cpus
         if spec.memory is None and self.config.default_memory:
-            spec.memory = parse_memory(self.config.default_memory)
+            spec.memory = self.default_memory()
         self.check_spec(spec)  # a bad image, interpreter or folder fails before any queueing
         container = Container(id=secrets.token_hex(6), spec=spec)
         stop_requested = threading.Event()
@@ -174,11 +190,13 @@ class ContainerManager:
                     stopped = False
                     container.allocation = allocation
                     container.queue_position = None
-                    container.directory = self.runtime.container_directory(container.id)
                     self._set_phase(container, Phase.STARTING)
             if stopped:
                 self._await_exit(container)
                 raise self._stopped_while(container, "queued for a GPU")
+            if self.standby is not None and self.standby.claim_for(container):
+                return container
+            container.directory = self.runtime.container_directory(container.id)
             return self._launch_until_ready(container, "start")
         finally:
             if unsubscribe:
@@ -478,6 +496,8 @@ class ContainerManager:
     def close(self) -> None:
         """Stop every container (used when the owner shuts down)."""
         self._closed.set()
+        if self.standby is not None:
+            self.standby.close()
         live = [c for c in self.list() if c.phase != Phase.EXITED]
         threads = [threading.Thread(target=self.stop, args=(c.id, "control plane shut down"), kwargs={"grace": 1.0})
                    for c in live]

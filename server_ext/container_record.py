@@ -33,6 +33,8 @@ class Container:
     node: str | None = None  # where it runs: the Ray node's IP (None: this host)
     mounts: list[tuple[Path, str, bool]] = field(default_factory=list)  # (host folder, path inside, read-only)
     secret_env: dict[str, str] = field(default_factory=dict, repr=False)  # never shown, never in to_dict
+    standby: bool = False  # a standby of the warm pool (standby_pool.py): holds no GPU, claimed by a request
+    claimed_from: str | None = None  # the standby whose kernel this container took over (None: started afresh)
 
     def __post_init__(self):
         self.phases.append((self.phase.value, self.created))
@@ -44,6 +46,14 @@ class Container:
         self.handle = launched.handle
         self.sandboxed = launched.sandboxed
         self.node = launched.node
+
+    def adopt_from(self, standby: Container) -> None:
+        """Take over a claimed standby's running kernel: its process, connection and files."""
+        self.connection_info = standby.connection_info
+        self.handle = standby.handle
+        self.sandboxed = standby.sandboxed
+        self.node = standby.node
+        self.directory = standby.directory
 
     def set_phase(self, phase: Phase) -> None:
         self.phase = phase
@@ -82,4 +92,6 @@ class Container:
             "secrets": self.spec.secrets,  # names only
             "image": self.spec.image,
             "exit": self.exit_status.to_dict() if self.exit_status else None,
+            "standby": self.standby,
+            "claimed_from": self.claimed_from,
         }

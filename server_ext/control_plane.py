@@ -70,6 +70,7 @@ class ControlPlane:
             "reason": inv.reason,
             "driver_version": inv.driver_version,
             "runtime": self.manager.runtime.describe(),
+            "standby": self.manager.standby.view() if self.manager.standby is not None else [],
         }
 
     def containers_view(self) -> list[dict]:

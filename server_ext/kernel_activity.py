@@ -95,6 +95,14 @@ class KernelActivity:
             self._watches[watch.container_id] = watch
             self._poller = None
 
+    def rename(self, old_id: str, new_id: str) -> None:
+        """A claimed standby's kernel now belongs to container `new_id`."""
+        with self._lock:
+            watch = self._watches.pop(old_id, None)
+            if watch is not None:
+                watch.container_id = new_id
+                self._watches[new_id] = watch
+
     def forget(self, container_id: str) -> None:
         with self._lock:
             watch = self._watches.pop(container_id, None)

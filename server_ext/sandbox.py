@@ -120,6 +120,18 @@ def gpu_device_files(minors: Iterable[int | None]) -> list[str]:
     return list(NVIDIA_CONTROL_DEVICES) + own if own else []
 
 
+LATE_DEVICES = "/dev/cellhop-gpu"  # where a standby container's GPU device files appear once it is claimed
+
+
+def host_gpu_device_names() -> list[str]:
+    """The names (under /dev) of every NVIDIA device file of this host: the control devices and each
+    /dev/nvidiaN. A standby container's /dev holds links of these names into LATE_DEVICES, which stay
+    dangling until a claim makes the files of the GPUs it leased there (runtimes/gpu_attach.py)."""
+    names = [Path(p).name for p in NVIDIA_CONTROL_DEVICES if os.path.exists(p)]
+    names += sorted(e.name for e in os.scandir("/dev") if e.name.startswith("nvidia") and e.name[6:].isdigit())
+    return names if any(n[6:].isdigit() for n in names) else []
+
+
 def find_bubblewrap() -> str | None:
     return shutil.which("bwrap")
 
@@ -183,12 +195,15 @@ def _depth(dest: str) -> int:
 
 def bubblewrap_argv(bwrap: str, rw_binds: list[Path], workdir: Path, ro_binds: list[tuple[Path, Path]] = (),
                     volumes: list[tuple[Path, str, bool]] = (), hidden: Sequence[Path] = (),
-                    devices: Sequence[str] = (), options: Sequence[str] = ()) -> list[str]:
+                    devices: Sequence[str] = (), options: Sequence[str] = (),
+                    late_devices: tuple[Path, Sequence[str]] | None = None) -> list[str]:
     """`rw_binds`: host folders bound read-write at the same path; `ro_binds`: (host path, path inside).
     `volumes`: (host folder, path inside, read-only) bind mounts of cellhop volumes.
     `hidden`: host folders covered by an empty tmpfs (see folders_to_hide); the binds are made on top.
     `devices`: host device files bound into the minimal /dev when present (see gpu_device_files).
-    `options`: more of bubblewrap's options (the user's capabilities, the network's pipes)."""
+    `options`: more of bubblewrap's options (the user's capabilities, the network's pipes).
+    `late_devices`: (a server-only host folder, device names): the folder is bound at LATE_DEVICES and each
+    name gets a link /dev/<name> into it, dangling until the server makes that device file there."""
     new_top = any(not os.path.lexists("/" + dest.strip("/").split("/")[0]) for _, dest, _ in volumes)
     argv = [
         bwrap,
@@ -203,6 +218,11 @@ def bubblewrap_argv(bwrap: str, rw_binds: list[Path], workdir: Path, ro_binds: l
     ]
     for device in devices:
         argv += ["--dev-bind-try", device, device]
+    if late_devices is not None:
+        folder, names = late_devices
+        argv += ["--dev-bind", str(folder), LATE_DEVICES]
+        for name in names:
+            argv += ["--symlink", f"{Path(LATE_DEVICES).name}/{name}", f"/dev/{name}"]
     argv += [
         "--proc", "/proc",
         "--perms", "1777", "--tmpfs", "/tmp",
@@ -277,7 +297,8 @@ class Sandbox:
 
     def prepare(self, rw_binds: list[Path], workdir: Path, ro_binds: Sequence[tuple[Path, Path]] = (),
                 mapped: Sequence[tuple[Path, str, bool]] = (), devices: Sequence[str] = (),
-                isolated: bool = True, python: str | None = None, staging: Path | None = None) -> Launch:
+                isolated: bool = True, python: str | None = None, staging: Path | None = None,
+                late_devices: tuple[Path, Sequence[str]] | None = None) -> Launch:
         """The command line of a sandbox. `rw_binds` are folders the server made for the sandbox (owned by the
         container's user); `mapped` are host folders shown to the container's user as its own (idmapped
         where the host can), as (host folder, path inside, read-only): volumes, the notebook's folder.
@@ -313,7 +334,8 @@ class Sandbox:
         # as root, bubblewrap enters "/" and the command its folder once it runs as the container's user
         start_in = Path("/") if self.user.switch else workdir
         launch.argv = bubblewrap_argv(self.bwrap, rw_binds, start_in, ro, volumes=volumes, hidden=hidden,
-                                      devices=devices, options=options) + self.user.command_prefix(
+                                      devices=devices, options=options,
+                                      late_devices=late_devices) + self.user.command_prefix(
                                           workdir if self.user.switch else None)
         return launch
 

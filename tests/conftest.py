@@ -46,6 +46,10 @@ SIMULATED_GPUS = "H100:2,A10G:1"
 def pytest_configure(config):
     os.environ[SESSION_ENV] = f"{os.getpid()}-{secrets.token_hex(4)}"
     os.environ["CELLHOP_PASS_ENV"] = SESSION_ENV  # containers get an allow-listed environment: add the tag
+    # Standby containers (c.Cellhop.standby) are tested where a test asks for them (test_standby.py); every
+    # other control plane of the suite (test servers included, they inherit this) starts none, so the
+    # containers a test sees are the ones it started.
+    os.environ.setdefault("CELLHOP_STANDBY", "0")
 
 
 def pytest_sessionfinish(session, exitstatus):

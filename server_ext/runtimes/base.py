@@ -131,6 +131,31 @@ class ContainerRuntime(ABC, LoggingConfigurable, metaclass=_RuntimeMeta):
         """One line about how containers are isolated here, for `%gpu` and the API."""
         return self.name
 
+    # -- standby containers (standby_pool.py): a runtime that can claim keeps them -----------------
+    supports_standby = False  # whether a started container without GPUs can be given its GPUs later
+
+    def claim(self, standby: Container, container: Container) -> None:
+        """Give the standby `standby` the GPUs leased for `container` (container.allocation): make them
+        visible to it and to no other. Raises gpu_attach.CannotAttach where it cannot (the request then
+        starts a fresh container). The kernel's variables are the manager's to set (gpu_environment)."""
+        from .gpu_attach import CannotAttach
+
+        raise CannotAttach(f"the {self.name} runtime keeps no standby containers")
+
+    def rekey(self, old_id: str, new_id: str) -> None:
+        """A claimed standby's process now belongs to container `new_id`: move what is kept by id."""
+
+    @staticmethod
+    def gpu_environment(container: Container) -> dict[str, str]:
+        """The variables that tell a container's kernel its id and GPUs (pinned by UUID)."""
+        gpus = container.gpus
+        uuids = ",".join(g.uuid for g in gpus)
+        env = {"CUDA_VISIBLE_DEVICES": uuids, "NVIDIA_VISIBLE_DEVICES": uuids or "void",
+               "CELLHOP_CONTAINER_ID": container.id, "CELLHOP_GPU_TYPE": gpus[0].type if gpus else ""}
+        if gpus and gpus[0].simulated:
+            env["CELLHOP_GPUS_SIMULATED"] = "1"
+        return env
+
     # -- the lifecycle --------------------------------------------------------------------------
     @abstractmethod
     def launch(self, container: Container) -> Launched:

@@ -54,6 +54,7 @@ from ..paths import private_dir
 from ..resource_limits import ResourceLimits, describe_enforcement
 from ..sandbox import Sandbox, find_bubblewrap, gpu_device_files
 from .base import ContainerRuntime, Launched
+from .gpu_attach import attach_devices, late_device_folder
 from .orphans import reap_orphans, record_owner
 from .spawner import Spawner
 
@@ -181,6 +182,7 @@ class LocalRuntime(ContainerRuntime):
         self._limits: dict[str, ResourceLimits] = {}
         self._log_pumps: dict[str, threading.Thread] = {}
         self._launches: dict[str, object] = {}
+        self._late_devices: dict[str, Path | None] = {}  # standby id -> the folder its claim makes devices in
         # a process that exits without closing its control plane (a notebook kernel's embedded one) takes
         # its containers with it (--die-with-parent); their control groups it removes on the way out
         atexit.register(self._remove_groups_at_exit)
@@ -280,9 +282,11 @@ class LocalRuntime(ContainerRuntime):
             if spec.workdir:
                 mapped.append((workdir, str(workdir), False))
             devices = gpu_device_files(g.minor for g in container.gpus if not g.simulated)
+            late = late_device_folder(directory) if container.standby and self.sandbox.user.switch else None
+            self._late_devices[container.id] = late[0] if late else None
             launch = self.sandbox.prepare([box], workdir, mapped=mapped,
                                           devices=devices, isolated=isolated, python=python,
-                                          staging=directory / "mnt")
+                                          staging=directory / "mnt", late_devices=late)
             command = launch.argv + command
         elif container.mounts:
             raise unsandboxed_mount_error(container)
@@ -362,14 +366,7 @@ class LocalRuntime(ContainerRuntime):
                 env["USER"] = env["LOGNAME"] = pwd.getpwuid(self.sandbox.user.uid).pw_name
             except KeyError:
                 pass
-        gpus = container.gpus
-        uuids = ",".join(g.uuid for g in gpus)
-        env["CUDA_VISIBLE_DEVICES"] = uuids
-        env["NVIDIA_VISIBLE_DEVICES"] = uuids or "void"
-        env["CELLHOP_CONTAINER_ID"] = container.id
-        env["CELLHOP_GPU_TYPE"] = gpus[0].type if gpus else ""
-        if gpus and gpus[0].simulated:
-            env["CELLHOP_GPUS_SIMULATED"] = "1"
+        env.update(self.gpu_environment(container))
         env["IPYTHONDIR"] = str(box / "ipython")
         env["MPLCONFIGDIR"] = str(box / "mpl")
         env.update(limits.environment())
@@ -379,6 +376,19 @@ class LocalRuntime(ContainerRuntime):
             env.update(container.secret_env)
             env[SECRET_KEYS_ENV] = ",".join(sorted(container.secret_env))
         return env
+
+    # -- standby containers -------------------------------------------------------------------
+    supports_standby = True
+
+    def claim(self, standby: Container, container: Container) -> None:
+        """Make the leased GPUs' device files in the standby's late-device folder (gpu_attach.py); simulated
+        GPUs have none."""
+        attach_devices(self._late_devices.get(standby.id), (g.minor for g in container.gpus if not g.simulated))
+
+    def rekey(self, old_id: str, new_id: str) -> None:
+        for kept in (self._limits, self._log_pumps, self._launches, self._late_devices):
+            if old_id in kept:
+                kept[new_id] = kept.pop(old_id)
 
     # -- running --------------------------------------------------------------------------
     def _kernel_pid(self, container: Container) -> int | None:
@@ -455,6 +465,7 @@ class LocalRuntime(ContainerRuntime):
     def cleanup(self, container: Container) -> None:
         for thread in self._log_pumps.pop(container.id, ()):
             thread.join(timeout=2)
+        self._late_devices.pop(container.id, None)
         launch = self._launches.pop(container.id, None)
         if launch is not None:
             launch.close()  # slirp4netns exits with its pipe
@@ -465,6 +476,7 @@ class LocalRuntime(ContainerRuntime):
         if container.directory is not None:
             remove_path(container.directory / SANDBOX, ignore_errors=True)  # any depth: the container made it
             remove_path(container.directory / "mnt", ignore_errors=True)  # empty staging folders
+            remove_path(container.directory / "devices", ignore_errors=True)  # a claimed standby's GPU files
 
     def close(self) -> None:
         atexit.unregister(self._remove_groups_at_exit)
