@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from ..errors import UnsendableVariable
 from ..gpu_request import GpuRequest, feasible_choices
+from .async_landing import Arrival, Landing
 from .cell_names import is_user_name, names_read, parse
 from .cell_result import NO_RESULT, split_result
 from .container_pool import CELLS, ContainerPool, Lease
@@ -57,6 +58,7 @@ class RemoteCells:
         self.defaults = RunSpec()
         self.pool = ContainerPool(control, sink, comm_proxies, owner=owner, pull=self.pull)
         self._built: dict[str, dict] = {}  # an image's build spec (JSON) -> what its build said
+        self.landing = Landing(shell, sink, getattr(shell, "kernel", None))  # --async values, as runs finish
 
     @property
     def sessions(self) -> dict:
@@ -94,6 +96,7 @@ class RemoteCells:
         return d.with_(image_key=info["key"])
 
     def shutdown(self) -> None:
+        self.landing.close()
         self.pool.shutdown("notebook kernel shut down")
 
     # -- %%remote -----------------------------------------------------------------
@@ -131,19 +134,26 @@ class RemoteCells:
 
     def run_cell_async(self, code: str, d: RunSpec, out: list[str] | None = None, pull: bool = True,
                        fresh: bool = False, show_status: bool = True, policy: str | None = None) -> RemoteRun:
-        """Start `code` and return a handle at once; its values land in the notebook on `wait()`.
+        """Start `code` and return a handle at once; its values land in the notebook when it finishes
+        (from the kernel's main thread, between cells: async_landing.py), or on `wait()` if that is sooner.
 
         The values it reads are packed now, as they are when the cell runs; the
         work goes on over a second connection to the same container.
         """
         job = self._job(code, d, out, pull, None, show_status, policy)
         lease = self._lease(job, fresh, own_connection=True)
+        job.status.show(f"▶ running in the background on container {lease.session.id} · "
+                        f"{describe_gpus(lease.session.container)}; its values land in the notebook when it ends")
+        arrival = Arrival(getattr(self.shell, "execution_count", None), job.status, job.parent)
 
         def target():
             with lease:
-                return self._execute(job, lease, result_as_display=True)[0]
+                values = self._execute(job, lease, result_as_display=True)[0]
+            self.landing.arrived(arrival, values)
+            return values
 
-        return RemoteRun("remote cell", target, interrupt=lease.session.interrupt, on_done=self.shell.user_ns.update)
+        return RemoteRun("remote cell", target, interrupt=lease.session.interrupt,
+                         on_done=lambda values: self.landing.land(arrival))
 
     def _job(self, code: str, d: RunSpec, out, pull: bool, input_fn, show_status: bool,
              policy: str | None = None) -> CellJob:

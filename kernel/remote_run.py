@@ -33,7 +33,7 @@ class RemoteRun:
         return self._done.is_set()
 
     def wait(self, timeout: float | None = None):
-        """The result (for a cell: the values it assigned, now also in the notebook); raises its error."""
+        """The result (for a cell: the values it assigned, in the notebook since it finished); raises its error."""
         if not self._done.wait(timeout):
             raise TimeoutError(f"{self.label} is still running after {timeout} s")
         if self.error is not None:
