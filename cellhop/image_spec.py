@@ -27,7 +27,16 @@ from .errors import ImageSpecError
 
 
 OPS = ("pip_install", "requirements", "env", "run_commands", "apt_install", "add_local_dir",
-       "add_local_python_source")
+       "add_local_python_source", "preload")
+# Libraries whose import is slow and does nothing beyond loading: the ones a notebook's own imports may add
+# to what the default image's standby containers preload (server_ext/standby_pool.py); Image.preload and
+# c.Cellhop.preload may name any module.
+HINTABLE = frozenset({
+    "numpy", "scipy", "pandas", "polars", "pyarrow", "sklearn", "matplotlib", "matplotlib.pyplot", "seaborn",
+    "torch", "torchvision", "torchaudio", "jax", "flax", "optax", "tensorflow", "keras", "cupy", "numba",
+    "transformers", "datasets", "accelerate", "diffusers", "safetensors", "tokenizers", "sentence_transformers",
+    "xgboost", "lightgbm", "triton", "vllm", "einops", "timm", "cv2", "PIL",
+})
 _VERSION = re.compile(r"^3\.\d{1,2}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DEB_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$")
@@ -126,6 +135,19 @@ class Image:
                 raise ImageSpecError(f"env(): the value of {k} must be a string or a number, not {v!r}")
             out[k] = str(v)
         return self._with({"op": "env", "vars": out})
+
+    def preload(self, *modules) -> Image:
+        """Modules a started container of this image imports before any request claims it (standby
+        containers, c.Cellhop.standby): `Image.preload("torch", "numpy")`. A module that fails to import is
+        left out, with a line in the container's log."""
+        from .names import is_module_name
+
+        names = _strings(modules, "preload")
+        bad = [n for n in names if not is_module_name(n)]
+        if not names or bad:
+            raise ImageSpecError(f"preload(): give module names such as preload('torch', 'numpy')"
+                                 + (f"; {bad[0]!r} is not one" if bad else ""))
+        return self._with({"op": "preload", "modules": names})
 
     def run_commands(self, *commands, force_build: bool = False) -> Image:
         """Shell commands run at build time, with the image's environment active; one failing fails the build."""
@@ -284,6 +306,8 @@ def step_title(step: dict) -> str:
         args = f"{step.get('src')!r}, {step.get('dest')!r}"
     elif op == "add_local_python_source":
         args = ", ".join(repr(s["module"]) for s in step.get("sources", []))
+    elif op == "preload":
+        args = ", ".join(repr(m) for m in step.get("modules", []))
     else:
         args = ""
     text = f"{op}({args})"

@@ -88,6 +88,7 @@ class ContainerPool:
         self._entries: list[_Entry] = []
         self._lock = threading.RLock()
         self._starting: dict[tuple, threading.Lock] = {}
+        self._hinted = False
 
     # -- taking containers ------------------------------------------------------------
     def lease(self, spec: RunSpec, user: str, label: str, *, fresh: bool = False, on_event=None,
@@ -199,6 +200,7 @@ class ContainerPool:
         if make_room:
             self._make_room(spec)
         container = self.control.start(spec.container_spec(self.owner, label, queue_timeout), on_event=on_event)
+        self._hint_imports()
         try:
             session = ContainerSession(container, self.control, self.sink, self.comm_proxies, self.pull)
         except BaseException:
@@ -208,6 +210,41 @@ class ContainerPool:
         with self._lock:
             self._entries.append(entry)
         return entry
+
+    # -- keep-warm: containers started ahead and never scaled down ------------------------
+    def keep_warm(self, spec: RunSpec, user: str, label: str, wanted: int) -> threading.Thread | None:
+        """Make `user` have `wanted` containers for `spec` (started in the background, queued for their GPUs
+        like any), or with 0, stop its idle ones; says plainly what that holds. Returns the starting thread."""
+        key = (spec.key(), user)
+        with self._lock:
+            have = [e for e in self._entries if e.key == key and e.session.alive()]
+        if wanted <= 0:
+            for entry in have:
+                self._discard(entry, reason="keep-warm turned off", only_if_idle=True)
+            return None
+        missing = wanted - len(have)
+        gpus = "no GPU" if spec.gpu.cpu_only else f"{spec.gpu}"
+        self._note(f"cellhop: keeping {wanted} container(s) of {label} warm with {gpus}: "
+                   + ("" if spec.gpu.cpu_only else "each holds its GPU while idle, so no one else can use it: "
+                      f"{24 * wanted * spec.gpu.choices[0].count} GPU-hours a day, ")
+                   + "until keep-warm is set to 0, the function is shut down or this kernel ends.")
+        if missing <= 0:
+            return None
+        thread_id = threading.get_ident()  # the notebook's: it uses their primary connections
+
+        def start():
+            for _ in range(missing):
+                try:
+                    with self._start_lock(key):
+                        entry = self._start(key, spec, label, make_room=False)
+                    entry.thread = thread_id
+                except Exception as exc:  # told, not raised: nobody waits on this thread
+                    self._note(f"cellhop: a keep-warm container of {label} did not start: {exc}")
+                    return
+
+        thread = threading.Thread(target=start, name="cellhop-keep-warm", daemon=True)
+        thread.start()
+        return thread
 
     # -- the one rule: this notebook's idle containers yield to its new requests -------
     def _make_room(self, spec: RunSpec) -> None:
@@ -236,14 +273,32 @@ class ContainerPool:
             if not self._discard(entry, reason=f"its GPU was needed for {spec.gpu} by the same notebook",
                                  only_if_idle=True):
                 continue  # taken for work meanwhile: it stays
-            self._note(f"cellhop: stopped this notebook's idle container {entry.session.id} "
-                        f"({describe_gpus(entry.session.container)}) to free its GPU for {spec.gpu}, so the "
-                        "notebook does not wait for itself; values that lived only there are gone.")
+            self._note(f"cellhop: remote state lost: this notebook's idle container {entry.session.id} "
+                        f"({describe_gpus(entry.session.container)}) was stopped to free its GPU for {spec.gpu} "
+                        "(work with other settings needs a container of its own, and a notebook never waits for "
+                        "itself); what lived only in it (values not brought back, models on its GPU) is gone.")
             for g in entry.gpus:
                 if g["type"] in wanted:
                     free[g["type"]] += 1
             if enough():
                 return
+
+    def _hint_imports(self) -> None:
+        """Once: tell the control plane which heavy libraries this notebook imported, so standby containers
+        of the default image it starts from now on have them loaded (it keeps only well-known ones)."""
+        if self._hinted:
+            return
+        self._hinted = True
+        import sys
+
+        from ..image_spec import HINTABLE
+
+        heavy = sorted(m for m in HINTABLE if m in sys.modules)
+        if heavy:
+            try:
+                self.control.hint_preload(heavy)
+            except Exception:  # a hint is a courtesy
+                pass
 
     def _note(self, text: str) -> None:
         """Tell the user what the pool did on its own: a quiet line in the cell, as the status line is

@@ -33,6 +33,13 @@ class ControlPlaneClient(ABC):
     @abstractmethod
     def runtime_description(self) -> str: ...
 
+    def standby(self) -> list[dict]:
+        """The control plane's standby containers per image: [{image, ready, starting, wanted, preload}]."""
+        return []
+
+    def hint_preload(self, modules: list[str]) -> None:
+        """Heavy modules this notebook imports: standbys of the default image import them from now on."""
+
     @abstractmethod
     def start(self, spec: ContainerSpec, on_event=None) -> dict:
         """Queue, start and wait until ready; the container's view with its connection_info."""

@@ -37,6 +37,13 @@ class EmbeddedControlPlane(ControlPlaneClient):
     def runtime_description(self) -> str:
         return self.manager.runtime.describe()
 
+    def standby(self) -> list[dict]:
+        return self.manager.standby.view() if self.manager.standby is not None else []
+
+    def hint_preload(self, modules: list[str]) -> None:
+        if self.manager.standby is not None:
+            self.manager.standby.hint_preload(modules)
+
     def start(self, spec: ContainerSpec, on_event=None) -> dict:
         container = self.manager.start(spec, on_event=on_event)
         return {**container.to_dict(), "connection_info": container.connection_info}

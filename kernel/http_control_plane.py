@@ -139,6 +139,12 @@ class HttpControlPlane(ControlPlaneClient):
     def runtime_description(self) -> str:
         return f"{self._gpus_view()['runtime']}, via the cellhop server at {self.url.netloc}"
 
+    def standby(self) -> list[dict]:
+        return list(self._gpus_view().get("standby") or [])
+
+    def hint_preload(self, modules: list[str]) -> None:
+        self.request("POST", "standby/preload", {"modules": list(modules)})
+
     def start(self, spec: ContainerSpec, on_event=None) -> dict:
         if spec.owner_pid is None:
             spec.owner_pid, spec.owner_host = os.getpid(), socket.gethostname()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import math
 
+from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, argument_group, magic_arguments, parse_argstring
 
+from ..inventory import SIMULATED_HINT
 from ..spec_rules import MAX_CPUS, MAX_SECONDS, SpecError, parse_memory
 from .remote_cells import RemoteCells
 from .volume import mounts_of
@@ -96,6 +98,20 @@ def _with_cell_storage(d, args) -> dict:
     return changes
 
 
+def describe_standby(view: list[dict]) -> str:
+    """'Standby: 1 of 1 ready for the default image (preloads numpy)', or '' when none are kept."""
+    parts = []
+    for entry in view:
+        what = "the default image" if entry.get("image") is None else f"image {str(entry['image'])[:12]}"
+        text = f"{entry.get('ready', 0)} of {entry.get('wanted', 0)} ready for {what}"
+        if entry.get("starting"):
+            text += f" ({entry['starting']} starting)"
+        if entry.get("preload"):
+            text += f", preloading {', '.join(entry['preload'])}"
+        parts.append(text)
+    return ("Standby containers (started, no GPU until a request claims one): " + "; ".join(parts)) if parts else ""
+
+
 def inventory_table(cells: RemoteCells) -> str:
     control = cells.control
     inv = control.inventory()
@@ -111,9 +127,13 @@ def inventory_table(cells: RemoteCells) -> str:
             node = f" on node {g.node}" if getattr(g, "node", None) else ""
             lines.append(f"  [{g.index}] {g.type:<10} {g.memory_total / 2**30:6.0f} GiB{sim}{node}  {state}")
     else:
-        lines.append(f"GPUs: none — {inv.reason or 'no GPU found'}. %%remote cells run in CPU-only containers.")
+        lines.append(f"GPUs: none — {inv.reason or 'no GPU found'}. %%remote cells run in CPU-only containers. "
+                     f"{SIMULATED_HINT}.")
     d = cells.defaults
     lines.append(f"Runtime: {control.runtime_description()}")
+    standby = describe_standby(control.standby())
+    if standby:
+        lines.append(standby)
     extras = [f"cpus={d.cpus}" if d.cpus else "", f"memory={d.memory // 2**20}M" if d.memory else "",
               f"idle timeout {d.idle_timeout:g} s" if d.idle_timeout is not None else "",
               f"cell timeout {d.timeout:g} s" if d.timeout is not None else "",
@@ -139,6 +159,9 @@ class CellhopMagics(Magics):
               help="Seconds this notebook's container may idle before it is stopped.")
     @argument("--image", default=None,
               help="A notebook variable holding a cellhop.Image for later %%%%remote cells ('default': none).")
+    @argument("--keep-warm", type=int, default=None, metavar="N",
+              help="Start the %%%%remote container now and keep it (N=1; %%%%remote cells share one) holding its "
+                   "GPU while idle, never scaled down; 0 stops it when idle. It keeps the GPU from everyone else.")
     @_storage("volumes and secrets")
     @argument("--monitor", nargs="?", const=True, default=None, metavar="CONTAINER",
               help="Show live metrics (GpuMonitor) of the GPUs this notebook's containers hold "
@@ -158,9 +181,16 @@ class CellhopMagics(Magics):
             changes["volumes"] = [] if args.volume == ["none"] else args.volume
         if args.secret is not None:
             changes["secrets"] = [] if args.secret == ["none"] else args.secret
+        if args.keep_warm is not None:
+            if not 0 <= args.keep_warm <= 1:
+                raise UsageError("--keep-warm takes 0 or 1: %%remote cells share one container "
+                                 "(cellhop.remote(..., min_containers=N) keeps more for a function)")
+            changes["keep_warm"] = args.keep_warm
         if args.request is not None or changes:
             self.cells.select(args.request, **changes)
         print(inventory_table(self.cells))
+        if args.keep_warm is not None:
+            self.cells.keep_warm()
 
     def _monitor(self, container: str | None = None):
         """A GpuMonitor of one container's GPUs (the view a %%remote status line offers), or of this

@@ -79,6 +79,11 @@ class RemoteCells:
         self.defaults = self.resolve(self.defaults, request, **changes)
         return self.defaults
 
+    def keep_warm(self):
+        """`%gpu --keep-warm N`: start the %%remote container now and keep it (or, with 0, let it go)."""
+        d = self.prepare_image(self.defaults, "")
+        return self.pool.keep_warm(d, CELLS, "this notebook's %%remote cells", d.keep_warm)
+
     def prepare_image(self, d: RunSpec, code: str) -> RunSpec:
         """Build the cell's image (its progress shows if it builds) and check that the values the
         cell reads will unpickle there; `d` with the built image's key. While a container of that
@@ -172,8 +177,19 @@ class RemoteCells:
             if event.get("phase") in ("queued", "starting"):
                 job.status.show(progress_text(event, request))
 
-        return self.pool.lease(job.spec, CELLS, "%%remote", fresh=fresh, on_event=on_event,
-                               own_connection=own_connection)
+        others = {} if self.pool.warm(job.spec, CELLS) else {
+            key[0]: session for key, session in self.pool.sessions(CELLS).items() if key[0] != job.spec.key()}
+        lease = self.pool.lease(job.spec, CELLS, "%%remote", fresh=fresh, on_event=on_event,
+                                own_connection=own_connection)
+        live = {key: session for key, session in others.items() if session.alive()}
+        if lease.started is not None and live and len(live) == len(others):  # one stopped said so (the pool)
+            ids = ", ".join(session.id for session in live.values())
+            changed = ", ".join(dict.fromkeys(_differences(key, job.spec.key()) for key in live))
+            StatusLine(self.sink, job.parent).show(
+                f"cellhop: this cell runs in a new container {lease.session.id}: its {changed} differ from "
+                f"earlier %%remote cells' (container {ids}); what lives only there is not here (it stays there, "
+                "for cells with those settings).", "note")
+        return lease
 
     def _execute(self, job: CellJob, lease: Lease, result_as_display: bool = False):
         """Ship the cell, keep the status line current; (the values it brought back, the value of its last
@@ -200,6 +216,13 @@ class RemoteCells:
             print("cellhop: these values stayed in the container: " + "; ".join(errors.values()),
                   file=sys.stderr)
         return values, value
+
+
+def _differences(old_key: tuple, new_key: tuple) -> str:
+    """The %%remote options in which two run spec keys (RunSpec.key()) differ, as the user typed them."""
+    options = ("--gpu", "--cpus", "--memory", "--image", "--volume", "--secret")
+    changed = [o for o, a, b in zip(options, old_key, new_key) if a != b]
+    return ", ".join(changed) or "settings"
 
 
 def configured_pull(config) -> str:

@@ -59,13 +59,14 @@ def _raise_remote(exc: BaseException):
 
 class RemoteFunction:
     def __init__(self, fn, gpu=None, cpus=None, memory=None, timeout=None, max_containers=None, image=None,
-                 volumes=None, secrets=None, pull: str = "all"):
+                 volumes=None, secrets=None, pull: str = "all", min_containers: int = 0):
         self.fn = fn
         self.pull = check_policy(pull)  # the notebook's c.Cellhop.pull (its pool's) still applies when stricter
         self.gpu = gpu  # None: the notebook's %gpu choice at call time
         # checked now: a bad mount, secret name or size fails at decoration, not at the call
         self.spec = RunSpec(gpu=GpuRequest.parse(gpu) if gpu is not None else GpuRequest(), cpus=cpus,
-                            memory=memory, timeout=timeout, volumes=volumes, secrets=secrets)
+                            memory=memory, timeout=timeout, volumes=volumes, secrets=secrets,
+                            keep_warm=min_containers)
         self.image = image  # a cellhop.Image; None: the notebook's own environment
         self._image_info: dict | None = None
         self._image_spec: str | None = None  # the build spec (JSON) _image_info answers
@@ -76,6 +77,8 @@ class RemoteFunction:
         self._user = f"function {self.__name__} {id(self):x}"  # this function, to the pool
         self._label = f"function {self.__name__}"  # what the control plane shows for its containers
         self._pools: set = set()  # the pools it ran in (one: its notebook's)
+        self.min_containers = min_containers
+        self.warming = self.keep_warm(min_containers) if min_containers else None
 
     def __call__(self, *args, **kwargs):
         return self.fn(*args, **kwargs)
@@ -134,6 +137,14 @@ class RemoteFunction:
     def _live_sessions(self) -> list[ContainerSession]:
         """The warm containers this function ran in."""
         return [s for pool in list(self._pools) for s in pool.sessions(self._user).values()]
+
+    def keep_warm(self, n: int):
+        """Keep `n` containers of this function started, holding their GPUs while idle (never scaled down);
+        0 lets the idle ones go. Starts them in the background; returns that thread (or None)."""
+        self.spec = self.spec.with_(keep_warm=n)
+        self.min_containers = n
+        pool, _, spec = self._where({})
+        return pool.keep_warm(spec, self._user, self._label, n)
 
     def shutdown(self) -> None:
         """Stop this function's containers now (those no %%remote cell or other function used;
@@ -253,16 +264,19 @@ def _progress_bar(total: int, name: str):
 
 def remote(fn=None, *, gpu: str | None = None, cpus: int | None = None, memory: str | None = None,
            timeout: float | None = None, max_containers: int | None = None, image=None, volumes=None,
-           secrets=None, pull: str = "all"):
+           secrets=None, pull: str = "all", min_containers: int = 0):
     """Make `fn` runnable in cellhop containers (`.remote`, `.map`, `.spawn`); usable bare or with options.
 
     `volumes`: {"/data": cellhop.Volume("datasets")} or ["datasets:/data", "weights:/models:ro"];
     `secrets`: [cellhop.Secret("hf"), "other-name"] (their variables, in the container's environment);
     `pull`: "safe" brings results (and errors) back as data types only, rebuilt without running the
     container's code; "all" (the default) any object.
+    `min_containers`: containers started now and kept warm, holding their GPUs while idle (never scaled
+    down) until `f.keep_warm(0)`, `f.shutdown()` or the kernel's end; they keep those GPUs from everyone else.
     """
     def wrap(f):
         return RemoteFunction(f, gpu=gpu, cpus=cpus, memory=memory, timeout=timeout, max_containers=max_containers,
-                              image=image, volumes=volumes, secrets=secrets, pull=pull)
+                              image=image, volumes=volumes, secrets=secrets, pull=pull,
+                              min_containers=min_containers)
 
     return wrap(fn) if fn is not None else wrap

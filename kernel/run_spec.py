@@ -63,6 +63,7 @@ class RunSpec:
     secrets: tuple[str, ...] = ()  # secret names
     idle_timeout: float | None = None  # None: the control plane's default
     timeout: float | None = None  # seconds one cell or call may run
+    keep_warm: int = 0  # containers kept started and holding their GPUs while idle (never scaled down)
 
     def __post_init__(self):
         # What users type, parsed once: "H100", "8G", "name:/path", Volume and Secret objects.
@@ -71,6 +72,8 @@ class RunSpec:
         object.__setattr__(self, "memory", parse_memory(self.memory))
         object.__setattr__(self, "volumes", _mounts(self.volumes))
         object.__setattr__(self, "secrets", _secrets(self.secrets))
+        if not isinstance(self.keep_warm, int) or isinstance(self.keep_warm, bool) or not 0 <= self.keep_warm <= 64:
+            raise ValueError(f"keep-warm must be a whole number from 0 to 64, not {self.keep_warm!r}")
 
     def with_(self, **changes) -> RunSpec:
         """This spec with `changes` (same names as the fields, in any form users write)."""
@@ -86,6 +89,7 @@ class RunSpec:
     def container_spec(self, owner: str, label: str, queue_timeout: float | None = None) -> ContainerSpec:
         """The control plane's ContainerSpec for this run."""
         return ContainerSpec(gpu=self.gpu, owner=owner, cpus=self.cpus, memory=self.memory,
-                             idle_timeout=self.idle_timeout, queue_timeout=queue_timeout, label=label,
+                             idle_timeout=0 if self.keep_warm else self.idle_timeout,  # 0: never idle-stopped
+                             queue_timeout=queue_timeout, label=label,
                              image=self.image_key, volumes=[m._asdict() for m in self.volumes],
                              secrets=list(self.secrets))

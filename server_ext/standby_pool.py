@@ -29,6 +29,7 @@ from typing import NamedTuple
 
 from ..container import ContainerSpec, ExitStatus, Phase
 from ..gpu_request import GpuRequest
+from ..image_spec import HINTABLE
 from .container_record import Container
 from .kernel_setup import run_silently
 
@@ -171,13 +172,14 @@ class StandbyPool:
                 raise
         return container
 
-    def hint_preload(self, modules: list[str]) -> None:
-        """Modules notebooks import: standbys of the default image started from now on import them too."""
-        from ..names import is_module_name
-
-        clean = [m for m in modules if is_module_name(m)]
+    def hint_preload(self, modules: list[str]) -> list[str]:
+        """Heavy modules notebooks import: standbys of the default image started from now on import them
+        too. Only well-known libraries (HINTABLE) are taken: a standby serves every notebook of the host, so
+        no notebook may make it import what that notebook chose. Returns the preload list now."""
+        clean = [m for m in modules if isinstance(m, str) and m in HINTABLE]
         with self._lock:
             self.preload = list(dict.fromkeys(self.preload + clean))[:MAX_PRELOAD]
+            return list(self.preload)
 
     # -- views -----------------------------------------------------------------------------------
     def view(self) -> list[dict]:

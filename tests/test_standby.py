@@ -197,3 +197,28 @@ def test_a_claim_makes_only_the_leased_gpus_device_files_visible(runtime_root):
         finally:
             manager.close()
         wait_until(lambda: not container_kernel_pids(manager.root), timeout=15, what="containers gone")
+
+
+def test_an_image_a_request_used_gets_standbys_with_its_preloads(runtime_root, tmp_path):
+    from cellhop.image_spec import Image
+    from cellhop.server_ext.config import Cellhop
+    from cellhop.server_ext.control_plane import ControlPlane
+
+    plane = ControlPlane(Cellhop(runtime_root=str(runtime_root), state_dir=str(tmp_path / "state"),
+                                 simulated_gpus="H100:1", standby=1))
+    try:
+        manager = plane.manager
+        info = plane.images.build(Image.current().preload("json", "numpy").to_json())
+        wait_for_standbys(manager)  # the default image's
+        first = manager.start(ContainerSpec(gpu="H100", image=info["key"]))
+        assert first.claimed_from is None  # no standby of that image yet: now the pool keeps one
+        manager.stop(first.id)
+        wait_until(lambda: any(k["image"] == info["key"] and k["ready"] for k in manager.standby.view()),
+                   timeout=60, what="a standby of the image")
+        second = manager.start(ContainerSpec(gpu="H100", image=info["key"]))
+        assert second.claimed_from is not None
+        seen = ask(second, numpy="'numpy' in __import__('sys').modules",
+                   image="__import__('os').environ.get('CELLHOP_IMAGE')")
+        assert seen == {"numpy": True, "image": info["key"]}
+    finally:
+        plane.close()

@@ -21,6 +21,22 @@ class GpusHandler(CellhopAPIHandler):
         self.write_json(await in_thread(self.control_plane.gpus_view))
 
 
+class StandbyPreloadHandler(CellhopAPIHandler):
+    @web.authenticated
+    @authorized
+    async def post(self):
+        """A notebook's heavy imports, for the default image's standbys to preload (standby_pool.py keeps
+        only well-known libraries, so no request makes another user's container import what it chose)."""
+        body = self.json_body()
+        modules = body.get("modules") if isinstance(body, dict) else None
+        if not isinstance(modules, list) or set(body) - {"modules"} or len(modules) > 64 or \
+                not all(isinstance(m, str) for m in modules):
+            raise web.HTTPError(400, 'send {"modules": ["numpy", ...]}: at most 64 module names')
+        manager = self.control_plane.manager
+        kept = manager.standby.hint_preload(modules) if manager.standby is not None else []
+        self.write_json({"preload": kept})
+
+
 class ContainersHandler(JsonLinesStream, CellhopAPIHandler):
     @web.authenticated
     @authorized
@@ -134,6 +150,7 @@ class ContainerLogsHandler(CellhopAPIHandler):
 
 handlers = [
     (r"gpus", GpusHandler),
+    (r"standby/preload", StandbyPreloadHandler),
     (r"containers", ContainersHandler),
     (rf"containers/{_ID}", ContainerHandler),
     (rf"containers/{_ID}/(?P<action>stop|interrupt|touch|restart)", ContainerActionHandler),

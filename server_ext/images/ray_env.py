@@ -122,6 +122,8 @@ def ray_runtime_env(images_root: Path | None, image: str | None) -> tuple[dict, 
             workdir_dest = step["dest"]
         elif op == "add_local_python_source":
             env.setdefault("py_modules", []).extend(s["path"] for s in step["sources"])
+        elif op == "preload":
+            continue  # for standby containers, which the Ray runtime does not keep
         else:
             raise CellhopError(f"image {label}: step {op!r} cannot become a Ray runtime_env (only "
                                "pip_install, requirements, env, add_local_dir and add_local_python_source "

@@ -285,6 +285,8 @@ def build_step(lb: LayerBuild, step: dict) -> None:
         lb.inspect_venv()
     elif op == "env":
         lb.meta["env"].update(step["vars"])
+    elif op == "preload":  # what its standby containers import (standby_pool.py): metadata only
+        lb.meta["preload"] = list(dict.fromkeys(lb.meta.get("preload", []) + list(step["modules"])))
     elif op == "run_commands":
         lb.own_venv(full_copy=True)
         for command in step["commands"]:

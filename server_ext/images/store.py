@@ -354,4 +354,5 @@ class ImageStore:
             "pythonpath": pythonpath,
             "mounts": [(str(folder(k) / rel), dest) for k, rel, dest in meta.get("mounts", [])],
             "binds": [str(self.layers)],
+            "preload": list(meta.get("preload", [])),
         }
