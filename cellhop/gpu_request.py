@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .errors import GpuRequestError
 from .gpu_types import GPU_TYPES, canonical_type
-from .inventory import Inventory
+from .inventory import SIMULATED_HINT, Inventory
 
 ANY = "any"
 
@@ -132,6 +132,7 @@ def feasible_choices(request: GpuRequest, inventory: Inventory) -> list[GpuChoic
             f"cannot satisfy GPU request {str(request)!r} ({'; '.join(problems)}). "
             f"This {'cluster' if clustered else 'host'} has: {inventory.describe()}"
             + (f"; the most on one node: {_per_node_text(counts)}" if clustered else "") + "."
+            + ("" if inventory.gpus or clustered else f" {SIMULATED_HINT}.")
         )
     return feasible
 

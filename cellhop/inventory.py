@@ -17,6 +17,12 @@ from .gpu_types import GPU_TYPES, canonical_type
 
 SIMULATED_ENV = "CELLHOP_SIMULATED_GPUS"
 
+# The sentence every "no GPUs" message ends with: how to get a simulated inventory (containers real, GPUs not).
+SIMULATED_HINT = (f'To try cellhop without a GPU, use a simulated inventory: set {SIMULATED_ENV}="H100:2,A10G:1" '
+                  "where the control plane runs (the Jupyter server's environment, or the kernel's before "
+                  '%load_ext cellhop) or c.Cellhop.simulated_gpus = "H100:2,A10G:1" in its config; '
+                  "`cellhop demo` and the demo notebook do so on their own")
+
 # Memory of simulated cards, in GiB, for what `%gpu` shows.
 _SIMULATED_MEMORY_GIB = {
     "B200": 180, "H200": 141, "H100": 80, "GH200": 96, "A100-40GB": 40, "A100-80GB": 80,

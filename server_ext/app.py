@@ -13,6 +13,7 @@ import secrets
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
 
+from ..inventory import SIMULATED_HINT
 from .config import Cellhop
 
 API_PREFIX = "/cellhop/api/"
@@ -68,7 +69,7 @@ class CellhopApp(ExtensionApp):
         install_dynamic_kernelspecs(self.serverapp.kernel_spec_manager, lambda: self.control_plane.inventory)
         inv = self.control_plane.inventory
         self.log.info("cellhop: control plane ready: %s; runtime %s",
-                      inv.describe() if inv.gpus else f"no GPUs ({inv.reason})",
+                      inv.describe() if inv.gpus else f"no GPUs ({inv.reason}). {SIMULATED_HINT}",
                       self.control_plane.manager.runtime.describe())
 
     def control_url(self) -> str:

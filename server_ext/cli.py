@@ -13,20 +13,30 @@ import shutil
 import sys
 from pathlib import Path
 
-DEMO_SIMULATED = "H100:2,A10G:1"
+from ..control_address import CONTROL_URL_ENV
+from ..demo import DEMO_SIMULATED, simulate_gpus_if_none
+from ..inventory import SIMULATED_HINT
+
+def _configured_simulated() -> str | None:
+    """c.Cellhop.simulated_gpus from the Jupyter config files the server reads (cellhop gpus and the server agree)."""
+    from .cli_storage import server_config
+    from .config import Cellhop
+
+    return Cellhop(config=server_config()).simulated_gpus or None
 
 
 def _cmd_gpus(args) -> int:
     from .gpu_inventory import load_inventory
 
-    inv = load_inventory()
+    inv = load_inventory(simulated=_configured_simulated())
     if args.json:
         print(json.dumps(inv.to_dict(), indent=2))
         return 0
     if not inv.gpus:
-        print(f"No GPUs: {inv.reason}")
+        print(f"No GPUs: {inv.reason}.\n{SIMULATED_HINT}.")
         return 0
-    print("GPUs (simulated)" if inv.simulated else f"GPUs (driver {inv.driver_version or '?'})")
+    print("GPUs (simulated: no real GPU behind these)" if inv.simulated
+          else f"GPUs (driver {inv.driver_version or '?'})")
     for g in inv.gpus:
         print(f"  [{g.index}] {g.type:<10} {g.memory_total / 2**30:6.0f} GiB  {g.name}  {g.uuid}")
     return 0
@@ -40,16 +50,11 @@ def _demo_notebook() -> Path:
 
 
 def _cmd_demo(args) -> int:
-    from ..inventory import SIMULATED_ENV
-    from .gpu_inventory import load_inventory
-
     env = dict(os.environ)
-    if not env.get(SIMULATED_ENV):
-        inv = load_inventory()
-        if not inv.gpus:
-            env[SIMULATED_ENV] = DEMO_SIMULATED
-            print(f"cellhop: {inv.reason}. The demo uses a SIMULATED inventory ({DEMO_SIMULATED}): "
-                  "containers are real, the GPUs are not.")
+    env.pop(CONTROL_URL_ENV, None)  # the demo's server runs its own control plane
+    said = simulate_gpus_if_none(env, configured=_configured_simulated())
+    if said:
+        print(f"cellhop: {said}")
     lab = shutil.which("jupyter")
     if lab is None:
         raise SystemExit("cellhop: JupyterLab is not installed; run: pip install 'cellhop[lab]'")

@@ -168,3 +168,5 @@ def test_on_a_host_without_gpus_the_error_says_why():
         with pytest.raises(GpuRequestError) as err:
             feasible_choices(GpuRequest.parse(text), empty)
         assert "This host has: no GPUs (the NVML library (libnvidia-ml.so.1) was not found)." in str(err.value)
+        assert 'CELLHOP_SIMULATED_GPUS="H100:2,A10G:1"' in str(err.value)  # and how to simulate some
+        assert "c.Cellhop.simulated_gpus" in str(err.value)
