@@ -1,7 +1,7 @@
 """cellhop: run notebook cells on GPU containers without leaving Jupyter.
 
 `%load_ext cellhop`, then `%gpu H100` and `%%remote` on a cell.
-The public Python API is small: `remote`, `gpus()`, `Image`, `Volume`, `Secret`.
+The public Python API is small: `remote`, `cls` (with `enter`, `exit`), `gpus()`, `Image`, `Volume`, `Secret`.
 The vocabulary both sides share (specs, errors, the wire format) lives in this
 package's own modules; docs/architecture.md maps the rest.
 Importing cellhop touches neither NVML, the network nor the disk.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "gpus", "remote", "Image", "Volume", "Secret", "control_plane",
+__all__ = ["__version__", "gpus", "remote", "cls", "enter", "exit", "Image", "Volume", "Secret", "control_plane",
            "load_ipython_extension", "unload_ipython_extension"]
 
 
@@ -46,6 +46,10 @@ def __getattr__(name: str):
         from .kernel.remote_function import remote
 
         return remote
+    if name in ("cls", "enter", "exit"):
+        from .kernel import remote_class
+
+        return getattr(remote_class, name)
     if name == "gpus":
         from .kernel.control_client import gpus
 
