@@ -70,3 +70,19 @@ def names_assigned(tree: ast.Module | None) -> set[str]:
         if isinstance(node, ast.Global):
             visitor.names.update(node.names)
     return {n for n in visitor.names if is_user_name(n)}
+
+
+def comes_back_by_default(value) -> bool:
+    """Whether a value a cell assigned comes back without `--out` naming it: not a module (an import
+    is not a value; the notebook imports its own) and not a live widget or comm (it lives where its
+    comm does: the frontend talks to it in the container, through the notebook)."""
+    import sys
+    import types
+
+    if isinstance(value, types.ModuleType):
+        return False
+    for module, name in (("ipywidgets", "Widget"), ("comm.base_comm", "BaseComm")):
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(value, cls):
+            return False
+    return True

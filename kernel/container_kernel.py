@@ -20,8 +20,10 @@ import traceback
 from ipykernel.ipkernel import IPythonKernel
 
 from ..container import OOM_EXIT_CODE
-from .cell_names import is_user_name, names_assigned, parse
+from .cell_names import comes_back_by_default, is_user_name, names_assigned, parse
 from .cell_result import RESULT, ResultCapture
+from .lean_status import LeanStatus
+from .output_tracking import OutputTracker
 from .secret_masking import SecretMask
 from .serialize import dumps, loads, pack, unpack
 
@@ -33,6 +35,16 @@ def _oom_exit_if_enforced(exc: BaseException | None) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(OOM_EXIT_CODE)
+
+
+def _quiet_debug(log) -> None:
+    """The kernel's logger at its handlers' level: ipykernel logs each request at debug level, and a
+    logger at DEBUG builds those records for handlers (at WARNING) that drop them (a tenth of a call)."""
+    handlers = getattr(log, "handlers", None)
+    if handlers and isinstance(getattr(log, "level", None), int):
+        floor = min(h.level for h in handlers)
+        if log.level < floor:
+            log.setLevel(floor)
 
 
 RESTART_IN_PLACE_ENV = "CELLHOP_RESTART_IN_PLACE"  # set by the kernel provisioner (provisioner.py)
@@ -49,6 +61,19 @@ class ContainerKernel(IPythonKernel):
         self.shell.events.register("post_run_cell", lambda result: _oom_exit_if_enforced(result.error_in_exec))
         self.secret_mask = SecretMask.from_environment()
         self.secret_mask.install(self.session)  # secret values never leave the container unmasked
+        self.outputs = OutputTracker()  # each shipped request's reply says how many outputs it published
+        self.outputs.install(self.session)
+        _quiet_debug(self.log)
+        self.lean_status = LeanStatus(lambda state, parent: super(ContainerKernel, self)._publish_status(
+            state, "shell", parent))
+
+    def _publish_status(self, status, channel, parent=None):
+        """A shipped request's busy and idle go out only when the control plane could tell (lean_status)."""
+        msg = parent or self.get_parent(channel)
+        if channel == "shell" and status in ("busy", "idle") and LeanStatus.applies(msg):
+            (self.lean_status.begin if status == "busy" else self.lean_status.end)(msg)
+            return
+        super()._publish_status(status, channel, parent)
         self.results = ResultCapture(self.shell.displayhook,
                                      lambda value: self.secret_mask.withhold(pack({RESULT: value})))
 
@@ -71,13 +96,15 @@ class ContainerKernel(IPythonKernel):
     async def cellhop_execute_request(self, stream, ident, parent):
         content = parent["content"]
         shell = self.shell
+        msg_id = parent["header"]["msg_id"]
+        self.outputs.begin(msg_id)
         reply: dict = {"status": "ok", "values": [], "errors": {}}
         frames: list = []
         namespace, failed = unpack(content.get("push", []), parent.get("buffers", []))
         if failed:
             reply.update(status="error", ename="TransferError",
                          evalue="could not rebuild in the container: " + "; ".join(failed.values()),
-                         traceback=[])
+                         traceback=[], outputs=self.outputs.end(msg_id))
             self.session.send(stream, "cellhop_execute_reply", reply, parent, ident=ident)
             return
         shell.user_ns.update(namespace)
@@ -99,8 +126,6 @@ class ContainerKernel(IPythonKernel):
             result = shell.run_cell(code, store_history=True)
         self._restore_input()
         kept = self.results.take()
-        sys.stdout.flush()
-        sys.stderr.flush()
         error = result.error_before_exec or result.error_in_exec  # MemoryError: the post_run_cell hook exits
         reply["execution_count"] = shell.execution_count - 1
         if error is not None:
@@ -111,7 +136,7 @@ class ContainerKernel(IPythonKernel):
             assigned = names_assigned(parse(transformed))
             ns = shell.user_ns
             changed = {k for k, v in ns.items() if before.get(k) != id(v) and is_user_name(k)}
-            names = sorted((assigned | changed) & ns.keys())
+            names = sorted(n for n in (assigned | changed) & ns.keys() if comes_back_by_default(ns[n]))
         else:
             names = list(pull)
             missing = [n for n in names if n not in shell.user_ns]
@@ -125,11 +150,14 @@ class ContainerKernel(IPythonKernel):
             reply["result"] = kept[1]  # shown if the notebook cannot rebuild the value
         reply["values"], frames = packed.meta, packed.frames
         reply["errors"].update(packed.errors)
+        reply["outputs"] = self.outputs.end(msg_id)  # flushes stdout and stderr first
         self.session.send(stream, "cellhop_execute_reply", reply, parent, ident=ident, buffers=frames)
 
     async def cellhop_apply_request(self, stream, ident, parent):
         """Call fn(*args, **kwargs) for each call of a batch; reply with each outcome."""
         outcomes = []
+        msg_id = parent["header"]["msg_id"]
+        self.outputs.begin(msg_id)
         try:
             fn, calls = loads(parent.get("buffers", []))
         except Exception as exc:
@@ -146,8 +174,7 @@ class ContainerKernel(IPythonKernel):
             except BaseException as exc:  # returned to the caller, who raises or returns it
                 _oom_exit_if_enforced(exc)
                 outcomes.append((False, _portable_exception(exc)))
-        sys.stdout.flush()
-        sys.stderr.flush()
+        outputs = self.outputs.end(msg_id)  # flushes stdout and stderr first
         try:
             frames = dumps(outcomes)
             reply = {"status": "ok", "count": len(outcomes)}
@@ -160,6 +187,7 @@ class ContainerKernel(IPythonKernel):
             frames = []
             reply = {"status": "error", "ename": type(exc).__name__,
                      "evalue": f"the result cannot be sent back from the container: {exc}"}
+        reply["outputs"] = outputs
         self.session.send(stream, "cellhop_apply_reply", reply, parent, ident=ident, buffers=frames)
 
 
