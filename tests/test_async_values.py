@@ -24,7 +24,7 @@ def _text(msg) -> str:
 
 
 def test_values_land_when_the_run_ends_while_the_notebook_is_idle(nb):
-    ran = nb.ok("%%remote --async\n__import__('time').sleep(1)\nlate_a = 41\nlate_b = 'x'")
+    ran = nb.ok("%%remote --async\nimport time\ntime.sleep(1)\nlate_a = 41\nlate_b = 'x'")
     n = ran.reply["execution_count"]
     assert [d["data"]["text/plain"] for d in ran.displays()] == ["<RemoteRun remote cell: running>"]
     # no cell runs and nobody waits: the async cell's own status line says when they arrived
