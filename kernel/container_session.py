@@ -30,6 +30,7 @@ from ..wire import KernelConnection
 
 WAKE_INTERVAL = 1.0  # a waiting request wakes this often at least (signals, timeouts); death wakes it at once
 INTERRUPT_GRACE = 2.0
+OUTPUT_WAIT = 5.0  # longest wait, after a reply, for the request's outputs still on their way
 
 
 @dataclass
@@ -166,7 +167,13 @@ class ContainerSession:
         msg_id, idle = self._send("shell", msg_type, content, frames, parent, quiet_error=quiet_error)
         try:
             reply = self._wait_reply(msg_id, timeout, input_fn)
-            idle.wait(5.0)  # every output of the request is relayed before the cell returns
+            # every output of the request is relayed before the cell returns: as many as the reply says it
+            # published (none: no wait), or, from a container that does not say, all before its idle
+            outputs = reply.content.get("outputs")
+            if isinstance(outputs, int) and not isinstance(outputs, bool):
+                self.relay.wait_outputs(msg_id, outputs, OUTPUT_WAIT)
+            else:
+                idle.wait(OUTPUT_WAIT)
             return reply
         finally:
             self.relay.done(msg_id)

@@ -15,11 +15,9 @@ import threading
 from collections import OrderedDict
 
 from ..wire import KernelConnection
+from .output_tracking import RELAYED  # the types relayed, which the container counts per request
 
 MAX_PARENTS = 512  # routes kept for late output (widgets) of earlier requests
-
-RELAYED = {"stream", "display_data", "update_display_data", "execute_result", "error", "clear_output",
-           "comm_open", "comm_msg", "comm_close"}
 
 
 class KernelSink:
@@ -67,6 +65,7 @@ class OutputRelay:
         self._parents: OrderedDict[str, dict] = OrderedDict()  # container msg_id -> notebook parent
         self._quiet_errors: set[str] = set()  # requests whose error is raised, not relayed
         self._idle: dict[str, threading.Event] = {}
+        self._seen: dict[str, list] = {}  # msg_id -> [outputs relayed, how many awaited, event set on reaching it]
         self._last_parent: dict = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -83,11 +82,24 @@ class OutputRelay:
             if quiet_error:
                 self._quiet_errors.add(msg_id)
             event = self._idle[msg_id] = threading.Event()
+            self._seen[msg_id] = [0, None, None]
         return event
+
+    def wait_outputs(self, msg_id: str, count: int, timeout: float) -> bool:
+        """Wait until `count` outputs of request `msg_id` were relayed (the container's reply says how
+        many it published): no wait at all for a request that published none."""
+        with self._lock:
+            seen = self._seen.get(msg_id)
+            if seen is None or seen[0] >= count:
+                return True
+            seen[1], seen[2] = count, threading.Event()
+            event = seen[2]
+        return event.wait(timeout)
 
     def done(self, msg_id: str) -> None:
         with self._lock:
             self._idle.pop(msg_id, None)
+            self._seen.pop(msg_id, None)
             self._quiet_errors.discard(msg_id)
             # keep the parent: a widget made by this cell may print later, into the same cell
 
@@ -117,6 +129,17 @@ class OutputRelay:
         with self._lock:
             parent = self._parents.get(parent_id, self._last_parent)
             quiet = parent_id in self._quiet_errors
+            seen = self._seen.get(parent_id)
+        try:
+            self._relay(msg_type, msg, parent, quiet)
+        finally:
+            if seen is not None:
+                with self._lock:
+                    seen[0] += 1
+                    if seen[2] is not None and seen[0] >= seen[1]:
+                        seen[2].set()
+
+    def _relay(self, msg_type: str, msg, parent: dict, quiet: bool) -> None:
         if msg_type == "error" and quiet:
             return
         content = msg.content
