@@ -19,12 +19,19 @@ round of each), four starts are timed:
   (bubblewrap, when installed) and the kernel's start included;
 - container, unsandboxed: the same with c.Cellhop.sandbox = "none", which
   shows what bubblewrap itself costs;
+- claimed (issue 14): the same request on a control plane that keeps one
+  standby container (c.Cellhop.standby = 1; each round waits, untimed, until
+  one is ready): queueing for the GPU, claiming the standby, making its GPU
+  visible and telling its kernel, to a ready, GPU-pinned container;
 - provisioned: a whole kernel on a GPU container, "start kernel" to "kernel
   ready" exactly as for the plain kernel (`KernelManager.start_kernel()` then
   `wait_for_ready()`), with a cellhop kernelspec (`Python 3 · H100`) whose
   provisioner queues for a simulated H100 on an embedded control plane and
   starts the container kernel under bubblewrap. Its ratio to the plain
   kernel is the issue 5 figure.
+
+Then first_cell.py's measurement: the first `%%remote` cell of a fresh
+notebook, end to end, with a standby and without.
 
 Each kernel is stopped, untimed, before the next start. Prints medians and
 p90s, the ratios container/plain, and whether the aim of issue 2 is met
@@ -43,9 +50,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import first_cell  # noqa: E402
 from _common import host_info, median, p90, write_results  # noqa: E402
 
 AIM = 1.2  # container start / plain kernel start, at most
+CLAIM_AIM_S = 0.100  # a request to a ready, GPU-pinned container claimed from a warm standby, at most
 DEVICE = "cpu-only host (no GPU)"
 
 
@@ -99,7 +108,8 @@ class ProvisionedStarts:
         self.root = tempfile.mkdtemp(prefix="ch-bench-", dir="/tmp")
         write_kernelspec(Path(self.root) / "kernels" / "cellhop-h100", "H100")
         self.specs = KernelSpecManager(kernel_dirs=[str(Path(self.root) / "kernels")])
-        self.control = EmbeddedControlPlane(Cellhop(simulated_gpus="H100:1", runtime_root=self.root + "/rt"))
+        self.control = EmbeddedControlPlane(Cellhop(simulated_gpus="H100:1", runtime_root=self.root + "/rt",
+                                                    standby=0, workdir_roots=[self.root]))
         set_control_plane(self.control)
         self.cwd = Path(self.root) / "notebooks"
         self.cwd.mkdir()
@@ -108,6 +118,7 @@ class ProvisionedStarts:
         from jupyter_client.manager import KernelManager
 
         km = KernelManager(kernel_name="cellhop-h100", kernel_spec_manager=self.specs)
+        km.cellhop_control = self.control  # as the server hands its control plane to its kernels' managers
         started = time.perf_counter()
         km.start_kernel(cwd=str(self.cwd))
         return _until_client_ready(km, started)
@@ -142,24 +153,33 @@ def _wait_kernel_info(info: dict, timeout: float = 60) -> None:
 class ContainerStarts:
     """Container starts through one ContainerManager on a simulated H100, in a fresh runtime folder."""
 
-    def __init__(self, sandbox: str = "auto"):
+    def __init__(self, sandbox: str = "auto", standby: int = 0):
         from cellhop.server_ext.config import Cellhop
         from cellhop.server_ext.container_manager import ContainerManager
 
         self.root = tempfile.mkdtemp(prefix="ch-bench-", dir="/tmp")  # short: ipc socket paths live here
-        self.manager = ContainerManager(Cellhop(simulated_gpus="H100:1", runtime_root=self.root, sandbox=sandbox))
+        self.manager = ContainerManager(Cellhop(simulated_gpus="H100:1", runtime_root=self.root, sandbox=sandbox,
+                                                standby=standby))
         self.phases: list[dict] = []
         self.sandboxed = False
+        self.claimed = 0
 
     def __call__(self) -> float:
         from cellhop.container import ContainerSpec, Phase
 
+        pool = self.manager.standby
+        deadline = time.monotonic() + 60
+        while pool is not None and not any(v["ready"] for v in pool.view()):  # untimed: a standby is ready
+            if time.monotonic() > deadline:
+                raise RuntimeError("no standby container became ready within 60 s")
+            time.sleep(0.02)
         started = time.perf_counter()
         container = self.manager.start(ContainerSpec(gpu="H100", owner="cold-start benchmark"))
         elapsed = time.perf_counter() - started
         queued, starting, ready = (container.phase_time(p) for p in (Phase.QUEUED, Phase.STARTING, Phase.READY))
         self.phases.append({"scheduling": starting - queued, "launch_to_ready": ready - starting})
         self.sandboxed = container.sandboxed
+        self.claimed += container.claimed_from is not None
         self.manager.stop(container.id)
         self.manager.remove(container.id)
         return elapsed
@@ -179,10 +199,15 @@ def main(argv=None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only; write no results file")
     parser.add_argument("--name", default="cold_start",
                         help="results file name before the date (default cold_start: results/cold_start-<date>.json)")
+    parser.add_argument("--first-cell-rounds", type=int, default=5,
+                        help="rounds of the first-%%%%remote-cell measurement (benchmarks/first_cell.py)")
+    parser.add_argument("--no-first-cell", action="store_true", help="skip the first-cell measurement")
     args = parser.parse_args(argv)
 
     sandboxed, unsandboxed, provisioned = ContainerStarts(), ContainerStarts(sandbox="none"), ProvisionedStarts()
+    claimed = ContainerStarts(standby=1)
     starts = {
+        "claimed": claimed,
         "plain": plain_kernel_start,
         "plain_same_readiness": lambda: plain_kernel_start("kernel_info"),
         "container": sandboxed,
@@ -205,6 +230,10 @@ def main(argv=None) -> int:
         sandboxed.close()
         unsandboxed.close()
         provisioned.close()
+        claimed.close()
+    if claimed.claimed < args.n + 1:
+        raise RuntimeError(f"only {claimed.claimed} of {args.n + 1} starts claimed a standby")
+    first = None if args.no_first_cell else first_cell.measure(args.first_cell_rounds)
 
     med = {name: median(xs) for name, xs in times.items()}
     ratio = med["container"] / med["plain"]
@@ -215,6 +244,7 @@ def main(argv=None) -> int:
     labels = {
         "plain": "plain ipykernel, jupyter_client wait_for_ready",
         "plain_same_readiness": "plain ipykernel, first kernel_info_reply",
+        "claimed": "cellhop container claimed from a warm standby",
         "container": "cellhop container to ready" + ("" if sandboxed.sandboxed else " (bubblewrap MISSING)"),
         "container_unsandboxed": "cellhop container, sandbox='none'",
         "provisioned": "cellhop kernel (provisioner), wait_for_ready",
@@ -231,6 +261,12 @@ def main(argv=None) -> int:
     print(f"  ratio cellhop kernel / plain kernel, start to ready:      {provisioned_ratio:.2f}x")
     print(f"  bubblewrap's cost (container / unsandboxed container):  "
           f"{med['container'] / med['container_unsandboxed']:.2f}x")
+    claim_met = med["claimed"] <= CLAIM_AIM_S
+    print(f"  claim from a warm standby to a ready, GPU-pinned container: median {med['claimed'] * 1e3:.1f} ms, "
+          f"{med['container'] / med['claimed']:.0f}x faster than a fresh start in this run "
+          f"(aim <= {CLAIM_AIM_S * 1e3:.0f} ms: {'MET' if claim_met else 'NOT MET'})")
+    if first is not None:
+        first_cell.report(first)
     print(f"  aim (container ready within {AIM}x of a plain kernel's start): "
           + ("MET" if met else "NOT MET")
           + f"; like for like {'also within' if like_for_like <= AIM else 'NOT within'} {AIM}x")
@@ -248,6 +284,11 @@ def main(argv=None) -> int:
             "ratio_provisioned_kernel_to_plain": provisioned_ratio,
             "aim_ratio": AIM,
             "aim_met": met,
+            "claim_from_standby_median_s": med["claimed"],
+            "claim_aim_s": CLAIM_AIM_S,
+            "claim_aim_met": claim_met,
+            "ratio_fresh_start_to_claim": med["container"] / med["claimed"],
+            "first_remote_cell": first,
         })
         print(f"  written to {path}")
     return 0
