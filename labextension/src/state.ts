@@ -90,9 +90,15 @@ export class DashboardState {
       case 'hello':
         this.applyHello(event as HelloEvent);
         return true;
-      case 'container':
-        this.applyContainer((event as ContainerEvent).container);
+      case 'container': {
+        const e = event as ContainerEvent;
+        if (e.removed) {
+          this.containers.delete(e.id);
+        } else {
+          this.applyContainer(e.container);
+        }
         return true;
+      }
       case 'metrics':
         this.applyMetrics(event as MetricsEvent);
         return true;
@@ -249,7 +255,11 @@ export class DashboardState {
   containerRows(now: number, sessions: SessionInfo[] = []): ContainerRow[] {
     const rows = [...this.containers.values()].map(c => ({
       id: c.id,
-      phase: c.phase === 'queued' && c.queue_position ? `queued (${c.queue_position} ahead)` : c.phase,
+      phase: c.standby && c.phase === 'ready'
+        ? 'standby'
+        : c.phase === 'queued' && c.queue_position
+          ? `queued (${c.queue_position} ahead)`
+          : c.phase,
       gpus: describeGpus(c),
       image: c.image || 'notebook env',
       node: nodeOf(c),

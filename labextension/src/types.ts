@@ -64,6 +64,10 @@ export interface Container {
   exit: ExitStatus | null;
   /** Set once containers run images (the images issue); absent: the notebook's own environment. */
   image?: string | null;
+  /** A standby container (c.Cellhop.standby): started, holding no GPU, waiting to be claimed. */
+  standby?: boolean;
+  /** The standby whose kernel this container took over, if it was claimed from one. */
+  claimed_from?: string | null;
   /** The Ray node (its IP) it runs on; null or absent on the local runtime. */
   node?: string | null;
 }
@@ -94,6 +98,8 @@ export interface ContainerEvent {
   phase: Phase;
   time: number;
   container: Container;
+  /** Set when the record is gone: a standby claimed by a request (which goes on under the request's id). */
+  removed?: boolean;
 }
 
 export interface MetricsEvent {

@@ -34,6 +34,17 @@ function hello(containers: Container[] = []): HelloEvent {
 }
 
 describe('DashboardState', () => {
+  it('shows a standby as such and drops it when a request claims it', () => {
+    const state = new DashboardState();
+    const standby = container('standby01', 'ready', { standby: true, gpus: [], gpu_request: 'none' });
+    state.apply(hello([standby]));
+    expect(state.containerRows(1010).map(r => r.phase)).toEqual(['standby']);
+    const claimed = container('claimed01', 'ready', { claimed_from: 'standby01' });
+    state.apply({ type: 'container', id: 'standby01', phase: 'ready', time: 1011, container: standby, removed: true });
+    state.apply({ type: 'container', id: 'claimed01', phase: 'ready', time: 1011, container: claimed });
+    expect(state.containerRows(1012).map(r => [r.id, r.phase])).toEqual([['claimed01', 'ready']]);
+  });
+
   it('lists GPUs in index order with their holders after hello', () => {
     const state = new DashboardState();
     expect(state.apply(hello())).toBe(true);
