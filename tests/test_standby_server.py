@@ -1,0 +1,87 @@
+"""Standby containers behind a jupyter_server (issue 14): its kernels' first %%remote claims one, GET gpus
+and %gpu show the pool, and a kernel's token can neither act on a standby nor make it import what it chose."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from server_kernel_client import run
+
+pytestmark = pytest.mark.timeout(240)
+
+# Run in a kernel: one REST call with the kernel's own token; prints the status and the answer.
+_CALL = '''
+import json, os, urllib.request, urllib.error
+def call(method, path, body=None):
+    request = urllib.request.Request(os.environ["CELLHOP_CONTROL_URL"] + "cellhop/api/" + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": "token " + os.environ["CELLHOP_CONTROL_TOKEN"]})
+    try:
+        with urllib.request.urlopen(request) as r:
+            print(r.status, json.dumps(json.loads(r.read())))
+    except urllib.error.HTTPError as e:
+        print(e.code, json.loads(e.read()).get("message"))
+'''
+
+
+@pytest.fixture
+def cellhop_gpus():
+    return "H100:1"
+
+
+@pytest.fixture
+def jp_server_config(runtime_root, cellhop_gpus):
+    return {
+        "ServerApp": {"jpserver_extensions": {"cellhop": True}},
+        "Cellhop": {"simulated_gpus": cellhop_gpus, "runtime_root": str(runtime_root), "idle_timeout": 0,
+                    "standby": 1},
+    }
+
+
+async def ready_standby(control_plane):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        view = control_plane.manager.standby.view()
+        if view and view[0]["ready"]:
+            return next(c for c in control_plane.manager.list() if c.standby and c.phase.value == "ready")
+        await __import__("asyncio").sleep(0.1)
+    raise AssertionError("no standby became ready")
+
+
+def _status(out: str) -> tuple[int, str]:
+    code, _, rest = out.strip().splitlines()[-1].partition(" ")
+    return int(code), rest
+
+
+async def test_a_server_kernels_first_cell_claims_the_servers_standby(start_kernel, control_plane, jp_fetch):
+    standby = await ready_standby(control_plane)
+    r = await jp_fetch("cellhop", "api", "gpus")
+    shown = json.loads(r.body)["standby"]
+    assert shown and shown[0]["image"] is None and shown[0]["wanted"] == 1
+    r = await jp_fetch("cellhop", "api", "containers")
+    listed = {c["id"]: c for c in json.loads(r.body)["containers"]}
+    assert listed[standby.id]["standby"] is True and "connection_info" not in listed[standby.id]
+
+    _, kc = await start_kernel()
+    content, out, _ = await run(kc, "%gpu H100")
+    assert "Standby containers" in out, out
+    # a kernel's token may not act on the standby (nobody's container) nor read its log
+    content, out, _ = await run(kc, _CALL + f"call('POST', 'containers/{standby.id}/stop', {{}})\n"
+                                          f"call('GET', 'containers/{standby.id}/logs')")
+    assert [int(line.split()[0]) for line in out.strip().splitlines()] == [403, 403], out
+    # its imports hint only well-known libraries to the standbys (nothing a notebook chose)
+    content, out, _ = await run(kc, _CALL + "call('POST', 'standby/preload', "
+                                            "{'modules': ['numpy', 'antigravity', 'os; import x', 'this']})")
+    code, answer = _status(out)
+    assert code == 200 and json.loads(answer)["preload"] == ["numpy"], out
+    content, out, _ = await run(kc, _CALL + "call('POST', 'standby/preload', {'modules': 'numpy'})")
+    assert _status(out)[0] == 400
+
+    content, out, _ = await run(kc, "%%remote\nimport os\nprint(os.environ['CUDA_VISIBLE_DEVICES'])")
+    assert content["status"] == "ok", content
+    assert out.strip().startswith("GPU-simulated-h100")
+    claimed = next(c for c in control_plane.manager.list() if not c.standby and c.phase.value == "ready")
+    assert claimed.claimed_from == standby.id and claimed.spec.caller is not None
+    assert standby.id not in {c.id for c in control_plane.manager.list()}
