@@ -107,6 +107,8 @@ class StandbyPool:
         """Give `container` (GPUs allocated, phase starting) a ready standby's kernel: the runtime makes the
         GPUs visible to it alone (runtimes/gpu_attach.py), the kernel is told its GPUs and id, and the
         standby's record goes. False when no standby can be (the caller starts a fresh container)."""
+        if not self.manager.runtime.claimable(container):
+            return False
         standby = self.take(container.spec)
         if standby is None:
             return False

@@ -142,7 +142,11 @@ class ContainerRuntime(ABC, LoggingConfigurable, metaclass=_RuntimeMeta):
 
         raise CannotAttach(f"the {self.name} runtime keeps no standby containers")
 
-    def rekey(self, old_id: str, new_id: str) -> None:
+    def claimable(self, container: Container) -> bool:
+        """Whether a standby could be given `container`'s GPUs here (else none is taken for it)."""
+        return False
+
+        def rekey(self, old_id: str, new_id: str) -> None:
         """A claimed standby's process now belongs to container `new_id`: move what is kept by id."""
 
     @staticmethod

@@ -183,6 +183,7 @@ class LocalRuntime(ContainerRuntime):
         self._log_pumps: dict[str, threading.Thread] = {}
         self._launches: dict[str, object] = {}
         self._late_devices: dict[str, Path | None] = {}  # standby id -> the folder its claim makes devices in
+        self._devices_allowed = True  # until a standby's device folder could not be made
         # a process that exits without closing its control plane (a notebook kernel's embedded one) takes
         # its containers with it (--die-with-parent); their control groups it removes on the way out
         atexit.register(self._remove_groups_at_exit)
@@ -278,11 +279,15 @@ class LocalRuntime(ContainerRuntime):
                             "loopback (c.LocalRuntime.transport = 'tcp', or a runtime folder path too long for unix "
                             "sockets)")
             env["CELLHOP_NETWORK"] = "isolated" if isolated else "host"
+            if info["transport"] == "ipc":  # its sandbox folder is its own: large values through shared memory
+                env["CELLHOP_SHARED_MEMORY"] = "1"
             mapped = image_binds + list(container.mounts) + image_mounts
             if spec.workdir:
                 mapped.append((workdir, str(workdir), False))
             devices = gpu_device_files(g.minor for g in container.gpus if not g.simulated)
             late = late_device_folder(directory) if container.standby and self.sandbox.user.switch else None
+            if container.standby and late is None:
+                self._devices_allowed = False  # the runtime folder's file system (or the host) does not allow it
             self._late_devices[container.id] = late[0] if late else None
             launch = self.sandbox.prepare([box], workdir, mapped=mapped,
                                           devices=devices, isolated=isolated, python=python,
@@ -380,7 +385,13 @@ class LocalRuntime(ContainerRuntime):
     # -- standby containers -------------------------------------------------------------------
     supports_standby = True
 
-    def claim(self, standby: Container, container: Container) -> None:
+    def claimable(self, container: Container) -> bool:
+        """Simulated GPUs (or none): always. Real ones: where the standbys' device folders can be made
+        (the server runs as root and switches the containers' user; the folder's file system allows devices)."""
+        real = any(not g.simulated for g in container.gpus)
+        return not real or (self.sandbox is not None and self.sandbox.user.switch and self._devices_allowed)
+
+        def claim(self, standby: Container, container: Container) -> None:
         """Make the leased GPUs' device files in the standby's late-device folder (gpu_attach.py); simulated
         GPUs have none."""
         attach_devices(self._late_devices.get(standby.id), (g.minor for g in container.gpus if not g.simulated))
