@@ -146,7 +146,7 @@ class ContainerRuntime(ABC, LoggingConfigurable, metaclass=_RuntimeMeta):
         """Whether a standby could be given `container`'s GPUs here (else none is taken for it)."""
         return False
 
-        def rekey(self, old_id: str, new_id: str) -> None:
+    def rekey(self, old_id: str, new_id: str) -> None:
         """A claimed standby's process now belongs to container `new_id`: move what is kept by id."""
 
     @staticmethod

@@ -391,7 +391,7 @@ class LocalRuntime(ContainerRuntime):
         real = any(not g.simulated for g in container.gpus)
         return not real or (self.sandbox is not None and self.sandbox.user.switch and self._devices_allowed)
 
-        def claim(self, standby: Container, container: Container) -> None:
+    def claim(self, standby: Container, container: Container) -> None:
         """Make the leased GPUs' device files in the standby's late-device folder (gpu_attach.py); simulated
         GPUs have none."""
         attach_devices(self._late_devices.get(standby.id), (g.minor for g in container.gpus if not g.simulated))
