@@ -102,6 +102,8 @@ def run(args) -> int:
         log(f"warm calls: {reps} of Model().predict.remote(1), and of a cellhop.remote function")
         method_s = timed(lambda: Model().predict.remote(1), reps, warmup=3)
 
+        Model.shutdown()  # its H100s, for the function's container
+
         @cellhop.remote(gpu="H100")
         def plain(x):
             return 2 * x

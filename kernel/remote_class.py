@@ -72,6 +72,9 @@ def exit(fn=None):  # noqa: A001  (cellhop.exit, as modal.exit)
 def _function_of(f, what: str):
     if isinstance(f, (staticmethod, classmethod)) or not callable(f):
         raise TypeError(f"@cellhop.{what} marks a plain method (def name(self): ...), not {f!r}")
+    if inspect.iscoroutinefunction(f):
+        raise TypeError(f"@cellhop.{what} on {getattr(f, '__name__', f)!r}: async methods cannot be {what} "
+                        "methods yet; make it a plain def (asyncio.run(...) inside it works)")
     return f
 
 
@@ -238,7 +241,8 @@ class RemoteMethod:
         """The instance's runner, its Dispatch told whether errors come back under pull="safe" (the class's
         own policy or the notebook's c.Cellhop.pull)."""
         runner = self._runner
-        runner.fn.safe = runner.pull == "safe" or getattr(_notebook()[0], "pull", "all") == "safe"
+        pools = runner._pools or {_notebook()[0]}  # after its first call, the pool it runs in (asks nobody)
+        runner.fn.safe = runner.pull == "safe" or any(getattr(p, "pull", "all") == "safe" for p in pools)
         return runner
 
     def local(self, *args, **kwargs):
