@@ -37,6 +37,7 @@ from .owners import owner_gone
 from .paths import private_dir, runtime_dir
 from .runtimes.base import ContainerRuntime
 from .runtimes.factory import make_runtime
+from .standby_pool import standby_pool_for
 from .workdir_policy import WorkdirPolicy, jupyter_folders
 
 log = logging.getLogger("cellhop")
@@ -80,19 +81,7 @@ class ContainerManager:
         self.activity = KernelActivity()  # busy/idle from each kernel's own status messages
         self._monitor = threading.Thread(target=self._watch, name="cellhop-monitor", daemon=True)
         self._monitor.start()
-        self.standby = self._standby_pool()
-
-    def _standby_pool(self):
-        """The standby containers (standby_pool.py) where the runtime can claim them and c.Cellhop.standby
-        (default: 1 where the host has GPUs, real or simulated) asks for any."""
-        count = self.config.standby
-        if count is None:
-            count = 1 if self.inventory.gpus else 0
-        if count <= 0 or not self.runtime.supports_standby:
-            return None
-        from .standby_pool import StandbyPool
-
-        return StandbyPool(self, count, self.config.standby_images, list(self.config.preload))
+        self.standby = standby_pool_for(self)  # standby containers requests claim (None: none kept)
 
     def default_memory(self) -> int | None:
         return parse_memory(self.config.default_memory) if self.config.default_memory else None

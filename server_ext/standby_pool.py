@@ -252,6 +252,17 @@ class StandbyPool:
         self._thread.join(timeout=5)
 
 
+def standby_pool_for(manager) -> StandbyPool | None:
+    """The standby pool of a ContainerManager, where its runtime can claim standbys and c.Cellhop.standby
+    (default: 1 where the host has GPUs, real or simulated) asks for any."""
+    count = manager.config.standby
+    if count is None:
+        count = 1 if manager.inventory.gpus else 0
+    if count <= 0 or not manager.runtime.supports_standby:
+        return None
+    return StandbyPool(manager, count, manager.config.standby_images, list(manager.config.preload))
+
+
 def standby_spec(key: StandbyKey) -> ContainerSpec:
     """The spec a standby starts with: no GPU, the key's image and limits, never idle-stopped."""
     return ContainerSpec(gpu=GpuRequest(), owner="cellhop standby", label=f"standby ({key.describe()})",
