@@ -198,6 +198,10 @@ class RemoteInstance:
         """Stop this instance's containers now (their exit methods run); the next call starts a fresh one."""
         self._runner.shutdown()
 
+    def method(self, name: str) -> RemoteMethod:
+        """The method `name`, also one whose name the handle itself uses (`.method("shutdown").remote()`)."""
+        return RemoteInstance.__getattr__(self, name)
+
     def _local_instance(self):
         with self._local_lock:
             if self._local is None:

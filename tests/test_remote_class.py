@@ -182,6 +182,7 @@ def test_handles_say_how_to_call_them(nb):
     ran = nb.run("cellhop.cls(memory='lots')(Model.__wrapped__)")
     assert ran.status == "error", ran  # options are checked at decoration, as cellhop.remote's
     assert value(nb, "Model(size=3).who.local(7)[1:]")[-2:] == [3, 7]  # .local: an instance in the notebook
+    assert value(nb, "Model(size=3).method('who').local(8)[-1]") == 8
 
 
 def test_a_failing_enter_comes_back_as_a_builtin_error_under_pull_safe(nb):
