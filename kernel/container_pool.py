@@ -105,7 +105,7 @@ class ContainerPool:
                 started = None
                 if entry is None:
                     t0 = time.monotonic()
-                    entry = self._start(key, spec, label, on_event=on_event, make_room=True)
+                    entry = self._start(key, spec, label, on_event=on_event or self._queue_status(spec), make_room=True)
                     started = time.monotonic() - t0
                 lease = self._lease(entry, started, own_connection)
                 if lease is not None:  # else it was stopped for another request just now: again
@@ -299,6 +299,14 @@ class ContainerPool:
                 self.control.hint_preload(heavy)
             except Exception:  # a hint is a courtesy
                 pass
+
+    def _queue_status(self, spec: RunSpec):
+        """Events of a start for a caller that shows none (a function's call): a line in the cell while it
+        waits for a GPU, with who holds it (queue_status.py)."""
+        from .queue_status import QueueStatus
+
+        status = StatusLine(self.sink, self.sink.current_parent())
+        return QueueStatus(self.control, status, str(spec.gpu), self.owner, announce_start=False).on_event
 
     def _note(self, text: str) -> None:
         """Tell the user what the pool did on its own: a quiet line in the cell, as the status line is

@@ -24,11 +24,12 @@ from .cell_names import is_user_name, names_read, parse
 from .cell_result import NO_RESULT, split_result
 from .container_pool import CELLS, ContainerPool, Lease
 from .control_plane_client import ControlPlaneClient
+from .queue_status import QueueStatus
 from .remote_run import RemoteRun
 from .run_spec import RunSpec
 from .safe_pickle import check_policy, stricter
 from .serialize import Packed, pack
-from .status_line import StatusLine, describe_gpus, finished_text, progress_text
+from .status_line import StatusLine, describe_gpus, finished_text
 
 Defaults = RunSpec  # what `%gpu` sets: the notebook's default run spec (the name older code knows)
 
@@ -171,12 +172,7 @@ class RemoteCells:
         return CellJob(code, d, packed, out if pull else [], parent, status, input_fn, policy)
 
     def _lease(self, job: CellJob, fresh: bool, own_connection: bool = False) -> Lease:
-        request = str(job.spec.gpu)
-
-        def on_event(event):
-            if event.get("phase") in ("queued", "starting"):
-                job.status.show(progress_text(event, request))
-
+        on_event = QueueStatus(self.control, job.status, str(job.spec.gpu), self.owner).on_event
         others = {} if self.pool.warm(job.spec, CELLS) else {
             key[0]: session for key, session in self.pool.sessions(CELLS).items() if key[0] != job.spec.key()}
         lease = self.pool.lease(job.spec, CELLS, "%%remote", fresh=fresh, on_event=on_event,

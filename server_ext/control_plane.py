@@ -74,7 +74,15 @@ class ControlPlane:
         }
 
     def containers_view(self) -> list[dict]:
-        return [c.to_dict() for c in self.manager.list()]
+        """GET containers; a ready container says how long it has been idle (`idle_seconds`; None while its
+        kernel works), so whoever waits for its GPU can see it."""
+        views = []
+        for c in self.manager.list():
+            view = c.to_dict()
+            if c.phase == Phase.READY:
+                view["idle_seconds"] = self.manager.activity.idle_for(c.id, c.last_activity)
+            views.append(view)
+        return views
 
     # -- events -----------------------------------------------------------------
     def subscribe(self, listener: Listener, metrics_interval: float | None = None,
