@@ -26,6 +26,7 @@ from .lean_status import LeanStatus
 from .output_tracking import OutputTracker
 from .secret_masking import SecretMask
 from .serialize import dumps, loads, pack, unpack
+from .shared_buffers import ContainerEnd, SharedMemoryRefused
 
 
 
@@ -64,6 +65,9 @@ class ContainerKernel(IPythonKernel):
         self.outputs = OutputTracker()  # each shipped request's reply says how many outputs it published
         self.outputs.install(self.session)
         _quiet_debug(self.log)
+        app = self.parent  # large values through memory shared with the notebook, where the runtime allows it
+        self.shared_memory = ContainerEnd.start({"transport": getattr(app, "transport", None),
+                                                 "ip": getattr(app, "ip", None)})
         self.lean_status = LeanStatus(lambda state, parent: super(ContainerKernel, self)._publish_status(
             state, "shell", parent))
 
@@ -100,7 +104,10 @@ class ContainerKernel(IPythonKernel):
         self.outputs.begin(msg_id)
         reply: dict = {"status": "ok", "values": [], "errors": {}}
         frames: list = []
-        namespace, failed = unpack(content.get("push", []), parent.get("buffers", []))
+        try:
+            namespace, failed = unpack(content.get("push", []), self._shared_in(parent))
+        except SharedMemoryRefused as exc:
+            namespace, failed = {}, {"": f"shared memory: {exc}"}
         if failed:
             reply.update(status="error", ename="TransferError",
                          evalue="could not rebuild in the container: " + "; ".join(failed.values()),
@@ -150,6 +157,7 @@ class ContainerKernel(IPythonKernel):
             reply["result"] = kept[1]  # shown if the notebook cannot rebuild the value
         reply["values"], frames = packed.meta, packed.frames
         reply["errors"].update(packed.errors)
+        frames = self._shared_out(frames, content, reply)
         reply["outputs"] = self.outputs.end(msg_id)  # flushes stdout and stderr first
         self.session.send(stream, "cellhop_execute_reply", reply, parent, ident=ident, buffers=frames)
 
@@ -159,7 +167,7 @@ class ContainerKernel(IPythonKernel):
         msg_id = parent["header"]["msg_id"]
         self.outputs.begin(msg_id)
         try:
-            fn, calls = loads(parent.get("buffers", []))
+            fn, calls = loads(self._shared_in(parent))
         except Exception as exc:
             reply = {"status": "error", "ename": type(exc).__name__,
                      "evalue": f"could not rebuild the function or its arguments in the container: {exc}"}
@@ -188,7 +196,28 @@ class ContainerKernel(IPythonKernel):
             reply = {"status": "error", "ename": type(exc).__name__,
                      "evalue": f"the result cannot be sent back from the container: {exc}"}
         reply["outputs"] = outputs
+        frames = self._shared_out(frames, parent["content"], reply)
         self.session.send(stream, "cellhop_apply_reply", reply, parent, ident=ident, buffers=frames)
+
+    def _shared_in(self, parent) -> list:
+        """A request's frames, those it sent through shared memory mapped in."""
+        buffers = parent.get("buffers", [])
+        shared = parent["content"].get("shm")
+        if not shared:
+            return buffers
+        if self.shared_memory is None:
+            raise SharedMemoryRefused("the request names shared memory, which this container does not offer")
+        return self.shared_memory.restore(buffers, shared)
+
+    def _shared_out(self, frames: list, content: dict, reply: dict) -> list:
+        """A reply's frames, its large buffers through shared memory when the request's connection allows.
+        Not with secrets: the wire's buffers are masked (secret_masking), shared memory is not."""
+        if self.shared_memory is None or not content.get("shm") or self.secret_mask:
+            return frames
+        frames, shared = self.shared_memory.offload(frames, content["shm"])
+        if shared:
+            reply["shm"] = shared
+        return frames
 
 
 def _portable_exception(exc: BaseException) -> BaseException:

@@ -25,6 +25,7 @@ from .container_watch import ContainerWatch
 from .output_relay import OutputRelay
 from .safe_pickle import check_policy, stricter
 from .serialize import Packed, dumps, loads, unpack
+from .shared_buffers import NotebookLink
 from .status_line import describe_gpus
 from ..wire import KernelConnection
 
@@ -65,6 +66,7 @@ class ContainerSession:
         self.conn = KernelConnection(container["connection_info"], channels=("shell", "control", "stdin"))
         self.relay = relay if relay is not None else OutputRelay(container["connection_info"], sink,
                                                                  comm_proxies, self)
+        self.shared = NotebookLink(container["connection_info"])  # large values through shared memory
         self.closed = False
         self._timed_out = False
         self._applied: dict[str, str] = {}  # msg_id -> what its results are, for errors
@@ -108,10 +110,11 @@ class ContainerSession:
         """Run a cell; outputs stream to `parent`; raises RemoteError when the cell raised. Its values
         come back under `policy` or the session's pull policy, the stricter."""
         content = {"code": code, "push": push.meta, "pull": pull, "allow_stdin": input_fn is not None}
+        frames = self._offload(content, push.frames)
         start = time.monotonic()
-        reply = self._call("cellhop_execute_request", content, push.frames, parent, timeout, input_fn,
+        reply = self._call("cellhop_execute_request", content, frames, parent, timeout, input_fn,
                            quiet_error=True)
-        values, errors = unpack(reply.content.get("values", []), reply.buffers, stricter(policy, self.pull))
+        values, errors = unpack(reply.content.get("values", []), self._restore(reply), stricter(policy, self.pull))
         errors = {**reply.content.get("errors", {}), **errors}
         result = CellResult(reply.content["status"], values, errors, reply.content, time.monotonic() - start)
         if result.status == "error" and self._timed_out:
@@ -126,15 +129,19 @@ class ContainerSession:
     def apply(self, fn, calls: list, parent: dict, timeout: float | None = None, policy: str | None = None) -> list:
         """Call fn on each (args, kwargs); returns [(ok, value_or_exception)], rebuilt under `policy` or
         the session's pull policy, the stricter."""
-        reply = self._call("cellhop_apply_request", {"n": len(calls)}, dumps((fn, calls)), parent, timeout, None)
+        content = {"n": len(calls)}
+        frames = self._offload(content, dumps((fn, calls)))
+        reply = self._call("cellhop_apply_request", content, frames, parent, timeout, None)
         if reply.content["status"] != "ok":
             raise RemoteError.of(reply.content.get("ename", "RemoteError"), reply.content.get("evalue", ""), [],
                                  self.where())
-        return loads(reply.buffers, stricter(policy, self.pull), what=_results_of(fn))
+        return loads(self._restore(reply), stricter(policy, self.pull), what=_results_of(fn))
 
     def send_apply(self, fn, calls: list, parent: dict, policy: str | None = None) -> str:
         """Pipelined form of `apply` for `.map`: send now, collect with `collect_apply`."""
-        msg_id, _ = self._send("shell", "cellhop_apply_request", {"n": len(calls)}, dumps((fn, calls)), parent)
+        content = {"n": len(calls)}
+        frames = self._offload(content, dumps((fn, calls)))
+        msg_id, _ = self._send("shell", "cellhop_apply_request", content, frames, parent)
         self._applied[msg_id] = (_results_of(fn), stricter(policy, self.pull))
         return msg_id
 
@@ -148,7 +155,20 @@ class ContainerSession:
         if reply.content.get("status") != "ok":
             raise RemoteError.of(reply.content.get("ename", "RemoteError"), reply.content.get("evalue", ""), [],
                                  self.where())
-        return reply.parent_id, loads(reply.buffers, policy, what=what)
+        return reply.parent_id, loads(self._restore(reply), policy, what=what)
+
+    def _offload(self, content: dict, frames: list) -> list:
+        """The request's frames, its large buffers through shared memory where there is some (its
+        content then says so, and names the connection the reply's large buffers may come back on)."""
+        frames, shared = self.shared.offload(frames)
+        if shared:
+            content["shm"] = shared
+        return frames
+
+    def _restore(self, reply) -> list:
+        """The reply's frames, those that came through shared memory mapped in (SharedMemoryRefused
+        when they are not what they should be: the values are refused, the notebook is fine)."""
+        return self.shared.restore(reply.buffers, reply.content.get("shm"))
 
     def forward(self, msg_type: str, content: dict, buffers=None, parent: dict | None = None) -> None:
         """Forward a frontend message (comm_msg, comm_close) to the container."""
@@ -263,6 +283,7 @@ class ContainerSession:
         if not self.closed:
             self.closed = True
             self.conn.close()
+            self.shared.close()
             if self._primary:
                 self.relay.close()
                 if self.comm_proxies is not None:
