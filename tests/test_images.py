@@ -228,21 +228,29 @@ def _cmdline(pid: str) -> bytes:
 
 
 def test_keyboard_interrupt_in_process_removes_the_temporary_layer(images):
-    image = Image.current().run_commands("sleep 30")
+    # The interrupt comes once the run_commands step itself runs (it says so in its layer), however long
+    # the steps before it take on a loaded host; the step would run for minutes if it did not come.
+    image = Image.current().run_commands("echo started > $CELLHOP_LAYER_DIR/started; sleep 240")
     import threading
 
-    def interrupt_soon():
-        wait_until(lambda: list(images.store.layers.glob(".tmp-*")) if images.store.layers.exists() else False,
-                   timeout=20, what="the build to start")
-        time.sleep(0.3)
+    layers = images.store.layers
+    missed = []
+
+    def interrupt_once_started():
+        try:
+            wait_until(lambda: layers.exists() and list(layers.glob(".tmp-*/started")), timeout=150,
+                       what="the build to reach its run_commands step")
+        except Exception as exc:  # noqa: BLE001 - said by the test below; interrupt anyway so it ends
+            missed.append(exc)
         os.kill(os.getpid(), signal.SIGINT)
 
-    threading.Thread(target=interrupt_soon, daemon=True).start()
+    threading.Thread(target=interrupt_once_started, daemon=True).start()
     events = []
     with pytest.raises(KeyboardInterrupt):
         images.build(image.to_json(), on_event=events.append)
+    assert not missed, missed
     assert [e for e in events if e["event"] == "failed"][0]["error"] == "interrupted"
-    assert not list(images.store.layers.glob(".tmp-*"))
+    assert not list(layers.glob(".tmp-*"))
     assert images.store.layer(images.builder.plan(image)[-1].key) is None
 
 
