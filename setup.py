@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from setuptools import Distribution, setup
@@ -32,6 +33,18 @@ MIN_NODE = (20, 19)
 
 def _warn(message: str) -> None:
     print(f"cellhop: {message}", file=sys.stderr)
+
+
+def _say(message: str) -> None:
+    """Progress a user must see: pip shows a build's output only with -v, so where a terminal is
+    attached the line goes to it directly (else to stderr, which `pip install -v` and a failed build show)."""
+    try:
+        with open("/dev/tty", "w") as tty:
+            tty.write(f"cellhop: {message}\n")
+            return
+    except OSError:
+        pass
+    _warn(message)
 
 
 def _newest_source_mtime() -> float:
@@ -84,13 +97,18 @@ def build_labextension() -> None:
         return
     npm = shutil.which("npm")
     env = _node_env()
+    started = time.monotonic()
+    step = ""
     if not (LAB / "node_modules").is_dir():
         # `npm install` keeps the versions of package-lock.json (`npm ci` trips over the lock's
         # missing optional rspack bindings of other platforms)
-        _warn("installing the JupyterLab extension's build tools (npm install)")
+        _say("building the JupyterLab panel with Node.js, step 1 of 2: npm install (its build tools; "
+             "a minute or two)")
         subprocess.run([npm, "install", "--no-progress", "--loglevel=error"], cwd=LAB, env=env, check=True)
-    _warn("building the JupyterLab extension")
+        step = ", step 2 of 2"
+    _say(f"building the JupyterLab panel with Node.js{step}: npm run build (about a minute)")
     subprocess.run([npm, "run", "build"], cwd=LAB, env=env, check=True)
+    _say(f"the JupyterLab panel is built ({time.monotonic() - started:.0f} s)")
 
 
 def labextension_data_files() -> list[tuple[str, list[str]]]:

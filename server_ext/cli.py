@@ -42,11 +42,34 @@ def _cmd_gpus(args) -> int:
     return 0
 
 
-def _demo_notebook() -> Path:
-    for base in (Path(__file__).resolve().parent.parent / "examples", Path(sys.prefix) / "share/cellhop/examples"):
-        if (base / "demo.ipynb").exists():
-            return base / "demo.ipynb"
-    raise SystemExit("cellhop: the demo notebook (examples/demo.ipynb) was not found")
+def demo_notebook(package_dir: Path, prefix: Path, home: Path) -> tuple[Path, str | None]:
+    """The demo notebook to open, and a line to say about it. From a source checkout (an editable
+    install) the checkout's own examples/demo.ipynb. From an installed wheel, the copy in the user's
+    folder `home`/cellhop-demo (made from the one under `prefix`/share/cellhop/examples on first use
+    and kept afterwards, so the user's edits stay theirs and never land inside the environment)."""
+    checkout = package_dir.parent / "examples" / "demo.ipynb"
+    if checkout.is_file():
+        return checkout, None
+    installed = prefix / "share" / "cellhop" / "examples" / "demo.ipynb"
+    if not installed.is_file():
+        raise SystemExit(f"cellhop: the demo notebook was not found (looked for {checkout} and {installed}); "
+                         "reinstall cellhop (pip install 'cellhop[lab]')")
+    copy = home / "cellhop-demo" / installed.name
+    if copy.is_file():
+        return copy, f"opening your copy of the demo, {copy} (delete it to start again from the installed one)"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(installed, copy)
+    return copy, f"copied the demo to {copy}: your edits are saved there"
+
+
+def _as_root(args: list[str]) -> list[str]:
+    """Jupyter refuses to run as root without --allow-root; cellhop's containers never run as root
+    (c.LocalRuntime.container_uid), so demo and serve pass it, and say so."""
+    if os.geteuid() != 0 or any(a == "--allow-root" or a.startswith("--ServerApp.allow_root") for a in args):
+        return []
+    print("cellhop: running as root: passing --allow-root to Jupyter (containers still run as an "
+          "unprivileged user)", file=sys.stderr)
+    return ["--allow-root"]
 
 
 def _cmd_demo(args) -> int:
@@ -55,24 +78,21 @@ def _cmd_demo(args) -> int:
     said = simulate_gpus_if_none(env, configured=_configured_simulated())
     if said:
         print(f"cellhop: {said}")
-    lab = shutil.which("jupyter")
-    if lab is None:
-        raise SystemExit("cellhop: JupyterLab is not installed; run: pip install 'cellhop[lab]'")
-    notebook = _demo_notebook()
-    if not os.access(notebook.parent, os.W_OK):  # a site-wide install: work on a copy the user owns
-        copy = Path.home() / "cellhop-demo"
-        copy.mkdir(exist_ok=True)
-        if not (copy / notebook.name).exists():
-            shutil.copy2(notebook, copy / notebook.name)
-        notebook = copy / notebook.name
+    from importlib.util import find_spec
+
+    if find_spec("jupyterlab") is None:  # this environment's JupyterLab, whatever PATH says
+        raise SystemExit("cellhop: JupyterLab is not installed here; run: pip install 'cellhop[lab]'")
+    home = Path.home()
+    if not os.access(home, os.W_OK):
+        home = Path.cwd()
+    notebook, note = demo_notebook(Path(__file__).resolve().parent.parent, Path(sys.prefix), home)
+    if note:
+        print(f"cellhop: {note}")
     os.chdir(notebook.parent)  # JupyterLab resolves the notebook argument against the working folder
-    # The wheel enables the extension by a config file; naming it here also covers editable installs.
-    argv = [lab, "lab", str(notebook.name), f"--ServerApp.root_dir={notebook.parent}",
-            "--ServerApp.jpserver_extensions=cellhop=True"]
-    if os.geteuid() == 0:
-        argv.append("--allow-root")
-    argv += args.lab_args
-    os.execve(lab, argv, env)
+    # The install enables the extension by a config file; naming it here too covers any other setup.
+    argv = [sys.executable, "-m", "jupyterlab", str(notebook.name), f"--ServerApp.root_dir={notebook.parent}",
+            "--ServerApp.jpserver_extensions=cellhop=True", *_as_root(args.lab_args), *args.lab_args]
+    os.execve(sys.executable, argv, env)
     return 0
 
 
@@ -82,8 +102,13 @@ def _cmd_serve(args) -> int:
     # This process serves only the control plane API: no JupyterLab, no other extensions.
     CellhopApp.load_other_extensions = False
     CellhopApp.headless = True
-    CellhopApp.launch_instance(argv=["--ServerApp.open_browser=False", *args.server_args])
+    CellhopApp.launch_instance(argv=["--ServerApp.open_browser=False", *_as_root(args.server_args),
+                                     *args.server_args])
     return 0
+
+
+# Subcommands whose options all go to Jupyter as they are (`--port 8931` as well as `--port=8931`).
+_PASSTHROUGH = {"demo": "lab_args", "serve": "server_args"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,12 +128,12 @@ def main(argv: list[str] | None = None) -> int:
 
     for module in dict.fromkeys(_EXTRA_COMMANDS.values()):
         import_module(f"{__package__}.{module}").add_commands(sub)
-    args, extra = parser.parse_known_args(argv)
-    passthrough = {"demo": "lab_args", "serve": "server_args"}.get(args.command)
-    if passthrough:  # options for jupyter (--port=...) go through as they are
-        setattr(args, passthrough, [*getattr(args, passthrough), *extra])
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _PASSTHROUGH and not {"-h", "--help"} & set(argv[1:]):
+        args = parser.parse_args(argv[:1])  # argparse would split `--port 8931` apart: it is Jupyter's
+        setattr(args, _PASSTHROUGH[argv[0]], argv[1:])
+    else:
+        args = parser.parse_args(argv)
     return args.func(args)
 
 
