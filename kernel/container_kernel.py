@@ -26,7 +26,7 @@ from .lean_status import LeanStatus
 from .output_tracking import OutputTracker
 from .secret_masking import SecretMask
 from .serialize import dumps, loads, pack, unpack
-from .shared_buffers import ContainerEnd, SharedMemoryRefused
+from .shared_memory_link import ContainerEnd, SharedMemoryRefused
 
 
 
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     # parent_handle=1: no parent poller, and no connection banner in the container's log
-    argv += ["--IPKernelApp.quiet=True", "--IPKernelApp.parent_handle=1"]
+    argv += ["--IPKernelApp.quiet=False", "--IPKernelApp.parent_handle=1"]  # prints reach the log too
     if os.environ.get(RESTART_IN_PLACE_ENV) != "1":  # a whole kernel (provisioner) keeps history, as any kernel
         argv.append("--HistoryManager.enabled=False")
     IPKernelApp.launch_instance(argv=argv, kernel_class=ContainerKernel)

@@ -25,7 +25,7 @@ from .container_watch import ContainerWatch
 from .output_relay import OutputRelay
 from .safe_pickle import check_policy, stricter
 from .serialize import Packed, dumps, loads, unpack
-from .shared_buffers import NotebookLink
+from .shared_memory_link import NotebookLink
 from .status_line import describe_gpus
 from ..wire import KernelConnection
 

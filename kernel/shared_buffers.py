@@ -13,7 +13,8 @@ The socket: the container kernel listens on `<ipc base>-shm` beside its
 ipc sockets, in its own sandbox folder, which only that container and the
 host can reach (runtimes/local.py); the notebook connects to it (never
 following a link the container could plant) and says which connection it
-is; replies with large values go back on the connection the request names.
+is; replies with large values go back on the connection the request names
+(shared_memory_link.py).
 Only on the local runtime's sandboxed containers with ipc transport
 (CELLHOP_SHARED_MEMORY=1 at launch); everywhere else, and whenever the
 socket is not there or fails, values go over the wire as before.
@@ -30,6 +31,7 @@ after it was checked.
 from __future__ import annotations
 
 import array
+import ctypes
 import fcntl
 import json
 import mmap
@@ -40,6 +42,7 @@ import socket
 import stat
 import threading
 import time
+import weakref
 
 from ..errors import CellhopError
 
@@ -109,15 +112,126 @@ def map_memfd(fd: int, size: int) -> memoryview:
         raise SharedMemoryRefused(f"a memfd of {st.st_size} bytes where the message says {size}")
     if size == 0:
         return memoryview(bytearray())
-    return memoryview(mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE))
+    return _Mapping(fd, size).view()
+
+
+class _Mapping:
+    """A private, writable mapping that holds no descriptor (Python's mmap keeps a duplicate of its
+    descriptor as long as it lives: a thousand returned arrays would be a thousand open files), unmapped
+    when the last view of it goes."""
+
+    _libc = None
+
+    def __init__(self, fd: int, size: int):
+        libc = _Mapping._libc
+        if libc is None:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.mmap.restype = ctypes.c_void_p
+            libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                  ctypes.c_long]
+            libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+            _Mapping._libc = libc
+        address = libc.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE, fd, 0)
+        if address in (None, ctypes.c_void_p(-1).value):
+            raise SharedMemoryRefused(f"a memfd of {size} bytes cannot be mapped "
+                                      f"({os.strerror(ctypes.get_errno())})")
+        self.address, self.size = address, size
+
+    def view(self) -> memoryview:
+        memory = (ctypes.c_char * self.size).from_address(self.address)
+        memory._mapping = self  # ctypes arrays take attributes: the mapping lives as long as the memory
+        return memoryview(memory).cast("B")
+
+    def __del__(self):
+        if self._libc is not None and getattr(self, "address", None):
+            self._libc.munmap(self.address, self.size)
+            self.address = None
+
+
+class _Kept:
+    """Received memfds held while their mappings live (the container's side): a buffer sent back
+    unchanged (`f.remote(a)` returning `a`, a cell's `b = a`) goes back as the same sealed memfd, no copy.
+    Unchanged: every page of the mapping is still the memfd's own or was never touched (/proc/self/pagemap;
+    a page written to is the process's private copy). The descriptor is closed with the mapping."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._by_address: dict[int, tuple[int, int]] = {}  # mapping address -> (size, fd)
+
+    def add(self, view: memoryview, fd: int) -> bool:
+        try:
+            address = _address(view)
+            weakref.finalize(view.obj._mapping, self._drop, address, fd)
+        except Exception:  # no numpy, or a mapping that takes no weak reference: copy next time
+            return False
+        with self._lock:
+            self._by_address[address] = (view.nbytes, fd)
+        return True
+
+    def _drop(self, address: int, fd: int) -> None:
+        with self._lock:
+            self._by_address.pop(address, None)
+        os.close(fd)
+
+    def unchanged(self, frame) -> int | None:
+        """A new descriptor of the memfd that holds exactly `frame`, unchanged; None if there is none."""
+        if not self._by_address:
+            return None
+        try:
+            view = memoryview(frame)
+            address = _address(view)
+        except Exception:
+            return None
+        with self._lock:
+            hit = self._by_address.get(address)
+        if hit is None or hit[0] != view.nbytes or not _untouched(address, view.nbytes):
+            return None
+        return os.dup(hit[1])  # `frame` keeps the mapping, hence the descriptor, alive meanwhile
+
+
+KEPT = _Kept()
+
+
+def _address(view: memoryview) -> int:
+    import numpy
+
+    return int(numpy.frombuffer(view.cast("B") if view.ndim != 1 or view.format != "B" else view,
+                                dtype=numpy.uint8).ctypes.data)
+
+
+def _untouched(address: int, size: int) -> bool:
+    """Whether no page of the private mapping at `address` was written to (each is the file's page, or
+    not there and not swapped out)."""
+    import numpy
+
+    page = mmap.PAGESIZE
+    first, count = address // page, -(-(address % page + size) // page)
+    try:
+        with open("/proc/self/pagemap", "rb", buffering=0) as f:
+            f.seek(first * 8)
+            data = b""
+            while len(data) < count * 8:
+                chunk = f.read(count * 8 - len(data))
+                if not chunk:
+                    return False
+                data += chunk
+    except OSError:
+        return False
+    entries = numpy.frombuffer(data, dtype=numpy.uint64)
+    present = (entries >> numpy.uint64(63)) & numpy.uint64(1)
+    swapped = (entries >> numpy.uint64(62)) & numpy.uint64(1)
+    shared = (entries >> numpy.uint64(61)) & numpy.uint64(1)
+    return bool(numpy.all(numpy.where(present == 1, shared == 1, swapped == 0)))
 
 
 # -- one connection -------------------------------------------------------------------
 class Channel:
-    """One unix (SOCK_SEQPACKET) connection carrying sealed memfds; either side."""
+    """One unix (SOCK_SEQPACKET) connection carrying sealed memfds; either side. `keep`: hold each
+    received memfd while its mapping lives, so an unchanged buffer can go back without a copy."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, keep: bool = False):
         self.sock = sock
+        self.keep = keep
         self.stash: dict[str, tuple[int, int]] = {}  # token -> (fd, size), received, not yet claimed
         self.broken: str | None = None
         self._send_lock = threading.Lock()
@@ -141,13 +255,16 @@ class Channel:
             while True:
                 for token in [t for t in wanted if t in self.stash and t not in got]:
                     fd, size = self.stash.pop(token)
+                    kept = False
                     try:
                         if size != wanted[token]:
                             raise SharedMemoryRefused(f"a memfd announced as {size} bytes where the message "
                                                       f"says {wanted[token]}")
                         got[token] = map_memfd(fd, size)
+                        kept = self.keep and size > 0 and KEPT.add(got[token], fd)
                     finally:
-                        os.close(fd)
+                        if not kept:
+                            os.close(fd)
                 if len(got) == len(wanted):
                     return got
                 self._receive(deadline)
@@ -229,7 +346,9 @@ def offload(channel: Channel, channel_id: str, frames: list, minimum: int = SHAR
     items, refs = [], {}
     try:
         for i in large:
-            fd, size = to_memfd(frames[i])
+            fd, size = KEPT.unchanged(frames[i]), memoryview(frames[i]).nbytes
+            if fd is None:
+                fd, size = to_memfd(frames[i])
             token = secrets.token_hex(16)
             items.append((token, fd, size))
             refs[str(i)] = [token, size]
@@ -264,152 +383,3 @@ def restore(channel: Channel | None, frames: list, shared) -> list:
     for index, token in where.items():
         out[index] = got[token]
     return out
-
-
-# -- the notebook's side -------------------------------------------------------------
-class NotebookLink:
-    """A notebook session's shared-memory connection to one container (made on first use)."""
-
-    def __init__(self, info: dict):
-        self.path = socket_path(info)
-        self.id = secrets.token_hex(8)
-        self.channel: Channel | None = None
-        self.unavailable = self.path is None
-
-    def connect(self) -> Channel | None:
-        """The connection, or None where there is none (values go over the wire)."""
-        if self.channel is not None and not self.channel.broken:
-            return self.channel
-        if self.unavailable or self.channel is not None:  # a broken connection is not made again
-            return None
-        try:
-            self.channel = Channel(_connect_no_follow(self.path))
-            self.channel.sock.sendall(json.dumps({"channel": self.id}).encode())
-        except OSError:
-            self.unavailable = True
-            if self.channel is not None:
-                self.channel.close()
-            self.channel = None
-        return self.channel
-
-    def offload(self, frames: list) -> tuple[list, dict | None]:
-        """Frames to send and the request's `shm` field: large buffers through shared memory when the
-        connection is up; the field names the connection for the reply's large buffers too."""
-        channel = self.connect()
-        if channel is None:
-            return frames, None
-        try:
-            frames, refs = offload(channel, self.id, frames)
-        except OSError as exc:  # the wire still works: this request goes over it
-            channel.close(str(exc))
-            return frames, None
-        return frames, refs or {"channel": self.id}
-
-    def restore(self, frames: list, shared) -> list:
-        return restore(self.channel, frames, shared)
-
-    def close(self) -> None:
-        if self.channel is not None:
-            self.channel.close()
-
-
-def _connect_no_follow(path: str) -> socket.socket:
-    """Connect to the unix socket at `path` without following a link there (the container owns the
-    folder: a link could point at any socket of the host); refuse anything but a socket."""
-    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
-            raise OSError(f"{path} is not a socket")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        try:
-            sock.settimeout(WAIT)
-            sock.connect(f"/proc/self/fd/{fd}")
-            sock.setblocking(True)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-    finally:
-        os.close(fd)
-
-
-# -- the container's side ------------------------------------------------------------
-class ContainerEnd:
-    """The container kernel's listening socket and the notebook sessions' connections to it."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.channels: dict[str, Channel] = {}
-        self._lock = threading.Condition()
-        if os.path.lexists(path):
-            os.unlink(path)
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        self.listener.bind(path)
-        os.chmod(path, 0o600)
-        self.listener.listen(8)
-        threading.Thread(target=self._accept, name="cellhop-shared-memory", daemon=True).start()
-
-    @classmethod
-    def start(cls, info: dict) -> ContainerEnd | None:
-        """Listen where `info` says, when the runtime allows shared memory here; None otherwise."""
-        path = socket_path(info)
-        if os.environ.get(ENV) != "1" or path is None:
-            return None
-        try:
-            return cls(path)
-        except OSError:
-            return None
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                sock.settimeout(WAIT)
-                hello = json.loads(sock.recv(256))
-                channel_id = hello["channel"]
-                if not (isinstance(channel_id, str) and 0 < len(channel_id) <= 64):
-                    raise ValueError(channel_id)
-                sock.setblocking(True)
-            except (OSError, ValueError, TypeError, KeyError):
-                sock.close()
-                continue
-            with self._lock:
-                while len(self.channels) >= MAX_CHANNELS:
-                    self.channels.pop(next(iter(self.channels))).close("too many connections")
-                old = self.channels.pop(channel_id, None)
-                if old is not None:
-                    old.close("replaced")
-                self.channels[channel_id] = Channel(sock)
-                self._lock.notify_all()
-
-    def channel(self, shared, wait: float = 2.0) -> tuple[Channel | None, str | None]:
-        """The connection a request names (its hello may still be on its way: waits up to `wait` s)."""
-        channel_id = shared.get("channel") if isinstance(shared, dict) else None
-        if not isinstance(channel_id, str):
-            return None, None
-        with self._lock:
-            self._lock.wait_for(lambda: channel_id in self.channels, timeout=wait)
-            channel = self.channels.get(channel_id)
-        return (channel, channel_id) if channel is not None and not channel.broken else (None, None)
-
-    def restore(self, frames: list, shared) -> list:
-        """A request's frames with its shared buffers mapped in (none named: the frames as they are)."""
-        if not isinstance(shared, dict) or not shared.get("frames"):
-            return frames
-        return restore(self.channel(shared)[0], frames, shared)
-
-    def offload(self, frames: list, shared) -> tuple[list, dict | None]:
-        """A reply's frames, its large buffers through the connection the request named."""
-        if not any(memoryview(f).nbytes >= SHARED_MIN for f in frames):
-            return frames, None
-        channel, channel_id = self.channel(shared)
-        if channel is None:
-            return frames, None
-        try:
-            return offload(channel, channel_id, frames)
-        except OSError as exc:
-            channel.close(str(exc))
-            return frames, None

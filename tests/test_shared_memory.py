@@ -48,6 +48,11 @@ def work(op, x=None):
     from ipykernel.kernelapp import IPKernelApp
     if op == 'plus':
         return x + 1
+    if op == 'same':
+        return x
+    if op == 'poke':  # one page of the received array changes: it cannot go back as the segment it came in
+        x[len(x) // 2] = -1.0
+        return x
     gc.collect()
     fds = [fd for fd in os.listdir('/proc/self/fd') if os.path.exists(f'/proc/self/fd/{fd}')
            and os.readlink(f'/proc/self/fd/{fd}').startswith('/memfd:')]
@@ -72,6 +77,15 @@ def test_a_large_array_goes_and_comes_back_through_shared_memory_intact_and_writ
     assert ran.stdout.split() == ["True", "True", "True", f"{4 * 2**20 + 1:.1f}", f"{4 * 2**20 - 1:.1f}"]
 
 
+def test_an_array_sent_back_unchanged_or_changed_comes_back_as_it_is_in_the_container(nb):
+    ran = nb.ok("g = np.arange(2**21, dtype='f8')\n"
+                "same, poked = work.remote('same', g), work.remote('poke', g)\n"
+                "print(bool((same == g).all()), same.flags.writeable, float(poked[2**20]), float(g[2**20]))\n"
+                "same[0] = 42.0\n"  # the notebook's own copy: neither g nor the next result sees it
+                "print(float(g[0]), float(work.remote('same', g)[0]), float(work.remote('poke', same)[0]))")
+    assert ran.stdout.split() == ["True", "True", "-1.0", f"{2.0**20:.1f}", "0.0", "0.0", "42.0"], ran.stdout
+
+
 def test_a_remote_cell_pushes_and_pulls_a_large_array_through_shared_memory(nb):
     nb.ok("c = c0 = np.full(3 * 2**20, 7.0)")  # 24 MiB
     ran = nb.ok("%%remote\nprint(c.flags.writeable, float(c.sum()))\nc += 1\nd = c * 2")
@@ -86,7 +100,7 @@ def test_nothing_is_left_behind_once_the_values_are_dropped(nb):
     ran = nb.ok("for _ in range(3):\n"
                 "    e = work.remote('plus', np.ones(2**21))\n"
                 "print(_segments()[1] > 0)\n"  # the result maps its segment while it lives
-                "for name in ('a', 'b', 'c', 'c0', 'd', 'e'):\n"
+                "for name in ('a', 'b', 'c', 'c0', 'd', 'e', 'g', 'same', 'poked'):\n"
                 "    globals().pop(name, None)\n"
                 "gc.collect()\n"
                 "print(_segments(), set(os.listdir('/dev/shm')) - shm_before)\n"
