@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     # parent_handle=1: no parent poller, and no connection banner in the container's log
-    argv += ["--IPKernelApp.quiet=False", "--IPKernelApp.parent_handle=1"]  # prints reach the log too
+    argv += ["--IPKernelApp.quiet=True", "--IPKernelApp.parent_handle=1"]
     if os.environ.get(RESTART_IN_PLACE_ENV) != "1":  # a whole kernel (provisioner) keeps history, as any kernel
         argv.append("--HistoryManager.enabled=False")
     IPKernelApp.launch_instance(argv=argv, kernel_class=ContainerKernel)
