@@ -144,6 +144,9 @@ class CellhopAPIHandler(KernelTokenAuth, JsonErrors, APIHandler):
     `@authorized` (jupyter_server.auth.decorator); `auth_resource` is `cellhop`."""
 
     auth_resource = AUTH_RESOURCE
+    # The event a successful change through this handler publishes on the event stream (`{"type":
+    # "volume", "change": "post"}`: no names or values), so views of the list (the panel) follow it.
+    changes: str | None = None
 
     async def prepare(self) -> None:
         if self._prepare_kernel():
@@ -156,6 +159,14 @@ class CellhopAPIHandler(KernelTokenAuth, JsonErrors, APIHandler):
         if not isinstance(body, dict):
             raise web.HTTPError(400, "the request body must be a JSON object")
         return body
+
+    def on_finish(self) -> None:
+        if self.changes and self.request.method in ("POST", "PUT", "PATCH", "DELETE") and self.get_status() < 400:
+            try:
+                self.control_plane.publish({"type": self.changes, "change": self.request.method.lower()})
+            except Exception:  # telling views is a courtesy: the change itself is done
+                pass
+        super().on_finish()
 
     def write_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)

@@ -14,6 +14,8 @@ _KEY = r"(?P<key>[^/]+)"
 
 
 class _ImagesBase(CellhopAPIHandler):
+    changes = "image"  # the panel's list follows the event stream
+
     @property
     def images(self):
         return self.control_plane.images

@@ -15,6 +15,8 @@ _NAME = r"(?P<name>[^/]+)"
 
 
 class SecretAPIHandler(CellhopAPIHandler):
+    changes = "secret"  # the panel's list follows the event stream
+
     @property
     def secrets(self):
         return self.control_plane.secrets

@@ -41,6 +41,8 @@ def _os_status(exc: OSError) -> tuple[int, str]:
 class VolumeAPIHandler(CellhopAPIHandler):
     """Volume errors carry their own status (404, 409, 413: cellhop/errors.py); OS errors are mapped, not 500s."""
 
+    changes = "volume"  # the panel's list follows the event stream
+
     @property
     def volumes(self):
         return self.control_plane.volumes
