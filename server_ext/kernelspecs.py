@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import CellhopError
+from .kernel_logos import gpu_label, logo_folder, write_logos
 
 ARGV = ["-m", "cellhop.kernel.container_kernel", "-f", "{connection_file}"]
 
@@ -74,7 +75,7 @@ def kernelspec_dict(gpu: str, display: str | None = None, image: str | None = No
 
 
 def write_kernelspec(directory: str | Path, gpu: str, **options) -> Path:
-    """Write a cellhop kernelspec folder (kernel.json and the Python logos) into `directory`."""
+    """Write a cellhop kernelspec folder (kernel.json, the GPU logo and the Python PNG logos) into `directory`."""
     import shutil
 
     from ipykernel.kernelspec import RESOURCES
@@ -83,6 +84,7 @@ def write_kernelspec(directory: str | Path, gpu: str, **options) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for logo in Path(RESOURCES).glob("logo-*"):
         shutil.copy(logo, directory / logo.name)
+    write_logos(directory, gpu_label(_checked_gpu(gpu)))  # the launcher shows a GPU chip, not Python's logo
     (directory / "kernel.json").write_text(json.dumps(kernelspec_dict(gpu, **options), indent=1) + "\n")
     return directory
 
@@ -103,7 +105,6 @@ def install_kernelspec(gpu: str, name: str | None = None, user: bool = False, pr
 # -- generated specs in the server ----------------------------------------------------------
 def generated_kernelspecs(inventory) -> dict:
     """name -> KernelSpec for each GPU type of `inventory`: one card, and all of them when there are several."""
-    from ipykernel.kernelspec import RESOURCES
     from jupyter_client.kernelspec import KernelSpec
 
     specs = {}
@@ -111,7 +112,8 @@ def generated_kernelspecs(inventory) -> dict:
         for n in sorted({1, count}):
             gpu = gpu_type if n == 1 else f"{gpu_type}:{n}"
             spec = kernelspec_dict(gpu, simulated=inventory.simulated)
-            specs[default_name(gpu)] = KernelSpec(resource_dir=str(RESOURCES), **spec)
+            name = default_name(gpu)
+            specs[name] = KernelSpec(resource_dir=logo_folder(name, gpu_label(gpu)), **spec)
     return specs
 
 

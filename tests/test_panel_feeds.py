@@ -45,3 +45,14 @@ async def test_volume_secret_and_image_changes_go_out_on_the_event_stream(jp_fet
     assert r.code >= 400
     ws.close()
 
+
+
+async def test_gpu_kernels_in_the_launcher_have_a_logo_that_says_gpu(jp_fetch):
+    specs = json.loads((await jp_fetch("api", "kernelspecs")).body)["kernelspecs"]
+    for name, label in (("cellhop-h100", "H100"), ("cellhop-a10g", "A10G")):
+        assert specs[name]["resources"].get("logo-svg"), specs[name]["resources"]  # the launcher takes it first
+        svg = (await jp_fetch("kernelspecs", name, "logo-svg.svg")).body.decode()
+        assert ">GPU</text>" in svg and f">{label}</text>" in svg, svg
+        assert (await jp_fetch("kernelspecs", name, "logo-64x64.png")).code == 200
+    assert "logo-svg" not in specs["python3"]["resources"] or \
+        ">GPU<" not in (await jp_fetch("kernelspecs", "python3", "logo-svg.svg")).body.decode()
