@@ -143,9 +143,38 @@ class _Mapping:
         return memoryview(memory).cast("B")
 
     def __del__(self):
-        if self._libc is not None and getattr(self, "address", None):
-            self._libc.munmap(self.address, self.size)
-            self.address = None
+        address, self.address = getattr(self, "address", None), None
+        if address and self._libc is not None:
+            try:
+                _unmapper().put((address, self.size))
+            except Exception:  # interpreter shutdown: the process's end unmaps it
+                pass
+
+
+_UNMAP: list = []  # [queue] once the unmapping thread runs
+
+
+def _unmapper():
+    """The queue of a thread that unmaps dropped segments: the last unmap of a segment frees its pages
+    (65 ms for 256 MiB here), which the code that dropped the value need not wait for."""
+    if not _UNMAP:
+        with _UNMAP_LOCK:
+            if not _UNMAP:
+                import queue
+
+                q = queue.SimpleQueue()
+                threading.Thread(target=_unmap_forever, args=(q,), name="cellhop-unmap", daemon=True).start()
+                _UNMAP.append(q)
+    return _UNMAP[0]
+
+
+def _unmap_forever(q) -> None:
+    while True:
+        address, size = q.get()
+        _Mapping._libc.munmap(address, size)
+
+
+_UNMAP_LOCK = threading.Lock()
 
 
 class _Kept:
