@@ -119,6 +119,10 @@ async def test_the_launcher_lists_a_kernel_per_gpu_type_without_a_manual_step(jp
 
 
 # -- a kernel's life through the REST API ------------------------------------------------------
+# When the kernel's process started (clock ticks since boot: /proc/self/stat's 22nd field)
+STARTED = "int(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])"
+
+
 async def test_a_gpu_kernel_runs_sandboxed_in_the_notebooks_folder_and_restarts_keeping_its_gpu(
         kernels, jp_serverapp, jp_fetch, control_plane, notebook_dir):
     (notebook_dir / "data.txt").write_text("from the notebook's folder")
@@ -139,9 +143,11 @@ async def test_a_gpu_kernel_runs_sandboxed_in_the_notebooks_folder_and_restarts_
                                   "        print('WROTE', folder)\n"
                                   "    except OSError as exc:\n"
                                   "        print('REFUSED', folder, exc.errno)\n"
-                                  "pid = os.getpid(); x = 42" % (outside, probe))
+                                  "x = 42\n"
+                                  "print('STARTED', %s)" % (outside, probe, STARTED))
     assert content["status"] == "ok", content
-    lines = out.strip().splitlines()
+    *lines, started_line = out.strip().splitlines()
+    first_started = int(started_line.split()[1])
     cwd, data, gpus, cid = lines[0].split("|")
     assert (cwd, data, gpus, cid) == (str(notebook_dir), "from the notebook's folder", "GPU-simulated-h100-0",
                                       container.id)
@@ -176,7 +182,8 @@ async def test_a_gpu_kernel_runs_sandboxed_in_the_notebooks_folder_and_restarts_
     assert control_plane.manager.list() == [container] and container.phase.value == "ready"
     kc.stop_channels()
     kc = await client_of(jp_serverapp, kid)
-    content, out = await run(kc, "import os\nprint('x' in globals(), os.getpid() != %d, os.getcwd())" % 0)
+    # a fresh process (its pid inside the new sandbox may well be the same number): it started later
+    content, out = await run(kc, "import os\nprint('x' in globals(), %s > %d, os.getcwd())" % (STARTED, first_started))
     assert content["status"] == "ok", content
     assert out.split() == ["False", "True", str(notebook_dir)]
     kc.stop_channels()

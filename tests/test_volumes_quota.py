@@ -94,9 +94,24 @@ def test_another_process_reservation_counts_and_dies_with_it(store, python_child
     assert store.usage("small")["bytes"] == 70 * KIB
     store.put("small", "mine.bin", b"m" * 30 * KIB)
 
-    other = python_child(HOLDS_A_RESERVATION, str(store.root), str(0))  # declared 0: reserves nothing
-    other.expect("reserved", timeout=30)
-    other.kill()
+    # An upload that dies part-way (30 KiB declared, 20 written) counts while its process lives, and not after.
     store.rm("small", "mine.bin")
-    store.put("small", "mine.bin", b"m" * 30 * KIB)  # a dead upload's file reserves nothing
+    dying = python_child(DIES_PART_WAY, str(store.root), str(30 * KIB), str(20 * KIB))
+    dying.expect("written", timeout=30)
+    assert staging(store), "the live upload's staging file"
+    with pytest.raises(VolumeQuotaExceeded, match="other uploads in progress"):
+        store.put("small", "mine.bin", b"m" * 30 * KIB)  # 70 landed + 30 reserved + 30 > 100
+    dying.kill()
+    store.put("small", "mine.bin", b"m" * 30 * KIB)  # its reservation and its 20 KiB died with it
+    assert store.usage("small")["bytes"] == 100 * KIB
     assert staging(store) == []
+
+
+DIES_PART_WAY = textwrap.dedent("""
+    import sys
+    from cellhop.server_ext.volumes import VolumeStore
+    up = VolumeStore(sys.argv[1]).upload("small", "dead.bin", size=int(sys.argv[2]))
+    up.write(b"z" * int(sys.argv[3]))
+    print("written", flush=True)
+    sys.stdin.readline()  # killed here
+""")
