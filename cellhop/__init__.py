@@ -11,8 +11,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "gpus", "remote", "cls", "enter", "exit", "Image", "Volume", "Secret", "control_plane",
-           "load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["__version__", "gpus", "remote", "cls", "enter", "exit", "endpoint", "deploy", "batched", "Image", "Volume",
+           "Secret", "forward", "control_plane", "load_ipython_extension", "unload_ipython_extension"]
 
 
 def load_ipython_extension(ipython):  # `%load_ext cellhop`
@@ -50,6 +50,14 @@ def __getattr__(name: str):
         from .kernel import remote_class
 
         return getattr(remote_class, name)
+    if name in ("endpoint", "deploy", "batched"):
+        from .kernel import endpoint
+
+        return getattr(endpoint, name)
+    if name == "forward":
+        from .kernel.forward import forward
+
+        return forward
     if name == "gpus":
         from .kernel.control_client import gpus
 

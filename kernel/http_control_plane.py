@@ -65,11 +65,11 @@ class HttpControlPlane(ControlPlaneClient):
         return conn
 
     def request(self, method: str, path: str, body: dict | None = None, query: dict | None = None,
-                not_found: type[CellhopError] | None = ContainerNotFound) -> dict:
+                not_found: type[CellhopError] | None = ContainerNotFound, raw: bytes | None = None) -> dict:
         """One JSON call on the cellhop API; on an error answer, the CellhopError the server raised
         (`not_found`: what a bare 404 means on this route; cellhop/errors.py, error_from_answer)."""
         target = self.base_path + path + (f"?{urlencode(query)}" if query else "")
-        data = json.dumps(body).encode() if body is not None else None
+        data = json.dumps(body).encode() if body is not None else raw  # raw: bytes as they are (a deploy)
         for attempt in (0, 1):  # a kept-alive connection the server closed is retried once
             conn = self._connection()
             try:
@@ -225,6 +225,26 @@ class HttpControlPlane(ControlPlaneClient):
 
     def prune_images(self, unused_for: float | None = None) -> dict:
         return self.request("POST", "images/prune", {"unused_for": unused_for})
+
+    # -- endpoints (server_ext/api/endpoints.py) -------------------------------------------
+    def deploy_endpoint(self, name: str, code: bytes, spec: dict) -> dict:
+        from urllib.parse import quote
+
+        from .endpoint import EndpointNotFound
+
+        view = self.request("PUT", f"endpoints/{quote(name, safe='')}", query={"spec": json.dumps(spec)},
+                            raw=code, not_found=EndpointNotFound)
+        return {**view, "url": f"{self.url.scheme}://{self.url.netloc}{self.url.path}{view['path']}"}
+
+    def endpoints(self) -> list[dict]:
+        return self.request("GET", "endpoints")["endpoints"]
+
+    def delete_endpoint(self, name: str) -> dict:
+        from urllib.parse import quote
+
+        from .endpoint import EndpointNotFound
+
+        return self.request("DELETE", f"endpoints/{quote(name, safe='')}", not_found=EndpointNotFound)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

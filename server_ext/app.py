@@ -8,6 +8,7 @@ only the control plane API, for kernels on other hosts and other editors.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 
 from jupyter_server.extension.application import ExtensionApp
@@ -24,7 +25,7 @@ def _api_modules():
     from importlib import import_module
 
     modules = []
-    for name in ("containers", "events", "images", "volumes", "secrets"):
+    for name in ("containers", "events", "images", "volumes", "secrets", "endpoints"):
         try:
             modules.append(import_module(f"{__package__}.api.{name}"))
         except ModuleNotFoundError as exc:
@@ -52,9 +53,14 @@ class CellhopApp(ExtensionApp):
         self.cellhop = Cellhop(parent=self)
         if not self.cellhop.workdir_roots:  # containers may work in the notebooks' folders (workdir_policy.py)
             self.cellhop.workdir_roots = [str(self.serverapp.root_dir)]
+        from ..kernel.forward import PROXY_BASE_ENV
+
+        # where containers' ports are proxied (cellhop.forward): the path only, no token (container_env.py)
+        os.environ[PROXY_BASE_ENV] = self.serverapp.base_url
         self.control_plane = ControlPlane(self.cellhop)
         token = secrets.token_urlsafe(32)  # good on the cellhop API only; never logged
         self.settings.update({CONTROL_PLANE_SETTING: self.control_plane, KERNEL_TOKEN_SETTING: token})
+        self._init_endpoints()
         # Handed to each kernel's provisioner (kernel/provisioner.py) through its kernel manager.
         self.control_client = EmbeddedControlPlane(control_plane=self.control_plane, owned=False)
         # The server is not listening yet (jupyter_server loads extensions before init_httpserver(),
@@ -72,12 +78,28 @@ class CellhopApp(ExtensionApp):
                       inv.describe() if inv.gpus else f"no GPUs ({inv.reason}). {SIMULATED_HINT}",
                       self.control_plane.manager.runtime.describe())
 
+    def _init_endpoints(self) -> None:
+        """Deployed endpoints (endpoints.py), stored under the state directory; served from the first request."""
+        from .api.endpoints import ENDPOINTS_SETTING
+        from pathlib import Path
+
+        from jupyter_core.paths import jupyter_data_dir
+
+        from .endpoints import Endpoints
+
+        state = Path(self.cellhop.state_dir) if self.cellhop.state_dir else Path(jupyter_data_dir()) / "cellhop"
+        self.endpoints = Endpoints(self.control_plane, state / "endpoints",
+                                   self.cellhop.endpoint_queue_limit)
+        self.settings[ENDPOINTS_SETTING] = self.endpoints
+
     def control_url(self) -> str:
         """Where kernels reach this control plane (right once the server listens)."""
         return url_path_join(self.serverapp.connection_url, "/")
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:
         """The server listens now, on its final port."""
+        if getattr(self, "endpoints", None) is not None:
+            self.endpoints.started()  # endpoints with min_containers > 0 start theirs
         if self.headless:
             self.log.info("cellhop: headless control plane. Point kernels at it with CELLHOP_CONTROL_URL=%s "
                           "and CELLHOP_CONTROL_TOKEN=<this server's token>", self.control_url())
@@ -86,6 +108,12 @@ class CellhopApp(ExtensionApp):
         for module in _api_modules():
             for pattern, handler in module.handlers:
                 self.handlers.append((API_PREFIX + pattern, handler))
+        from .api import proxy  # a container's ports: cellhop/proxy/<container id>/<port>/
+
+        self.handlers.extend(("/" + proxy.PREFIX + pattern, handler) for pattern, handler in proxy.handlers)
+        from .api.endpoints import serving_handlers
+
+        self.handlers.extend(serving_handlers)  # {base_url}cellhop/endpoints/<name>/
 
     async def stop_extension(self) -> None:
         """The server stops: so do its containers (their GPUs are released).
@@ -94,6 +122,8 @@ class CellhopApp(ExtensionApp):
         (provisioned on containers) are shut down first, through this control plane, so that none
         of them reaches for a control plane after this one is closed."""
         control_plane = getattr(self, "control_plane", None)
+        if getattr(self, "endpoints", None) is not None:
+            self.endpoints.close()
         if control_plane is not None:
             await self._shut_down_cellhop_kernels()
             self.log.info("cellhop: stopping %d container(s)", len(control_plane.manager.list()))

@@ -139,3 +139,8 @@ class Cellhop(Configurable):
     transport = CaselessStrEnum(
         ["tcp", "ipc"], default_value=None, allow_none=True, help="Deprecated: use c.LocalRuntime.transport.",
     ).tag(config=True)
+
+    endpoint_queue_limit = Int(
+        256, help="Requests that may wait for a container of one endpoint (cellhop.endpoint); beyond it, 429 "
+        "with Retry-After.",
+    ).tag(config=True)

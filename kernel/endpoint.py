@@ -1,0 +1,264 @@
+"""`cellhop.endpoint`: a notebook function served over HTTP by the cellhop server, on autoscaled containers.
+
+    @cellhop.endpoint(gpu="H100", max_containers=4, concurrency=8, scaledown=60)
+    def predict(text: str):
+        return {"label": ...}
+
+    predict.deploy("predict")   # served at {base_url}cellhop/endpoints/predict/
+
+A POST with a JSON object body calls it with those keyword arguments (GET: the query parameters,
+as strings) and answers with the JSON of its return value; a generator streams its items as JSON
+lines. The server owns a deployed endpoint: it outlives this kernel and a server restart
+(server_ext/endpoints.py). `@cellhop.batched(max_batch_size=32, wait_ms=10)` makes concurrent
+requests one call on lists.
+
+This module is also the container's side of an endpoint call (`serve_call`, named by reference in
+the apply requests the server sends): it answers with JSON text only, so the server never unpickles
+anything but a tuple of numbers and strings from a container.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import itertools
+import json
+import sys
+import traceback
+
+from ..errors import CellhopError
+
+
+class EndpointNotFound(CellhopError):
+    """No endpoint of that name is deployed."""
+
+    http_status = 404
+
+
+class EndpointsNeedServer(CellhopError):
+    """Endpoints are served by a Jupyter server with cellhop; this kernel has none."""
+
+    http_status = 501
+
+
+DEFAULTS = {"gpu": None, "min_containers": 0, "max_containers": 4, "concurrency": 8, "scaledown": 60.0,
+            "timeout": None, "public": False, "cpus": None, "memory": None}
+
+
+class Endpoint:
+    """A function that can be deployed as an HTTP endpoint (`f.deploy("name")`); calling it runs it here."""
+
+    def __init__(self, fn, **options):
+        self.fn = getattr(fn, "fn", fn)  # a @batched function keeps its batching options
+        self.batch = getattr(fn, "batch", None)
+        unknown = set(options) - set(DEFAULTS) - {"image"}
+        if unknown:
+            raise TypeError(f"cellhop.endpoint() got unknown option(s) {', '.join(sorted(unknown))}; "
+                            f"it takes {', '.join(sorted([*DEFAULTS, 'image']))}")
+        self.image = options.pop("image", None)
+        self.options = {**DEFAULTS, **options}
+        self.__name__ = getattr(self.fn, "__name__", "endpoint")
+        self.__doc__ = getattr(self.fn, "__doc__", None)
+        self.__wrapped__ = self.fn
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<cellhop.endpoint {self.__name__} gpu={self.options['gpu'] or 'none'}>"
+
+    def spec(self) -> dict:
+        """What the server stores beside the code: the container request and the pool's limits."""
+        spec = {**self.options, "gpu": self.options["gpu"] or "none",
+                "generator": inspect.isgeneratorfunction(self.fn), "batch": self.batch}
+        return spec
+
+    def deploy(self, name: str | None = None, control=None) -> dict:
+        """Deploy (or replace: a rolling update) under `name`; returns the endpoint's view, with its `url`."""
+        import cloudpickle
+
+        control = control or _control_plane()
+        name = name or self.__name__
+        deploy = getattr(control, "deploy_endpoint", None)
+        if deploy is None:
+            raise EndpointsNeedServer(_NEED_SERVER)
+        spec = self.spec()
+        if self.image is not None and not getattr(self.image, "is_default", False):
+            spec["image"] = control.build_image(self.image.to_json())["key"]
+        view = deploy(name, cloudpickle.dumps(self.fn), spec)
+        return _Deployed(view)
+
+
+class _Deployed(dict):
+    """The server's view of a deployed endpoint; shows its URL in a notebook."""
+
+    def __repr__(self) -> str:
+        return f"endpoint {self.get('name')!r} (version {self.get('version')}) at {self.get('url')}"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        url = html.escape(str(self.get("url")))
+        return (f"endpoint <b>{html.escape(str(self.get('name')))}</b> (version {self.get('version')}) at "
+                f"<a href='{url}' target='_blank'>{url}</a>")
+
+
+_NEED_SERVER = ("endpoints are served by a Jupyter server with the cellhop extension, and this kernel runs its "
+                "own control plane (plain IPython, or a kernel the server did not start). Open the notebook in "
+                "JupyterLab on a server with cellhop, or set CELLHOP_CONTROL_URL and CELLHOP_CONTROL_TOKEN")
+
+
+def _control_plane():
+    from .control_client import get_control_plane
+
+    return get_control_plane()
+
+
+def endpoint(fn=None, **options):
+    """`@cellhop.endpoint(gpu=, min_containers=0, max_containers=4, concurrency=8, scaledown=60, timeout=None,
+    public=False, image=None)`: a function to deploy with `.deploy(name)`."""
+    if fn is not None and callable(fn) and not options:
+        return Endpoint(fn)
+    if fn is not None:
+        raise TypeError("use @cellhop.endpoint or @cellhop.endpoint(gpu=..., ...)")
+    return lambda f: Endpoint(f, **options)
+
+
+class _Batched:
+    def __init__(self, fn, max_batch_size: int, wait_ms: float):
+        if not (isinstance(max_batch_size, int) and 1 <= max_batch_size <= 1024):
+            raise ValueError(f"max_batch_size={max_batch_size!r}: give a whole number from 1 to 1024")
+        if not (isinstance(wait_ms, (int, float)) and 0 <= wait_ms <= 10_000):
+            raise ValueError(f"wait_ms={wait_ms!r}: give milliseconds from 0 to 10000")
+        self.fn = fn
+        self.batch = {"max_batch_size": max_batch_size, "wait_ms": float(wait_ms)}
+        self.__name__ = getattr(fn, "__name__", "endpoint")
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
+def batched(fn=None, *, max_batch_size: int = 32, wait_ms: float = 10):
+    """`@cellhop.batched(max_batch_size=32, wait_ms=10)` under `@cellhop.endpoint`: concurrent requests
+    become one call whose every argument is a list (one item per request); it returns a list of results,
+    one per request, in order."""
+    if fn is not None:
+        return _Batched(fn, max_batch_size, wait_ms)
+    return lambda f: _Batched(f, max_batch_size, wait_ms)
+
+
+def deploy(fn, name: str | None = None, **options) -> dict:
+    """`cellhop.deploy(f, name=...)`: deploy an `@cellhop.endpoint` function (or a plain one, with `options`)."""
+    if not isinstance(fn, Endpoint):
+        fn = Endpoint(fn, **options)
+    elif options:
+        raise TypeError("give the options to @cellhop.endpoint(...), not to deploy()")
+    return fn.deploy(name)
+
+
+# -- the container's side: called by reference in the server's apply requests ---------------------
+_FUNCTIONS: dict[str, object] = {}  # endpoint key (name@version) -> the function, or the error text
+_STREAMS: dict[int, object] = {}  # open generators
+_STREAM_IDS = itertools.count(1)
+
+
+def serve_call(op: str, key: str, code: bytes | None, payload):
+    """One request of the server: ("value", status, JSON text), ("stream", id, JSON lines, done), or for
+    a batch a list of ("value", status, JSON text). Prints go to the container's log."""
+    with contextlib.redirect_stdout(sys.__stdout__), contextlib.redirect_stderr(sys.__stderr__):
+        if op == "next":
+            return _next(payload)
+        if op == "close":
+            gen = _STREAMS.pop(payload, None)
+            if gen is not None:
+                gen.close()
+            return ("closed",)
+        fn = _load(key, code)
+        if isinstance(fn, str):
+            return [_error(500, "EndpointLoadError", fn)] * len(payload) if op == "batch" else \
+                _error(500, "EndpointLoadError", fn)
+        if op == "batch":
+            return _call_batch(fn, payload)
+        try:
+            result = fn(**payload)
+        except Exception as exc:
+            return _raised(exc)
+        if inspect.isgenerator(result):
+            stream_id = next(_STREAM_IDS)
+            _STREAMS[stream_id] = result
+            return ("stream", stream_id, "", False)
+        return _json(result)
+
+
+def _load(key: str, code: bytes | None):
+    fn = _FUNCTIONS.get(key)
+    if fn is None and code is not None:
+        import cloudpickle
+
+        try:
+            fn = cloudpickle.loads(code)
+        except Exception as exc:
+            traceback.print_exc()
+            fn = f"the endpoint's function could not be loaded in its container: {type(exc).__name__}: {exc}"
+        _FUNCTIONS.clear()  # one endpoint version per container
+        _FUNCTIONS[key] = fn
+    return fn if fn is not None else f"endpoint {key} is not loaded in this container"
+
+
+def _next(stream_id: int):
+    """The generator's next item, as a JSON line (one item a request: the next may take long to come)."""
+    gen = _STREAMS.get(stream_id)
+    if gen is None:
+        return ("stream", stream_id, "", True)
+    try:
+        item = next(gen)
+    except StopIteration:
+        _STREAMS.pop(stream_id, None)
+        return ("stream", stream_id, "", True)
+    except Exception as exc:
+        _STREAMS.pop(stream_id, None)
+        return ("stream", stream_id, _raised(exc)[2] + "\n", True)
+    try:
+        return ("stream", stream_id, json.dumps(item, allow_nan=False) + "\n", False)
+    except (TypeError, ValueError) as exc:
+        _STREAMS.pop(stream_id, None)
+        gen.close()
+        return ("stream", stream_id, _not_json(exc)[2] + "\n", True)
+
+
+def _call_batch(fn, calls: list) -> list:
+    names = sorted({k for kwargs in calls for k in kwargs})
+    missing = [i for i, kwargs in enumerate(calls) if set(kwargs) != set(names)]
+    if missing:
+        return [_error(400, "BadBatch", f"every request of a batched endpoint must send the same arguments "
+                                        f"({', '.join(names)})")] * len(calls)
+    try:
+        results = fn(**{n: [kwargs[n] for kwargs in calls] for n in names})
+        results = list(results)
+    except Exception as exc:
+        return [_raised(exc)] * len(calls)
+    if len(results) != len(calls):
+        return [_error(500, "BadBatch", f"the batched function returned {len(results)} results for "
+                                        f"{len(calls)} requests; return one per request, in order")] * len(calls)
+    return [_json(r) for r in results]
+
+
+def _json(value):
+    try:
+        return ("value", 200, json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        return _not_json(exc)
+
+
+def _not_json(exc):
+    return _error(500, "NotJSON", f"the endpoint's function returned a value that is not JSON ({exc}); "
+                                  "return dicts, lists, strings, numbers, booleans or None")
+
+
+def _raised(exc: Exception):
+    traceback.print_exc()  # to the container's log (`cellhop endpoint logs NAME`)
+    return _error(500, type(exc).__name__, f"the endpoint's function raised {type(exc).__name__}: {exc}")
+
+
+def _error(status: int, kind: str, message: str):
+    return ("value", status, json.dumps({"error": kind, "message": message}))

@@ -1,0 +1,115 @@
+"""The server's wire to one endpoint container, on the server's own event loop (zmq.asyncio): apply
+requests go out on the shell channel, pipelined, and each reply settles the future of its request.
+Nothing blocks the loop; nothing a container sends is unpickled beyond data types (safe_pickle), and
+what `kernel/endpoint.py`'s `serve_call` answers is a tuple of numbers and strings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import zmq
+import zmq.asyncio
+
+from ..kernel.safe_pickle import loads_safe
+from ..kernel.serialize import dumps
+from ..wire import _url, curve_client_keys, make_session
+
+
+class LinkClosed(Exception):
+    """The container's wire closed (it died or was stopped) before the request was answered."""
+
+
+class BadAnswer(Exception):
+    """The container answered with something that is not an endpoint answer."""
+
+
+class KernelLink:
+    """An async shell connection to a container kernel."""
+
+    def __init__(self, info: dict, context: zmq.asyncio.Context | None = None):
+        self.session = make_session(info)
+        self.context = context or zmq.asyncio.Context.instance()
+        self.shell = self._socket(info, "shell", zmq.DEALER)
+        self.control = self._socket(info, "control", zmq.DEALER)
+        self.pending: dict[str, asyncio.Future] = {}
+        self.closed = False
+        self._reader = asyncio.ensure_future(self._read())
+
+    def _socket(self, info: dict, channel: str, kind: int):
+        sock = self.context.socket(kind)
+        sock.linger = 0
+        server_key = info.get("curve_serverkey")
+        if server_key:
+            sock.curve_serverkey = server_key.encode() if isinstance(server_key, str) else server_key
+            sock.curve_publickey, sock.curve_secretkey = curve_client_keys(info)
+        sock.setsockopt(zmq.IDENTITY, self.session.bsession)
+        sock.connect(_url(info, channel))
+        return sock
+
+    async def call(self, fn, args: tuple):
+        """fn(*args) in the container (fn named by reference); its return value, rebuilt as data only."""
+        if self.closed:
+            raise LinkClosed("the container's connection is closed")
+        msg = self.session.msg("cellhop_apply_request", {"n": 1})
+        future = asyncio.get_running_loop().create_future()
+        self.pending[msg["header"]["msg_id"]] = future
+        frames = self.session.serialize(msg) + dumps((fn, [(args, {})]))
+        try:
+            await self.shell.send_multipart(frames, copy=False)
+            return await future
+        finally:
+            self.pending.pop(msg["header"]["msg_id"], None)
+
+    def interrupt(self) -> None:
+        if not self.closed:
+            msg = self.session.msg("interrupt_request", {})
+            self.control.send_multipart(self.session.serialize(msg))
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                frames = await self.shell.recv_multipart(copy=False)
+                _, frames = self.session.feed_identities(frames, copy=False)
+                msg = self.session.deserialize(frames, content=True, copy=False)
+                future = self.pending.get(msg["parent_header"].get("msg_id"))
+                if future is None or future.done():
+                    continue
+                try:
+                    future.set_result(_answer(msg))
+                except Exception as exc:  # noqa: BLE001 - handed to the request that asked
+                    future.set_exception(exc)
+        except (asyncio.CancelledError, zmq.ZMQError):
+            pass
+        except Exception as exc:  # a malformed message: the link is done
+            self._fail(BadAnswer(f"the container sent a message the server could not read ({exc})"))
+            return
+        self._fail(LinkClosed("the container's connection closed"))
+
+    def _fail(self, exc: Exception) -> None:
+        for future in list(self.pending.values()):
+            if not future.done():
+                future.set_exception(exc)
+
+    def close(self, why: Exception | None = None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._fail(why or LinkClosed("the container's connection closed"))
+        self._reader.cancel()
+        self.shell.close(linger=0)
+        self.control.close(linger=0)
+
+
+def _answer(msg: dict):
+    content = msg["content"]
+    if content.get("status") != "ok":
+        raise BadAnswer(f"{content.get('ename', 'error')}: {content.get('evalue', '')}")
+    buffers = [memoryview(b) for b in msg.get("buffers", [])]
+    if not buffers:
+        raise BadAnswer("the container's answer held no result")
+    outcomes = loads_safe(buffers[0], buffers[1:], "an endpoint's answer")
+    (ok, value), = outcomes
+    if not ok:
+        raise BadAnswer(f"the call ended with {value!r}")
+    return value

@@ -1,0 +1,344 @@
+"""The containers of one endpoint, autoscaled, on the server's event loop (all state is the loop's).
+
+- A request takes the least loaded container of the current version with fewer than `concurrency`
+  requests in flight; when there is none it waits in the queue, and a container starts (through the
+  ContainerManager, which claims a standby where it can) while the queue outgrows what the starting
+  ones will take, up to `max_containers`. Beyond c.Cellhop.endpoint_queue_limit waiting: 429.
+- A container idle `scaledown` seconds stops, down to `min_containers` (kept warm from the start).
+- A request whose container dies is tried once more on another (a fresh one if none is left); then
+  503. `timeout` seconds without an answer: 504, and the container's kernel is interrupted.
+- A new version (`update`): new requests wait for containers of the new version; the old ones finish
+  what they hold, then stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+from ..container import ContainerSpec, Phase
+from ..errors import CellhopError
+from ..kernel.endpoint import serve_call
+from ..own_thread import on_own_thread
+from .endpoints_link import BadAnswer, KernelLink, LinkClosed
+from .kernel_tokens import Caller
+
+log = logging.getLogger("cellhop")
+
+
+class EndpointUnavailable(CellhopError):
+    http_status = 503
+
+
+class EndpointBusy(CellhopError):
+    http_status = 429
+
+
+class EndpointTimeout(CellhopError):
+    http_status = 504
+
+
+class Replica:
+    def __init__(self, container, link: KernelLink, version: int):
+        self.container, self.link, self.version = container, link, version
+        self.id = container.id
+        self.inflight = 0
+        self.served = 0
+        self.idle_since = time.monotonic()
+        self.loaded = False  # the function's code went to it
+        self.draining = False
+
+    def view(self) -> dict:
+        return {"id": self.id, "version": self.version, "in_flight": self.inflight, "served": self.served,
+                "draining": self.draining, "gpus": [g.to_dict() for g in self.container.gpus]}
+
+
+class Stream:
+    """A generator's items, read from the container that holds it (which stays held until the end)."""
+
+    def __init__(self, pool: EndpointPool, replica: Replica, stream_id: int):
+        self.pool, self.replica, self.stream_id = pool, replica, stream_id
+
+    async def chunks(self):
+        done = False
+        try:
+            while not done:
+                try:
+                    _, _, text, done = await self.replica.link.call(
+                        serve_call, ("next", self.pool.key, None, self.stream_id))
+                except (LinkClosed, BadAnswer) as exc:
+                    self.pool.errors += 1
+                    yield _error_line("ContainerDied", f"the endpoint's container ended mid-stream ({exc})")
+                    return
+                if text:
+                    yield text
+        finally:
+            if not done and not self.replica.link.closed:
+                asyncio.ensure_future(self._close())
+            self.pool.release(self.replica)
+
+    async def _close(self):
+        try:
+            await self.replica.link.call(serve_call, ("close", self.pool.key, None, self.stream_id))
+        except Exception:  # noqa: BLE001 - the container went meanwhile
+            pass
+
+
+def _error_line(kind: str, message: str) -> str:
+    import json
+
+    return json.dumps({"error": kind, "message": message}) + "\n"
+
+
+class EndpointPool:
+    """One endpoint's containers. `record` is the stored endpoint (endpoints_store); `code` its bytes."""
+
+    def __init__(self, record: dict, code: bytes, manager, queue_limit: int):
+        self.manager = manager
+        self.queue_limit = queue_limit
+        self.replicas: list[Replica] = []
+        self.starting = 0
+        self.waiters: deque[asyncio.Future] = deque()
+        self.closed = False
+        self.last_error: str | None = None
+        self.requests = self.errors = 0
+        self.latencies: deque[tuple[float, float]] = deque(maxlen=2000)
+        self._batch: list[tuple[dict, asyncio.Future]] = []
+        self._batch_timer = None
+        self._set(record, code)
+
+    def _set(self, record: dict, code: bytes) -> None:
+        self.record, self.code = record, code
+        self.name, self.version, self.spec = record["name"], record["version"], record["spec"]
+        self.key = f"{self.name}@{self.version}"
+
+    # -- views ----------------------------------------------------------------------
+    def view(self) -> dict:
+        now = time.monotonic()
+        recent = sorted(s for t, s in self.latencies if now - t < 60)
+        pick = (lambda q: round(recent[min(len(recent) - 1, int(q * len(recent)))] * 1000, 2)) if recent else \
+            (lambda q: None)
+        return {"containers": [r.view() for r in self.replicas], "starting": self.starting,
+                "queued": len(self.waiters), "in_flight": sum(r.inflight for r in self.replicas),
+                "requests": self.requests, "errors": self.errors,
+                "requests_per_second": round(sum(1 for t, _ in self.latencies if now - t < 10) / 10, 2),
+                "p50_ms": pick(0.5), "p95_ms": pick(0.95), "last_error": self.last_error}
+
+    # -- calls ----------------------------------------------------------------------
+    async def call(self, kwargs: dict):
+        """(status, JSON text), or a Stream for a generator. Raises EndpointBusy/Unavailable/Timeout."""
+        self.requests += 1
+        start = time.monotonic()
+        try:
+            if self.spec.get("batch"):
+                return await self._batched(kwargs)
+            for attempt in (0, 1):
+                replica = await self._acquire()
+                keep = False
+                try:
+                    answer = await self._send(replica, "call", kwargs)
+                    if answer[0] == "stream":
+                        keep = True
+                        return Stream(self, replica, answer[1])
+                    return answer[1], answer[2]
+                except (LinkClosed, BadAnswer) as exc:
+                    self._lost(replica, exc)
+                    if attempt:
+                        raise EndpointUnavailable(f"endpoint {self.name!r}: the container serving the request "
+                                                  f"ended before answering, twice ({exc}); try again") from None
+                finally:
+                    if not keep:
+                        self.release(replica)
+        except BaseException:
+            self.errors += 1
+            raise
+        finally:
+            self.latencies.append((time.monotonic(), time.monotonic() - start))
+
+    async def _send(self, replica: Replica, op: str, payload):
+        code = None if replica.loaded else self.code
+        replica.loaded = True
+        call = replica.link.call(serve_call, (op, self.key, code, payload))
+        timeout = self.spec.get("timeout")
+        if not timeout:
+            return await call
+        try:
+            return await asyncio.wait_for(call, timeout)
+        except asyncio.TimeoutError:
+            replica.link.interrupt()
+            raise EndpointTimeout(f"endpoint {self.name!r} did not answer within its timeout of {timeout:g} s "
+                                  "(its call was interrupted); raise timeout= in @cellhop.endpoint") from None
+
+    async def _batched(self, kwargs: dict):
+        future = asyncio.get_running_loop().create_future()
+        self._batch.append((kwargs, future))
+        batch = self.spec["batch"]
+        if len(self._batch) >= batch["max_batch_size"]:
+            self._flush()
+        elif self._batch_timer is None:
+            self._batch_timer = asyncio.get_running_loop().call_later(batch["wait_ms"] / 1000, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
+            self._batch_timer = None
+        batch, self._batch = self._batch, []
+        if batch:
+            asyncio.ensure_future(self._run_batch(batch))
+
+    async def _run_batch(self, batch: list) -> None:
+        try:
+            for attempt in (0, 1):
+                replica = await self._acquire()
+                try:
+                    answers = await self._send(replica, "batch", [kwargs for kwargs, _ in batch])
+                    for (_, future), answer in zip(batch, answers):
+                        if not future.done():
+                            future.set_result((answer[1], answer[2]))
+                    return
+                except (LinkClosed, BadAnswer) as exc:
+                    self._lost(replica, exc)
+                    if attempt:
+                        raise EndpointUnavailable(f"endpoint {self.name!r}: the container serving the batch "
+                                                  f"ended before answering, twice ({exc}); try again") from None
+                finally:
+                    self.release(replica)
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+
+    # -- containers -----------------------------------------------------------------
+    def _current(self) -> list[Replica]:
+        return [r for r in self.replicas if r.version == self.version and not r.draining]
+
+    async def _acquire(self) -> Replica:
+        while True:
+            if self.closed:
+                raise EndpointUnavailable(f"endpoint {self.name!r} was deleted")
+            free = [r for r in self._current() if r.inflight < self.spec["concurrency"]]
+            if free:
+                replica = min(free, key=lambda r: r.inflight)
+                replica.inflight += 1
+                return replica
+            if len(self.waiters) >= self.queue_limit:
+                raise EndpointBusy(f"endpoint {self.name!r} has {len(self.waiters)} requests waiting; retry later")
+            waiter = asyncio.get_running_loop().create_future()
+            self.waiters.append(waiter)
+            self.scale()
+            try:
+                await waiter
+            finally:
+                if waiter in self.waiters:
+                    self.waiters.remove(waiter)
+
+    def release(self, replica: Replica) -> None:
+        replica.inflight -= 1
+        replica.served += 1
+        if replica.inflight == 0:
+            replica.idle_since = time.monotonic()
+            if replica.draining or replica.version != self.version:
+                self._stop(replica, f"endpoint {self.name!r} was updated to version {self.version}")
+        self._wake()
+
+    def _wake(self, exc: BaseException | None = None) -> None:
+        for waiter in list(self.waiters):
+            if not waiter.done():
+                waiter.set_exception(exc) if exc is not None else waiter.set_result(None)
+
+    def scale(self) -> None:
+        """Start containers for the queue (and up to min_containers), within max_containers."""
+        if self.closed:
+            return
+        spec = self.spec
+        while True:
+            live = len(self._current()) + self.starting
+            coming = self.starting * spec["concurrency"]
+            if live >= spec["max_containers"]:
+                return
+            if live >= spec["min_containers"] and len(self.waiters) <= coming:
+                return
+            self.starting += 1
+            asyncio.ensure_future(self._start(self.version))
+
+    def container_spec(self) -> ContainerSpec:
+        spec = self.spec
+        return ContainerSpec(gpu=spec["gpu"], cpus=spec.get("cpus"), memory=spec.get("memory"),
+                             image=spec.get("image"), idle_timeout=0, owner=f"endpoint {self.name}",
+                             label=f"endpoint {self.name} v{self.version}", caller=Caller("endpoint", self.name))
+
+    async def _start(self, version: int) -> None:
+        try:
+            container = await on_own_thread(self.manager.start, self.container_spec())
+        except Exception as exc:  # noqa: BLE001 - reported to whoever waits
+            self.starting -= 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("cellhop: endpoint %s: a container failed to start: %s", self.name, exc)
+            if not self._current() and not self.starting:
+                self._wake(EndpointUnavailable(f"endpoint {self.name!r} could not start a container: {exc}"))
+            return
+        self.starting -= 1
+        if self.closed or version != self.version or container.phase != Phase.READY:
+            await on_own_thread(self.manager.stop, container.id, f"endpoint {self.name!r} no longer needs it")
+            self.scale()
+            return
+        self.replicas.append(Replica(container, KernelLink(container.connection_info), version))
+        self.last_error = None
+        self._wake()
+
+    def _lost(self, replica: Replica, exc: Exception) -> None:
+        log.warning("cellhop: endpoint %s: container %s lost a request: %s", self.name, replica.id, exc)
+        self.container_exited(replica.id)
+
+    def container_exited(self, container_id: str) -> None:
+        """The container ended (or its wire did): its requests fail over, the queue may start another."""
+        for replica in [r for r in self.replicas if r.id == container_id]:
+            self.replicas.remove(replica)
+            replica.link.close()
+            if replica.container.phase != Phase.EXITED:
+                asyncio.ensure_future(on_own_thread(self.manager.stop, replica.id, "its wire closed"))
+        if self.waiters:
+            self.scale()
+
+    def _stop(self, replica: Replica, reason: str) -> None:
+        if replica in self.replicas:
+            self.replicas.remove(replica)
+        replica.link.close()
+        asyncio.ensure_future(on_own_thread(self.manager.stop, replica.id, reason))
+
+    def tick(self) -> None:
+        """Scale down what stayed idle past `scaledown`; keep min_containers; stop idle old versions."""
+        now = time.monotonic()
+        for replica in list(self.replicas):
+            if replica.inflight == 0 and (replica.draining or replica.version != self.version):
+                self._stop(replica, f"endpoint {self.name!r} was updated to version {self.version}")
+        idle = sorted((r for r in self._current() if r.inflight == 0), key=lambda r: r.idle_since)
+        extra = len(self._current()) - self.spec["min_containers"]
+        for replica in idle[:max(extra, 0)]:
+            if now - replica.idle_since > self.spec["scaledown"]:
+                self._stop(replica, f"idle for {self.spec['scaledown']:g} s (endpoint {self.name!r} scaledown)")
+        self.scale()
+
+    def update(self, record: dict, code: bytes) -> None:
+        """A new version: new requests go to its containers; old ones finish theirs and stop."""
+        ready = len(self._current())
+        self._set(record, code)
+        for replica in self.replicas:
+            replica.draining = True
+            if replica.inflight == 0:
+                self._stop(replica, f"endpoint {self.name!r} was updated to version {self.version}")
+        for _ in range(min(max(ready - self.starting, 0), self.spec["max_containers"])):
+            self.starting += 1
+            asyncio.ensure_future(self._start(self.version))
+        self._wake()  # waiters pick again (new version's containers)
+        self.scale()
+
+    def close(self, reason: str) -> None:
+        self.closed = True
+        for replica in list(self.replicas):
+            self._stop(replica, reason)
+        self._wake(EndpointUnavailable(f"endpoint {self.name!r}: {reason}"))
+        self._flush()

@@ -1,0 +1,283 @@
+"""Endpoints (cellhop.endpoint): deployed from a kernel, owned by the server, served over real HTTP by a
+real jupyter_server on real (bubblewrap) containers.
+
+- deploy from a kernel; call with POST and GET; shut the kernel down; call again;
+- a generator streams its items (JSON lines, the first before the last is made);
+- a value that is not JSON: 500 with a JSON error saying so;
+- 16 concurrent requests scale out beyond one container, and back down after `scaledown`;
+- a rolling update: requests in flight finish on the old version, new ones reach the new one;
+- a container SIGKILLed under load: every request is answered, right or with a JSON error;
+- auth: no credential, a wrong key, another endpoint's key, another kernel's token: 403, nothing
+  runs; a key calls its endpoint and opens nothing else of the server;
+- a second server on the same state directory serves the endpoint (restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+
+import pytest
+from processes import container_kernel_pids, wait_until
+from server_kernel_client import run
+
+from cellhop.server_ext.api.base import KERNEL_TOKEN_SETTING
+from cellhop.server_ext.kernel_tokens import token_for
+
+pytestmark = pytest.mark.timeout(300)
+
+NO_AUTH = {"Authorization": ""}
+
+
+@pytest.fixture
+def jp_server_config(runtime_root, cellhop_gpus):
+    return {
+        "ServerApp": {"jpserver_extensions": {"cellhop": True}},
+        "Cellhop": {"simulated_gpus": cellhop_gpus, "runtime_root": str(runtime_root), "idle_timeout": 0,
+                    "state_dir": str(runtime_root / "state")},
+    }
+
+
+DEPLOY = '''
+import os, time, cellhop
+
+@cellhop.endpoint(concurrency=2, max_containers=2, scaledown=2)
+def echo(x, y=1, wait=0):
+    time.sleep(float(wait))
+    return {"sum": int(x) + int(y), "version": 1}
+
+@cellhop.endpoint(max_containers=1)
+def count(n):
+    for i in range(int(n)):
+        yield {"i": i}
+        if i == 0:
+            time.sleep(1.5)
+
+@cellhop.endpoint(max_containers=1)
+def opaque():
+    return object()
+
+for f in (echo, count, opaque):
+    print(f.deploy(f.__name__)["url"])
+'''
+
+
+def _call(jp_fetch, name, body=None, params=None, headers=None, **kwargs):
+    method = "GET" if body is None else "POST"
+    return jp_fetch("cellhop", "endpoints", name, "", method=method, params=params, headers=headers,
+                    body=None if body is None else json.dumps(body), raise_error=False, **kwargs)
+
+
+def _containers(control_plane, name):
+    return [c for c in control_plane.manager.list() if c.spec.owner == f"endpoint {name}"]
+
+
+def _live(control_plane, name):
+    return [c for c in _containers(control_plane, name) if c.phase.value != "exited"]
+
+
+async def _until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+    return value
+
+
+async def test_deploy_call_stream_scale_update_and_auth(start_kernel, control_plane, jp_fetch, jp_serverapp):
+    kid, kc = await start_kernel()
+    content, out, _ = await run(kc, DEPLOY, timeout=120)
+    assert content["status"] == "ok", content
+    urls = out.split()
+    assert urls[0].endswith("/cellhop/endpoints/echo/") and len(urls) == 3, out
+    assert not _containers(control_plane, "echo")  # lazy: nothing runs before the first request
+
+    # POST with a JSON body, GET with query parameters (strings)
+    r = await _call(jp_fetch, "echo", {"x": 2, "y": 3})
+    assert r.code == 200 and json.loads(r.body) == {"sum": 5, "version": 1}, r.body
+    r = await _call(jp_fetch, "echo", params={"x": "40", "y": "2"})
+    assert r.code == 200 and json.loads(r.body)["sum"] == 42
+    r = await _call(jp_fetch, "opaque", {})
+    assert r.code == 500 and json.loads(r.body)["error"] == "NotJSON", r.body
+    r = await _call(jp_fetch, "echo", {"x": "not a number"})
+    assert r.code == 500 and json.loads(r.body)["error"] == "ValueError", r.body
+
+    # the kernel that deployed them goes: the server still serves them
+    await jp_serverapp.kernel_manager.shutdown_kernel(kid, now=True)
+    r = await _call(jp_fetch, "echo", {"x": 1})
+    assert r.code == 200 and json.loads(r.body)["sum"] == 2
+
+    # a generator streams: the first item arrives while the generator still sleeps before the next
+    arrivals = []
+    r = await _call(jp_fetch, "count", {"n": 3}, streaming_callback=lambda chunk: arrivals.append(
+        (time.monotonic(), chunk)), request_timeout=60)
+    assert r.code == 200
+    lines = [json.loads(line) for line in b"".join(c for _, c in arrivals).splitlines()]
+    assert lines == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert b'"i": 0' in arrivals[0][1] and b'"i": 2' not in arrivals[0][1]
+    assert arrivals[-1][0] - arrivals[0][0] > 0.5  # the generator slept 1.5 s between them
+
+    # auth: nothing, a wrong key, another endpoint's key, a kernel's token that did not deploy it
+    r = await jp_fetch("cellhop", "api", "endpoints", "count", "keys", method="POST", body="{}")
+    count_key = json.loads(r.body)["key"]
+    r = await jp_fetch("cellhop", "api", "endpoints", "echo", "keys", method="POST", body="{}")
+    echo_key = json.loads(r.body)["key"]
+    served = json.loads((await jp_fetch("cellhop", "api", "endpoints", "echo")).body)["requests"]
+    other_kernel = token_for(jp_serverapp.web_app.settings[KERNEL_TOKEN_SETTING], "another-kernel")
+    for headers in (NO_AUTH, {"Authorization": "Bearer chk_wrong"}, {"Authorization": f"Bearer {count_key}"},
+                    {"Authorization": f"token {other_kernel}"}):
+        for body, params in (({"x": 1}, None), (None, {"x": "1"})):
+            r = await _call(jp_fetch, "echo", body, params=params, headers=headers)
+            assert r.code == 403, (headers, r.code, r.body)
+            assert "not authorized to call endpoint 'echo'" in json.loads(r.body)["message"]
+    r = await _call(jp_fetch, "no-such-one", {"x": 1}, headers=NO_AUTH)
+    assert r.code == 403  # a stranger does not learn which endpoints exist
+    view = json.loads((await jp_fetch("cellhop", "api", "endpoints", "echo")).body)
+    assert view["requests"] == served  # nothing ran
+    # a key calls its endpoint, and opens nothing else of the server
+    r = await _call(jp_fetch, "echo", {"x": 7}, headers={"Authorization": f"Bearer {echo_key}"})
+    assert r.code == 200 and json.loads(r.body)["sum"] == 8
+    for path in (("cellhop", "api", "gpus"), ("cellhop", "api", "endpoints"), ("api", "kernels")):
+        r = await jp_fetch(*path, headers={"Authorization": f"Bearer {echo_key}"}, raise_error=False)
+        assert r.code == 403, path
+    r = await jp_fetch("cellhop", "api", "endpoints", "echo", method="DELETE",
+                       headers={"Authorization": f"token {other_kernel}"}, raise_error=False)
+    assert r.code == 403 and "a kernel's token may delete only the endpoints that kernel deployed" in r.body.decode()
+    for path in (("cellhop", "api", "endpoints", "echo"), ("cellhop", "api", "endpoints", "echo", "keys")):
+        r = await jp_fetch(*path, method="PUT" if len(path) == 4 else "POST", body=b"x",
+                           headers={"Authorization": f"token {other_kernel}"}, raise_error=False)
+        assert r.code == 403, path
+    # no key is stored in clear
+    stored = (control_plane.config.state_dir and open(os.path.join(control_plane.config.state_dir, "endpoints",
+                                                                   "echo", "endpoint.json")).read())
+    assert echo_key not in stored and count_key not in stored
+    assert oct(os.stat(os.path.join(control_plane.config.state_dir, "endpoints", "echo")).st_mode & 0o777) == "0o700"
+
+    # 16 concurrent requests scale out beyond one container (concurrency=2, max_containers=2) ...
+    seen = set()
+
+    async def watch():
+        while True:
+            seen.update(c.id for c in _containers(control_plane, "echo") if c.phase.value == "ready")
+            await asyncio.sleep(0.05)
+
+    watcher = asyncio.ensure_future(watch())
+    answers = await asyncio.gather(*(_call(jp_fetch, "echo", {"x": i, "wait": 0.3}, request_timeout=120)
+                                     for i in range(16)))
+    watcher.cancel()
+    assert [json.loads(r.body)["sum"] for r in answers] == [i + 1 for i in range(16)]
+    assert len(seen) == 2, seen
+    # ... and back down after scaledown (2 s idle): none left (min_containers=0)
+    await _until(lambda: not _live(control_plane, "echo"), 60, "the echo endpoint's containers to scale down")
+    r = await _call(jp_fetch, "echo", {"x": 1})  # from zero again
+    assert r.code == 200
+
+    # listed, then deleted: its containers stop and it answers no more
+    listed = json.loads((await jp_fetch("cellhop", "api", "endpoints")).body)["endpoints"]
+    assert {e["name"] for e in listed} == {"echo", "count", "opaque"}
+    r = await jp_fetch("cellhop", "api", "endpoints", "opaque", method="DELETE")
+    assert json.loads(r.body)["name"] == "opaque"
+    await _until(lambda: not _live(control_plane, "opaque"), 30, "the deleted endpoint's containers to stop")
+    r = await _call(jp_fetch, "opaque", {})
+    assert r.code == 404 and json.loads(r.body)["error"] == "EndpointNotFound"
+
+
+UPDATE = '''
+import time, cellhop
+
+@cellhop.endpoint(concurrency=4, max_containers=2, scaledown=30)
+def slow(wait=0):
+    time.sleep(float(wait))
+    return {"version": VERSION}
+
+VERSION = {version}
+print(slow.deploy("slow")["version"])
+'''
+
+
+async def test_rolling_update_and_sigkill_under_load(start_kernel, control_plane, jp_fetch):
+    kid, kc = await start_kernel()
+    content, out, _ = await run(kc, UPDATE.replace("{version}", "1"), timeout=120)
+    assert content["status"] == "ok" and out.strip() == "1", (content, out)
+    r = await _call(jp_fetch, "slow", {})
+    assert json.loads(r.body) == {"version": 1}
+
+    # a rolling update: requests in flight finish on version 1, later ones get version 2
+    in_flight = [asyncio.ensure_future(_call(jp_fetch, "slow", {"wait": 2}, request_timeout=120)) for _ in range(3)]
+    await asyncio.sleep(0.5)
+    content, out, _ = await run(kc, UPDATE.replace("{version}", "2"), timeout=120)
+    assert content["status"] == "ok" and out.strip() == "2", (content, out)
+    r = await _call(jp_fetch, "slow", {}, request_timeout=120)
+    assert json.loads(r.body) == {"version": 2}
+    assert [json.loads(r.body) for r in await asyncio.gather(*in_flight)] == [{"version": 1}] * 3
+    await _until(lambda: len(_live(control_plane, "slow")) == 1, 30, "the old version's container to stop")
+
+    # a container SIGKILLed under load: every request is answered, right or with a JSON error (503)
+    calls = [asyncio.ensure_future(_call(jp_fetch, "slow", {"wait": 0.5}, request_timeout=120)) for _ in range(16)]
+    [victim] = await _until(lambda: [c for c in _live(control_plane, "slow") if c.phase.value == "ready"], 30,
+                            "a ready container")
+    await asyncio.sleep(0.7)
+    pids = container_kernel_pids(victim.directory)
+    assert pids, "the container's kernel process"
+    os.kill(pids[0], signal.SIGKILL)
+    answers = await asyncio.gather(*calls)
+    ok = [r for r in answers if r.code == 200]
+    failed = [r for r in answers if r.code != 200]
+    assert all(json.loads(r.body) == {"version": 2} for r in ok)
+    assert all(r.code == 503 and json.loads(r.body)["error"] == "EndpointUnavailable" for r in failed), \
+        [(r.code, r.body) for r in failed]
+    assert len(ok) >= 8, [(r.code, r.body) for r in answers]  # retried on a fresh container
+    assert victim.phase.value == "exited"
+    r = await _call(jp_fetch, "slow", {})
+    assert r.code == 200
+    r = await jp_fetch("cellhop", "api", "endpoints", "slow", "logs")
+    assert isinstance(json.loads(r.body)["logs"], dict)
+
+
+def test_a_second_server_on_the_same_state_serves_the_endpoint(runtime_root):
+    """Deploy on one server process, stop it, start another on the same state directory: it serves it."""
+    import urllib.parse
+    import urllib.request
+
+    import cloudpickle
+    from server_process import ServerProcess
+
+    from cellhop.kernel.endpoint import Endpoint
+
+    def triple(x):
+        return {"triple": 3 * int(x)}
+
+    state = runtime_root / "state"
+    args = [f"--Cellhop.state_dir={state}"]
+
+    def call(server, name, body, headers):
+        request = urllib.request.Request(server.url + f"cellhop/endpoints/{name}/", data=json.dumps(body).encode(),
+                                         method="POST", headers=headers)
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return json.loads(answer.read())
+
+    first = ServerProcess(runtime_root, simulated_gpus=None, extra_args=args).start()
+    try:
+        spec = Endpoint(triple, max_containers=1).spec()
+        token = {"Authorization": f"token {first.token}"}
+        request = urllib.request.Request(
+            first.url + "cellhop/api/endpoints/triple?" + urllib.parse.urlencode({"spec": json.dumps(spec)}),
+            data=cloudpickle.dumps(triple), method="PUT", headers=token)
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            assert json.loads(answer.read())["version"] == 1
+        request = urllib.request.Request(first.url + "cellhop/api/endpoints/triple/keys", data=b"{}", method="POST",
+                                         headers=token)
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            key = json.loads(answer.read())["key"]
+        assert call(first, "triple", {"x": 2}, token) == {"triple": 6}
+    finally:
+        first.stop()
+    second = ServerProcess(runtime_root, simulated_gpus=None, extra_args=args).start()
+    try:
+        assert call(second, "triple", {"x": 5}, {"Authorization": f"Bearer {key}"}) == {"triple": 15}
+    finally:
+        second.stop()
+    wait_until(lambda: not container_kernel_pids(runtime_root), 20, "the servers' containers to be gone")
