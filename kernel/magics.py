@@ -217,12 +217,18 @@ class CellhopMagics(Magics):
     @argument("--fresh", action="store_true", help="Run in a new container (the old one is stopped).")
     @argument("--async", dest="run_async", action="store_true",
               help="Return at once with a handle (status, wait(), cancel()).")
+    @argument("--port", type=int, action="append", default=None, metavar="PORT",
+              help="Show the link to this port of the container (proxied by Jupyter, cellhop.forward) first.")
     @_resources("resources for this cell")
     @_storage("volumes and secrets for this cell (added to %gpu's)")
     @cell_magic
     def remote(self, line: str, cell: str):
         """Run this cell in the notebook's GPU container; its new values come back."""
         args = parse_argstring(self.remote, line)
+        if args.port:  # the link shows before the cell runs (a server it starts may block the cell)
+            from .forward import forward_code
+
+            cell = forward_code(args.port) + cell
         changes = {k: v for k, v in (("cpus", args.cpus), ("memory", args.memory),
                                      ("timeout", args.timeout)) if v is not None}
         if args.image is not None:

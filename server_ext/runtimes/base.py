@@ -131,6 +131,15 @@ class ContainerRuntime(ABC, LoggingConfigurable, metaclass=_RuntimeMeta):
         """One line about how containers are isolated here, for `%gpu` and the API."""
         return self.name
 
+    def connect_port(self, container: Container, port: int):
+        """A blocking socket connected to `port` inside `container`, for the proxy (api/proxy.py): made
+        from inside the container's network, never through a port opened for everyone. Raises
+        container_ports.PortsNotSupported (501) on a runtime that has no such way."""
+        from ..container_ports import PortsNotSupported
+
+        raise PortsNotSupported(f"the {self.name} runtime cannot reach a container's ports yet (only the local "
+                                "runtime can); nothing is published in their place")
+
     # -- standby containers (standby_pool.py): a runtime that can claim keeps them -----------------
     supports_standby = False  # whether a started container without GPUs can be given its GPUs later
 

@@ -420,6 +420,15 @@ class LocalRuntime(ContainerRuntime):
             pid = int(children[0])
         return pid
 
+    def connect_port(self, container: Container, port: int):
+        """From inside the container's network namespace (container_ports.py), never through a host port."""
+        from ..container_ports import PortUnreachable, connect_in_container
+
+        pid = self._kernel_pid(container)
+        if pid is None:
+            raise PortUnreachable(f"container {container.id} has no running kernel; start it again")
+        return connect_in_container(pid, port)
+
     def poll(self, container: Container) -> ExitStatus | None:
         proc: subprocess.Popen = container.handle
         if proc is None:

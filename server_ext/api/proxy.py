@@ -1,0 +1,368 @@
+"""`{base_url}cellhop/proxy/<container id>/<port>/<path>`: a server listening on a port inside a
+container, reached through the Jupyter server, over HTTP/1.1 and WebSocket, behind its authentication.
+
+- Who gets in: whoever jupyter_server authenticates (its token, password or login cookie), and a
+  kernel's own token (kernel_tokens.py) for the containers that kernel started, no other's.
+  Unsafe methods (POST, PUT, PATCH, DELETE) with only the login cookie need jupyter_server's XSRF
+  token or a request that says it comes from this server's own origin (Origin, else Referer,
+  present and matching, as jupyter_server's check_origin rules it): a proxied app's own page makes
+  such requests; another site cannot. A WebSocket with the login cookie needs a matching Origin.
+- How the port is reached: the runtime connects from inside the container's network
+  (runtime.connect_port, container_ports.py); nothing is published on the host.
+- What passes: the request line's path after `<port>` and its query, unchanged (so relative links
+  work: the prefix ends with `<port>/`), its body, its headers less the hop-by-hop ones and less the
+  Jupyter server's credentials (its token, a kernel's token, the login and XSRF cookies: the
+  container never sees them); the answer's status, headers (no cookie of the Jupyter server's) and
+  body, streamed as it comes, never rewritten. A WebSocket (or any Upgrade) becomes a byte pipe
+  once the container's server answers the upgrade.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from urllib.parse import parse_qsl, urlencode, urlparse
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import JupyterHandler
+from tornado import httputil, web
+from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
+from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
+
+from ...container import Phase
+from ...errors import CellhopError, http_status
+from ..container_ports import PortClosedConnection
+from ..kernel_tokens import kernel_of
+from .base import AUTH_RESOURCE, KERNEL_TOKEN_SETTING, JsonErrors, KernelTokenAuth, in_thread
+from .containers import check_may_act_on
+
+PREFIX = "cellhop/proxy/"
+_HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+               "trailers", "transfer-encoding", "upgrade", "expect", "content-length"}
+_ID_SYNTAX = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_HEADER_BYTES = 64 * 1024  # of the container's answer's head
+MAX_BODY_BYTES = 1 << 50  # streamed through, never held: no limit worth the name
+CHUNK = 64 * 1024
+_XSRF_COOKIE = "_xsrf"
+
+
+def _is_jupyter_cookie(name: str, login_cookie: str) -> bool:
+    return name in (login_cookie, _XSRF_COOKIE) or name.startswith("username-")
+
+
+class PortProxyHandler(KernelTokenAuth, JsonErrors, JupyterHandler):
+    """Every method of one URL space; a GET asking for an Upgrade is tunnelled."""
+
+    auth_resource = AUTH_RESOURCE
+    _upstream: IOStream | None = None
+
+    async def prepare(self):
+        self._transforms = []  # no compression of our own: the container's answer passes as it came
+        if self._prepare_kernel():
+            return
+        await super().prepare()
+
+    def compute_etag(self):
+        return None  # the container's server decides about ETags and 304s
+
+    def check_xsrf_cookie(self):
+        """jupyter_server's rule (a token needs no XSRF token), and besides its XSRF token, a request
+        whose Origin (or Referer) is this server's own passes: the proxied app's pages make it."""
+        if not hasattr(self, "_jupyter_current_user") or self._cellhop_kernel:
+            return None
+        try:
+            return super().check_xsrf_cookie()
+        except web.HTTPError:
+            if self._same_origin():
+                return None
+            raise web.HTTPError(403, "a request with the login cookie but neither Jupyter's XSRF token nor "
+                                     "an Origin of this server's: refused as cross-site") from None
+
+    def _same_origin(self) -> bool:
+        origin = self.request.headers.get("Origin")
+        if origin is None:
+            referer = self.request.headers.get("Referer")
+            if not referer:
+                return False
+            parsed = urlparse(referer)
+            origin = f"{parsed.scheme}://{parsed.netloc}"
+        if origin == "null":
+            return False
+        saved = self.request.headers.get("Origin")
+        self.request.headers["Origin"] = origin
+        try:
+            return bool(self.check_origin())
+        finally:
+            if saved is None:
+                del self.request.headers["Origin"]
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, (CellhopError, ValueError)) and not self._finished:
+            if self._headers_written:  # the answer had begun: all the client can be told is a cut connection
+                self.request.connection.close()
+                return
+            self.send_error(http_status(e), exc_info=(type(e), e, e.__traceback__))
+            return
+        super()._handle_request_exception(e)
+
+    def on_connection_close(self):
+        if self._upstream is not None:
+            self._upstream.close()
+
+    # -- what is asked -------------------------------------------------------------------------------
+    def _target(self, container_id: str, port: str, rest: str | None) -> tuple[object, int, str | None]:
+        """(the container, the port, the raw path and query to send it; None: redirect to the prefix with '/')."""
+        if not (port.isascii() and port.isdigit()) or len(port) > 5 or not 1 <= int(port) <= 65535:
+            raise web.HTTPError(400, f"port {port[:20]!r} is not a TCP port; give a number from 1 to 65535, as in "
+                                     f"{PREFIX}<container id>/8000/")
+        if not _ID_SYNTAX.fullmatch(container_id):
+            raise web.HTTPError(404, "no such container; list them with `%gpu` or GET cellhop/api/containers")
+        container = self.control_plane.manager.get(container_id)  # ContainerNotFound: 404
+        if container.standby:  # a standby runs nobody's code yet
+            raise web.HTTPError(404, f"no container {container_id!r}; list them with `%gpu`")
+        check_may_act_on(self.caller, container)
+        if container.phase != Phase.READY:
+            raise web.HTTPError(409, f"container {container_id} is {container.phase.value}; its ports are reachable "
+                                     "while it is ready")
+        if rest is None:
+            return container, int(port), None
+        # the path as it came (not decoded: %2F stays %2F), after the prefix this route matched
+        prefix = f"{self.base_url.rstrip('/')}/{PREFIX}"
+        raw = self.request.path
+        if not raw.startswith(prefix):
+            raise web.HTTPError(404)
+        raw_id, _, path = raw[len(prefix):].partition("/")  # past the container id
+        raw_port, _, path = path.partition("/")  # past the port
+        self._prefix = f"{prefix}{raw_id}/{raw_port}"
+        target = "/" + path
+        query = self._query_without_token()
+        return container, int(port), target + ("?" + query if query else "")
+
+    def _query_without_token(self) -> str:
+        query = self.request.query
+        if "token=" not in query:
+            return query
+        pairs = parse_qsl(query, keep_blank_values=True)
+        return urlencode([(k, v) for k, v in pairs if not (k == "token" and self._is_credential(v))])
+
+    def _is_credential(self, token: str) -> bool:
+        """Whether `token` is the Jupyter server's token or a kernel's (never forwarded to a container)."""
+        server_token = getattr(self.identity_provider, "token", "") or ""
+        key = self.settings.get(KERNEL_TOKEN_SETTING)
+        return bool(token) and (token == server_token or (key and kernel_of(key, token) is not None))
+
+    def _upstream_headers(self, upgrade: bool) -> httputil.HTTPHeaders:
+        incoming = self.request.headers
+        named = {h.strip().lower() for h in incoming.get("Connection", "").split(",")}
+        headers = httputil.HTTPHeaders()
+        login_cookie = self.identity_provider.get_cookie_name(self)
+        for name, value in incoming.get_all():
+            low = name.lower()
+            if low in _HOP_BY_HOP or (low in named and low != "upgrade"):
+                continue
+            if low == "authorization":
+                scheme, _, credential = value.partition(" ")
+                if scheme.lower() in ("token", "bearer") and self._is_credential(credential.strip()):
+                    continue
+            if low == "cookie":
+                value = _cookies_without(value, login_cookie)
+                if not value:
+                    continue
+            headers.add(name, value)
+        if upgrade:
+            headers["Connection"] = "Upgrade"
+            headers["Upgrade"] = incoming.get("Upgrade", "")
+        else:
+            headers["Connection"] = "close"
+            if self.request.body or self.request.method in ("POST", "PUT", "PATCH"):
+                headers["Content-Length"] = str(len(self.request.body))
+        headers["X-Forwarded-Proto"] = self.request.protocol
+        headers["X-Forwarded-Host"] = incoming.get("Host", "")
+        headers["X-Forwarded-Prefix"] = self._prefix
+        return headers
+
+    async def _connect(self, container, port: int) -> IOStream:
+        runtime = self.control_plane.manager.runtime
+        sock = await in_thread(runtime.connect_port, container, port)
+        stream = IOStream(sock, max_buffer_size=MAX_HEADER_BYTES + 4 * CHUNK)
+        self._upstream = stream
+        return stream
+
+    # -- the methods ------------------------------------------------------------------------------------
+    @web.authenticated
+    @authorized
+    async def get(self, container_id, port, rest=None):
+        if self.request.headers.get("Upgrade"):
+            await self._tunnel(container_id, port, rest)
+        else:
+            await self._proxy(container_id, port, rest)
+
+    @web.authenticated
+    @authorized
+    async def head(self, container_id, port, rest=None):
+        await self._proxy(container_id, port, rest)
+
+    @web.authenticated
+    @authorized
+    async def post(self, container_id, port, rest=None):
+        await self._proxy(container_id, port, rest)
+
+    @web.authenticated
+    @authorized
+    async def put(self, container_id, port, rest=None):
+        await self._proxy(container_id, port, rest)
+
+    @web.authenticated
+    @authorized
+    async def patch(self, container_id, port, rest=None):
+        await self._proxy(container_id, port, rest)
+
+    @web.authenticated
+    @authorized
+    async def delete(self, container_id, port, rest=None):
+        await self._proxy(container_id, port, rest)
+
+    @web.authenticated
+    @authorized
+    async def options(self, container_id, port, rest=None):
+        await self._proxy(container_id, port, rest)
+
+    async def _proxy(self, container_id: str, port: str, rest: str | None) -> None:
+        container, port_number, target = self._target(container_id, port, rest)
+        if target is None:
+            query = self.request.query
+            self.redirect(self.request.path + "/" + ("?" + query if query else ""))
+            return
+        upstream = await self._connect(container, port_number)
+        connection = HTTP1Connection(upstream, True, HTTP1ConnectionParameters(
+            no_keep_alive=True, chunk_size=CHUNK, max_header_size=MAX_HEADER_BYTES,
+            max_body_size=MAX_BODY_BYTES, decompress=False))
+        answer = _Answer(self)
+        try:
+            await connection.write_headers(httputil.RequestStartLine(self.request.method, target, "HTTP/1.1"),
+                                           self._upstream_headers(upgrade=False))
+            if self.request.body:
+                await connection.write(self.request.body)
+            connection.finish()
+            await connection.read_response(answer)
+        except (StreamClosedError, httputil.HTTPInputError) as exc:
+            if not self._headers_written and not self.request.connection.stream.closed():
+                raise PortClosedConnection(f"the server on port {port_number} in container {container_id} closed the "
+                                f"connection before it answered ({exc or 'closed'}); its log may say why") from None
+            self.request.connection.close()
+            return
+        finally:
+            upstream.close()
+        if answer.cut:
+            self.request.connection.close()  # the client's side went away, or the container's mid-answer
+            return
+        if not self._finished:
+            self.finish()
+
+    async def _tunnel(self, container_id: str, port: str, rest: str | None) -> None:
+        """An Upgrade (a WebSocket): send the request, relay the container's answer, then pipe bytes."""
+        container, port_number, target = self._target(container_id, port, rest)
+        if target is None:
+            raise web.HTTPError(400, f"a WebSocket goes to a path under {PREFIX}{container_id}/{port}/")
+        if not (self.token_authenticated or self._cellhop_kernel) and \
+                not (self.request.headers.get("Origin") and self.check_origin()):
+            raise web.HTTPError(403, "a WebSocket with the login cookie must come from a page of this server "
+                                     "(its Origin did not match)")
+        upstream = await self._connect(container, port_number)
+        head = f"{self.request.method} {target} HTTP/1.1\r\n"
+        for name, value in self._upstream_headers(upgrade=True).get_all():
+            head += f"{name}: {value}\r\n"
+        try:
+            await upstream.write(head.encode("latin-1") + b"\r\n")
+            answer = await upstream.read_until(b"\r\n\r\n", max_bytes=MAX_HEADER_BYTES)
+        except (StreamClosedError, UnsatisfiableReadError):
+            upstream.close()
+            raise PortClosedConnection(f"the server on port {port_number} in container {container_id} did not answer the "
+                            "upgrade (closed, or a head over 64 KiB)") from None
+        answer = _without_jupyter_cookies(answer, self.identity_provider.get_cookie_name(self))
+        self._auto_finish = False  # the connection is ours from here: no HTTP answer follows
+        client = self.request.connection.detach()
+        self.log.info("cellhop: proxy tunnel to port %d in container %s (%s)", port_number, container_id,
+                      answer.split(b"\r\n", 1)[0].decode("latin-1", "replace"))
+        try:
+            await client.write(answer)
+        except StreamClosedError:
+            upstream.close()
+            return
+        await asyncio.gather(_pump(client, upstream), _pump(upstream, client))
+
+
+class _Answer(httputil.HTTPMessageDelegate):
+    """The container's answer, passed on to the client as it arrives."""
+
+    def __init__(self, handler: PortProxyHandler):
+        self.handler = handler
+        self.cut = False
+        self.login_cookie = handler.identity_provider.get_cookie_name(handler)
+
+    def headers_received(self, start_line, headers):
+        handler = self.handler
+        handler.set_status(start_line.code, start_line.reason or None)
+        for name in [n for n in handler._headers if n.lower() in ("content-type", "server", "date", "etag")]:
+            handler.clear_header(name)
+        named = {h.strip().lower() for h in headers.get("Connection", "").split(",")}
+        seen = set()
+        for name, value in headers.get_all():
+            low = name.lower()
+            if (low in _HOP_BY_HOP and low != "content-length") or low in named:
+                continue
+            if low == "set-cookie" and _is_jupyter_cookie(_cookie_name(value), self.login_cookie):
+                continue  # the container may not set (or replace) the Jupyter server's own cookies
+            if low not in seen:
+                handler.clear_header(name)
+                seen.add(low)
+            handler.add_header(name, value)
+
+    async def data_received(self, chunk):
+        try:
+            self.handler.write(chunk)
+            await self.handler.flush()
+        except StreamClosedError:
+            self.cut = True
+            raise
+
+    def finish(self):
+        pass
+
+    def on_connection_close(self):
+        self.cut = True
+
+
+def _cookie_name(set_cookie: str) -> str:
+    return set_cookie.split("=", 1)[0].strip()
+
+
+def _cookies_without(header: str, login_cookie: str) -> str:
+    """A Cookie header less the Jupyter server's cookies (kept byte for byte otherwise)."""
+    kept = [part for part in header.split(";")
+            if part.strip() and not _is_jupyter_cookie(part.split("=", 1)[0].strip(), login_cookie)]
+    return ";".join(kept).strip()
+
+
+def _without_jupyter_cookies(head: bytes, login_cookie: str) -> bytes:
+    lines = head.split(b"\r\n")
+    kept = [line for line in lines
+            if not (line.lower().startswith(b"set-cookie:")
+                    and _is_jupyter_cookie(_cookie_name(line[11:].decode("latin-1")), login_cookie))]
+    return b"\r\n".join(kept)
+
+
+async def _pump(source: IOStream, sink: IOStream) -> None:
+    try:
+        while True:
+            await sink.write(await source.read_bytes(CHUNK, partial=True))
+    except StreamClosedError:
+        pass
+    finally:
+        source.close()
+        sink.close()
+
+
+handlers = [
+    (r"(?P<container_id>[^/]+)/(?P<port>[^/]+)(?P<rest>/.*)?", PortProxyHandler),
+]

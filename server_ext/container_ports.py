@@ -1,0 +1,198 @@
+"""A TCP connection to a port inside a local container, made from inside its network namespace.
+
+An isolated container (container_network.py) has a network namespace of its own: its 127.0.0.1 is
+not the host's, and no port of it is published on the host (a host port would let any local user
+past the Jupyter server's authentication). The proxy (api/proxy.py) reaches a container's port the
+way a process inside it would: a short-lived thread enters the container's network namespace
+(setns(2) with CLONE_NEWNET on /proc/<kernel pid>/ns/net, which changes that thread alone), makes
+the socket and connects it to 127.0.0.1:<port> there, and hands the connected socket back; the
+socket stays in the namespace it was made in, whichever thread uses it afterwards.
+
+setns into a network namespace needs CAP_SYS_ADMIN over it and over the caller's own user namespace:
+a server run as root has both. A rootless server's containers live in a user namespace bubblewrap
+made; entering it needs a single-threaded process, so there a small helper process (this module run
+as a program) enters the user and network namespaces, connects, and passes the socket back over a
+socketpair (SCM_RIGHTS).
+
+A container that shares the host's network (transport 'tcp', network 'host', no bubblewrap) is in
+this process's own namespace: its ports are the host's loopback ports, reached directly.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+from ..errors import CellhopError
+
+CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
+CONNECT_TIMEOUT = 10.0
+
+
+class PortNotListening(CellhopError):
+    """Nothing accepts connections on that port inside the container."""
+
+    http_status = 502
+
+
+class PortsNotSupported(CellhopError):
+    """The runtime has no way to a container's ports that keeps them behind the server's authentication."""
+
+    http_status = 501
+
+
+class PortClosedConnection(CellhopError):
+    """The server on the port closed the connection without a (whole) answer."""
+
+    http_status = 502
+
+
+class PortUnreachable(CellhopError):
+    """The container's network could not be entered (it exited, or this host does not allow it)."""
+
+    http_status = 502
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _namespace_id(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def shares_our_network(pid: int) -> bool:
+    """Whether process `pid` is in this process's network namespace (a host-network container)."""
+    return _namespace_id(f"/proc/{pid}/ns/net") == _namespace_id("/proc/self/ns/net")
+
+
+def _refused(port: int, where: str, exc: OSError) -> CellhopError:
+    if isinstance(exc, ConnectionRefusedError):
+        return PortNotListening(f"nothing listens on port {port} {where}; start the server there (listening on "
+                                "127.0.0.1 or 0.0.0.0 inside the container) and load the page again")
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return PortNotListening(f"port {port} {where} did not accept a connection within {CONNECT_TIMEOUT:.0f} s; "
+                                "is its server busy?")
+    return PortUnreachable(f"could not connect to port {port} {where}: {exc}")
+
+
+def _connect_loopback(port: int, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(("127.0.0.1", port))
+        sock.settimeout(None)
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _connect_in_thread(netns_fd: int, port: int, timeout: float) -> socket.socket:
+    """setns in a thread of its own (which then ends), so no other thread of the server changes namespace."""
+    result: dict = {}
+
+    def enter_and_connect():
+        try:
+            if _libc().setns(netns_fd, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns: {os.strerror(err)}")
+            result["socket"] = _connect_loopback(port, timeout)
+        except BaseException as exc:  # handed to the caller
+            result["error"] = exc
+
+    thread = threading.Thread(target=enter_and_connect, name="cellhop-port-connect", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["socket"]
+
+
+def _connect_by_helper(pid: int, port: int, timeout: float) -> socket.socket:
+    """A helper process (single-threaded: it may enter a user namespace) connects and sends the socket back."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", __name__, str(pid), str(port), str(theirs.fileno()),
+                                 str(timeout)], pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True)
+        theirs.close()
+        ours.settimeout(timeout + 20)
+        try:
+            msg, fds, _, _ = socket.recv_fds(ours, 64, 1)
+        finally:
+            proc.wait()
+        if fds:
+            return socket.socket(fileno=fds[0])
+        code = int(msg.decode() or errno.EIO) if msg[:8].isdigit() else errno.EIO
+        raise (ConnectionRefusedError(code, os.strerror(code)) if code == errno.ECONNREFUSED
+               else OSError(code, os.strerror(code)))
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def connect_in_container(pid: int, port: int, timeout: float = CONNECT_TIMEOUT, *,
+                         helper: bool | None = None) -> socket.socket:
+    """A blocking socket connected to 127.0.0.1:`port` in the network namespace of process `pid` (a
+    container's kernel). `helper`: True to always use the helper process, None to use it only where a
+    thread may not enter the namespace. Raises PortNotListening or PortUnreachable (502)."""
+    if not 1 <= port <= 65535:
+        raise CellhopError(f"port {port} is not a TCP port; give a number from 1 to 65535")
+    where = "inside the container"
+    try:
+        if shares_our_network(pid):
+            where = "on this host's loopback (the container shares the host's network)"
+            return _connect_loopback(port, timeout)
+        if helper:
+            return _connect_by_helper(pid, port, timeout)
+        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return _connect_in_thread(fd, port, timeout)
+        except PermissionError:
+            if helper is False:
+                raise
+        finally:
+            os.close(fd)
+        return _connect_by_helper(pid, port, timeout)  # rootless: enter the container's user namespace first
+    except FileNotFoundError:
+        raise PortUnreachable("the container's kernel has exited; start the container again") from None
+    except OSError as exc:
+        raise _refused(port, where, exc) from None
+
+
+def _helper_main(argv: list[str]) -> int:
+    """The helper: enter `pid`'s user namespace (where it differs) and network namespace, connect to
+    127.0.0.1:`port`, send the socket over fd `out` (or the errno as digits)."""
+    pid, port, out, timeout = int(argv[0]), int(argv[1]), int(argv[2]), float(argv[3])
+    channel = socket.socket(fileno=out)
+    libc = _libc()
+    try:
+        for kind, flag in (("user", CLONE_NEWUSER), ("net", CLONE_NEWNET)):
+            if kind == "user" and _namespace_id(f"/proc/{pid}/ns/user") == _namespace_id("/proc/self/ns/user"):
+                continue
+            fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if libc.setns(fd, flag) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, os.strerror(err))
+            finally:
+                os.close(fd)
+        sock = _connect_loopback(port, timeout)
+        socket.send_fds(channel, [b"ok"], [sock.fileno()])
+        return 0
+    except OSError as exc:
+        code = exc.errno or (errno.ETIMEDOUT if isinstance(exc, TimeoutError) else errno.EIO)
+        channel.sendall(str(code).encode())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(_helper_main(sys.argv[1:]))
