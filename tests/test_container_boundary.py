@@ -28,12 +28,15 @@ from pathlib import Path
 import pytest
 from processes import container_kernel_pids, wait_until
 
+from cellhop.server_ext.doctor import bubblewrap_problem
 from cellhop.wire import KernelConnection
 from cellhop.container import ContainerSpec
 from cellhop.server_ext.container_network import find_slirp4netns
-from cellhop.server_ext.sandbox import find_bubblewrap
 
-pytestmark = pytest.mark.skipif(find_bubblewrap() is None, reason="bubblewrap (bwrap) is not installed")
+# bubblewrap installed AND able to make a sandbox here (a container without user namespaces has the
+# binary but cannot): otherwise every test below would fail on a setup problem, not a bug
+NO_SANDBOX = bubblewrap_problem()
+pytestmark = pytest.mark.skipif(NO_SANDBOX is not None, reason=f"{NO_SANDBOX} (`cellhop doctor` says what to do)")
 
 SECRET_TEXT = "host-secret-5c1e9a7b"
 

@@ -10,7 +10,6 @@ import ast
 import errno
 import json
 import os
-import shutil
 import signal
 import threading
 import time
@@ -23,9 +22,13 @@ from processes import container_kernel_pids, wait_until
 from cellhop.container import ContainerSpec, Phase
 from cellhop.errors import CellhopError
 from cellhop.gpu_request import GpuRequest
+from cellhop.server_ext.doctor import bubblewrap_problem
 from cellhop.wire import KernelConnection
 
-needs_bubblewrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+# bubblewrap installed AND able to make a sandbox here (a container without user namespaces has the
+# binary but cannot): otherwise every test below would fail on a setup problem, not a bug
+NO_SANDBOX = bubblewrap_problem()
+needs_bubblewrap = pytest.mark.skipif(NO_SANDBOX is not None, reason=f"{NO_SANDBOX} (`cellhop doctor` says what to do)")
 
 
 def spec(gpu: str = "none", **kwargs) -> ContainerSpec:

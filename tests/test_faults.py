@@ -38,11 +38,15 @@ from test_server_lifecycle import start_container
 from cellhop.container import ContainerSpec
 from cellhop.errors import ContainerStartError
 from cellhop.gpu_request import GpuRequest
+from cellhop.server_ext.doctor import bubblewrap_problem
 from cellhop.server_ext.gpu_inventory import load_inventory
 from cellhop.server_ext.leases import read_locked
 from cellhop.server_ext.scheduler import Scheduler
 
-needs_bubblewrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+# bubblewrap installed AND able to make a sandbox here (a container without user namespaces has the
+# binary but cannot): otherwise every test below would fail on a setup problem, not a bug
+NO_SANDBOX = bubblewrap_problem()
+needs_bubblewrap = pytest.mark.skipif(NO_SANDBOX is not None, reason=f"{NO_SANDBOX} (`cellhop doctor` says what to do)")
 
 
 # -- the record -------------------------------------------------------------------------------------

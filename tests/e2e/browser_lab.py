@@ -62,9 +62,13 @@ class Lab:
         self.log = runtime / "lab.log"
 
     def _jupyter_path(self) -> str | None:
-        """A data folder whose labextensions/ holds this checkout's build of the panel, if built."""
+        """A data folder whose labextensions/ holds this checkout's build of the panel. CI always builds
+        it (.ci/run): a missing build is a setup problem, said as such rather than as a missing sidebar."""
         if not (LAB_DIST / "package.json").is_file():
-            return None
+            pytest.fail("the JupyterLab panel is not built (labextension/dist/package.json is missing), so the "
+                        "browser tests have no sidebar to drive: build it with `cd labextension && npm install && "
+                        "npm run build` (.ci/run does; `pip install -e .` does where Node.js >= 20.19 is present)",
+                        pytrace=False)
         name = json.loads((LAB_DIST / "package.json").read_text())["name"]
         data = self.runtime / "jupyter-data"
         link = data / "labextensions" / name
