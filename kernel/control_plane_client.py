@@ -102,17 +102,17 @@ class ControlPlaneClient(ABC):
     # -- endpoints (kernel/endpoint.py): served by a Jupyter server with cellhop only ------------------
     def deploy_endpoint(self, name: str, code: bytes, spec: dict) -> dict:
         """Store and serve `code` (a function's cloudpickle bytes) as endpoint `name`; its view, with `url`."""
-        from .endpoint import _NEED_SERVER, EndpointsNeedServer
+        from ..endpoint_errors import NEED_SERVER, EndpointsNeedServer
 
-        raise EndpointsNeedServer(_NEED_SERVER)
+        raise EndpointsNeedServer(NEED_SERVER)
 
     def endpoints(self) -> list[dict]:
         return []
 
     def delete_endpoint(self, name: str) -> dict:
-        from .endpoint import _NEED_SERVER, EndpointsNeedServer
+        from ..endpoint_errors import NEED_SERVER, EndpointsNeedServer
 
-        raise EndpointsNeedServer(_NEED_SERVER)
+        raise EndpointsNeedServer(NEED_SERVER)
 
     def close(self) -> None:
         pass

@@ -26,20 +26,7 @@ import json
 import sys
 import traceback
 
-from ..errors import CellhopError
-
-
-class EndpointNotFound(CellhopError):
-    """No endpoint of that name is deployed."""
-
-    http_status = 404
-
-
-class EndpointsNeedServer(CellhopError):
-    """Endpoints are served by a Jupyter server with cellhop; this kernel has none."""
-
-    http_status = 501
-
+from ..endpoint_errors import NEED_SERVER, EndpointNotFound, EndpointsNeedServer  # noqa: F401 (re-exported)
 
 DEFAULTS = {"gpu": None, "min_containers": 0, "max_containers": 4, "concurrency": 8, "scaledown": 60.0,
             "timeout": None, "public": False, "cpus": None, "memory": None}
@@ -81,7 +68,7 @@ class Endpoint:
         name = name or self.__name__
         deploy = getattr(control, "deploy_endpoint", None)
         if deploy is None:
-            raise EndpointsNeedServer(_NEED_SERVER)
+            raise EndpointsNeedServer(NEED_SERVER)
         spec = self.spec()
         if self.image is not None and not getattr(self.image, "is_default", False):
             spec["image"] = control.build_image(self.image.to_json())["key"]
@@ -101,11 +88,6 @@ class _Deployed(dict):
         url = html.escape(str(self.get("url")))
         return (f"endpoint <b>{html.escape(str(self.get('name')))}</b> (version {self.get('version')}) at "
                 f"<a href='{url}' target='_blank'>{url}</a>")
-
-
-_NEED_SERVER = ("endpoints are served by a Jupyter server with the cellhop extension, and this kernel runs its "
-                "own control plane (plain IPython, or a kernel the server did not start). Open the notebook in "
-                "JupyterLab on a server with cellhop, or set CELLHOP_CONTROL_URL and CELLHOP_CONTROL_TOKEN")
 
 
 def _control_plane():

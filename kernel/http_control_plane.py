@@ -230,7 +230,7 @@ class HttpControlPlane(ControlPlaneClient):
     def deploy_endpoint(self, name: str, code: bytes, spec: dict) -> dict:
         from urllib.parse import quote
 
-        from .endpoint import EndpointNotFound
+        from ..endpoint_errors import EndpointNotFound
 
         view = self.request("PUT", f"endpoints/{quote(name, safe='')}", query={"spec": json.dumps(spec)},
                             raw=code, not_found=EndpointNotFound)
@@ -242,7 +242,7 @@ class HttpControlPlane(ControlPlaneClient):
     def delete_endpoint(self, name: str) -> dict:
         from urllib.parse import quote
 
-        from .endpoint import EndpointNotFound
+        from ..endpoint_errors import EndpointNotFound
 
         return self.request("DELETE", f"endpoints/{quote(name, safe='')}", not_found=EndpointNotFound)
 

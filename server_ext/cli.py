@@ -148,7 +148,7 @@ def jupyter_main(argv: list[str] | None = None) -> int:
 
 # Subcommands other modules add: name -> module (in this package) whose add_commands(subparsers) adds it.
 _EXTRA_COMMANDS: dict = {"volume": "cli_storage", "secret": "cli_storage", "kernelspec": "cli_kernelspec",
-                         "doctor": "doctor"}
+                         "doctor": "doctor", "endpoint": "cli_endpoint"}
 
 
 if __name__ == "__main__":

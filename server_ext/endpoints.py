@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import CellhopError
 from ..gpu_request import GpuRequest, feasible_choices
-from ..kernel.endpoint import EndpointNotFound
+from ..endpoint_errors import EndpointNotFound, EndpointRefused
 from .endpoints_pool import EndpointPool
 from .endpoints_store import EndpointStore, endpoint_name, key_matches
 from .kernel_tokens import Caller
@@ -29,10 +29,6 @@ log = logging.getLogger("cellhop")
 
 TICK = 0.5  # seconds between two looks at idle containers
 _LIMITS = {"min_containers": (0, 64), "max_containers": (1, 64), "concurrency": (1, 4096)}
-
-
-class EndpointRefused(CellhopError):
-    http_status = 403
 
 
 def check_spec(spec, inventory) -> dict:
@@ -213,7 +209,7 @@ class Endpoints:
         record = self.record(name)
         pool = self.pools.get(record["name"])
         live = pool.view() if pool else {"containers": [], "starting": 0, "queued": 0, "in_flight": 0,
-                                         "requests": 0, "errors": 0, "requests_per_second": 0.0, "p50_ms": None,
+                                         "requests": 0, "errors": 0, "retries": 0, "requests_per_second": 0.0, "p50_ms": None,
                                          "p95_ms": None, "last_error": None}
         return {"name": record["name"], "version": record["version"], "path": f"cellhop/endpoints/{record['name']}/",
                 "spec": record["spec"], "owner": record["owner"], "created": record["created"],

@@ -7,13 +7,49 @@ what `kernel/endpoint.py`'s `serve_call` answers is a tuple of numbers and strin
 from __future__ import annotations
 
 import asyncio
+import importlib
+import io
+import pickle
 
 import zmq
 import zmq.asyncio
 
-from ..kernel.safe_pickle import loads_safe
-from ..kernel.serialize import dumps
 from ..wire import _url, curve_client_keys, make_session
+
+
+class _Module:
+    """Unpickles as an imported module (the container imports it; the server never does)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __reduce__(self):
+        return importlib.import_module, (self.name,)
+
+
+class _ByName:
+    """Unpickles as `module.name`: how a request names the container's side (kernel/endpoint.py)."""
+
+    def __init__(self, module: str, name: str):
+        self.module, self.name = module, name
+
+    def __reduce__(self):
+        return getattr, (_Module(self.module), self.name)
+
+
+SERVE_CALL = _ByName("cellhop.kernel.endpoint", "serve_call")
+
+
+class _DataOnly(pickle.Unpickler):
+    """Plain data only (tuples, lists, dicts, strings, numbers): an answer that names any class or function
+    is refused, so nothing a container sends runs code in the server."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"an endpoint's answer may hold plain data only, not {module}.{name}")
+
+
+def _dumps(obj) -> list:
+    return [pickle.dumps(obj, protocol=5)]
 
 
 class LinkClosed(Exception):
@@ -54,7 +90,7 @@ class KernelLink:
         msg = self.session.msg("cellhop_apply_request", {"n": 1})
         future = asyncio.get_running_loop().create_future()
         self.pending[msg["header"]["msg_id"]] = future
-        frames = self.session.serialize(msg) + dumps((fn, [(args, {})]))
+        frames = self.session.serialize(msg) + _dumps((fn, [(args, {})]))
         try:
             await self.shell.send_multipart(frames, copy=False)
             return await future
@@ -108,7 +144,10 @@ def _answer(msg: dict):
     buffers = [memoryview(b) for b in msg.get("buffers", [])]
     if not buffers:
         raise BadAnswer("the container's answer held no result")
-    outcomes = loads_safe(buffers[0], buffers[1:], "an endpoint's answer")
+    try:
+        outcomes = _DataOnly(io.BytesIO(buffers[0])).load()
+    except Exception as exc:
+        raise BadAnswer(f"the container's answer is not plain data ({exc})") from None
     (ok, value), = outcomes
     if not ok:
         raise BadAnswer(f"the call ended with {value!r}")

@@ -19,25 +19,13 @@ import time
 from collections import deque
 
 from ..container import ContainerSpec, Phase
-from ..errors import CellhopError
-from ..kernel.endpoint import serve_call
+from ..endpoint_errors import EndpointBusy, EndpointTimeout, EndpointUnavailable
 from ..own_thread import on_own_thread
+from .endpoints_link import SERVE_CALL as serve_call
 from .endpoints_link import BadAnswer, KernelLink, LinkClosed
 from .kernel_tokens import Caller
 
 log = logging.getLogger("cellhop")
-
-
-class EndpointUnavailable(CellhopError):
-    http_status = 503
-
-
-class EndpointBusy(CellhopError):
-    http_status = 429
-
-
-class EndpointTimeout(CellhopError):
-    http_status = 504
 
 
 class Replica:
@@ -103,7 +91,7 @@ class EndpointPool:
         self.waiters: deque[asyncio.Future] = deque()
         self.closed = False
         self.last_error: str | None = None
-        self.requests = self.errors = 0
+        self.requests = self.errors = self.retries = 0
         self.latencies: deque[tuple[float, float]] = deque(maxlen=2000)
         self._batch: list[tuple[dict, asyncio.Future]] = []
         self._batch_timer = None
@@ -122,7 +110,7 @@ class EndpointPool:
             (lambda q: None)
         return {"containers": [r.view() for r in self.replicas], "starting": self.starting,
                 "queued": len(self.waiters), "in_flight": sum(r.inflight for r in self.replicas),
-                "requests": self.requests, "errors": self.errors,
+                "requests": self.requests, "errors": self.errors, "retries": self.retries,
                 "requests_per_second": round(sum(1 for t, _ in self.latencies if now - t < 10) / 10, 2),
                 "p50_ms": pick(0.5), "p95_ms": pick(0.95), "last_error": self.last_error}
 
@@ -145,6 +133,7 @@ class EndpointPool:
                     return answer[1], answer[2]
                 except (LinkClosed, BadAnswer) as exc:
                     self._lost(replica, exc)
+                    self.retries += 1 - attempt
                     if attempt:
                         raise EndpointUnavailable(f"endpoint {self.name!r}: the container serving the request "
                                                   f"ended before answering, twice ({exc}); try again") from None

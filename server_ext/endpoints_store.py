@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from ..names import simple_name
-from ..kernel.endpoint import EndpointNotFound
+from ..endpoint_errors import EndpointNotFound
 from .paths import private_dir
 
 KEY_PREFIX = "chk_"

@@ -231,6 +231,8 @@ async def test_rolling_update_and_sigkill_under_load(start_kernel, control_plane
         [(r.code, r.body) for r in failed]
     assert len(ok) >= 8, [(r.code, r.body) for r in answers]  # retried on a fresh container
     assert victim.phase.value == "exited"
+    view = json.loads((await jp_fetch("cellhop", "api", "endpoints", "slow")).body)
+    assert view["retries"] >= 1, view  # the kill did hit requests in flight
     r = await _call(jp_fetch, "slow", {})
     assert r.code == 200
     r = await jp_fetch("cellhop", "api", "endpoints", "slow", "logs")
@@ -239,6 +241,8 @@ async def test_rolling_update_and_sigkill_under_load(start_kernel, control_plane
 
 def test_a_second_server_on_the_same_state_serves_the_endpoint(runtime_root):
     """Deploy on one server process, stop it, start another on the same state directory: it serves it."""
+    import subprocess
+    import sys
     import urllib.parse
     import urllib.request
 
@@ -278,6 +282,18 @@ def test_a_second_server_on_the_same_state_serves_the_endpoint(runtime_root):
     second = ServerProcess(runtime_root, simulated_gpus=None, extra_args=args).start()
     try:
         assert call(second, "triple", {"x": 5}, {"Authorization": f"Bearer {key}"}) == {"triple": 15}
+        # the command line: a key, the list, the logs, delete
+        cli = [sys.executable, "-m", "cellhop.server_ext.cli", "endpoint"]
+        where = ["--url", second.url, "--token", second.token]
+        new_key = subprocess.run([*cli, "key", "triple", *where], capture_output=True, text=True, check=True)
+        assert call(second, "triple", {"x": 1}, {"Authorization": f"Bearer {new_key.stdout.strip()}"}) == {"triple": 3}
+        listed = subprocess.run([*cli, "list", *where], capture_output=True, text=True, check=True).stdout
+        assert "triple" in listed and "cellhop/endpoints/triple/" in listed, listed
+        logs = subprocess.run([*cli, "logs", "triple", *where], capture_output=True, text=True, check=True).stdout
+        assert "--- container " in logs, logs
+        subprocess.run([*cli, "delete", "triple", *where], capture_output=True, text=True, check=True)
+        gone = subprocess.run([*cli, "delete", "triple", *where], capture_output=True, text=True)
+        assert gone.returncode == 1 and "no endpoint 'triple' is deployed" in gone.stderr, gone.stderr
     finally:
         second.stop()
     wait_until(lambda: not container_kernel_pids(runtime_root), 20, "the servers' containers to be gone")

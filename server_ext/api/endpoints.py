@@ -18,7 +18,8 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from ...errors import CellhopError, error_body, http_status
-from ..endpoints_pool import EndpointBusy, Stream
+from ...endpoint_errors import EndpointBusy
+from ..endpoints_pool import Stream
 from ..endpoints_store import KEY_PREFIX
 from ..kernel_tokens import USER
 from .base import CellhopAPIHandler, JsonErrors, KernelTokenAuth, in_thread, parse_json
