@@ -64,3 +64,20 @@ def test_gpu_and_a_gpu_request_in_ipython_say_how_to_simulate(user_env, tmp_path
     assert HINT in listing.splitlines()[0], text
     refusal = text[text.index("cannot satisfy GPU request 'H100'"):]
     assert HINT in refusal, text
+
+
+def test_the_gpu_monitor_on_a_host_without_gpus_says_how_to_simulate():
+    from test_gpu_monitor import _FakeControl
+
+    from cellhop.widgets.gpu_monitor import GpuMonitor
+
+    control = _FakeControl()
+    monitor = GpuMonitor(control=control)
+    try:
+        control.on_event({"type": "hello", "containers": [], "interval": 1, "paused": False,
+                          "gpus": {"gpus": [], "simulated": False, "reason": "no NVIDIA driver library",
+                                   "driver_version": None, "runtime": "local"}})
+        assert monitor.message.startswith("No GPUs: no NVIDIA driver library."), monitor.message
+        assert HINT in monitor.message, monitor.message
+    finally:
+        monitor.close()

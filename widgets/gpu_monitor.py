@@ -26,6 +26,7 @@ import anywidget
 import traitlets
 
 from ..events import MAX_INTERVAL, MIN_INTERVAL
+from ..inventory import SIMULATED_HINT
 
 _STATIC = Path(__file__).parent / "static"
 _READINGS = ("utilization", "memory_used", "power_w", "temperature_c")
@@ -117,7 +118,7 @@ class GpuMonitor(anywidget.AnyWidget):
         self._publish_gpus()
         if not self._all_gpus:
             self.message = (f"No GPUs: {view.get('reason') or 'none found on this host'}. "
-                            "%%remote cells run in CPU-only containers.")
+                            f"%%remote cells run in CPU-only containers. {SIMULATED_HINT}.")
         elif not self.gpus:
             self.message = (f"Container {self._container_id[:8]} holds no GPU (CPU only)."
                             if self._container_id else "None of the GPUs asked for is on this host.")
