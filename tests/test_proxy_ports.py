@@ -19,7 +19,9 @@ from server_kernel_client import run
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
+from cellhop.kernel.forward import forward
 from cellhop.server_ext.api.base import KERNEL_TOKEN_SETTING
+from cellhop.server_ext.container_ports import connect_in_container
 from cellhop.server_ext.kernel_tokens import token_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -247,6 +249,14 @@ async def test_the_proxy_lets_in_only_the_user_and_reaches_only_that_container(
         f"ws://127.0.0.1:{jp_http_port}{jp_base_url}cellhop/proxy/{cid}/{app}/ws", headers=other)))
     assert code == 403
 
+    # both ways into the namespace (a thread's setns; the helper process a rootless server uses) reach it
+    pid = control_plane.manager.runtime._kernel_pid(control_plane.manager.get(cid))
+    for helper in (False, True):
+        with connect_in_container(pid, files, helper=helper) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            answer = b"".join(iter(lambda: sock.recv(65536), b""))
+        assert b"INDEX-MARK" in answer, helper
+
     # a port nothing listens on: 502 naming it
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -331,3 +341,31 @@ async def test_a_login_cookie_needs_this_servers_origin_for_unsafe_methods_and_w
     await ws.write_message("same origin")
     assert await asyncio.wait_for(ws.read_message(), 30) == "echo: same origin"
     ws.close()
+
+
+def test_forward_outside_a_container_says_where_it_works_and_host_network_is_plain_loopback(monkeypatch):
+    monkeypatch.delenv("CELLHOP_CONTAINER_ID", raising=False)
+    with pytest.raises(RuntimeError, match="inside a cellhop container"):
+        forward(8000)
+    monkeypatch.setenv("CELLHOP_CONTAINER_ID", "abc123")
+    monkeypatch.delenv("CELLHOP_PROXY_BASE", raising=False)
+    with pytest.raises(RuntimeError, match="not started by a Jupyter server"):
+        forward(8000)
+    monkeypatch.setenv("CELLHOP_PROXY_BASE", "/base/")
+    for port in (0, 65536, "80", True):
+        with pytest.raises(ValueError, match="not a TCP port"):
+            forward(port)
+    url = forward(6006)
+    assert url == "/base/cellhop/proxy/abc123/6006/" and 'href="/base/cellhop/proxy/abc123/6006/"' in url._repr_html_()
+    # a process in this process's own network namespace (a host-network container) is reached on loopback
+    host = ThreadingHTTPServer(("127.0.0.1", 0), _HostPage)
+    threading.Thread(target=host.serve_forever, daemon=True).start()
+    try:
+        import os
+
+        with connect_in_container(os.getpid(), host.server_address[1]) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert b"HOST-LOOPBACK" in b"".join(iter(lambda: sock.recv(65536), b""))
+    finally:
+        host.shutdown()
+        host.server_close()

@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlparse
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.utils import origin_matches_pat
 from tornado import httputil, web
 from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
@@ -79,22 +80,20 @@ class PortProxyHandler(KernelTokenAuth, JsonErrors, JupyterHandler):
                                      "an Origin of this server's: refused as cross-site") from None
 
     def _same_origin(self) -> bool:
+        """Whether the request says it comes from a page this server allows (Origin, else Referer): its own
+        origin, or what c.ServerApp.allow_origin / allow_origin_pat allow, as jupyter_server rules it."""
         origin = self.request.headers.get("Origin")
         if origin is None:
-            referer = self.request.headers.get("Referer")
-            if not referer:
-                return False
-            parsed = urlparse(referer)
-            origin = f"{parsed.scheme}://{parsed.netloc}"
-        if origin == "null":
+            referer = urlparse(self.request.headers.get("Referer", ""))
+            origin = f"{referer.scheme}://{referer.netloc}" if referer.scheme and referer.netloc else ""
+        origin = origin.lower()
+        if not origin or origin == "null":
             return False
-        saved = self.request.headers.get("Origin")
-        self.request.headers["Origin"] = origin
-        try:
-            return bool(self.check_origin())
-        finally:
-            if saved is None:
-                del self.request.headers["Origin"]
+        if self.allow_origin == "*" or urlparse(origin).netloc == self.request.headers.get("Host", "").lower():
+            return True
+        if self.allow_origin:
+            return self.allow_origin == origin
+        return bool(self.allow_origin_pat) and origin_matches_pat(self.allow_origin_pat, origin)
 
     def _handle_request_exception(self, e: BaseException) -> None:
         if isinstance(e, (CellhopError, ValueError)) and not self._finished:
@@ -265,7 +264,7 @@ class PortProxyHandler(KernelTokenAuth, JsonErrors, JupyterHandler):
         if target is None:
             raise web.HTTPError(400, f"a WebSocket goes to a path under {PREFIX}{container_id}/{port}/")
         if not (self.token_authenticated or self._cellhop_kernel) and \
-                not (self.request.headers.get("Origin") and self.check_origin()):
+                not (self.request.headers.get("Origin") and self._same_origin()):
             raise web.HTTPError(403, "a WebSocket with the login cookie must come from a page of this server "
                                      "(its Origin did not match)")
         upstream = await self._connect(container, port_number)
