@@ -37,8 +37,15 @@ def jp_server_config(runtime_root, cellhop_gpus):
     return {
         "ServerApp": {"jpserver_extensions": {"cellhop": True}},
         "Cellhop": {"simulated_gpus": cellhop_gpus, "runtime_root": str(runtime_root), "idle_timeout": 0,
-                    "state_dir": str(runtime_root / "state")},
+                    "state_dir": str(runtime_root / "state"), "endpoint_queue_limit": 20},
     }
+
+
+@pytest.fixture(autouse=True)
+def many_at_once(request):
+    """The test client makes up to 64 requests at once (tornado's default is 10: the rest would wait in it)."""
+    if "http_server_client" in request.fixturenames:
+        request.getfixturevalue("http_server_client").max_clients = 64
 
 
 DEPLOY = '''
@@ -197,6 +204,28 @@ VERSION = {version}
 print(slow.deploy("slow")["version"])
 '''
 
+MORE = '''
+import json, os, time, urllib.request, cellhop
+
+@cellhop.endpoint(max_containers=1, concurrency=1, timeout=1)
+def stuck(wait):
+    time.sleep(float(wait))
+    return "done"
+
+@cellhop.endpoint(max_containers=1, concurrency=4)
+@cellhop.batched(max_batch_size=8, wait_ms=200)
+def double(x):
+    return [{"x2": 2 * v, "batch": len(x)} for v in x]
+
+stuck.deploy("stuck")
+cellhop.deploy(double, name="double")
+# this kernel calls its own endpoint with its own token
+request = urllib.request.Request(os.environ["CELLHOP_CONTROL_URL"] + "cellhop/endpoints/stuck/", method="POST",
+                                 data=json.dumps({"wait": 0}).encode(),
+                                 headers={"Authorization": "token " + os.environ["CELLHOP_CONTROL_TOKEN"]})
+print(json.loads(urllib.request.urlopen(request, timeout=60).read()))
+'''
+
 
 async def test_rolling_update_and_sigkill_under_load(start_kernel, control_plane, jp_fetch):
     kid, kc = await start_kernel()
@@ -237,6 +266,21 @@ async def test_rolling_update_and_sigkill_under_load(start_kernel, control_plane
     assert r.code == 200
     r = await jp_fetch("cellhop", "api", "endpoints", "slow", "logs")
     assert isinstance(json.loads(r.body)["logs"], dict)
+
+    # timeout= gives 504; beyond the queue limit (20 here), 429 with Retry-After; @batched: one call on lists
+    content, out, _ = await run(kc, MORE, timeout=120)
+    assert content["status"] == "ok" and out.strip() == "done", (content, out)
+    r = await _call(jp_fetch, "stuck", {"wait": 5}, request_timeout=60)
+    assert r.code == 504 and json.loads(r.body)["error"] == "EndpointTimeout", r.body
+    answers = await asyncio.gather(*(_call(jp_fetch, "stuck", {"wait": 0.3}, request_timeout=120)
+                                     for _ in range(26)))
+    busy = [r for r in answers if r.code == 429]
+    assert busy and all(r.headers["Retry-After"] == "1" for r in busy), [r.code for r in answers]
+    assert all(json.loads(r.body) == "done" for r in answers if r.code != 429)
+    answers = await asyncio.gather(*(_call(jp_fetch, "double", {"x": i}, request_timeout=120) for i in range(8)))
+    results = [json.loads(r.body) for r in answers]
+    assert [r["x2"] for r in results] == [2 * i for i in range(8)]
+    assert max(r["batch"] for r in results) > 1, results  # concurrent requests shared a call
 
 
 def test_a_second_server_on_the_same_state_serves_the_endpoint(runtime_root):
@@ -297,3 +341,18 @@ def test_a_second_server_on_the_same_state_serves_the_endpoint(runtime_root):
     finally:
         second.stop()
     wait_until(lambda: not container_kernel_pids(runtime_root), 20, "the servers' containers to be gone")
+
+
+def test_a_kernel_without_a_server_is_told_endpoints_need_one(runtime_root):
+    from cellhop.endpoint_errors import EndpointsNeedServer
+    from cellhop.kernel.embedded_control_plane import EmbeddedControlPlane
+    from cellhop.kernel.endpoint import endpoint
+    from cellhop.server_ext.config import Cellhop
+
+    control = EmbeddedControlPlane(Cellhop(runtime_root=str(runtime_root), state_dir=str(runtime_root / "state")))
+    try:
+        with pytest.raises(EndpointsNeedServer, match="served by a Jupyter server with the cellhop extension"):
+            endpoint(lambda: 1).deploy("one", control=control)
+    finally:
+        control.close()
+    assert not (runtime_root / "state" / "endpoints").exists()
