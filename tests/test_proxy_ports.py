@@ -161,6 +161,13 @@ async def test_servers_in_a_container_answer_through_the_proxy(start_kernel, con
     head = await proxy(cid, files, "/sub/page.html", method="HEAD")
     assert head.code == 200 and head.body == b"" and head.headers["Content-Length"] == "9"
 
+    # use through the proxy is use of the container: its idle time starts again
+    container = control_plane.manager.get(cid)
+    container.last_activity -= 1000
+    before = container.last_activity
+    await proxy(cid, files, "/")
+    assert container.last_activity > before + 500
+
     # a chunked stream is passed on as it comes: the server sends the rest only once part 0 was received here
     received = []
     released = asyncio.get_running_loop().create_future()

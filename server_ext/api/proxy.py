@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from urllib.parse import parse_qsl, urlencode, urlparse
 
 from jupyter_server.auth.decorator import authorized
@@ -123,6 +124,8 @@ class PortProxyHandler(KernelTokenAuth, JsonErrors, JupyterHandler):
         if container.phase != Phase.READY:
             raise web.HTTPError(409, f"container {container_id} is {container.phase.value}; its ports are reachable "
                                      "while it is ready")
+        self.activity = _Activity(self.control_plane.manager, container.id)
+        self.activity.mark(force=True)  # use of its ports is use of the container: its idle timeout starts again
         if rest is None:
             return container, int(port), None
         # the path as it came (not decoded: %2F stays %2F), after the prefix this route matched
@@ -288,7 +291,7 @@ class PortProxyHandler(KernelTokenAuth, JsonErrors, JupyterHandler):
         except StreamClosedError:
             upstream.close()
             return
-        await asyncio.gather(_pump(client, upstream), _pump(upstream, client))
+        await asyncio.gather(_pump(client, upstream, self.activity), _pump(upstream, client, self.activity))
 
 
 class _Answer(httputil.HTTPMessageDelegate):
@@ -318,6 +321,7 @@ class _Answer(httputil.HTTPMessageDelegate):
             handler.add_header(name, value)
 
     async def data_received(self, chunk):
+        self.handler.activity.mark()
         try:
             self.handler.write(chunk)
             await self.handler.flush()
@@ -330,6 +334,24 @@ class _Answer(httputil.HTTPMessageDelegate):
 
     def on_connection_close(self):
         self.cut = True
+
+
+class _Activity:
+    """Traffic through the proxy keeps its container from idling out (marked at most every few seconds)."""
+
+    EVERY = 5.0
+
+    def __init__(self, manager, container_id: str):
+        self.manager, self.container_id, self.last = manager, container_id, 0.0
+
+    def mark(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last >= self.EVERY:
+            self.last = now
+            try:
+                self.manager.touch(self.container_id)
+            except CellhopError:  # gone meanwhile: its connection ends on its own
+                pass
 
 
 def _cookie_name(set_cookie: str) -> str:
@@ -351,10 +373,12 @@ def _without_jupyter_cookies(head: bytes, login_cookie: str) -> bytes:
     return b"\r\n".join(kept)
 
 
-async def _pump(source: IOStream, sink: IOStream) -> None:
+async def _pump(source: IOStream, sink: IOStream, activity: _Activity) -> None:
     try:
         while True:
-            await sink.write(await source.read_bytes(CHUNK, partial=True))
+            data = await source.read_bytes(CHUNK, partial=True)
+            activity.mark()
+            await sink.write(data)
     except StreamClosedError:
         pass
     finally:
