@@ -50,10 +50,18 @@ def _notebook():
     return process_pool(get_control_plane()), {}, None
 
 
+class RemoteTraceback(Exception):
+    """The container's traceback of a remote exception, shown as its cause (as concurrent.futures and
+    multiprocessing show a worker's): every IPython and plain Python prints a cause, not every one a note."""
+
+    def __str__(self) -> str:
+        return "\n--- traceback in the container ---\n" + str(self.args[0]).rstrip()
+
+
 def _raise_remote(exc: BaseException):
     text = getattr(exc, "__cellhop_remote_traceback__", "")
-    if text and hasattr(exc, "add_note"):
-        exc.add_note("--- traceback in the container ---\n" + text.rstrip())
+    if text and exc.__cause__ is None:
+        exc.__cause__ = RemoteTraceback(text)
     raise exc
 
 
