@@ -68,11 +68,6 @@ def _namespace_id(path: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def shares_our_network(pid: int) -> bool:
-    """Whether process `pid` is in this process's network namespace (a host-network container)."""
-    return _namespace_id(f"/proc/{pid}/ns/net") == _namespace_id("/proc/self/ns/net")
-
-
 def _refused(port: int, where: str, exc: OSError) -> CellhopError:
     if isinstance(exc, ConnectionRefusedError):
         return PortNotListening(f"nothing listens on port {port} {where}; start the server there (listening on "
@@ -116,12 +111,14 @@ def _connect_in_thread(netns_fd: int, port: int, timeout: float) -> socket.socke
     return result["socket"]
 
 
-def _connect_by_helper(pid: int, port: int, timeout: float) -> socket.socket:
-    """A helper process (single-threaded: it may enter a user namespace) connects and sends the socket back."""
+def _connect_by_helper(user_fd: int, net_fd: int, port: int, timeout: float) -> socket.socket:
+    """A helper process (single-threaded: it may enter a user namespace) enters the namespaces open as
+    `user_fd` and `net_fd`, connects, and sends the socket back."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        proc = subprocess.Popen([sys.executable, "-m", __name__, str(pid), str(port), str(theirs.fileno()),
-                                 str(timeout)], pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen([sys.executable, "-m", __name__, str(user_fd), str(net_fd), str(port),
+                                 str(theirs.fileno()), str(timeout)],
+                                pass_fds=(user_fd, net_fd, theirs.fileno()), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True)
         theirs.close()
         ours.settimeout(timeout + 20)
@@ -131,7 +128,7 @@ def _connect_by_helper(pid: int, port: int, timeout: float) -> socket.socket:
             proc.wait()
         if fds:
             return socket.socket(fileno=fds[0])
-        code = int(msg.decode() or errno.EIO) if msg[:8].isdigit() else errno.EIO
+        code = int(msg.decode()) if msg[:8].isdigit() else errno.EIO
         raise (ConnectionRefusedError(code, os.strerror(code)) if code == errno.ECONNREFUSED
                else OSError(code, os.strerror(code)))
     finally:
@@ -139,52 +136,62 @@ def _connect_by_helper(pid: int, port: int, timeout: float) -> socket.socket:
         theirs.close()
 
 
-def connect_in_container(pid: int, port: int, timeout: float = CONNECT_TIMEOUT, *,
+def connect_in_container(pid: int, port: int, timeout: float = CONNECT_TIMEOUT, *, still_ours=None,
                          helper: bool | None = None) -> socket.socket:
     """A blocking socket connected to 127.0.0.1:`port` in the network namespace of process `pid` (a
-    container's kernel). `helper`: True to always use the helper process, None to use it only where a
-    thread may not enter the namespace. Raises PortNotListening or PortUnreachable (502)."""
+    container's kernel). `still_ours()`: called once the namespaces are open, whether `pid` is still the
+    container's (not a reused pid): False refuses. `helper`: True to always use the helper process, None
+    to use it only where a thread may not enter the namespace. Raises PortNotListening or PortUnreachable
+    (502)."""
     if not 1 <= port <= 65535:
         raise CellhopError(f"port {port} is not a TCP port; give a number from 1 to 65535")
     where = "inside the container"
+    fds = []
     try:
-        if shares_our_network(pid):
+        for kind in ("net", "user"):
+            fds.append(os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC))
+        net_fd, user_fd = fds
+        if still_ours is not None and not still_ours():
+            raise PortUnreachable("the container's kernel has exited; start the container again")
+        if _fd_id(net_fd) == _namespace_id("/proc/self/ns/net"):
             where = "on this host's loopback (the container shares the host's network)"
             return _connect_loopback(port, timeout)
-        if helper:
-            return _connect_by_helper(pid, port, timeout)
-        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            return _connect_in_thread(fd, port, timeout)
-        except PermissionError:
-            if helper is False:
-                raise
-        finally:
-            os.close(fd)
-        return _connect_by_helper(pid, port, timeout)  # rootless: enter the container's user namespace first
+        if not helper:
+            try:
+                return _connect_in_thread(net_fd, port, timeout)
+            except PermissionError:
+                if helper is False:
+                    raise
+        return _connect_by_helper(user_fd, net_fd, port, timeout)  # rootless: enter its user namespace first
     except FileNotFoundError:
         raise PortUnreachable("the container's kernel has exited; start the container again") from None
     except OSError as exc:
         raise _refused(port, where, exc) from None
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _fd_id(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
 
 
 def _helper_main(argv: list[str]) -> int:
-    """The helper: enter `pid`'s user namespace (where it differs) and network namespace, connect to
-    127.0.0.1:`port`, send the socket over fd `out` (or the errno as digits)."""
-    pid, port, out, timeout = int(argv[0]), int(argv[1]), int(argv[2]), float(argv[3])
+    """The helper: enter the user namespace open as fd `user` (where it is not this process's own) and the
+    network namespace open as fd `net`, connect to 127.0.0.1:`port`, send the socket over fd `out` (or
+    the errno as digits)."""
+    user_fd, net_fd, port, out = (int(a) for a in argv[:4])
+    timeout = float(argv[4])
     channel = socket.socket(fileno=out)
     libc = _libc()
     try:
-        for kind, flag in (("user", CLONE_NEWUSER), ("net", CLONE_NEWNET)):
-            if kind == "user" and _namespace_id(f"/proc/{pid}/ns/user") == _namespace_id("/proc/self/ns/user"):
+        for fd, flag in ((user_fd, CLONE_NEWUSER), (net_fd, CLONE_NEWNET)):
+            if flag == CLONE_NEWUSER and _fd_id(fd) == _namespace_id("/proc/self/ns/user"):
                 continue
-            fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if libc.setns(fd, flag) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, os.strerror(err))
-            finally:
-                os.close(fd)
+            if libc.setns(fd, flag) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err))
         sock = _connect_loopback(port, timeout)
         socket.send_fds(channel, [b"ok"], [sock.fileno()])
         return 0

@@ -21,7 +21,7 @@ from tornado.websocket import websocket_connect
 
 from cellhop.kernel.forward import forward
 from cellhop.server_ext.api.base import KERNEL_TOKEN_SETTING
-from cellhop.server_ext.container_ports import connect_in_container
+from cellhop.server_ext.container_ports import PortUnreachable, connect_in_container
 from cellhop.server_ext.kernel_tokens import token_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -373,6 +373,9 @@ def test_forward_outside_a_container_says_where_it_works_and_host_network_is_pla
         with connect_in_container(os.getpid(), host.server_address[1]) as sock:
             sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
             assert b"HOST-LOOPBACK" in b"".join(iter(lambda: sock.recv(65536), b""))
+        # a pid that is no longer the container's (reused once its kernel exited) is refused, not entered
+        with pytest.raises(PortUnreachable):
+            connect_in_container(os.getpid(), host.server_address[1], still_ours=lambda: False)
     finally:
         host.shutdown()
         host.server_close()

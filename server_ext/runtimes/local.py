@@ -427,7 +427,7 @@ class LocalRuntime(ContainerRuntime):
         pid = self._kernel_pid(container)
         if pid is None:
             raise PortUnreachable(f"container {container.id} has no running kernel; start it again")
-        return connect_in_container(pid, port)
+        return connect_in_container(pid, port, still_ours=lambda: self._kernel_pid(container) == pid)
 
     def poll(self, container: Container) -> ExitStatus | None:
         proc: subprocess.Popen = container.handle
