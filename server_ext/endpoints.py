@@ -142,17 +142,22 @@ class Endpoints:
     def record(self, name: str) -> dict:
         return self.store.load(endpoint_name(name))
 
-    def deploy(self, name: str, code: bytes, spec: dict, caller: Caller) -> dict:
+    async def deploy(self, name: str, code: bytes, spec: dict, caller: Caller) -> dict:
+        """Store a new version (off the loop), then hand it to the endpoint's pool (on the loop)."""
         self.started()
         name = endpoint_name(name)
         spec = check_spec(spec, self.manager.inventory)
-        try:
-            old = self.store.load(name)
-        except EndpointNotFound:
-            old = None
-        if old is not None:
-            self.check_manage(old, caller, "update")
-        record = self.store.save(name, code, spec, caller.id)
+
+        def save() -> dict:
+            try:
+                old = self.store.load(name)
+            except EndpointNotFound:
+                old = None
+            if old is not None:
+                self.check_manage(old, caller, "update")
+            return self.store.save(name, code, spec, caller.id)
+
+        record = await asyncio.get_running_loop().run_in_executor(None, save)
         pool = self.pools.get(name)
         if pool is not None:
             pool.update(record, code)
@@ -161,14 +166,14 @@ class Endpoints:
         log.info("cellhop: endpoint %s deployed (version %d) by %s", name, record["version"], caller.label)
         return self.view(name)
 
-    def delete(self, name: str, caller: Caller) -> dict:
+    async def delete(self, name: str, caller: Caller) -> dict:
         record = self.record(name)
         self.check_manage(record, caller, "delete")
         view = self.view(name)
         pool = self.pools.pop(record["name"], None)
         if pool is not None:
             pool.close(f"endpoint {name!r} was deleted")
-        self.store.delete(record["name"])
+        await asyncio.get_running_loop().run_in_executor(None, self.store.delete, record["name"])
         return view
 
     def new_key(self, name: str, caller: Caller) -> str:

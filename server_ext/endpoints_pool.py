@@ -40,7 +40,8 @@ class Replica:
 
     def view(self) -> dict:
         return {"id": self.id, "version": self.version, "in_flight": self.inflight, "served": self.served,
-                "draining": self.draining, "gpus": [g.to_dict() for g in self.container.gpus]}
+                "draining": self.draining, "gpus": [g.to_dict() for g in self.container.gpus],
+                "claimed_from": self.container.claimed_from}
 
 
 class Stream:

@@ -60,12 +60,12 @@ class EndpointHandler(_EndpointsAPI):
             raise web.HTTPError(413, f"the function is {len(code)} bytes pickled; an endpoint takes at most "
                                      f"{MAX_CODE_BYTES >> 20} MiB: load large data in the function from a volume")
         spec = parse_json(self.get_argument("spec", "{}"), "the spec parameter")
-        self.write_json(self.endpoints.deploy(name, code, spec, self.caller), status=201)
+        self.write_json(await self.endpoints.deploy(name, code, spec, self.caller), status=201)
 
     @web.authenticated
     @authorized
     async def delete(self, name):
-        self.write_json(self.endpoints.delete(name, self.caller))
+        self.write_json(await self.endpoints.delete(name, self.caller))
 
 
 class EndpointKeysHandler(_EndpointsAPI):
