@@ -312,6 +312,22 @@ async def test_the_proxy_lets_in_only_the_user_and_reaches_only_that_container(
     # '..' after the port stays in that container: the other container's server never sees it
     answer = await raw(f"GET {prefix}/{other_id}/{files}/../../{cid}/{files}/ HTTP/1.1")
     assert b"INDEX-MARK" not in answer and answer.startswith(b"HTTP/1.1 502"), answer[:200]
+    # an upgrade the container's server does not take: its answer (no credentials sent), then nothing more
+    # the client sends reaches the container
+    token = jp_serverapp.identity_provider.token
+    reader, writer = await asyncio.open_connection("127.0.0.1", jp_http_port)
+    request = (f"GET {prefix}/{cid}/{app}/echo HTTP/1.1\r\nHost: 127.0.0.1:{jp_http_port}\r\n"
+               f"Authorization: token {token}\r\n").encode()
+    writer.write(request + b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
+    length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+    echoed = json.loads(await asyncio.wait_for(reader.readexactly(length), 60))
+    assert head.startswith(b"HTTP/1.1 200") and b"\r\nConnection: close\r\n" in head, head
+    assert "Authorization" not in echoed["headers"] and echoed["headers"]["Upgrade"] == "websocket"
+    writer.write(request + b"\r\n")
+    writer.write_eof()
+    assert await asyncio.wait_for(reader.read(), 60) == b""
+    writer.close()
     answer = await raw(f"GET {prefix}/{cid}/{files}/ HTTP/1.1", extra=f"X-Big: {'a' * 200_000}\r\n")
     assert b"INDEX-MARK" not in answer
     # a container answering with a head too large for the proxy: 502, not an endless read

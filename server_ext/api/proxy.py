@@ -281,7 +281,8 @@ class PortProxyHandler(KernelTokenAuth, JsonErrors, JupyterHandler):
             upstream.close()
             raise PortClosedConnection(f"the server on port {port_number} in container {container_id} did not answer the "
                             "upgrade (closed, or a head over 64 KiB)") from None
-        answer = _without_jupyter_cookies(answer, self.identity_provider.get_cookie_name(self))
+        upgraded = answer.split(b" ", 2)[1:2] == [b"101"]
+        answer = _without_jupyter_cookies(answer, self.identity_provider.get_cookie_name(self), upgraded)
         self._auto_finish = False  # the connection is ours from here: no HTTP answer follows
         client = self.request.connection.detach()
         self.log.info("cellhop: proxy tunnel to port %d in container %s (%s)", port_number, container_id,
@@ -290,6 +291,10 @@ class PortProxyHandler(KernelTokenAuth, JsonErrors, JupyterHandler):
             await client.write(answer)
         except StreamClosedError:
             upstream.close()
+            return
+        if not upgraded:  # refused: its answer goes back, and nothing more the client sends goes on
+            client.set_close_callback(upstream.close)
+            await _pump(upstream, client, self.activity)
             return
         await asyncio.gather(_pump(client, upstream, self.activity), _pump(upstream, client, self.activity))
 
@@ -365,11 +370,15 @@ def _cookies_without(header: str, login_cookie: str) -> str:
     return ";".join(kept).strip()
 
 
-def _without_jupyter_cookies(head: bytes, login_cookie: str) -> bytes:
+def _without_jupyter_cookies(head: bytes, login_cookie: str, upgraded: bool = True) -> bytes:
+    """An answer's head less Set-Cookie of the Jupyter server's cookies; not upgraded: `Connection: close`."""
     lines = head.split(b"\r\n")
     kept = [line for line in lines
             if not (line.lower().startswith(b"set-cookie:")
-                    and _is_jupyter_cookie(_cookie_name(line[11:].decode("latin-1")), login_cookie))]
+                    and _is_jupyter_cookie(_cookie_name(line[11:].decode("latin-1")), login_cookie))
+            and (upgraded or not line.lower().startswith(b"connection:"))]
+    if not upgraded:
+        kept.insert(1, b"Connection: close")
     return b"\r\n".join(kept)
 
 
