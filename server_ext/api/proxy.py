@@ -236,30 +236,9 @@ class PortProxyHandler(KernelTokenAuth, JsonErrors, JupyterHandler):
             self.redirect(self.request.path + "/" + ("?" + query if query else ""))
             return
         upstream = await self._connect(container, port_number)
-        connection = HTTP1Connection(upstream, True, HTTP1ConnectionParameters(
-            no_keep_alive=True, chunk_size=CHUNK, max_header_size=MAX_HEADER_BYTES,
-            max_body_size=MAX_BODY_BYTES, decompress=False))
-        answer = _Answer(self)
-        try:
-            await connection.write_headers(httputil.RequestStartLine(self.request.method, target, "HTTP/1.1"),
-                                           self._upstream_headers(upgrade=False))
-            if self.request.body:
-                await connection.write(self.request.body)
-            connection.finish()
-            await connection.read_response(answer)
-        except (StreamClosedError, httputil.HTTPInputError) as exc:
-            if not self._headers_written and not self.request.connection.stream.closed():
-                raise PortClosedConnection(f"the server on port {port_number} in container {container_id} closed the "
-                                f"connection before it answered ({exc or 'closed'}); its log may say why") from None
-            self.request.connection.close()
-            return
-        finally:
-            upstream.close()
-        if answer.cut:
-            self.request.connection.close()  # the client's side went away, or the container's mid-answer
-            return
-        if not self._finished:
-            self.finish()
+        await relay_http(self, upstream, target, self._upstream_headers(upgrade=False),
+                         where=f"the server on port {port_number} in container {container_id}",
+                         login_cookie=self.identity_provider.get_cookie_name(self), activity=self.activity)
 
     async def _tunnel(self, container_id: str, port: str, rest: str | None) -> None:
         """An Upgrade (a WebSocket): send the request, relay the container's answer, then pipe bytes."""
@@ -299,13 +278,44 @@ class PortProxyHandler(KernelTokenAuth, JsonErrors, JupyterHandler):
         await asyncio.gather(_pump(client, upstream, self.activity), _pump(upstream, client, self.activity))
 
 
-class _Answer(httputil.HTTPMessageDelegate):
-    """The container's answer, passed on to the client as it arrives."""
+async def relay_http(handler: web.RequestHandler, upstream: IOStream, target: str, headers: httputil.HTTPHeaders, *,
+                     where: str, login_cookie: str = "", activity: _Activity | None = None) -> None:
+    """Send `handler`'s request (its method, its body) to `upstream` (a connected stream, closed here) as
+    `target` with `headers`, and pass the answer to `handler`'s client as it arrives: status, headers (less
+    hop-by-hop ones and Set-Cookie of `login_cookie` or _xsrf), body streamed chunk by chunk, then finish.
+    `where` names the server in errors: PortClosedConnection (502) when it closed before answering; a
+    connection cut midway closes the client's connection (nothing else can be said then)."""
+    connection = HTTP1Connection(upstream, True, HTTP1ConnectionParameters(
+        no_keep_alive=True, chunk_size=CHUNK, max_header_size=MAX_HEADER_BYTES,
+        max_body_size=MAX_BODY_BYTES, decompress=False))
+    answer = _Answer(handler, login_cookie, activity)
+    request = handler.request
+    try:
+        await connection.write_headers(httputil.RequestStartLine(request.method, target, "HTTP/1.1"), headers)
+        if request.body:
+            await connection.write(request.body)
+        connection.finish()
+        await connection.read_response(answer)
+    except (StreamClosedError, httputil.HTTPInputError) as exc:
+        if not handler._headers_written and not request.connection.stream.closed():
+            raise PortClosedConnection(f"{where} closed the connection before it answered ({exc or 'closed'}); "
+                                       "its log may say why") from None
+        request.connection.close()
+        return
+    finally:
+        upstream.close()
+    if answer.cut:
+        request.connection.close()  # the client's side went away, or the server's mid-answer
+    elif not handler._finished:
+        handler.finish()
 
-    def __init__(self, handler: PortProxyHandler):
-        self.handler = handler
+
+class _Answer(httputil.HTTPMessageDelegate):
+    """The server's answer, passed on to the client as it arrives."""
+
+    def __init__(self, handler: web.RequestHandler, login_cookie: str, activity: _Activity | None):
+        self.handler, self.login_cookie, self.activity = handler, login_cookie, activity
         self.cut = False
-        self.login_cookie = handler.identity_provider.get_cookie_name(handler)
 
     def headers_received(self, start_line, headers):
         handler = self.handler
@@ -326,7 +336,8 @@ class _Answer(httputil.HTTPMessageDelegate):
             handler.add_header(name, value)
 
     async def data_received(self, chunk):
-        self.handler.activity.mark()
+        if self.activity is not None:
+            self.activity.mark()
         try:
             self.handler.write(chunk)
             await self.handler.flush()
