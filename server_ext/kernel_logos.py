@@ -3,7 +3,8 @@
 JupyterLab's launcher shows a kernelspec's `logo-svg` (before `logo-64x64`).
 Installed specs get the file written beside their kernel.json; the specs the
 server generates per GPU type get a resource folder made on first use under
-the runtime folder (`<jupyter runtime dir>/cellhop/kernel-logos/<name>/`),
+the runtime folder (`<jupyter runtime dir>/cellhop-kernel-logos/<name>/`: beside, not inside, the control
+plane's own `cellhop/` folder, which only a control plane makes),
 with ipykernel's PNG logos beside it for places that want a bitmap.
 """
 
@@ -60,7 +61,7 @@ def logo_folder(name: str, gpu_type: str) -> str:
     from jupyter_core.paths import jupyter_runtime_dir
 
     safe = re.sub(r"[^a-z0-9._-]+", "-", name.lower())
-    return str(write_logos(Path(jupyter_runtime_dir()) / "cellhop" / "kernel-logos" / safe, gpu_type))
+    return str(write_logos(Path(jupyter_runtime_dir()) / "cellhop-kernel-logos" / safe, gpu_type))
 
 
 def gpu_label(gpu: str) -> str:
