@@ -395,3 +395,31 @@ def test_forward_outside_a_container_says_where_it_works_and_host_network_is_pla
     finally:
         host.shutdown()
         host.server_close()
+
+
+async def test_a_gpu_kernel_forwards_a_port_of_its_own_container(jp_fetch, jp_serverapp, control_plane, proxy,
+                                                                 jp_base_url):
+    r = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "cellhop-h100", "path": ""}),
+                       request_timeout=120)
+    kid = json.loads(r.body)["id"]
+    km = jp_serverapp.kernel_manager
+    kc = km.get_kernel(kid).client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=60)
+        content, out, _ = await run(kc, "import http.server, threading, pathlib, cellhop\n"
+                                        "pathlib.Path('k.txt').write_text('FROM-THE-GPU-KERNEL')\n"
+                                        "srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), "
+                                        "http.server.SimpleHTTPRequestHandler)\n"
+                                        "threading.Thread(target=srv.serve_forever, daemon=True).start()\n"
+                                        "print(cellhop.forward(srv.server_address[1]))")
+        assert content["status"] == "ok", content
+        [container] = [c for c in control_plane.manager.list() if c.phase.value == "ready"]
+        url = out.strip()
+        prefix = f"{jp_base_url}cellhop/proxy/{container.id}/"
+        assert url.startswith(prefix) and url.endswith("/"), url
+        port = int(url[len(prefix):].strip("/"))
+        assert (await proxy(container.id, port, "/k.txt")).body == b"FROM-THE-GPU-KERNEL"
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(kid, now=True)
