@@ -18,6 +18,9 @@ from ..errors import CellhopError
 from ..sizes import format_size
 
 
+def _fits():
+    """A button as wide as its icon and label (a fixed width cut "Download" to "Downlo…"), never shrunk."""
+    return w.Layout(width="auto", flex="0 0 auto")
 
 
 class VolumeBrowser(w.VBox):
@@ -32,11 +35,11 @@ class VolumeBrowser(w.VBox):
         self.title = w.HTML()
         self.usage_bar = w.FloatProgress(min=0.0, max=1.0, layout=w.Layout(width="240px"))
         self.usage_text = w.Label()
-        self.up_button = w.Button(description="Up", icon="arrow-up", layout=w.Layout(width="70px"))
-        self.refresh_button = w.Button(description="Refresh", icon="refresh", layout=w.Layout(width="90px"))
+        self.up_button = w.Button(description="Up", icon="arrow-up", layout=_fits())
+        self.refresh_button = w.Button(description="Refresh", icon="refresh", layout=_fits())
         self.upload = w.FileUpload(multiple=True, description="Upload")
         self.folder_name = w.Text(placeholder="new folder", layout=w.Layout(width="160px"))
-        self.folder_button = w.Button(description="Make folder", layout=w.Layout(width="110px"))
+        self.folder_button = w.Button(description="Make folder", layout=_fits())
         self.rows = w.VBox()
         self.message = w.Label()
         self.up_button.on_click(lambda _: self.up())
@@ -88,11 +91,11 @@ class VolumeBrowser(w.VBox):
         else:
             label = w.Label(name + (" → (link)" if entry["type"] == "link" else ""), layout=w.Layout(width="260px"))
             size = w.Label(format_size(entry["size"]), layout=w.Layout(width="90px"))
-        delete = w.Button(description="Delete", icon="trash", layout=w.Layout(width="90px"))
+        delete = w.Button(description="Delete", icon="trash", layout=_fits())
         delete.on_click(lambda _, n=name: self.delete(n))
         parts = [label, size]
         if entry["type"] == "file":
-            download = w.Button(description="Download", icon="download", layout=w.Layout(width="100px"))
+            download = w.Button(description="Download", icon="download", layout=_fits())
             download.on_click(lambda _, n=name: self.download(n))
             parts.append(download)
         return w.HBox([*parts, delete])

@@ -33,7 +33,11 @@ function logWidget(api: CellhopApi, id: string): MainAreaWidget {
   content.node.append(pre);
   const load = async () => {
     try {
-      pre.textContent = (await api.logs(id)) || '(the log is empty)';
+      pre.textContent =
+        (await api.logs(id)) ||
+        'Nothing in this log yet. What the cells print shows in the notebook that ran them; this log ' +
+          "holds what the container's own process writes outside of a cell (native libraries, " +
+          'subprocesses, a crash).';
     } catch (err) {
       pre.textContent = `Could not read the log of container ${id}: ${(err as Error).message}`;
     }
@@ -58,6 +62,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const settings = ServerConnection.makeSettings();
     const api = new CellhopApi(settings);
     let sessions: SessionInfo[] = [];
+    const queueNotes = new Map<string, string>(); // container id -> its 'waits for a GPU' notification
 
     const panel = new CellhopPanel({
       api,
@@ -77,6 +82,25 @@ const plugin: JupyterFrontEndPlugin<void> = {
         return result.button.accept;
       },
       openLogs: id => void app.commands.execute(COMMANDS.logs, { id }),
+      queued: (id, text, cancel) => {
+        const shown = queueNotes.get(id);
+        if (text === null) {
+          if (shown) {
+            Notification.dismiss(shown);
+            queueNotes.delete(id);
+          }
+          return;
+        }
+        const options = {
+          autoClose: false as const,
+          actions: [{ label: 'Cancel the kernel start', callback: cancel, displayType: 'warn' as const }]
+        };
+        if (shown) {
+          Notification.update({ id: shown, message: text, type: 'info', ...options });
+        } else {
+          queueNotes.set(id, Notification.info(text, options));
+        }
+      },
       notify: message => void Notification.error(message, { autoClose: 8000 }),
       confirm: async (title, body, accept) => {
         const result = await showDialog({

@@ -11,11 +11,11 @@ import { Widget } from '@lumino/widgets';
 
 import { CellhopApi, CellhopApiError } from './api';
 import { Attrs, h } from './dom';
-import { describeItem, formatAge, formatBytes, formatReading, sparklinePath } from './format';
+import { describeItem, formatAge, formatBytes, formatReading, itemName, sparklineArea, sparklinePath } from './format';
 import { SecretsView } from './secrets';
 import { ContainerRow, DashboardState, GpuRow, SessionInfo } from './state';
 import { EventStream, StreamStatus } from './stream';
-import { CellhopEvent } from './types';
+import { CellhopEvent, Container, ContainerEvent } from './types';
 import { StorageOptions, VolumesView } from './volumes';
 
 export interface PanelOptions {
@@ -28,11 +28,18 @@ export interface PanelOptions {
   notify: (message: string) => void;
   confirm: StorageOptions['confirm'];
   prompt: StorageOptions['prompt'];
+  /**
+   * A GPU kernel (the launcher's) waits for its GPU: say so, with who holds it, and offer to cancel
+   * (`text` null: it is no longer queued, take the message away).
+   */
+  queued?: (id: string, text: string | null, cancel: () => void) => void;
 }
 
 const INTERVALS = [0.5, 1, 2, 5, 10];
 const SPARK_W = 120;
-const SPARK_H = 22;
+const SPARK_H = 28;
+/** Samples a sparkline spans at least (fewer fill the width sooner: never a mark of a pixel or two). */
+const SPARK_MIN_SPAN = 20;
 
 function svg(tag: string, attrs: Attrs): SVGElement {
   const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
@@ -136,9 +143,20 @@ export class CellhopPanel extends Widget {
     const body = this.imagesBody;
     try {
       const items = await this.options.api.list(route);
+      this.imageNames = new Map(
+        items.filter(item => typeof item.key === 'string').map(item => [item.key as string, itemName(item)])
+      );
+      this.containersSignature = ''; // a container's image shows by its name
+      this.renderContainers();
       body.replaceChildren(
         items.length
-          ? h('ul', { className: 'jp-CellhopPanel-list' }, ...items.map(item => h('li', {}, ...describeItem(item))))
+          ? h(
+              'ul',
+              { className: 'jp-CellhopPanel-list' },
+              ...items.map(item =>
+                h('li', { className: 'jp-CellhopPanel-image', 'data-key': String(item.key ?? ''), title: `image ${String(item.key ?? '')}` }, ...describeItem(item))
+              )
+            )
           : h('div', { className: 'jp-CellhopPanel-empty' }, `No ${route} yet.`)
       );
     } catch (err) {
@@ -191,6 +209,9 @@ export class CellhopPanel extends Widget {
   }
 
   private onEvent(event: CellhopEvent): void {
+    if (event.type === 'container') {
+      this.onContainerEvent(event as ContainerEvent);
+    }
     if (!this.state.apply(event)) {
       if (/^secret/.test(event.type)) {
         void this.secrets.refresh();
@@ -206,6 +227,42 @@ export class CellhopPanel extends Widget {
       this.renderContainers();
     }
     this.renderGpus();
+  }
+
+  /** A container's volumes may be new (made on first use); an image the panel does not know yet is
+   * listed; a GPU kernel of the launcher waiting for its GPU is told about. */
+  private onContainerEvent(event: ContainerEvent): void {
+    const c = event.container;
+    if (!c) {
+      return;
+    }
+    if ((event.phase === 'queued' || event.phase === 'starting') && (c.volumes?.length ?? 0) > 0) {
+      void this.volumes.refresh();
+    }
+    if (c.image && !this.imageNames.has(c.image)) {
+      void this.refreshList('images');
+    }
+    if (this.options.queued && /^kernel /.test(c.label || '')) {
+      const cancel = () => void this.options.api.stop(c.id).catch(() => undefined);
+      this.options.queued(c.id, event.phase === 'queued' ? this.queueText(c) : null, cancel);
+    }
+  }
+
+  /** "Python 3 · H100 waits for H100: next in line; held by gpu-demo.ipynb · %%remote 6cdf09a5". */
+  private queueText(c: Container): string {
+    const types = new Set((c.gpu_request || '').split(',').map(t => t.split(':')[0].trim()));
+    const holders = [
+      ...new Set(
+        this.state
+          .gpuRows(this.options.sessions())
+          .filter(r => r.holderContainer && (types.has(r.type) || types.has('any')))
+          .map(r => r.holder)
+      )
+    ];
+    const position = c.queue_position;
+    const place = !position ? 'next in line' : `${position} request${position > 1 ? 's' : ''} ahead`;
+    const kernel = (c.label || 'kernel').replace(/^kernel /, '');
+    return `The kernel ${kernel} waits for a GPU (${c.gpu_request}): ${place}` + (holders.length ? `; held by ${holders.join(', ')}` : '') + '.';
   }
 
   private onStatus(status: StreamStatus, detail?: string): void {
@@ -239,7 +296,7 @@ export class CellhopPanel extends Widget {
     if (this.state.metricsError) {
       children.push(h('div', { className: 'jp-CellhopPanel-error' }, this.state.metricsError));
     }
-    for (const group of this.state.gpuGroups()) {
+    for (const group of this.state.gpuGroups(this.options.sessions())) {
       if (group.node) {
         children.push(
           h('div', { className: 'jp-CellhopPanel-node', 'data-node': group.node, title: 'Ray node' }, `node ${group.node}`)
@@ -269,7 +326,7 @@ export class CellhopPanel extends Widget {
         { className: 'jp-CellhopPanel-gpuTitle' },
         h('span', { className: 'jp-CellhopPanel-gpuName' }, `[${row.index}] ${row.type}`),
         row.simulated && h('span', { className: 'jp-CellhopPanel-badge', title: 'No real GPU behind this row' }, 'simulated'),
-        h('span', { className: 'jp-CellhopPanel-holder', title: row.holder }, row.holder)
+        h('span', { className: 'jp-CellhopPanel-holder', title: row.holderTitle }, row.holder)
       ),
       this.meter(
         'util',
@@ -299,8 +356,14 @@ export class CellhopPanel extends Widget {
       viewBox: `0 0 ${SPARK_W} ${SPARK_H}`,
       preserveAspectRatio: 'none'
     });
-    const span = Math.max(2, Math.round(this.state.historySeconds / (this.stream.interval || 1)));
-    spark.append(svg('path', { d: sparklinePath(history, SPARK_W, SPARK_H, max, span) }));
+    const full = Math.max(2, Math.round(this.state.historySeconds / (this.stream.interval || 1)));
+    const span = Math.min(full, Math.max(history.length, SPARK_MIN_SPAN));
+    const inner = SPARK_H - 3; // the line stays whole at 0 and at the top
+    const area = svg('path', { class: 'jp-CellhopPanel-sparkArea', d: sparklineArea(history, SPARK_W, inner, max, span) });
+    const line = svg('path', { class: 'jp-CellhopPanel-sparkLine', d: sparklinePath(history, SPARK_W, inner, max, span) });
+    const g = svg('g', { transform: 'translate(0 1.5)' });
+    g.append(area, line);
+    spark.append(g);
     return h(
       'div',
       { className: `jp-CellhopPanel-meter jp-CellhopPanel-${kind}` },
@@ -312,7 +375,7 @@ export class CellhopPanel extends Widget {
   }
 
   renderContainers(agesOnly = false): void {
-    const rows = this.state.containerRows(Date.now() / 1000, this.options.sessions());
+    const rows = this.state.containerRows(Date.now() / 1000, this.options.sessions(), this.imageNames);
     const signature = JSON.stringify(rows.map(r => ({ ...r, ageSeconds: 0 })));
     if (agesOnly || signature === this.containersSignature) {
       for (const row of rows) {
@@ -330,7 +393,29 @@ export class CellhopPanel extends Widget {
       );
       return;
     }
-    this.containersBody.replaceChildren(...rows.map(row => this.containerRow(row)));
+    const live = rows.filter(r => r.phase !== 'exited');
+    const exited = rows.filter(r => r.phase === 'exited');
+    const children: HTMLElement[] = live.map(row => this.containerRow(row));
+    if (!live.length) {
+      children.push(h('div', { className: 'jp-CellhopPanel-empty' }, 'No running containers.'));
+    }
+    if (exited.length) {
+      // ended ones keep their reasons and logs, out of the way: collapsed unless the user opened them
+      const failed = exited.filter(r => r.failed).length;
+      const details = h(
+        'details',
+        { className: 'jp-CellhopPanel-exited', open: this.exitedOpen || null },
+        h(
+          'summary',
+          { 'data-failed': String(failed > 0) },
+          `${exited.length} exited` + (failed ? ` (${failed} failed)` : '')
+        ),
+        ...exited.map(row => this.containerRow(row))
+      ) as HTMLDetailsElement;
+      details.addEventListener('toggle', () => (this.exitedOpen = details.open));
+      children.push(details);
+    }
+    this.containersBody.replaceChildren(...children);
   }
 
   private containerRow(row: ContainerRow): HTMLElement {
@@ -363,7 +448,7 @@ export class CellhopPanel extends Widget {
         row.node ? ' · ' : null,
         row.node ? h('span', { className: 'jp-CellhopPanel-containerNode', title: 'Ray node' }, `node ${row.node}`) : null
       ),
-      row.exit ? h('div', { className: 'jp-CellhopPanel-exit' }, row.exit) : null,
+      row.exit ? h('div', { className: 'jp-CellhopPanel-exit', 'data-failed': String(row.failed) }, row.exit) : null,
       h('div', { className: 'jp-CellhopPanel-actions' }, stop, logs)
     );
   }
@@ -391,4 +476,7 @@ export class CellhopPanel extends Widget {
   private readonly imagesBody: HTMLElement;
   private readonly ageTimer: number;
   private containersSignature = '';
+  private exitedOpen = false;
+  /** Image key -> what to call it (its name, or what it installs), from the Images list. */
+  private imageNames = new Map<string, string>();
 }

@@ -33,6 +33,8 @@ export interface GpuRow {
   node: string | null;
   /** Who holds it, in words ("free" when nobody does). */
   holder: string;
+  /** The same in full, for a tooltip: notebook, kernel, what and which container. */
+  holderTitle: string;
   holderContainer: string | null;
   utilization: number | null;
   memoryUsed: number | null;
@@ -61,6 +63,9 @@ export interface ContainerRow {
   notebook: string | null;
   label: string;
   exit: string | null;
+  /** Whether it ended in failure (killed, out of memory, a non-zero exit of its own); a stop, an idle
+   * scaledown or a clean exit is a normal end. */
+  failed: boolean;
   stoppable: boolean;
 }
 
@@ -197,7 +202,7 @@ export class DashboardState {
   }
 
   /** One row per GPU, by node (GPUs without one first), then index (indices count per node). */
-  gpuRows(): GpuRow[] {
+  gpuRows(sessions: SessionInfo[] = []): GpuRow[] {
     const gpus = [...(this.inventory?.gpus ?? [])].sort(
       (a, b) => compareNodes(a.node || '', b.node || '') || a.index - b.index
     );
@@ -209,7 +214,8 @@ export class DashboardState {
         type: gpu.type,
         simulated: Boolean(gpu.simulated),
         node: gpu.node || null,
-        holder: holderText(gpu, this.containers),
+        holder: holderText(gpu, this.containers, sessions),
+        holderTitle: holderTitle(gpu, this.containers, sessions),
         holderContainer: gpu.holder?.container ?? null,
         utilization: s?.utilization ?? null,
         memoryUsed: s?.memory_used ?? null,
@@ -225,8 +231,8 @@ export class DashboardState {
    * The GPU rows grouped by node: one group (node null) when no GPU has a node, so the
    * local runtime shows no node at all; otherwise one group per node, in order.
    */
-  gpuGroups(): GpuGroup[] {
-    const rows = this.gpuRows();
+  gpuGroups(sessions: SessionInfo[] = []): GpuGroup[] {
+    const rows = this.gpuRows(sessions);
     if (!rows.some(r => r.node)) {
       return rows.length ? [{ node: null, rows }] : [];
     }
@@ -252,7 +258,7 @@ export class DashboardState {
   }
 
   /** Containers, newest first; live ones before exited ones. */
-  containerRows(now: number, sessions: SessionInfo[] = []): ContainerRow[] {
+  containerRows(now: number, sessions: SessionInfo[] = [], imageNames: Map<string, string> = new Map()): ContainerRow[] {
     const rows = [...this.containers.values()].map(c => ({
       id: c.id,
       phase: c.standby && c.phase === 'ready'
@@ -261,13 +267,14 @@ export class DashboardState {
           ? `queued (${c.queue_position} ahead)`
           : c.phase,
       gpus: describeGpus(c),
-      image: c.image || 'notebook env',
+      image: c.image ? imageNames.get(c.image) ?? c.image : 'notebook env',
       node: nodeOf(c),
       ageSeconds: Math.max(0, now - c.created),
       owner: c.owner,
       notebook: notebookOf(c.owner, sessions),
       label: c.label,
       exit: c.exit ? c.exit.description : null,
+      failed: exitFailed(c.exit),
       stoppable: c.phase !== 'exited' && c.phase !== 'stopping',
       created: c.created
     }));
@@ -301,14 +308,48 @@ export function nodeOf(c: Container): string | null {
   return c.node || (c.gpus ?? []).find(g => g.node)?.node || null;
 }
 
-/** Who holds a GPU, in words: its notebook's container, or another owner. */
-export function holderText(gpu: Gpu, containers: Map<string, Container>): string {
+/** Who holds a GPU, in words: its notebook (when a session of this server has it) or its owner, then
+ * what holds it. */
+export function holderText(gpu: Gpu, containers: Map<string, Container>, sessions: SessionInfo[] = []): string {
   if (!gpu.holder) {
     return 'free';
   }
   const { owner, container } = gpu.holder;
   const label = containers.get(container)?.label;
-  return `${owner || 'someone'} · ${label ? label + ' ' : ''}${container ? container.slice(0, 8) : ''}`.trim();
+  const who = notebookOf(owner, sessions) ?? (owner || 'someone');
+  return `${who} · ${label ? label + ' ' : ''}${container ? container.slice(0, 8) : ''}`.trim();
+}
+
+/** The holder in full, for a tooltip ("free" when nobody holds it). */
+export function holderTitle(gpu: Gpu, containers: Map<string, Container>, sessions: SessionInfo[] = []): string {
+  if (!gpu.holder) {
+    return 'free';
+  }
+  const { owner, container } = gpu.holder;
+  const notebook = notebookOf(owner, sessions);
+  const label = containers.get(container)?.label;
+  return [
+    `held by ${notebook ? `${notebook} (${owner})` : owner || 'someone'}`,
+    label || null,
+    container ? `container ${container}` : null
+  ]
+    .filter(Boolean)
+    .join(' · ');
+}
+
+/** Whether an exit is a failure: out of memory, or an end of its own with a signal or a non-zero code.
+ * A stop (on request, idle scaledown, its notebook gone) and a clean exit are normal ends. */
+export function exitFailed(exit: Container['exit']): boolean {
+  if (!exit) {
+    return false;
+  }
+  if (exit.oom) {
+    return true;
+  }
+  if (exit.stopped) {
+    return false;
+  }
+  return (exit.code !== null && exit.code !== 0) || exit.signal !== null;
 }
 
 /** The notebook whose kernel owns a container (`owner` is "kernel <first 8 of its id>"). */

@@ -70,6 +70,10 @@ export interface Container {
   claimed_from?: string | null;
   /** The Ray node (its IP) it runs on; null or absent on the local runtime. */
   node?: string | null;
+  /** The volumes it mounts ({name, path, read_only}). */
+  volumes?: unknown[];
+  /** `GET containers` (and hello): seconds a ready container has been idle; null while it works. */
+  idle_seconds?: number | null;
 }
 
 /** One GPU's reading; a reading the card does not give is left out. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { DashboardState, compareNodes, describeGpus, nodeOf, notebookOf } from '../src/state';
+import { DashboardState, compareNodes, describeGpus, exitFailed, nodeOf, notebookOf } from '../src/state';
 import { Container, GpusView, HelloEvent } from '../src/types';
 
 const GiB = 2 ** 30;
@@ -229,5 +229,37 @@ describe('helpers', () => {
     expect(notebookOf('kernel abcdef12', sessions)).toBe('a.ipynb');
     expect(notebookOf('kernel 00000000', sessions)).toBeNull();
     expect(notebookOf('ipython', sessions)).toBeNull();
+  });
+
+  it('tells a failure from a normal end', () => {
+    const exit = { code: null, signal: null, oom: false, stopped: false, description: '' };
+    expect(exitFailed(null)).toBe(false);
+    expect(exitFailed({ ...exit, stopped: true, signal: 15 })).toBe(false); // a stop, an idle scaledown
+    expect(exitFailed({ ...exit, code: 0 })).toBe(false);
+    expect(exitFailed({ ...exit, code: 3 })).toBe(true);
+    expect(exitFailed({ ...exit, signal: 9 })).toBe(true);
+    expect(exitFailed({ ...exit, oom: true, stopped: true })).toBe(true);
+  });
+
+  it('names a holder by its notebook, with the whole story in its title', () => {
+    const state = new DashboardState();
+    state.apply({ type: 'hello', gpus: inventory(), containers: [], interval: 1, paused: false } as HelloEvent);
+    state.apply({ type: 'container', id: 'c1', phase: 'ready', time: 1, container: container('c1', 'ready') });
+    const sessions = [{ kernelId: '1a2b3c4d-0000', path: 'work/train.ipynb' }];
+    const row = state.gpuRows(sessions).find(r => r.uuid === 'GPU-a')!;
+    expect(row.holder).toBe('work/train.ipynb · %%remote c1');
+    expect(row.holderTitle).toBe('held by work/train.ipynb (kernel 1a2b3c4d) · %%remote · container c1');
+    expect(state.gpuRows().find(r => r.uuid === 'GPU-a')!.holder).toBe('kernel 1a2b3c4d · %%remote c1');
+  });
+
+  it('shows a container\'s image by its name and marks failed exits', () => {
+    const state = new DashboardState();
+    const exit = { code: 1, signal: null, oom: false, stopped: false, description: 'exit code 1' };
+    state.apply({ type: 'hello', gpus: inventory(), interval: 1, paused: false, containers: [
+      container('c1', 'ready', { image: 'a3f9c1d2e4b5' }),
+      container('c2', 'exited', { created: 900, exit })
+    ] } as HelloEvent);
+    const rows = state.containerRows(2000, [], new Map([['a3f9c1d2e4b5', 'torch-env']]));
+    expect(rows.map(r => [r.id, r.image, r.failed])).toEqual([['c1', 'torch-env', false], ['c2', 'notebook env', true]]);
   });
 });

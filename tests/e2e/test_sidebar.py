@@ -67,6 +67,8 @@ def test_sidebar_shows_gpus_and_containers_and_stops_one(lab, page):
     # stop it from the panel (with the confirmation dialog)
     row.locator("button[data-action='stop']").click()
     page.click(".jp-Dialog .jp-Dialog-button.jp-mod-accept")
+    # exited containers are collapsed under "N exited" (their reasons and logs a click away)
+    page.click("#cellhop-panel details.jp-CellhopPanel-exited > summary")
     page.wait_for_selector(f"#cellhop-panel .jp-CellhopPanel-container[data-id='{cid}'][data-phase='exited']")
     assert lab.api(f"containers/{cid}")["phase"] == "exited"
     assert panel.locator(f".jp-CellhopPanel-gpu[data-uuid='{held_uuid}']").get_attribute("data-held") == "false"
