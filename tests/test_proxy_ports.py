@@ -195,9 +195,10 @@ async def test_servers_in_a_container_answer_through_the_proxy(start_kernel, con
     assert "authorization" not in sent and sent["cookie"] == "app=1" and sent["x-app"] == "kept"
     assert sent["x-forwarded-prefix"] == f"{jp_base_url}cellhop/proxy/{cid}/{app}"
     token = jp_auth_header["Authorization"].split()[1]
-    r = await proxy(cid, app, f"/echo?token={token}&q=1", auth=False, headers={"Authorization": "Bearer app-key"})
+    r = await proxy(cid, app, f"/echo?a=%2F+b&token={token}&q=1", auth=False,
+                    headers={"Authorization": "Bearer app-key"})
     echoed = json.loads(r.body)  # authenticated by the query's token: it is dropped, the app's own key kept
-    assert echoed["uri"] == "/echo?q=1" and echoed["headers"]["Authorization"] == "Bearer app-key"
+    assert echoed["uri"] == "/echo?a=%2F+b&q=1" and echoed["headers"]["Authorization"] == "Bearer app-key"
     # the container may set its own cookies, not the Jupyter server's
     r = await proxy(cid, app, "/cookies")
     cookies = r.headers.get_list("Set-Cookie")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from urllib.parse import parse_qsl, urlencode, urlparse
+from urllib.parse import unquote_plus, urlparse
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import JupyterHandler
@@ -144,8 +144,12 @@ class PortProxyHandler(KernelTokenAuth, JsonErrors, JupyterHandler):
         query = self.request.query
         if "token=" not in query:
             return query
-        pairs = parse_qsl(query, keep_blank_values=True)
-        return urlencode([(k, v) for k, v in pairs if not (k == "token" and self._is_credential(v))])
+        kept = []  # the other parameters exactly as they were written
+        for part in query.split("&"):
+            key, _, value = part.partition("=")
+            if not (unquote_plus(key) == "token" and self._is_credential(unquote_plus(value))):
+                kept.append(part)
+        return "&".join(kept)
 
     def _is_credential(self, token: str) -> bool:
         """Whether `token` is the Jupyter server's token or a kernel's (never forwarded to a container)."""
