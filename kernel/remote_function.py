@@ -67,8 +67,12 @@ def _raise_remote(exc: BaseException):
 
 class RemoteFunction:
     def __init__(self, fn, gpu=None, cpus=None, memory=None, timeout=None, max_containers=None, image=None,
-                 volumes=None, secrets=None, pull: str = "all", min_containers: int = 0):
+                 volumes=None, secrets=None, pull: str = "all", min_containers: int = 0, retries=None):
+        from .runs import Retries
+
         self.fn = fn
+        self.retries = Retries.of(retries)  # a failed call or a dead container is tried again (cellhop.Retries)
+        self.attempts: list[dict] = []  # the attempts of the last .remote() call
         self.pull = check_policy(pull)  # the notebook's c.Cellhop.pull (its pool's) still applies when stricter
         self.gpu = gpu  # None: the notebook's %gpu choice at call time
         # checked now: a bad mount, secret name or size fails at decoration, not at the call
@@ -162,16 +166,37 @@ class RemoteFunction:
 
     # -- calls --------------------------------------------------------------------
     def remote(self, *args, **kwargs):
-        """Run once in a warm container; return the result or raise the remote exception."""
-        pool, parent, spec = self._where({"fn": self.fn, "args": args, "kwargs": kwargs})
-        with pool.lease(spec, self._user, self._label) as lease:
-            (ok, value), = lease.session.apply(self.fn, [(args, kwargs)], parent, timeout=spec.timeout, policy=self.pull)
-        if not ok:
-            _raise_remote(value)
-        return value
+        """Run once in a warm container; return the result or raise the remote exception. With `retries`,
+        a failed call or a dead container is tried again after its backoff (`self.attempts` records each)."""
+        import time
 
-    def spawn(self, *args, **kwargs) -> RemoteRun:
-        """Start a call and return at once; the handle has status, wait() and cancel()."""
+        self.attempts = []
+        while True:
+            started = time.time()
+            try:
+                pool, parent, spec = self._where({"fn": self.fn, "args": args, "kwargs": kwargs})
+                with pool.lease(spec, self._user, self._label) as lease:
+                    (ok, value), = lease.session.apply(self.fn, [(args, kwargs)], parent, timeout=spec.timeout,
+                                                       policy=self.pull)
+            except ContainerDied as exc:
+                ok, value = False, exc
+            self.attempts.append({"attempt": len(self.attempts) + 1, "started": started, "ended": time.time(),
+                                  "status": "succeeded" if ok else "failed",
+                                  "error": None if ok else f"{type(value).__name__}: {value}"})
+            if ok:
+                return value
+            if not (self.retries and len(self.attempts) <= self.retries.max_retries
+                    and not isinstance(value, KeyboardInterrupt)):
+                _raise_remote(value)
+            time.sleep(self.retries.delay(len(self.attempts)))
+
+    def spawn(self, *args, detach: bool = False, **kwargs) -> RemoteRun:
+        """Start a call and return at once; the handle has status, wait() and cancel().
+
+        `detach=True`: the server owns the call (a cellhop.Run, kernel/runs.py): it outlives this kernel,
+        and `cellhop.Run(id)` picks it up in any later one."""
+        if detach:
+            return self._detached(args, kwargs)
         pool, parent, spec = self._where({"fn": self.fn, "args": args, "kwargs": kwargs})
         lease = pool.lease(spec, self._user, self._label, own_connection=True)
 
@@ -183,6 +208,22 @@ class RemoteFunction:
             return value
 
         return RemoteRun(f"{self.__name__}.spawn", target, interrupt=lease.session.interrupt)
+
+    def _detached(self, args: tuple, kwargs: dict):
+        from .runs import spec_of, submit_call
+
+        pool, _, spec = self._where({"fn": self.fn, "args": args, "kwargs": kwargs})
+        return submit_call(self.fn, args, kwargs, spec_of(spec, self._image_info and self._image_info["key"]),
+                           self.__name__, self.retries, pool.control)
+
+    def deploy(self, name: str | None = None) -> dict:
+        """Make it callable by name (`cellhop.Function.lookup(name)`, REST `POST runs`), and an HTTP
+        endpoint too (server_ext/endpoints.py): one deploy, shared with @cellhop.endpoint."""
+        from .endpoint import Endpoint
+
+        spec = self.spec
+        return Endpoint(self.fn, gpu=str(spec.gpu) if not spec.gpu.cpu_only else None, cpus=spec.cpus,
+                        memory=spec.memory, timeout=spec.timeout, image=self.image).deploy(name or self.__name__)
 
     def map(self, iterable, *, return_exceptions: bool = False, progress: bool = True, chunk_size: int | None = None):
         """fn over every item (or argument tuple via `starmap`), in order, across the containers allowed."""
@@ -272,7 +313,7 @@ def _progress_bar(total: int, name: str):
 
 def remote(fn=None, *, gpu: str | None = None, cpus: int | None = None, memory: str | None = None,
            timeout: float | None = None, max_containers: int | None = None, image=None, volumes=None,
-           secrets=None, pull: str = "all", min_containers: int = 0):
+           secrets=None, pull: str = "all", min_containers: int = 0, retries=None):
     """Make `fn` runnable in cellhop containers (`.remote`, `.map`, `.spawn`); usable bare or with options.
 
     `volumes`: {"/data": cellhop.Volume("datasets")} or ["datasets:/data", "weights:/models:ro"];
@@ -281,10 +322,12 @@ def remote(fn=None, *, gpu: str | None = None, cpus: int | None = None, memory: 
     container's code; "all" (the default) any object.
     `min_containers`: containers started now and kept warm, holding their GPUs while idle (never scaled
     down) until `f.keep_warm(0)`, `f.shutdown()` or the kernel's end; they keep those GPUs from everyone else.
+    `retries`: a number or cellhop.Retries(max_retries=3, backoff=2.0, initial_delay=1.0): a failed call or a
+    dead container is tried again (.remote, detached runs; .map re-queues the calls of a container that died).
     """
     def wrap(f):
         return RemoteFunction(f, gpu=gpu, cpus=cpus, memory=memory, timeout=timeout, max_containers=max_containers,
                               image=image, volumes=volumes, secrets=secrets, pull=pull,
-                              min_containers=min_containers)
+                              min_containers=min_containers, retries=retries)
 
     return wrap(fn) if fn is not None else wrap

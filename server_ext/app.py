@@ -25,7 +25,7 @@ def _api_modules():
     from importlib import import_module
 
     modules = []
-    for name in ("containers", "events", "images", "volumes", "secrets", "endpoints"):
+    for name in ("containers", "events", "images", "volumes", "secrets", "endpoints", "runs"):
         try:
             modules.append(import_module(f"{__package__}.api.{name}"))
         except ModuleNotFoundError as exc:
@@ -61,6 +61,7 @@ class CellhopApp(ExtensionApp):
         token = secrets.token_urlsafe(32)  # good on the cellhop API only; never logged
         self.settings.update({CONTROL_PLANE_SETTING: self.control_plane, KERNEL_TOKEN_SETTING: token})
         self._init_endpoints()
+        self._init_runs()
         # Handed to each kernel's provisioner (kernel/provisioner.py) through its kernel manager.
         self.control_client = EmbeddedControlPlane(control_plane=self.control_plane, owned=False)
         # The server is not listening yet (jupyter_server loads extensions before init_httpserver(),
@@ -92,6 +93,12 @@ class CellhopApp(ExtensionApp):
                                    self.cellhop.endpoint_queue_limit)
         self.settings[ENDPOINTS_SETTING] = self.endpoints
 
+    def _init_runs(self) -> None:
+        """Server-owned runs and schedules (runs.py, schedules.py), under the state directory."""
+        from .runs_setup import make_runs
+
+        make_runs(self)
+
     def control_url(self) -> str:
         """Where kernels reach this control plane (right once the server listens)."""
         return url_path_join(self.serverapp.connection_url, "/")
@@ -100,6 +107,8 @@ class CellhopApp(ExtensionApp):
         """The server listens now, on its final port."""
         if getattr(self, "endpoints", None) is not None:
             self.endpoints.started()  # endpoints with min_containers > 0 start theirs
+        if getattr(self, "runs", None) is not None:
+            self.runs.started()  # stored runs: queued ones run, those that were running are lost
         if self.headless:
             self.log.info("cellhop: headless control plane. Point kernels at it with CELLHOP_CONTROL_URL=%s "
                           "and CELLHOP_CONTROL_TOKEN=<this server's token>", self.control_url())
@@ -124,6 +133,8 @@ class CellhopApp(ExtensionApp):
         control_plane = getattr(self, "control_plane", None)
         if getattr(self, "endpoints", None) is not None:
             self.endpoints.close()
+        if getattr(self, "runs", None) is not None:
+            self.runs.close()
         if control_plane is not None:
             await self._shut_down_cellhop_kernels()
             self.log.info("cellhop: stopping %d container(s)", len(control_plane.manager.list()))

@@ -144,3 +144,27 @@ class Cellhop(Configurable):
         256, help="Requests that may wait for a container of one endpoint (cellhop.endpoint); beyond it, 429 "
         "with Retry-After.",
     ).tag(config=True)
+
+    # -- runs (server_ext/runs.py): detached runs, the REST job queue, schedules, notebooks as jobs ------
+    run_result_limit = Int(
+        256 << 20, help="Largest result (pickled bytes) a run keeps on disk under the state directory; a larger "
+        "one is not kept and the run says so (result_note). 0 = no limit.",
+    ).tag(config=True)
+
+    run_retention = Float(
+        7 * 86400.0, help="Seconds a finished run (its record, result and logs) is kept after it ended; 0 = "
+        "forever.",
+    ).tag(config=True)
+
+    run_concurrency = Int(
+        8, help="Runs that may hold a container at once; the others wait, queued (GPU runs also queue for GPUs).",
+    ).tag(config=True)
+
+    run_keep_warm = Float(
+        10.0, help="Seconds a function run's container stays warm after it succeeded, for the next run of the "
+        "same owner and spec; 0 = stop it at once.",
+    ).tag(config=True)
+
+    run_callback_timeout = Float(
+        10.0, help="Seconds the POST to a run's callback_url may take (made once, redirects not followed).",
+    ).tag(config=True)
