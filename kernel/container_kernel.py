@@ -24,6 +24,7 @@ from .cell_names import comes_back_by_default, is_user_name, names_assigned, par
 from .cell_result import RESULT, ResultCapture
 from .lean_status import LeanStatus
 from .output_tracking import OutputTracker
+from .remote_debug import install_in_container
 from .secret_masking import SecretMask
 from .serialize import dumps, loads, pack, unpack
 from .shared_memory_link import ContainerEnd, SharedMemoryRefused
@@ -65,6 +66,7 @@ class ContainerKernel(IPythonKernel):
         self.outputs = OutputTracker()  # each shipped request's reply says how many outputs it published
         self.outputs.install(self.session)
         _quiet_debug(self.log)
+        install_in_container()  # breakpoint() stops in the debugger, prompting in the notebook
         app = self.parent  # large values through memory shared with the notebook, where the runtime allows it
         self.shared_memory = ContainerEnd.start({"transport": getattr(app, "transport", None),
                                                  "ip": getattr(app, "ip", None)})

@@ -23,6 +23,7 @@ import zmq
 from ..errors import ContainerDied, RemoteError, RemoteTimeout
 from .container_watch import ContainerWatch
 from .output_relay import OutputRelay
+from .remote_debug import PromptDeadline
 from .safe_pickle import check_policy, stricter
 from .serialize import Packed, dumps, loads, unpack
 from .shared_memory_link import NotebookLink
@@ -220,7 +221,7 @@ class ContainerSession:
                     if reply is not None and reply.parent_id == msg_id:
                         return reply
                 if stdin in ready:
-                    self._answer_input(input_fn)
+                    self._answer_input(input_fn, deadline if interrupted_at is None else None)
                 if self.watch.dead.is_set():
                     self._died()
                 now = time.monotonic()
@@ -247,15 +248,21 @@ class ContainerSession:
                 deadline = None  # a user interrupt supersedes the timeout
                 self._timed_out = False
 
-    def _answer_input(self, input_fn) -> None:
+    def _answer_input(self, input_fn, deadline: float | None = None) -> None:
+        """Answer the container's prompt (input(), pdb) from the notebook. An interrupt while the notebook
+        asks goes on to the container (the caller's loop) instead of an answer: the prompt ends there, as
+        does a prompt still open at the deadline (prompt_deadline.py)."""
         request = self.conn.recv("stdin", timeout=0)
         if request is None or request.type != "input_request":
             return
         try:
-            value = input_fn(request.content.get("prompt", ""), request.content.get("password", False)) \
-                if input_fn else ""
-        except (EOFError, KeyboardInterrupt):
+            with PromptDeadline(deadline) as expiry:
+                value = input_fn(request.content.get("prompt", ""), request.content.get("password", False)) \
+                    if input_fn else ""
+        except EOFError:
             value = ""
+        if expiry.passed:  # no answer: the caller's loop sees the deadline and interrupts the container
+            return
         self.conn.send("stdin", "input_reply", {"value": value}, parent=request.msg["header"])
 
     def _died(self) -> None:

@@ -23,8 +23,13 @@ def _show_cellhop_error(shell, etype, value, tb, tb_offset=None):
 
 
 def _dispatch_error(shell, etype, value, tb, tb_offset=None):
+    from .remote_debug import after_error, record_last_error
+
+    record_last_error(etype, value, tb)  # for %debug, as IPython records other errors
     if isinstance(value, RemoteError):
-        return _show_remote_error(shell, etype, value, tb, tb_offset)
+        stb = _show_remote_error(shell, etype, value, tb, tb_offset)
+        after_error(shell, value)  # %%remote --pdb, %pdb on: the container's post-mortem now
+        return stb
     return _show_cellhop_error(shell, etype, value, tb, tb_offset)
 
 
@@ -36,6 +41,7 @@ def load_ipython_extension(shell) -> None:
     from .magics import CellhopMagics
     from .output_relay import ConsoleSink, KernelSink
     from .remote_cells import RemoteCells
+    from .remote_debug import register_debug_magic
 
     kernel = getattr(shell, "kernel", None)
     if kernel is not None and hasattr(kernel, "iopub_socket"):
@@ -53,6 +59,7 @@ def load_ipython_extension(shell) -> None:
     cells = RemoteCells(shell, control, sink, proxies, owner=f"kernel {owner[:8]}")
     setattr(shell, _STATE_ATTR, cells)
     shell.register_magics(CellhopMagics(shell, cells, kernel))
+    register_debug_magic(shell)  # %debug after a %%remote cell's error debugs it in its container
     if hasattr(shell, "_showtraceback"):
         shell.set_custom_exc((RemoteError, CellhopError), _dispatch_error)
 

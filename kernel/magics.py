@@ -12,6 +12,7 @@ from IPython.core.magic_arguments import argument, argument_group, magic_argumen
 from ..inventory import SIMULATED_HINT
 from ..spec_rules import MAX_CPUS, MAX_SECONDS, SpecError, parse_memory
 from .remote_cells import RemoteCells
+from .remote_debug import post_mortem_on_error
 from .volume import mounts_of
 
 
@@ -217,6 +218,13 @@ class CellhopMagics(Magics):
     @argument("--fresh", action="store_true", help="Run in a new container (the old one is stopped).")
     @argument("--async", dest="run_async", action="store_true",
               help="Return at once with a handle (status, wait(), cancel()).")
+    @argument("--pdb", action="store_true",
+              help="If the cell raises, enter the debugger in the container on its frames (prompting here).")
+    @argument("--detach", action="store_true",
+              help="Run it as a run the server owns (outlives this kernel): a cellhop.Run whose result() is the "
+                   "dict of the variables the cell assigned.")
+    @argument("--retries", type=int, default=None, metavar="N",
+              help="Try a failed cell (or a dead container) again up to N times, with backoff.")
     @argument("--port", type=int, action="append", default=None, metavar="PORT",
               help="Show the link to this port of the container (proxied by Jupyter, cellhop.forward) first.")
     @_resources("resources for this cell")
@@ -238,10 +246,20 @@ class CellhopMagics(Magics):
         out = [n.strip() for n in args.out.split(",") if n.strip()] if args.out else None
         kwargs = dict(out=out, pull=not args.no_pull, fresh=args.fresh, show_status=self.kernel is not None,
                       policy=args.pull)
+        if args.detach:
+            from .runs import detach_cell
+
+            return detach_cell(self.cells, cell, d, args.retries)
         if args.run_async:
             return self.cells.run_cell_async(cell, d, **kwargs)
+        if args.retries:
+            from .runs import run_with_retries
+
+            return run_with_retries(args.retries, lambda: self.cells.run_cell(cell, d, input_fn=self._input_fn(),
+                                                                               **kwargs))
         # values land in the namespace; the last expression's value is the notebook cell's result (Out[n])
-        return self.cells.run_cell(cell, d, input_fn=self._input_fn(), **kwargs)
+        with post_mortem_on_error(args.pdb):
+            return self.cells.run_cell(cell, d, input_fn=self._input_fn(), **kwargs)
 
     def _image(self, name: str):
         """The Image a `--image NAME` names (None for 'default': the notebook's own environment)."""

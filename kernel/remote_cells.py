@@ -25,6 +25,7 @@ from .cell_result import NO_RESULT, split_result
 from .container_pool import CELLS, ContainerPool, Lease
 from .control_plane_client import ControlPlaneClient
 from .queue_status import QueueStatus
+from .remote_debug import remember
 from .remote_run import RemoteRun
 from .run_spec import RunSpec
 from .safe_pickle import check_policy, stricter
@@ -198,9 +199,10 @@ class RemoteCells:
         try:
             result = session.execute(job.code, job.packed, job.pull, job.parent, timeout=job.spec.timeout,
                                      input_fn=job.input_fn, policy=job.policy)
-        except BaseException:
+        except BaseException as error:
             status.show(finished_text(session.container, time.monotonic() - t0, lease.started, failed=True),
                         "failed")
+            remember(error, self, job.spec, session)  # %debug finds the container holding its frames
             raise
         status.show(finished_text(session.container, result.seconds, lease.started), "done")
         values, errors, value, display = split_result(result.values, result.errors, result.reply)
