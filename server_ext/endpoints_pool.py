@@ -27,6 +27,8 @@ from .kernel_tokens import Caller
 
 log = logging.getLogger("cellhop")
 
+START_RETRY = 10.0  # seconds before a pool keeping min_containers warm tries again after a failed start
+
 
 class Replica:
     def __init__(self, container, link: KernelLink, version: int):
@@ -92,6 +94,7 @@ class EndpointPool:
         self.waiters: deque[asyncio.Future] = deque()
         self.closed = False
         self.last_error: str | None = None
+        self._failed_at = 0.0  # when a container last failed to start (min_containers retries wait a while)
         self.requests = self.errors = self.retries = 0
         self.latencies: deque[tuple[float, float]] = deque(maxlen=2000)
         self._batch: list[tuple[dict, asyncio.Future]] = []
@@ -251,6 +254,8 @@ class EndpointPool:
                 return
             if live >= spec["min_containers"] and len(self.waiters) <= coming:
                 return
+            if not self.waiters and time.monotonic() - self._failed_at < START_RETRY:
+                return  # keeping min_containers warm: not again right after a failed start
             self.starting += 1
             asyncio.ensure_future(self._start(self.version))
 
@@ -265,6 +270,7 @@ class EndpointPool:
             container = await on_own_thread(self.manager.start, self.container_spec())
         except Exception as exc:  # noqa: BLE001 - reported to whoever waits
             self.starting -= 1
+            self._failed_at = time.monotonic()
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("cellhop: endpoint %s: a container failed to start: %s", self.name, exc)
             if not self._current() and not self.starting:

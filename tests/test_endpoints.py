@@ -67,7 +67,11 @@ def count(n):
 def opaque():
     return object()
 
-for f in (echo, count, opaque):
+@cellhop.endpoint(max_containers=1, public=True)
+def open_one():
+    return "anyone"
+
+for f in (echo, count, opaque, open_one):
     print(f.deploy(f.__name__)["url"])
 '''
 
@@ -99,7 +103,7 @@ async def test_deploy_call_stream_scale_update_and_auth(start_kernel, control_pl
     content, out, _ = await run(kc, DEPLOY, timeout=120)
     assert content["status"] == "ok", content
     urls = out.split()
-    assert urls[0].endswith("/cellhop/endpoints/echo/") and len(urls) == 3, out
+    assert urls[0].endswith("/cellhop/endpoints/echo/") and len(urls) == 4, out
     assert not _containers(control_plane, "echo")  # lazy: nothing runs before the first request
 
     # POST with a JSON body, GET with query parameters (strings)
@@ -140,6 +144,8 @@ async def test_deploy_call_stream_scale_update_and_auth(start_kernel, control_pl
             r = await _call(jp_fetch, "echo", body, params=params, headers=headers)
             assert r.code == 403, (headers, r.code, r.body)
             assert "not authorized to call endpoint 'echo'" in json.loads(r.body)["message"]
+    r = await _call(jp_fetch, "open_one", {}, headers=NO_AUTH)  # public=True: an explicit opt-in
+    assert r.code == 200 and json.loads(r.body) == "anyone"
     r = await _call(jp_fetch, "no-such-one", {"x": 1}, headers=NO_AUTH)
     assert r.code == 403  # a stranger does not learn which endpoints exist
     view = json.loads((await jp_fetch("cellhop", "api", "endpoints", "echo")).body)
@@ -184,7 +190,7 @@ async def test_deploy_call_stream_scale_update_and_auth(start_kernel, control_pl
 
     # listed, then deleted: its containers stop and it answers no more
     listed = json.loads((await jp_fetch("cellhop", "api", "endpoints")).body)["endpoints"]
-    assert {e["name"] for e in listed} == {"echo", "count", "opaque"}
+    assert {e["name"] for e in listed} == {"echo", "count", "opaque", "open_one"}
     r = await jp_fetch("cellhop", "api", "endpoints", "opaque", method="DELETE")
     assert json.loads(r.body)["name"] == "opaque"
     await _until(lambda: not _live(control_plane, "opaque"), 30, "the deleted endpoint's containers to stop")
@@ -217,8 +223,16 @@ def stuck(wait):
 def double(x):
     return [{"x2": 2 * v, "batch": len(x)} for v in x]
 
+@cellhop.endpoint(max_containers=1, concurrency=1)
+def counter(wait=0):
+    import builtins
+    builtins.calls = getattr(builtins, "calls", 0) + 1  # calls made in this container
+    time.sleep(float(wait))
+    return builtins.calls
+
 stuck.deploy("stuck")
 cellhop.deploy(double, name="double")
+counter.deploy("counter")
 # this kernel calls its own endpoint with its own token
 request = urllib.request.Request(os.environ["CELLHOP_CONTROL_URL"] + "cellhop/endpoints/stuck/", method="POST",
                                  data=json.dumps({"wait": 0}).encode(),
@@ -282,6 +296,17 @@ async def test_rolling_update_and_sigkill_under_load(start_kernel, control_plane
     assert [r["x2"] for r in results] == [2 * i for i in range(8)]
     assert max(r["batch"] for r in results) > 1, results  # concurrent requests shared a call
 
+    # a caller that goes away while its request waits in the queue: the request is called off, never run
+    assert json.loads((await _call(jp_fetch, "counter", {})).body) == 1
+    holding = asyncio.ensure_future(_call(jp_fetch, "counter", {"wait": 3}, request_timeout=60))
+    await asyncio.sleep(0.5)
+    from tornado.simple_httpclient import HTTPTimeoutError
+
+    with pytest.raises(HTTPTimeoutError):  # queued behind it; the client gives up
+        await _call(jp_fetch, "counter", {}, request_timeout=0.5)
+    assert json.loads((await holding).body) == 2
+    assert json.loads((await _call(jp_fetch, "counter", {})).body) == 3  # the abandoned one did not run
+
 
 def test_a_second_server_on_the_same_state_serves_the_endpoint(runtime_root):
     """Deploy on one server process, stop it, start another on the same state directory: it serves it."""
@@ -296,6 +321,7 @@ def test_a_second_server_on_the_same_state_serves_the_endpoint(runtime_root):
     from cellhop.kernel.endpoint import Endpoint
 
     def triple(x):
+        print("tripling", x)  # to the container's log
         return {"triple": 3 * int(x)}
 
     state = runtime_root / "state"
@@ -334,7 +360,7 @@ def test_a_second_server_on_the_same_state_serves_the_endpoint(runtime_root):
         listed = subprocess.run([*cli, "list", *where], capture_output=True, text=True, check=True).stdout
         assert "triple" in listed and "cellhop/endpoints/triple/" in listed, listed
         logs = subprocess.run([*cli, "logs", "triple", *where], capture_output=True, text=True, check=True).stdout
-        assert "--- container " in logs, logs
+        assert "--- container " in logs and "tripling 5" in logs, logs
         subprocess.run([*cli, "delete", "triple", *where], capture_output=True, text=True, check=True)
         gone = subprocess.run([*cli, "delete", "triple", *where], capture_output=True, text=True)
         assert gone.returncode == 1 and "no endpoint 'triple' is deployed" in gone.stderr, gone.stderr

@@ -8,6 +8,7 @@ A deploy is `PUT endpoints/{name}?spec=<JSON>` with the function's cloudpickle b
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from jupyter_server.auth import User
@@ -160,10 +161,22 @@ class EndpointCallHandler(KernelTokenAuth, JsonErrors, APIHandler):
             raise web.HTTPError(400, "send a JSON object: its fields are the function's keyword arguments")
         await self._call(name, body)
 
+    def on_connection_close(self) -> None:
+        """The caller went away: a request still queued or running for it is called off."""
+        self._gone = True
+        task = getattr(self, "_task", None)
+        if task is not None and not task.done():
+            task.cancel()
+
     async def _call(self, name: str, kwargs: dict) -> None:
         pool = self.settings[ENDPOINTS_SETTING].pool(name)
+        self._task = asyncio.ensure_future(pool.call(kwargs))
         try:
-            answer = await pool.call(kwargs)
+            answer = await self._task
+        except asyncio.CancelledError:
+            if getattr(self, "_gone", False):
+                return  # nobody to answer
+            raise
         except EndpointBusy as exc:
             self.set_header("Retry-After", "1")
             return self._error(exc)
