@@ -202,6 +202,7 @@ class CellhopProvisioner(KernelProvisionerBase):
                                              f"{exc}. Fix its kernelspec's metadata.kernel_provisioner.config "
                                              "(jupyter kernelspec list shows where it lives).") from None
             self._cwd = str(spec.workdir)
+            await self._notebook_yields(spec, kwargs)
             view = await self._start(spec, progress, started)
         info = self._reachable(dict(view["connection_info"]))
         info["key"] = info["key"].encode() if isinstance(info["key"], str) else info["key"]
@@ -210,6 +211,20 @@ class CellhopProvisioner(KernelProvisionerBase):
         self.container_id = view["id"]
         self._exited = None
         return info
+
+    async def _notebook_yields(self, spec, kwargs: dict) -> None:
+        """The idle containers of the kernel this one replaces in its notebook yield their GPUs to it
+        (notebook_yield.py): a notebook switched to a GPU kernel does not wait for itself."""
+        from ..gpu_request import GpuRequest
+        from .notebook_yield import make_room, previous_kernels
+
+        try:
+            kernels = await previous_kernels(self, kwargs.get("env") or {})
+            if kernels:
+                await on_own_thread(make_room, self._client, GpuRequest.parse(str(spec.gpu)), kernels, self.log)
+        except Exception:  # making room is a courtesy: the kernel still queues as before
+            self.log.warning("cellhop kernel %s: could not make room among its notebook's containers", self._name,
+                             exc_info=True)
 
     def _reachable(self, info: dict) -> dict:
         """The connection info JupyterLab can use: a kernel speaking CurveZMQ (on a Ray node) is
