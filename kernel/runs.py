@@ -261,3 +261,43 @@ class Function:
 
     def __repr__(self) -> str:
         return f"<cellhop.Function {self.name}>"
+
+
+def detach_cell(cells, code: str, d, retries=None) -> Run:
+    """`%%remote --detach`: the cell as a run the server owns; its result is the dict of what it assigned.
+    The notebook's values it reads go with it (those that pickle), as they are now."""
+    import cloudpickle
+
+    from .cell_names import is_user_name, names_read, parse
+
+    d = cells.prepare_image(d, code)
+    namespace = cells.shell.user_ns
+    values, left = {}, []
+    for name in sorted(names_read(parse(code))):
+        if is_user_name(name) and name in namespace:
+            try:
+                cloudpickle.dumps(namespace[name])
+            except Exception:  # noqa: BLE001 - said below; the cell may not need it
+                left.append(name)
+                continue
+            values[name] = namespace[name]
+    if left:
+        print(f"cellhop: {', '.join(left)} could not be pickled and stay(s) here; the detached cell runs without")
+    name = f"cell [{getattr(cells.shell, 'execution_count', '?')}]"
+    return submit_cell(code, values, spec_of(d, d.image_key), name, retries, control=cells.control)
+
+
+def run_with_retries(retries, attempt):
+    """`attempt()` until it returns, retrying what it raises (not an interrupt) with the policy's backoff."""
+    policy = Retries.of(retries)
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return attempt()
+        except Exception as exc:  # noqa: BLE001 - retried, then raised
+            if policy is None or tries > policy.max_retries:
+                raise
+            delay = policy.delay(tries)
+            print(f"cellhop: attempt {tries} failed ({type(exc).__name__}: {exc}); retrying in {delay:g} s")
+            time.sleep(delay)

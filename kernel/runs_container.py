@@ -22,7 +22,7 @@ def run_in_container(kind: str, code: bytes, args, limit: int):
     kind "call": code is cloudpickle(fn), args cloudpickle((args, kwargs));
     "json": code is cloudpickle(fn), args the JSON text of its keyword arguments (REST);
     "cell": code is the cell's source, args cloudpickle({name: value}) of the names it reads; the result is
-    the dict of the variables it assigned;
+    the dict of the variables it assigned (not modules or widgets, as for an attached cell);
     "notebook": code is the notebook's JSON, args unused; the result is the executed notebook (JSON), kept
     whether or not a cell failed."""
     with contextlib.redirect_stdout(sys.__stdout__), contextlib.redirect_stderr(sys.__stderr__):
@@ -59,7 +59,7 @@ def _cell(source: str, values: dict) -> dict:
     """Run a cell in this container's shell, with `values` defined; the variables it assigned."""
     from IPython import get_ipython
 
-    from .cell_names import is_user_name, names_assigned, parse
+    from .cell_names import comes_back_by_default, is_user_name, names_assigned, parse
 
     shell = get_ipython()
     if shell is None:
@@ -74,7 +74,7 @@ def _cell(source: str, values: dict) -> dict:
             raise result.error_in_exec
         namespace = shell.user_ns
     return {name: namespace[name] for name in sorted(names_assigned(parse(source)))
-            if is_user_name(name) and name in namespace}
+            if is_user_name(name) and name in namespace and comes_back_by_default(namespace[name])}
 
 
 def _answer(value, limit: int):

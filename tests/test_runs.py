@@ -36,7 +36,11 @@ def jp_server_config(runtime_root, cellhop_gpus):
 
 async def _ok(kc, code, timeout=150):
     content, out, msgs = await run(kc, code, timeout=timeout)
-    assert content["status"] == "ok", (content, out, [m["content"] for m in msgs if m["msg_type"] == "error"])
+    if content["status"] != "ok":
+        import re
+
+        trace = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(content.get("traceback", [])))
+        raise AssertionError(f"{content.get('ename')}: {content.get('evalue')}\n{trace}\n{out}")
     return out
 
 
@@ -117,6 +121,15 @@ r = flaky.spawn("/counts/n", detach=True)
 print(r.id)
 ''')
     run_id = out.split()[0]
+    await _ok(kc, "%load_ext cellhop")
+    await _ok(kc, "base = 10")
+    await _ok(kc, "%%remote --detach\nimport math\nsquare = base * base\nroot = math.sqrt(square)\n")
+    out = await _ok(kc, '''
+cell = _
+print(json.dumps({"cell": cell.result(timeout=150), "kind": cell.view["kind"]}))
+''')
+    seen = json.loads(out)
+    assert seen == {"cell": {"root": 10.0, "square": 100}, "kind": "cell"}, seen  # not the module it imported
     out = await _ok(kc, f'''
 r = cellhop.Run({run_id!r})
 print(json.dumps({{"value": r.result(timeout=150), "attempts": r.attempts}}))
