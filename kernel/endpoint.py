@@ -36,13 +36,23 @@ class Endpoint:
     """A function that can be deployed as an HTTP endpoint (`f.deploy("name")`); calling it runs it here."""
 
     def __init__(self, fn, **options):
+        fn = getattr(fn, "klass", fn)  # a @cellhop.cls class: the class itself
         self.fn = getattr(fn, "fn", fn)  # a @batched function keeps its batching options
         self.batch = getattr(fn, "batch", None)
-        unknown = set(options) - set(DEFAULTS) - {"image"}
+        unknown = set(options) - set(DEFAULTS) - {"image", "method"}
         if unknown:
             raise TypeError(f"cellhop.endpoint() got unknown option(s) {', '.join(sorted(unknown))}; "
-                            f"it takes {', '.join(sorted([*DEFAULTS, 'image']))}")
+                            f"it takes {', '.join(sorted([*DEFAULTS, 'image', 'method']))}")
         self.image = options.pop("image", None)
+        self.method = options.pop("method", None)
+        if inspect.isclass(self.fn):  # made once per container (its @cellhop.enter methods run), then called
+            self.method = self.method or "__call__"
+            if not callable(getattr(self.fn, self.method, None)) or (
+                    self.method == "__call__" and "__call__" not in dir(self.fn)):
+                raise TypeError(f"endpoint class {self.fn.__name__} has no method {self.method}(); define "
+                                "__call__ or pass method='name' to @cellhop.endpoint")
+        elif self.method is not None:
+            raise TypeError("method= names the method of an endpoint class; this endpoint is a function")
         self.options = {**DEFAULTS, **options}
         self.__name__ = getattr(self.fn, "__name__", "endpoint")
         self.__doc__ = getattr(self.fn, "__doc__", None)
@@ -56,8 +66,9 @@ class Endpoint:
 
     def spec(self) -> dict:
         """What the server stores beside the code: the container request and the pool's limits."""
+        target = getattr(self.fn, self.method) if self.method else self.fn
         spec = {**self.options, "gpu": self.options["gpu"] or "none",
-                "generator": inspect.isgeneratorfunction(self.fn), "batch": self.batch}
+                "generator": inspect.isgeneratorfunction(target), "batch": self.batch}
         return spec
 
     def deploy(self, name: str | None = None, control=None) -> dict:
@@ -72,7 +83,8 @@ class Endpoint:
         spec = self.spec()
         if self.image is not None and not getattr(self.image, "is_default", False):
             spec["image"] = control.build_image(self.image.to_json())["key"]
-        view = deploy(name, cloudpickle.dumps(self.fn), spec)
+        shipped = (_CLASS, self.fn, self.method) if self.method else self.fn
+        view = deploy(name, cloudpickle.dumps(shipped), spec)
         return _Deployed(view)
 
 
@@ -139,6 +151,7 @@ def deploy(fn, name: str | None = None, **options) -> dict:
 
 
 # -- the container's side: called by reference in the server's apply requests ---------------------
+_CLASS = "cellhop-endpoint-class"
 _FUNCTIONS: dict[str, object] = {}  # endpoint key (name@version) -> the function, or the error text
 _STREAMS: dict[int, object] = {}  # open generators
 _STREAM_IDS = itertools.count(1)
@@ -179,12 +192,27 @@ def _load(key: str, code: bytes | None):
 
         try:
             fn = cloudpickle.loads(code)
+            if isinstance(fn, tuple) and fn and fn[0] == _CLASS:
+                fn = _instance_method(*fn[1:])
         except Exception as exc:
             traceback.print_exc()
             fn = f"the endpoint's function could not be loaded in its container: {type(exc).__name__}: {exc}"
         _FUNCTIONS.clear()  # one endpoint version per container
         _FUNCTIONS[key] = fn
     return fn if fn is not None else f"endpoint {key} is not loaded in this container"
+
+
+def _instance_method(klass, method: str):
+    """The endpoint class made once in this container, its @cellhop.enter methods run in definition order."""
+    instance = klass()
+    seen = set()
+    for cls in reversed(klass.__mro__):
+        for name, member in vars(cls).items():
+            target = getattr(member, "__func__", member)
+            if name not in seen and getattr(target, "__cellhop_enter__", False):
+                seen.add(name)
+                getattr(instance, name)()
+    return getattr(instance, method)
 
 
 def _next(stream_id: int):

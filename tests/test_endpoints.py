@@ -230,9 +230,22 @@ def counter(wait=0):
     time.sleep(float(wait))
     return builtins.calls
 
+@cellhop.endpoint(max_containers=1)
+class Model:  # made once per container: its @cellhop.enter method loads, every call reuses it
+    loads = 0
+
+    @cellhop.enter
+    def load(self):
+        self.loads += 1
+        self.weights = 10
+
+    def __call__(self, x):
+        return {"y": self.weights * int(x), "loads": self.loads}
+
 stuck.deploy("stuck")
 cellhop.deploy(double, name="double")
 counter.deploy("counter")
+Model.deploy("model")
 # this kernel calls its own endpoint with its own token
 request = urllib.request.Request(os.environ["CELLHOP_CONTROL_URL"] + "cellhop/endpoints/stuck/", method="POST",
                                  data=json.dumps({"wait": 0}).encode(),
@@ -295,6 +308,10 @@ async def test_rolling_update_and_sigkill_under_load(start_kernel, control_plane
     results = [json.loads(r.body) for r in answers]
     assert [r["x2"] for r in results] == [2 * i for i in range(8)]
     assert max(r["batch"] for r in results) > 1, results  # concurrent requests shared a call
+
+    # a class: loaded once per container
+    for x in (2, 3):
+        assert json.loads((await _call(jp_fetch, "model", {"x": x})).body) == {"y": 10 * x, "loads": 1}
 
     # a caller that goes away while its request waits in the queue: the request is called off, never run
     assert json.loads((await _call(jp_fetch, "counter", {})).body) == 1
