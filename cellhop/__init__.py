@@ -12,7 +12,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "gpus", "remote", "cls", "enter", "exit", "endpoint", "deploy", "batched", "Image", "Volume",
-           "Secret", "forward", "Run", "runs", "Function", "Retries", "schedule", "schedules", "control_plane", "load_ipython_extension", "unload_ipython_extension"]
+           "Secret", "forward", "Container", "Sandbox", "Run", "runs", "Function", "Retries", "schedule", "schedules", "control_plane", "load_ipython_extension", "unload_ipython_extension"]
 
 
 def load_ipython_extension(ipython):  # `%load_ext cellhop`
@@ -58,6 +58,10 @@ def __getattr__(name: str):
         from .kernel import runs
 
         return getattr(runs, name)
+    if name in ("Container", "Sandbox"):
+        from .kernel import container_handle
+
+        return getattr(container_handle, name)
     if name == "forward":
         from .kernel.forward import forward
 

@@ -137,6 +137,10 @@ class ContainerLogsHandler(CellhopAPIHandler):
     @authorized
     async def get(self, container_id):
         """`?tail=N`: the log's last N lines; without it, the log's end, at most 1 MiB."""
+        if self.get_argument("follow", "0") not in ("0", "", "false"):  # as it grows, JSON lines (api/exec.py)
+            from .exec import follow_route
+
+            return await follow_route(self, container_id)
         tail = self.get_argument("tail", None)
         if tail is not None:
             if not (tail.isascii() and tail.isdigit()) or len(tail) > 9 or int(tail) < 1:

@@ -1,0 +1,65 @@
+"""JupyterLab terminals whose shell runs inside a container.
+
+jupyter_server's terminal manager (terminado's NamedTermManager) starts each terminal's command in a
+pseudo-terminal and serves it at `/terminals/websocket/<name>`, the protocol JupyterLab's terminal
+speaks; a named terminal may carry a command of its own. A container's terminal is one of those,
+named `cellhop-<container id>-<n>`, whose command is the entering program (namespace_enter.py) told,
+through a file in the container's server-only folder that it reads and deletes, to run the shell
+inside the container (container_exec.py): the browser opens it like any terminal, by name. Resizing
+and Ctrl-C are the pseudo-terminal's own (the shell is its foreground process group); when the
+container stops its pid namespace ends with the shell, the pseudo-terminal reaches end of file and
+terminado closes the terminal.
+
+`cellhop shell <id>` gets the same shell without a browser: cli_exec.py connects a local
+terminal to the same websocket.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+
+from ..errors import CellhopError
+from .container_exec import check_argv, helper_argv, plan
+
+DEFAULT_SHELL = ["/bin/bash", "-l"]
+_counter = itertools.count(1)
+
+
+def terminal_name(container_id: str) -> str:
+    return f"cellhop-{container_id}-{next(_counter)}"
+
+
+def _write_config(directory, data: bytes) -> str:
+    """A file only the server can read, made afresh (never through a link), for the entering program."""
+    name = f"enter-{secrets.token_hex(8)}.json"
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return str(directory / name)
+
+
+def open_terminal(terminal_manager, runtime, container, shell: list[str] | None = None) -> str:
+    """Start a named terminal whose shell runs inside `container`; its name."""
+    argv = check_argv(shell) if shell is not None else list(DEFAULT_SHELL)
+    entry = plan(runtime, container)
+    if not os.path.exists(argv[0]) and argv[0] == DEFAULT_SHELL[0]:
+        argv = ["/bin/sh"]
+    if container.directory is None:
+        raise CellhopError(f"container {container.id} has no folder on this host; terminals need the local runtime")
+    path = _write_config(container.directory, entry.config(argv, terminal=True))
+    name = terminal_name(container.id)
+    try:
+        terminal_manager.create(name=name, shell_command=[*helper_argv(), "--config-file", path])
+    except BaseException:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        raise
+    return name
