@@ -175,6 +175,8 @@ class ContainerKernel(IPythonKernel):
                      "evalue": f"could not rebuild the function or its arguments in the container: {exc}"}
             self.session.send(stream, "cellhop_apply_reply", reply, parent, ident=ident)
             return
+        self._allow_stdin = bool(parent["content"].get("allow_stdin", False))
+        self._forward_input(self._allow_stdin)  # input() and breakpoint() ask the notebook, when it allows
         for args, kwargs in calls:
             try:
                 outcomes.append((True, fn(*args, **kwargs)))
@@ -184,6 +186,7 @@ class ContainerKernel(IPythonKernel):
             except BaseException as exc:  # returned to the caller, who raises or returns it
                 _oom_exit_if_enforced(exc)
                 outcomes.append((False, _portable_exception(exc)))
+        self._restore_input()
         outputs = self.outputs.end(msg_id)  # flushes stdout and stderr first
         try:
             frames = dumps(outcomes)

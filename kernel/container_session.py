@@ -70,6 +70,7 @@ class ContainerSession:
         self.shared = NotebookLink(container["connection_info"])  # large values through shared memory
         self.closed = False
         self._timed_out = False
+        self._poller: zmq.Poller | None = None  # the reply's, stdin's and the watch's: made on first use
         self._applied: dict[str, str] = {}  # msg_id -> what its results are, for errors
         if self._primary:
             self._handshake()
@@ -127,12 +128,13 @@ class ContainerSession:
                                  self.where())
         return result
 
-    def apply(self, fn, calls: list, parent: dict, timeout: float | None = None, policy: str | None = None) -> list:
+    def apply(self, fn, calls: list, parent: dict, timeout: float | None = None, policy: str | None = None,
+              input_fn=None) -> list:
         """Call fn on each (args, kwargs); returns [(ok, value_or_exception)], rebuilt under `policy` or
-        the session's pull policy, the stricter."""
-        content = {"n": len(calls)}
+        the session's pull policy, the stricter. `input_fn` answers its input() and pdb prompts."""
+        content = {"n": len(calls), "allow_stdin": input_fn is not None}
         frames = self._offload(content, dumps((fn, calls)))
-        reply = self._call("cellhop_apply_request", content, frames, parent, timeout, None)
+        reply = self._call("cellhop_apply_request", content, frames, parent, timeout, input_fn)
         if reply.content["status"] != "ok":
             raise RemoteError.of(reply.content.get("ename", "RemoteError"), reply.content.get("evalue", ""), [],
                                  self.where())
@@ -201,10 +203,12 @@ class ContainerSession:
 
     def _wait_reply(self, msg_id: str, timeout: float | None, input_fn):
         shell, stdin = self.conn.sockets["shell"], self.conn.sockets["stdin"]
-        poller = zmq.Poller()
-        poller.register(shell, zmq.POLLIN)
-        poller.register(stdin, zmq.POLLIN)
-        poller.register(self.watch.fileno(), zmq.POLLIN)  # readable once the container is known dead
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = zmq.Poller()
+            poller.register(shell, zmq.POLLIN)
+            poller.register(stdin, zmq.POLLIN)
+            poller.register(self.watch.fileno(), zmq.POLLIN)  # readable once the container is known dead
         deadline = None if timeout is None else time.monotonic() + timeout
         interrupted_at = None
         self._timed_out = False

@@ -243,3 +243,16 @@ class PromptDeadline:
             except KeyboardInterrupt:
                 pass
         return etype is None or issubclass(etype, KeyboardInterrupt)
+
+
+def notebook_input_fn():
+    """How a remote function's call answers its prompts (input(), breakpoint()): from the notebook cell that
+    made it, on the kernel's main thread, when that cell allows input; else None (no stdin)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    return None if shell is None else input_fn_of(shell)

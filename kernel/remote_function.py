@@ -27,6 +27,7 @@ from .container_pool import ContainerPool, process_pool
 from .container_session import ContainerSession
 from .output_relay import KernelSink
 from .remote_run import RemoteRun
+from .remote_debug import notebook_input_fn
 from .run_spec import RunSpec
 from .safe_pickle import check_policy
 
@@ -177,7 +178,7 @@ class RemoteFunction:
                 pool, parent, spec = self._where({"fn": self.fn, "args": args, "kwargs": kwargs})
                 with pool.lease(spec, self._user, self._label) as lease:
                     (ok, value), = lease.session.apply(self.fn, [(args, kwargs)], parent, timeout=spec.timeout,
-                                                       policy=self.pull)
+                                                       policy=self.pull, input_fn=notebook_input_fn())
             except ContainerDied as exc:
                 ok, value = False, exc
             self.attempts.append({"attempt": len(self.attempts) + 1, "started": started, "ended": time.time(),

@@ -47,6 +47,21 @@ def test_pdb_set_trace_in_a_remote_cell_prompts_in_the_notebook(cellhop_kernel):
     assert local_json(nb, "done") is True
 
 
+def test_breakpoint_in_a_remote_function_prompts_in_the_notebook_cell_that_called_it(cellhop_kernel):
+    nb = cellhop_kernel
+    nb.ok("import cellhop\n\ndef halve(n):\n    half = n / 2\n    breakpoint()\n    return half + 0.25\n\n"
+          "remote_halve = cellhop.remote()(halve)\n")
+    prompts: list[str] = []
+    ran = nb.run("answer = remote_halve.remote(84)\nprint('answer', answer)", allow_stdin=True,
+                 stdin_hook=answering(nb, ["p half", "c"], prompts, "c"))
+    assert ran.status == "ok", ran
+    assert prompts[:1] == ["ipdb> "], prompts
+    assert "42.0" in ran.stdout and "answer 42.25" in ran.stdout, ran
+    without_stdin = nb.run("remote_halve.remote(2)", allow_stdin=False)  # no stdin: it says so, nothing hangs
+    assert without_stdin.status == "error", without_stdin
+    assert "StdinNotImplementedError" in without_stdin.ename + without_stdin.traceback_text, without_stdin
+
+
 def test_debug_after_a_remote_error_is_a_post_mortem_on_the_remote_frames(cellhop_kernel):
     nb = cellhop_kernel
     failed = nb.run("%%remote\ndef divide(a):\n    tripled = a * 3\n    return a / 0\nresult = divide(5)\n")
