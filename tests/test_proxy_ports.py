@@ -56,6 +56,22 @@ class Echo(tornado.web.RequestHandler):
                     "headers": dict(self.request.headers.get_all())})
     get = post = put = answer
 
+uploaded = {"n": 0}
+some_arrived = asyncio.Event()
+
+@tornado.web.stream_request_body
+class Upload(tornado.web.RequestHandler):
+    def data_received(self, chunk):
+        uploaded["n"] += len(chunk)
+        some_arrived.set()
+    def put(self):
+        self.write({"n": uploaded["n"]})
+
+class Arrived(tornado.web.RequestHandler):
+    async def get(self):
+        await some_arrived.wait()  # answers once part of the upload is here (a proxy that buffers never lets it)
+        self.write({"n": uploaded["n"]})
+
 class Cookies(tornado.web.RequestHandler):
     def get(self):
         self.set_cookie("_xsrf", "planted-by-the-container")
@@ -78,7 +94,7 @@ class Ws(tornado.websocket.WebSocketHandler):
 async def main():
     app = tornado.web.Application([("/stream", Stream), ("/release", Release), ("/big", Big),
                                    ("/echo", Echo), ("/cookies", Cookies), ("/ws", Ws),
-                                   ("/hugehead", HugeHead)])
+                                   ("/hugehead", HugeHead), ("/upload", Upload), ("/arrived", Arrived)])
     app.listen(int(sys.argv[1]), address="127.0.0.1")
     await asyncio.Event().wait()
 
@@ -182,6 +198,18 @@ async def test_servers_in_a_container_answer_through_the_proxy(start_kernel, con
     assert b"".join(received) == b"".join(f"part {i}\n".encode() for i in range(4))
     assert streamed.code == 200
 
+    # a request body is passed on as it comes: the test sends the rest once the server has some of it
+    async def produce(write):
+        await write(b"u" * 65536)
+        arrived = json.loads((await proxy(cid, app, "/arrived")).body)["n"]
+        assert 0 < arrived <= 65536
+        for _ in range(64):
+            await write(b"u" * 65536)
+
+    r = await proxy(cid, app, "/upload", method="PUT", body_producer=produce,
+                    headers={"Content-Length": str(65 * 65536)}, request_timeout=120)
+    assert json.loads(r.body)["n"] == 65 * 65536
+
     # a large body, intact
     big = await proxy(cid, app, "/big", request_timeout=120)
     assert big.body == bytes(range(256)) * (24 << 12)
@@ -253,6 +281,8 @@ async def test_the_proxy_lets_in_only_the_user_and_reaches_only_that_container(
     other = {"Authorization": f"token {token_for(key, 'another-kernel')}"}
     code, body = await _status(proxy(cid, files, "/", auth=False, headers=other))
     assert code == 403 and b"INDEX-MARK" not in body
+    code, body = await _status(proxy(cid, app, "/echo", auth=False, headers=other, method="POST", body="x" * 1000))
+    assert code == 403 and b"uri" not in body  # refused before its body was read or anything connected
     code, _ = await _status(websocket_connect(HTTPRequest(
         f"ws://127.0.0.1:{jp_http_port}{jp_base_url}cellhop/proxy/{cid}/{app}/ws", headers=other)))
     assert code == 403

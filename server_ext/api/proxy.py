@@ -13,56 +13,86 @@ container, reached through the Jupyter server, over HTTP/1.1 and WebSocket, behi
   work: the prefix ends with `<port>/`), its body, its headers less the hop-by-hop ones and less the
   Jupyter server's credentials (its token, a kernel's token, the login and XSRF cookies: the
   container never sees them); the answer's status, headers (no cookie of the Jupyter server's) and
-  body, streamed as it comes, never rewritten. A WebSocket (or any Upgrade) becomes a byte pipe
-  once the container's server answers the upgrade.
+  body, streamed as it comes, never rewritten (port_relay.py). A WebSocket (or any Upgrade) becomes
+  a byte pipe once the container's server answers the upgrade.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-import time
 from urllib.parse import unquote_plus, urlparse
 
 from jupyter_server.auth.decorator import authorized
+from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.utils import origin_matches_pat
 from tornado import httputil, web
-from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
 from ...container import Phase
 from ...errors import CellhopError, http_status
 from ..container_ports import PortClosedConnection
 from ..kernel_tokens import kernel_of
+from ..port_relay import (CHUNK, HOP_BY_HOP, MAX_HEADER_BYTES, Activity, HttpRelay, cookies_without, pump,
+                          relay_http, without_jupyter_cookies)
 from .base import AUTH_RESOURCE, KERNEL_TOKEN_SETTING, JsonErrors, KernelTokenAuth, in_thread
 from .containers import check_may_act_on
 
 PREFIX = "cellhop/proxy/"
-_HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-               "trailers", "transfer-encoding", "upgrade", "expect", "content-length"}
 _ID_SYNTAX = re.compile(r"[A-Za-z0-9_-]{1,64}")
-MAX_HEADER_BYTES = 64 * 1024  # of the container's answer's head
-MAX_BODY_BYTES = 1 << 50  # streamed through, never held: no limit worth the name
-CHUNK = 64 * 1024
-_XSRF_COOKIE = "_xsrf"
 
 
-def _is_jupyter_cookie(name: str, login_cookie: str) -> bool:
-    return name in (login_cookie, _XSRF_COOKIE) or name.startswith("username-")
-
-
+@web.stream_request_body
 class PortProxyHandler(KernelTokenAuth, JsonErrors, JupyterHandler):
-    """Every method of one URL space; a GET asking for an Upgrade is tunnelled."""
+    """Every method of one URL space; a GET asking for an Upgrade is tunnelled. A request body is passed
+    on as it arrives (never held whole): the request is authenticated, authorized and its container
+    connected before the body is read."""
 
     auth_resource = AUTH_RESOURCE
     _upstream: IOStream | None = None
+    _relay: HttpRelay | None = None
 
     async def prepare(self):
         self._transforms = []  # no compression of our own: the container's answer passes as it came
-        if self._prepare_kernel():
-            return
-        await super().prepare()
+        if not self._prepare_kernel():
+            await super().prepare()  # jupyter_server's authentication (a GET without it: the login page)
+            if self._finished:
+                return
+        headers = self.request.headers
+        if "Content-Length" in headers or "Transfer-Encoding" in headers:
+            await self._open_for_body()
+
+    async def _open_for_body(self) -> None:
+        """A request with a body: check what the method's decorators check, connect, send the head."""
+        if self.current_user is None:
+            raise web.HTTPError(403)
+        action = HTTP_METHOD_TO_AUTH_ACTION.get(self.request.method, "write")
+        if not self.authorizer.is_authorized(self, self.current_user, action, AUTH_RESOURCE):
+            raise web.HTTPError(403, "not authorized for the cellhop API")
+        if self.request.headers.get("Upgrade"):
+            raise web.HTTPError(400, "a request with a body cannot ask for an Upgrade")
+        container, port_number, target = self._target(**self.path_kwargs)
+        if target is None:
+            return  # answered with a redirect; the body is dropped
+        if "Content-Length" not in self.request.headers and self.request.method not in ("POST", "PUT", "PATCH"):
+            raise web.HTTPError(411, f"a {self.request.method} with a body needs a Content-Length")
+        upstream = await self._connect(container, port_number)
+        self._relay = HttpRelay(self, upstream, where=self._where(container.id, port_number),
+                                login_cookie=self.identity_provider.get_cookie_name(self), activity=self.activity)
+        await self._relay.send_head(target, self._upstream_headers(upgrade=False))
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self._relay is not None:
+            await self._relay.send_body(chunk)
+
+    def on_finish(self):
+        if self._upstream is not None and self._relay is not None:
+            self._upstream.close()
+
+    @staticmethod
+    def _where(container_id: str, port: int) -> str:
+        return f"the server on port {port} in container {container_id}"
 
     def compute_etag(self):
         return None  # the container's server decides about ETags and 304s
@@ -124,7 +154,7 @@ class PortProxyHandler(KernelTokenAuth, JsonErrors, JupyterHandler):
         if container.phase != Phase.READY:
             raise web.HTTPError(409, f"container {container_id} is {container.phase.value}; its ports are reachable "
                                      "while it is ready")
-        self.activity = _Activity(self.control_plane.manager, container.id)
+        self.activity = Activity(self.control_plane.manager, container.id)
         self.activity.mark(force=True)  # use of its ports is use of the container: its idle timeout starts again
         if rest is None:
             return container, int(port), None
@@ -164,14 +194,14 @@ class PortProxyHandler(KernelTokenAuth, JsonErrors, JupyterHandler):
         login_cookie = self.identity_provider.get_cookie_name(self)
         for name, value in incoming.get_all():
             low = name.lower()
-            if low in _HOP_BY_HOP or (low in named and low != "upgrade"):
+            if low in HOP_BY_HOP or (low in named and low != "upgrade"):
                 continue
             if low == "authorization":
                 scheme, _, credential = value.partition(" ")
                 if scheme.lower() in ("token", "bearer") and self._is_credential(credential.strip()):
                     continue
             if low == "cookie":
-                value = _cookies_without(value, login_cookie)
+                value = cookies_without(value, login_cookie)
                 if not value:
                     continue
             headers.add(name, value)
@@ -180,8 +210,10 @@ class PortProxyHandler(KernelTokenAuth, JsonErrors, JupyterHandler):
             headers["Upgrade"] = incoming.get("Upgrade", "")
         else:
             headers["Connection"] = "close"
-            if self.request.body or self.request.method in ("POST", "PUT", "PATCH"):
-                headers["Content-Length"] = str(len(self.request.body))
+            if "Content-Length" in incoming:  # else a body comes chunked (HttpRelay frames it), or none
+                headers["Content-Length"] = incoming["Content-Length"]
+            elif "Transfer-Encoding" not in incoming and self.request.method in ("POST", "PUT", "PATCH"):
+                headers["Content-Length"] = "0"
         headers["X-Forwarded-Proto"] = self.request.protocol
         headers["X-Forwarded-Host"] = incoming.get("Host", "")
         headers["X-Forwarded-Prefix"] = self._prefix
@@ -239,9 +271,12 @@ class PortProxyHandler(KernelTokenAuth, JsonErrors, JupyterHandler):
             query = self.request.query
             self.redirect(self.request.path + "/" + ("?" + query if query else ""))
             return
+        if self._relay is not None:  # its head went when the request came, its body as it arrived
+            await self._relay.answer()
+            return
         upstream = await self._connect(container, port_number)
         await relay_http(self, upstream, target, self._upstream_headers(upgrade=False),
-                         where=f"the server on port {port_number} in container {container_id}",
+                         where=self._where(container_id, port_number),
                          login_cookie=self.identity_provider.get_cookie_name(self), activity=self.activity)
 
     async def _tunnel(self, container_id: str, port: str, rest: str | None) -> None:
@@ -265,7 +300,7 @@ class PortProxyHandler(KernelTokenAuth, JsonErrors, JupyterHandler):
             raise PortClosedConnection(f"the server on port {port_number} in container {container_id} did not answer the "
                             "upgrade (closed, or a head over 64 KiB)") from None
         upgraded = answer.split(b" ", 2)[1:2] == [b"101"]
-        answer = _without_jupyter_cookies(answer, self.identity_provider.get_cookie_name(self), upgraded)
+        answer = without_jupyter_cookies(answer, self.identity_provider.get_cookie_name(self), upgraded)
         self._auto_finish = False  # the connection is ours from here: no HTTP answer follows
         client = self.request.connection.detach()
         self.log.info("cellhop: proxy tunnel to port %d in container %s (%s)", port_number, container_id,
@@ -277,137 +312,9 @@ class PortProxyHandler(KernelTokenAuth, JsonErrors, JupyterHandler):
             return
         if not upgraded:  # refused: its answer goes back, and nothing more the client sends goes on
             client.set_close_callback(upstream.close)
-            await _pump(upstream, client, self.activity)
+            await pump(upstream, client, self.activity)
             return
-        await asyncio.gather(_pump(client, upstream, self.activity), _pump(upstream, client, self.activity))
-
-
-async def relay_http(handler: web.RequestHandler, upstream: IOStream, target: str, headers: httputil.HTTPHeaders, *,
-                     where: str, login_cookie: str = "", activity: _Activity | None = None) -> None:
-    """Send `handler`'s request (its method, its body) to `upstream` (a connected stream, closed here) as
-    `target` with `headers`, and pass the answer to `handler`'s client as it arrives: status, headers (less
-    hop-by-hop ones and Set-Cookie of `login_cookie` or _xsrf), body streamed chunk by chunk, then finish.
-    `where` names the server in errors: PortClosedConnection (502) when it closed before answering; a
-    connection cut midway closes the client's connection (nothing else can be said then)."""
-    connection = HTTP1Connection(upstream, True, HTTP1ConnectionParameters(
-        no_keep_alive=True, chunk_size=CHUNK, max_header_size=MAX_HEADER_BYTES,
-        max_body_size=MAX_BODY_BYTES, decompress=False))
-    answer = _Answer(handler, login_cookie, activity)
-    request = handler.request
-    try:
-        await connection.write_headers(httputil.RequestStartLine(request.method, target, "HTTP/1.1"), headers)
-        if request.body:
-            await connection.write(request.body)
-        connection.finish()
-        await connection.read_response(answer)
-    except (StreamClosedError, httputil.HTTPInputError) as exc:
-        if not handler._headers_written and not request.connection.stream.closed():
-            raise PortClosedConnection(f"{where} closed the connection before it answered ({exc or 'closed'}); "
-                                       "its log may say why") from None
-        request.connection.close()
-        return
-    finally:
-        upstream.close()
-    if answer.cut:
-        request.connection.close()  # the client's side went away, or the server's mid-answer
-    elif not handler._finished:
-        handler.finish()
-
-
-class _Answer(httputil.HTTPMessageDelegate):
-    """The server's answer, passed on to the client as it arrives."""
-
-    def __init__(self, handler: web.RequestHandler, login_cookie: str, activity: _Activity | None):
-        self.handler, self.login_cookie, self.activity = handler, login_cookie, activity
-        self.cut = False
-
-    def headers_received(self, start_line, headers):
-        handler = self.handler
-        handler.set_status(start_line.code, start_line.reason or None)
-        for name in [n for n in handler._headers if n.lower() in ("content-type", "server", "date", "etag")]:
-            handler.clear_header(name)
-        named = {h.strip().lower() for h in headers.get("Connection", "").split(",")}
-        seen = set()
-        for name, value in headers.get_all():
-            low = name.lower()
-            if (low in _HOP_BY_HOP and low != "content-length") or low in named:
-                continue
-            if low == "set-cookie" and _is_jupyter_cookie(_cookie_name(value), self.login_cookie):
-                continue  # the container may not set (or replace) the Jupyter server's own cookies
-            if low not in seen:
-                handler.clear_header(name)
-                seen.add(low)
-            handler.add_header(name, value)
-
-    async def data_received(self, chunk):
-        if self.activity is not None:
-            self.activity.mark()
-        try:
-            self.handler.write(chunk)
-            await self.handler.flush()
-        except StreamClosedError:
-            self.cut = True
-            raise
-
-    def finish(self):
-        pass
-
-    def on_connection_close(self):
-        self.cut = True
-
-
-class _Activity:
-    """Traffic through the proxy keeps its container from idling out (marked at most every few seconds)."""
-
-    EVERY = 5.0
-
-    def __init__(self, manager, container_id: str):
-        self.manager, self.container_id, self.last = manager, container_id, 0.0
-
-    def mark(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self.last >= self.EVERY:
-            self.last = now
-            try:
-                self.manager.touch(self.container_id)
-            except CellhopError:  # gone meanwhile: its connection ends on its own
-                pass
-
-
-def _cookie_name(set_cookie: str) -> str:
-    return set_cookie.split("=", 1)[0].strip()
-
-
-def _cookies_without(header: str, login_cookie: str) -> str:
-    """A Cookie header less the Jupyter server's cookies (kept byte for byte otherwise)."""
-    kept = [part for part in header.split(";")
-            if part.strip() and not _is_jupyter_cookie(part.split("=", 1)[0].strip(), login_cookie)]
-    return ";".join(kept).strip()
-
-
-def _without_jupyter_cookies(head: bytes, login_cookie: str, upgraded: bool = True) -> bytes:
-    """An answer's head less Set-Cookie of the Jupyter server's cookies; not upgraded: `Connection: close`."""
-    lines = head.split(b"\r\n")
-    kept = [line for line in lines
-            if not (line.lower().startswith(b"set-cookie:")
-                    and _is_jupyter_cookie(_cookie_name(line[11:].decode("latin-1")), login_cookie))
-            and (upgraded or not line.lower().startswith(b"connection:"))]
-    if not upgraded:
-        kept.insert(1, b"Connection: close")
-    return b"\r\n".join(kept)
-
-
-async def _pump(source: IOStream, sink: IOStream, activity: _Activity) -> None:
-    try:
-        while True:
-            data = await source.read_bytes(CHUNK, partial=True)
-            activity.mark()
-            await sink.write(data)
-    except StreamClosedError:
-        pass
-    finally:
-        source.close()
-        sink.close()
+        await asyncio.gather(pump(client, upstream, self.activity), pump(upstream, client, self.activity))
 
 
 handlers = [
