@@ -141,3 +141,99 @@ print(json.dumps({{"value": r.result(timeout=150), "attempts": r.attempts}}))
     assert "attempt 1 fails" in attempts[0]["error"]
     gaps = [attempts[i + 1]["started"] - attempts[i]["ended"] for i in range(2)]
     assert gaps[0] >= 0.5 and gaps[1] >= 1.0, gaps  # initial_delay, then * backoff
+
+
+class _Callbacks:
+    """An HTTP server on loopback that keeps what is POSTed to it (a run's callback_url)."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.bodies: list[dict] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                outer.bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/done?from=cellhop"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+DEPLOY = '''
+import cellhop, time
+
+@cellhop.remote
+def embed(text, wait=0):
+    print("embedding", text, flush=True)
+    time.sleep(float(wait))
+    return {"n": len(text), "text": text}
+
+embed.deploy("embed")
+print("deployed")
+'''
+
+
+async def test_rest_queue_submit_status_callback_cancel_and_lookup(start_kernel, jp_fetch, control_plane):
+    _, kc = await start_kernel()
+    assert "deployed" in await _ok(kc, DEPLOY)
+    callbacks = _Callbacks()
+    try:
+        code, view = await _api(jp_fetch, "POST", "runs", body={"function": "embed", "kwargs": {"text": "hello"},
+                                                              "callback_url": callbacks.url})
+        assert code == 201 and view["status"] in ("queued", "running") and view["function"] == "embed", view
+        code, done = await _api(jp_fetch, "GET", "runs", view["id"], "wait", params={"timeout": "120", "detail": "1"})
+        assert done["status"] == "succeeded" and done["result"] == {"n": 5, "text": "hello"}, done
+        assert "embedding hello" in done["logs"] and done["attempts"][0]["status"] == "succeeded"
+        body = await _until(lambda: callbacks.bodies, 30, "the callback")
+        assert body[0]["id"] == view["id"] and body[0]["status"] == "succeeded" and body[0]["result"]["n"] == 5
+        code, stored = await _api(jp_fetch, "GET", "runs", view["id"])
+        assert stored["callback"] == {"status": 204}, stored
+    finally:
+        callbacks.close()
+
+    # only http(s) callbacks; an unknown function is a 404 naming what to do
+    for url in ("file:///etc/passwd", "gopher://127.0.0.1:70/", "http://user:pw@127.0.0.1/"):
+        code, error = await _api(jp_fetch, "POST", "runs", body={"function": "embed", "callback_url": url})
+        assert code == 400 and "http:// or https://" in error["message"], error
+    code, error = await _api(jp_fetch, "POST", "runs", body={"function": "nope", "kwargs": {}})
+    assert code == 404 and "deployed" in error["message"], error
+
+    # cancel a running run: its container is stopped
+    code, view = await _api(jp_fetch, "POST", "runs", body={"function": "embed", "kwargs": {"text": "x", "wait": 120}})
+    run_id = view["id"]
+
+    def logs_say_embedding():
+        return [c for c in control_plane.manager.list() if c.spec.owner == f"run {run_id}"
+                and "embedding x" in control_plane.manager.logs(c.id)]
+
+    containers = await _until(logs_say_embedding, 120, "the run to start")
+    code, view = await _api(jp_fetch, "DELETE", "runs", run_id)
+    assert code == 200
+    code, done = await _api(jp_fetch, "GET", "runs", run_id, "wait", params={"timeout": "60"})
+    assert done["status"] == "cancelled" and done["attempts"][-1]["status"] == "cancelled", done
+    await _until(lambda: containers[0].phase.value == "exited", 60, "the run's container to stop")
+
+    # another notebook calls the deployed function by name; a kernel's list holds its own runs only
+    _, kc2 = await start_kernel()
+    out = await _ok(kc2, '''
+import cellhop, json
+f = cellhop.Function.lookup("embed")
+print(json.dumps({"value": f.remote("abc"), "mine": [r.name for r in cellhop.runs()]}))
+''')
+    assert json.loads(out) == {"value": {"n": 3, "text": "abc"}, "mine": ["embed"]}, out
+    code, listed = await _api(jp_fetch, "GET", "runs")
+    assert len(listed["runs"]) == 3  # the server's user sees them all
