@@ -28,6 +28,9 @@ from .kernel_tokens import Caller
 log = logging.getLogger("cellhop")
 
 TICK = 0.5  # seconds between two looks at idle containers
+FIGURES_EVERY = 2  # ticks between two `endpoint` events (only those whose figures changed are sent)
+_FIGURES = ("version", "containers", "starting", "queued", "in_flight", "requests", "errors", "retries",
+            "requests_per_second", "p50_ms", "p95_ms")
 _LIMITS = {"min_containers": (0, 64), "max_containers": (1, 64), "concurrency": (1, 4096)}
 
 
@@ -95,6 +98,8 @@ class Endpoints:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._ticker = None
         self._unsubscribe = None
+        self._ticks = 0
+        self._published: dict[str, dict] = {}  # name -> the figures last sent on the event stream
 
     def started(self) -> None:
         """On the server's loop: watch container deaths, tick, and keep the warm endpoints' containers."""
@@ -127,7 +132,29 @@ class Endpoints:
                 pool.tick()
             except Exception:  # noqa: BLE001
                 log.exception("cellhop: endpoint %s: scaling failed", pool.name)
+        self._ticks += 1
+        if self._ticks % FIGURES_EVERY == 0:
+            self._publish_figures()
         self._ticker = self.loop.call_later(TICK, self._tick)
+
+    def figures(self, name: str) -> dict:
+        """What the event stream and a panel show of an endpoint (its view without spec and owner)."""
+        view = self.view(name)
+        return {"name": view["name"], "path": view["path"], **{k: view[k] for k in _FIGURES},
+                "containers": len(view["containers"])}
+
+    def _publish_figures(self, names=None) -> None:
+        """An `endpoint` event for each endpoint whose figures changed (`deleted` for one that went)."""
+        for name in names if names is not None else list(self.pools):
+            try:
+                figures = self.figures(name)
+            except EndpointNotFound:
+                if self._published.pop(name, None) is not None:
+                    self.control_plane.publish({"type": "endpoint", "name": name, "deleted": True})
+                continue
+            if self._published.get(name) != figures:
+                self._published[name] = figures
+                self.control_plane.publish({"type": "endpoint", "name": name, "endpoint": figures})
 
     # -- what the handlers call (on the loop) ---------------------------------------
     def pool(self, name: str) -> EndpointPool:
@@ -164,6 +191,7 @@ class Endpoints:
         elif spec["min_containers"] > 0:
             self.pool(name).scale()
         log.info("cellhop: endpoint %s deployed (version %d) by %s", name, record["version"], caller.label)
+        self._publish_figures([name])
         return self.view(name)
 
     async def delete(self, name: str, caller: Caller) -> dict:
@@ -174,6 +202,8 @@ class Endpoints:
         if pool is not None:
             pool.close(f"endpoint {name!r} was deleted")
         await asyncio.get_running_loop().run_in_executor(None, self.store.delete, record["name"])
+        self._published[record["name"]] = {}  # so that the deletion is sent
+        self._publish_figures([record["name"]])
         return view
 
     def new_key(self, name: str, caller: Caller) -> str:

@@ -99,6 +99,8 @@ async def _until(predicate, timeout: float, what: str):
 
 
 async def test_deploy_call_stream_scale_update_and_auth(start_kernel, control_plane, jp_fetch, jp_serverapp):
+    events = []
+    subscription = control_plane.subscribe(events.append)
     kid, kc = await start_kernel()
     content, out, _ = await run(kc, DEPLOY, timeout=120)
     assert content["status"] == "ok", content
@@ -196,6 +198,13 @@ async def test_deploy_call_stream_scale_update_and_auth(start_kernel, control_pl
     await _until(lambda: not _live(control_plane, "opaque"), 30, "the deleted endpoint's containers to stop")
     r = await _call(jp_fetch, "opaque", {})
     assert r.code == 404 and json.loads(r.body)["error"] == "EndpointNotFound"
+
+    # the event stream carries each endpoint's figures as they change, and its deletion
+    await _until(lambda: [e for e in events if e["type"] == "endpoint" and e["name"] == "echo"
+                          and e["endpoint"]["requests"] >= 20], 10, "an endpoint event with echo's requests")
+    await _until(lambda: [e for e in events if e["type"] == "endpoint" and e.get("deleted")], 10,
+                 "the deleted endpoint's event")
+    subscription.close()
 
 
 UPDATE = '''
