@@ -43,6 +43,7 @@ class ContainerSpec:
     memory: int | None = None  # bytes
     env: dict[str, str] = field(default_factory=dict)
     workdir: Path | None = None  # host folder bound read-write as the working directory
+    workdir_read_only: bool = False  # ... bound read-only instead (%%remote --workdir ro)
     idle_timeout: float | None = None  # None: the control plane's default
     queue_timeout: float | None = None  # None: the control plane's default
     python: str | None = None  # interpreter inside the container; None: this one
@@ -103,6 +104,8 @@ class ContainerSpec:
             value = data.get(name)
             if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
                 raise CellhopError(f"container spec field {name!r} has the wrong type ({type(value).__name__})")
+        if not isinstance(data.get("workdir_read_only", False), bool):
+            raise CellhopError("container spec field 'workdir_read_only' must be true or false")
         return cls(**{k: v for k, v in data.items() if v is not None})
 
 

@@ -13,6 +13,7 @@ from ..inventory import SIMULATED_HINT
 from ..spec_rules import MAX_CPUS, MAX_SECONDS, SpecError, parse_memory
 from .remote_cells import RemoteCells
 from .remote_debug import post_mortem_on_error
+from .run_spec import WORKDIR_MODES
 from .volume import mounts_of
 
 
@@ -70,11 +71,16 @@ def _resources(group_title: str):
 
 
 def _storage(group_title: str):
-    """Options shared by %gpu and %%remote: volumes to mount and secrets to inject (both repeatable)."""
+    """Options shared by %gpu and %%remote: volumes to mount and secrets to inject (both repeatable), and
+    whether the notebook's folder is the working folder."""
 
     def decorate(func):
         for deco in reversed([
             argument_group(group_title),
+            argument("--workdir", choices=WORKDIR_MODES, default=None,
+                     help="The notebook's folder as the container's working folder, so relative paths are the "
+                          "notebook's: rw (read-write), ro (read-only) or none (a private empty folder, the "
+                          "default; a first cell then claims a standby container at once)."),
             argument("--volume", action="append", default=None, metavar="NAME:/PATH[:ro]",
                      help="Mount a cellhop volume (made on first use), e.g. datasets:/data or weights:/models:ro."),
             argument("--secret", action="append", default=None, metavar="NAME",
@@ -87,8 +93,9 @@ def _storage(group_title: str):
 
 
 def _with_cell_storage(d, args) -> dict:
-    """%%remote's --volume/--secret added to the notebook's defaults (a cell's mount wins at the same path)."""
-    changes = {}
+    """%%remote's --volume/--secret added to the notebook's defaults (a cell's mount wins at the same path);
+    its --workdir in place of %gpu's."""
+    changes = {} if args.workdir is None else {"workdir": args.workdir}
     if args.volume:
         cell = mounts_of(args.volume)
         paths = {m["path"] for m in cell}
@@ -139,7 +146,8 @@ def inventory_table(cells: RemoteCells) -> str:
               f"idle timeout {d.idle_timeout:g} s" if d.idle_timeout is not None else "",
               f"cell timeout {d.timeout:g} s" if d.timeout is not None else "",
               "volumes " + ", ".join(f"{n}:{p}" + (":ro" if ro else "") for n, p, ro in d.volumes) if d.volumes else "",
-              "secrets " + ", ".join(d.secrets) if d.secrets else ""]
+              "secrets " + ", ".join(d.secrets) if d.secrets else "",
+              f"the notebook's folder as working folder ({d.workdir})" if d.workdir != "none" else ""]
     extras_text = ", ".join(e for e in extras if e)
     lines.append(f"Selected for %%remote: {d.gpu}" + (f" ({extras_text})" if extras_text else ""))
     return "\n".join(lines)
@@ -182,6 +190,8 @@ class CellhopMagics(Magics):
             changes["volumes"] = [] if args.volume == ["none"] else args.volume
         if args.secret is not None:
             changes["secrets"] = [] if args.secret == ["none"] else args.secret
+        if args.workdir is not None:
+            changes["workdir"] = args.workdir
         if args.keep_warm is not None:
             if not 0 <= args.keep_warm <= 1:
                 raise UsageError("--keep-warm takes 0 or 1: %%remote cells share one container "

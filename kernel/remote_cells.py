@@ -218,8 +218,8 @@ class RemoteCells:
 
 def _differences(old_key: tuple, new_key: tuple) -> str:
     """The %%remote options in which two run spec keys (RunSpec.key()) differ, as the user typed them."""
-    options = ("--gpu", "--cpus", "--memory", "--image", "--volume", "--secret")
-    changed = [o for o, a, b in zip(options, old_key, new_key) if a != b]
+    options = ("--gpu", "--cpus", "--memory", "--image", "--volume", "--secret", "--workdir", "--workdir")
+    changed = list(dict.fromkeys(o for o, a, b in zip(options, old_key, new_key) if a != b))
     return ", ".join(changed) or "settings"
 
 

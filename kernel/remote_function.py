@@ -68,7 +68,8 @@ def _raise_remote(exc: BaseException):
 
 class RemoteFunction:
     def __init__(self, fn, gpu=None, cpus=None, memory=None, timeout=None, max_containers=None, image=None,
-                 volumes=None, secrets=None, pull: str = "all", min_containers: int = 0, retries=None):
+                 volumes=None, secrets=None, pull: str = "all", min_containers: int = 0, retries=None,
+                 workdir: str = "none"):
         from .runs import Retries
 
         self.fn = fn
@@ -79,7 +80,7 @@ class RemoteFunction:
         # checked now: a bad mount, secret name or size fails at decoration, not at the call
         self.spec = RunSpec(gpu=GpuRequest.parse(gpu) if gpu is not None else GpuRequest(), cpus=cpus,
                             memory=memory, timeout=timeout, volumes=volumes, secrets=secrets,
-                            keep_warm=min_containers)
+                            keep_warm=min_containers, workdir=workdir)
         self.image = image  # a cellhop.Image; None: the notebook's own environment
         self._image_info: dict | None = None
         self._image_spec: str | None = None  # the build spec (JSON) _image_info answers
@@ -314,7 +315,7 @@ def _progress_bar(total: int, name: str):
 
 def remote(fn=None, *, gpu: str | None = None, cpus: int | None = None, memory: str | None = None,
            timeout: float | None = None, max_containers: int | None = None, image=None, volumes=None,
-           secrets=None, pull: str = "all", min_containers: int = 0, retries=None):
+           secrets=None, pull: str = "all", min_containers: int = 0, retries=None, workdir: str = "none"):
     """Make `fn` runnable in cellhop containers (`.remote`, `.map`, `.spawn`); usable bare or with options.
 
     `volumes`: {"/data": cellhop.Volume("datasets")} or ["datasets:/data", "weights:/models:ro"];
@@ -325,10 +326,12 @@ def remote(fn=None, *, gpu: str | None = None, cpus: int | None = None, memory: 
     down) until `f.keep_warm(0)`, `f.shutdown()` or the kernel's end; they keep those GPUs from everyone else.
     `retries`: a number or cellhop.Retries(max_retries=3, backoff=2.0, initial_delay=1.0): a failed call or a
     dead container is tried again (.remote, detached runs; .map re-queues the calls of a container that died).
+    `workdir`: "rw" or "ro" binds the notebook's folder (read-write, read-only) as the working folder, so
+    relative paths are the notebook's; "none" (the default) a private empty folder.
     """
     def wrap(f):
         return RemoteFunction(f, gpu=gpu, cpus=cpus, memory=memory, timeout=timeout, max_containers=max_containers,
                               image=image, volumes=volumes, secrets=secrets, pull=pull,
-                              min_containers=min_containers, retries=retries)
+                              min_containers=min_containers, retries=retries, workdir=workdir)
 
     return wrap(fn) if fn is not None else wrap

@@ -10,11 +10,15 @@ the one place it becomes the control plane's ContainerSpec.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields, replace
 from typing import NamedTuple
 
 from ..container import ContainerSpec, parse_memory
 from ..gpu_request import GpuRequest
+
+
+WORKDIR_MODES = ("none", "ro", "rw")
 
 
 class Mount(NamedTuple):
@@ -64,6 +68,7 @@ class RunSpec:
     idle_timeout: float | None = None  # None: the control plane's default
     timeout: float | None = None  # seconds one cell or call may run
     keep_warm: int = 0  # containers kept started and holding their GPUs while idle (never scaled down)
+    workdir: str = "none"  # the notebook's folder as the working folder: "none", "ro" or "rw" (WORKDIR_MODES)
 
     def __post_init__(self):
         # What users type, parsed once: "H100", "8G", "name:/path", Volume and Secret objects.
@@ -74,6 +79,9 @@ class RunSpec:
         object.__setattr__(self, "secrets", _secrets(self.secrets))
         if not isinstance(self.keep_warm, int) or isinstance(self.keep_warm, bool) or not 0 <= self.keep_warm <= 64:
             raise ValueError(f"keep-warm must be a whole number from 0 to 64, not {self.keep_warm!r}")
+        if self.workdir not in WORKDIR_MODES:
+            raise ValueError(f"workdir must be one of {', '.join(WORKDIR_MODES)} (the notebook's folder not bound, "
+                             f"bound read-only, bound read-write), not {self.workdir!r}")
 
     def with_(self, **changes) -> RunSpec:
         """This spec with `changes` (same names as the fields, in any form users write)."""
@@ -84,7 +92,13 @@ class RunSpec:
 
     def key(self) -> tuple:
         """What makes two containers interchangeable: warm containers are reused by this key."""
-        return (str(self.gpu), self.cpus, self.memory, self.image_key, self.volumes, self.secrets)
+        return (str(self.gpu), self.cpus, self.memory, self.image_key, self.volumes, self.secrets,
+                self.workdir, self.workdir_folder())
+
+    def workdir_folder(self) -> str | None:
+        """The folder bound as the working folder: the notebook's (this kernel's working folder, where
+        Jupyter starts a notebook's kernel), or None for "none"."""
+        return None if self.workdir == "none" else os.getcwd()
 
     def container_spec(self, owner: str, label: str, queue_timeout: float | None = None) -> ContainerSpec:
         """The control plane's ContainerSpec for this run."""
@@ -92,4 +106,5 @@ class RunSpec:
                              idle_timeout=0 if self.keep_warm else self.idle_timeout,  # 0: never idle-stopped
                              queue_timeout=queue_timeout, label=label,
                              image=self.image_key, volumes=[m._asdict() for m in self.volumes],
-                             secrets=list(self.secrets))
+                             secrets=list(self.secrets), workdir=self.workdir_folder(),
+                             workdir_read_only=self.workdir == "ro")

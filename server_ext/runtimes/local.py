@@ -283,7 +283,7 @@ class LocalRuntime(ContainerRuntime):
                 env["CELLHOP_SHARED_MEMORY"] = "1"
             mapped = image_binds + list(container.mounts) + image_mounts
             if spec.workdir:
-                mapped.append((workdir, str(workdir), False))
+                mapped.append((workdir, str(workdir), spec.workdir_read_only))
             devices = gpu_device_files(g.minor for g in container.gpus if not g.simulated)
             late = late_device_folder(directory) if container.standby and self.sandbox.user.switch else None
             if container.standby and late is None:

@@ -1,0 +1,133 @@
+"""The notebook's folder as a remote cell's working folder (`--workdir rw|ro|none`).
+
+Real notebook kernels and real containers: embedded (the kernel's working
+folder is the notebook's, as Jupyter starts a notebook's kernel there) and
+as a kernel of a real jupyter_server, for a notebook in a subfolder of its
+root. The server's workdir policy (c.Cellhop.workdir_roots, else the folder
+the control plane started in) holds for these folders as for any.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from kernel_fixtures import NotebookKernel, kernel_env, short_runtime_dir
+from server_kernel_client import run
+
+
+@contextlib.contextmanager
+def kernel_in(folder: Path, extra_arguments: tuple = ()):
+    """A notebook kernel with cellhop loaded whose working folder (the notebook's) is `folder`."""
+    from jupyter_client.manager import start_new_kernel
+
+    runtime_dir = short_runtime_dir()
+    km, kc = start_new_kernel(env=kernel_env(runtime_dir), cwd=str(folder), startup_timeout=60,
+                              extra_arguments=["--Cellhop.queue_timeout=8", *extra_arguments])
+    nb = NotebookKernel(km, kc, runtime_dir)
+    try:
+        nb.ok("%load_ext cellhop")
+        yield nb
+    finally:
+        nb.shutdown()
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def notebook_folder():
+    folder = Path(tempfile.mkdtemp(prefix="ch-nb-", dir="/tmp"))
+    (folder / "data.txt").write_text("beside the notebook\n")
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def nb(notebook_folder):
+    with kernel_in(notebook_folder) as kernel:
+        yield kernel
+
+
+def test_rw_cell_reads_and_writes_beside_the_notebook(nb, notebook_folder):
+    ran = nb.ok("%%remote --workdir rw\nimport os\nwhere = os.getcwd()\n"
+                "seen = open('data.txt').read()\nopen('made_remotely.txt', 'w').write('from the container')\n")
+    assert "error" not in [t for t, _ in ran.outputs], ran
+    assert (notebook_folder / "made_remotely.txt").read_text() == "from the container"
+    check = nb.ok("print(where == __import__('os').getcwd(), repr(seen))")
+    assert check.stdout.strip() == "True 'beside the notebook\\n'", check
+
+
+def test_ro_cell_reads_but_cannot_write(nb, notebook_folder):
+    ran = nb.run("%%remote --workdir ro\nprint(open('data.txt').read().strip())\n"
+                 "open('refused.txt', 'w').write('no')\n")
+    assert ran.ename in ("OSError", "PermissionError"), ran
+    assert "Read-only file system" in ran.evalue or "Permission denied" in ran.evalue, ran
+    assert "beside the notebook" in ran.stdout, ran
+    assert not (notebook_folder / "refused.txt").exists()
+
+
+def test_none_is_a_private_folder_and_the_default(nb, notebook_folder):
+    for line in ("%%remote --workdir none", "%%remote"):
+        ran = nb.ok(f"{line}\nimport os\nprint(sorted(os.listdir('.')), os.getcwd())\n")
+        assert "data.txt" not in ran.stdout, ran
+        assert str(notebook_folder) not in ran.stdout, ran
+
+
+def test_gpu_sets_the_default_and_a_cell_overrides_it(nb, notebook_folder):
+    nb.ok("%gpu --workdir ro")
+    try:
+        ran = nb.ok("%%remote\nprint(open('data.txt').read().strip())\n")
+        assert "beside the notebook" in ran.stdout, ran
+        cell = nb.ok("%%remote --workdir none\nimport os\nprint(os.path.exists('data.txt'))\n")
+        assert cell.stdout.strip().endswith("False"), cell
+    finally:
+        nb.ok("%gpu --workdir none")
+
+
+def test_a_remote_function_takes_workdir(nb, notebook_folder):
+    ran = nb.ok("import cellhop\n\ndef read_it():\n    return open('data.txt').read().strip()\n\n"
+                "print(cellhop.remote(workdir='ro')(read_it).remote())\n")
+    assert ran.stdout.strip().endswith("beside the notebook"), ran
+
+
+def test_a_bad_mode_says_which_are_allowed(nb):
+    ran = nb.run("%%remote --workdir sometimes\nx = 1\n")
+    assert ran.status == "error" and "none" in ran.evalue and "rw" in ran.evalue, ran
+    ran = nb.run("import cellhop\ncellhop.remote(workdir='yes')(print)\n")
+    assert ran.ename == "ValueError" and "'yes'" in ran.evalue, ran
+
+
+def test_the_policy_refuses_a_folder_outside_its_roots(notebook_folder):
+    other = Path(tempfile.mkdtemp(prefix="ch-other-", dir="/tmp"))
+    try:  # the control plane allows only the notebook folder; this kernel works in another one
+        with kernel_in(other, (f"--Cellhop.workdir_roots={[str(notebook_folder)]!r}",)) as outside:
+            ran = outside.run("%%remote --workdir rw\nx = 1\n")
+            assert ran.status == "error", ran
+            assert str(other) in ran.evalue and "workdir" in ran.evalue, ran
+            assert not list(other.iterdir())
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
+
+
+# -- a kernel of a real jupyter_server, for a notebook in a subfolder ----------------------------
+async def test_a_server_kernel_writes_beside_its_notebook(jp_serverapp, jp_root_dir, http_server_client):
+    notebooks = jp_root_dir / "project"
+    notebooks.mkdir()
+    (notebooks / "input.csv").write_text("a,b\n1,2\n")
+    km = jp_serverapp.kernel_manager
+    kid = await km.start_kernel(kernel_name="python3", path="project/analysis.ipynb")
+    kc = km.get_kernel(kid).client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=60)
+        content, out, _ = await run(kc, "%load_ext cellhop")
+        assert content["status"] == "ok", content
+        content, out, _ = await run(kc, "%%remote --workdir rw\nrows = open('input.csv').read().splitlines()\n"
+                                         "open('result.txt', 'w').write(str(len(rows)))\n")
+        assert content["status"] == "ok", (content, out)
+        assert (notebooks / "result.txt").read_text() == "2"
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(kid, now=True)
