@@ -218,6 +218,11 @@ class ContainerPool:
         key = (spec.key(), user)
         with self._lock:
             have = [e for e in self._entries if e.key == key and e.session.alive()]
+        for entry in have:  # the ones it has keep (or lose) the never-idle-stopped setting as well
+            try:
+                self.control.touch(entry.session.id, 0 if wanted > 0 else spec.idle_timeout)
+            except Exception:  # it ended meanwhile: the next work starts another
+                pass
         if wanted <= 0:
             for entry in have:
                 self._discard(entry, reason="keep-warm turned off", only_if_idle=True)

@@ -51,7 +51,8 @@ class ControlPlaneClient(ABC):
     def stop(self, container_id: str, reason: str = "stopped on request") -> ExitStatus: ...
 
     @abstractmethod
-    def touch(self, container_id: str) -> None: ...
+    def touch(self, container_id: str, idle_timeout=...) -> None:
+        """Reset the idle timeout; with `idle_timeout`, change it (0: never; None: the default)."""
 
     @abstractmethod
     def interrupt(self, container_id: str) -> None:

@@ -54,8 +54,8 @@ class EmbeddedControlPlane(ControlPlaneClient):
     def stop(self, container_id: str, reason: str = "stopped on request") -> ExitStatus:
         return self.manager.stop(container_id, reason=reason)
 
-    def touch(self, container_id: str) -> None:
-        self.manager.touch(container_id)
+    def touch(self, container_id: str, idle_timeout=...) -> None:
+        self.manager.touch(container_id, idle_timeout)
 
     def interrupt(self, container_id: str) -> None:
         self.manager.interrupt(container_id)

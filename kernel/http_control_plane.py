@@ -173,9 +173,11 @@ class HttpControlPlane(ControlPlaneClient):
             return ExitStatus(stopped=True, reason=reason)
         return _exit_of(container) or ExitStatus(stopped=True, reason=reason)
 
-    def touch(self, container_id: str) -> None:
-        """Reset the idle timeout by hand (a kernel's own work resets it without this)."""
-        self.request("POST", f"containers/{container_id}/touch")
+    def touch(self, container_id: str, idle_timeout=...) -> None:
+        """Reset the idle timeout by hand (a kernel's own work resets it without this); with `idle_timeout`,
+        change it (0: never idle-stopped; None: the control plane's default)."""
+        self.request("POST", f"containers/{container_id}/touch",
+                     {} if idle_timeout is ... else {"idle_timeout": idle_timeout})
 
     def interrupt(self, container_id: str) -> None:
         self.request("POST", f"containers/{container_id}/interrupt")

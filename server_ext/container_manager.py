@@ -25,7 +25,7 @@ from pathlib import Path
 from ..container import ContainerSpec, ExitStatus, Phase
 from ..errors import ContainerFailedToStart, ContainerNotFound, ContainerStartError, ContainerStopped, QueueCancelled
 from ..inventory import Inventory
-from ..spec_rules import parse_memory
+from ..spec_rules import check_seconds, parse_memory
 from . import file_tree
 from .config import Cellhop
 from .container_record import Container
@@ -291,9 +291,13 @@ class ContainerManager:
         with self._lock:
             return list(self._containers.values())
 
-    def touch(self, container_id: str) -> None:
-        """Mark activity, which resets the idle timeout (a kernel's own work counts without it)."""
-        self.get(container_id).last_activity = time.monotonic()
+    def touch(self, container_id: str, idle_timeout=...) -> None:
+        """Mark activity, which resets the idle timeout (a kernel's own work counts without it); with
+        `idle_timeout`, also change it (0: never idle-stopped, keep-warm; None: the control plane's default)."""
+        container = self.get(container_id)
+        if idle_timeout is not ...:
+            container.spec.idle_timeout = check_seconds(idle_timeout, "idle_timeout")
+        container.last_activity = time.monotonic()
 
     def poll(self, container_id: str) -> ExitStatus | None:
         """None while the container runs, else how it ended (recording the end)."""

@@ -56,6 +56,17 @@ def test_the_first_remote_cell_claims_the_standby_and_gpu_shows_the_pool():
                  "the keep-warm container to go once turned off")
 
 
+def test_keep_warm_on_a_container_already_warm_keeps_it_past_its_idle_timeout():
+    with start_cellhop_kernel(extra_arguments=("--Cellhop.idle_timeout=3",)) as nb:
+        ran = nb.ok("%%remote --gpu A10G\nkept = 41")
+        nb.ok("%gpu A10G --keep-warm 1")  # the cells' container for A10G is warm already: it is kept
+        time.sleep(6)  # twice its idle timeout
+        found = {c["id"]: c for c in containers(nb)}
+        mine = next(c for i, c in found.items() if i.startswith(ran.container))
+        assert mine["phase"] == "ready", found
+        assert nb.ok("%%remote --gpu A10G\nprint(kept + 1)").stdout.strip() == "42"  # its state is there
+
+
 def test_min_containers_starts_a_function_container_at_decoration():
     with start_cellhop_kernel(extra_arguments=("--Cellhop.idle_timeout=2",)) as nb:
         nb.ok("import cellhop\n@cellhop.remote(gpu='A10G', min_containers=1)\ndef f(x):\n    return x + 1")

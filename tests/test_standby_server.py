@@ -85,3 +85,18 @@ async def test_a_server_kernels_first_cell_claims_the_servers_standby(start_kern
     claimed = next(c for c in control_plane.manager.list() if not c.standby and c.phase.value == "ready")
     assert claimed.claimed_from == standby.id and claimed.spec.caller is not None
     assert standby.id not in {c.id for c in control_plane.manager.list()}
+
+
+async def test_touch_changes_the_idle_timeout_only_with_a_valid_value(start_kernel, control_plane, jp_fetch):
+    await ready_standby(control_plane)
+    _, kc = await start_kernel()
+    content, _, _ = await run(kc, "%%remote\nx = 1")
+    container = next(c for c in control_plane.manager.list() if not c.standby and c.phase.value == "ready")
+    for bad in ({"idle_timeout": -1}, {"idle_timeout": "never"}, {"idle_timeout": 1e12}, {"other": 1}):
+        r = await jp_fetch("cellhop", "api", "containers", container.id, "touch", method="POST",
+                           body=json.dumps(bad), raise_error=False)
+        assert r.code == 400, (bad, r.code)
+    assert container.spec.idle_timeout is None
+    r = await jp_fetch("cellhop", "api", "containers", container.id, "touch", method="POST",
+                       body=json.dumps({"idle_timeout": 0}))
+    assert r.code == 200 and container.spec.idle_timeout == 0

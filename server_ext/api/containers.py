@@ -120,8 +120,11 @@ class ContainerActionHandler(CellhopAPIHandler):
                 raise web.HTTPError(409, f"container {container_id} is {container.phase.value}; only a ready "
                                          "container can be interrupted")
             await in_thread(manager.interrupt, container_id)
-        elif action == "touch":
-            manager.touch(container_id)
+        elif action == "touch":  # body {"idle_timeout": s|0|null} also changes it (keep-warm: 0)
+            body = self.json_body()
+            if set(body) - {"idle_timeout"}:
+                raise web.HTTPError(400, 'touch takes {} or {"idle_timeout": seconds, 0 (never) or null (the default)}')
+            manager.touch(container_id, body["idle_timeout"] if "idle_timeout" in body else ...)
         elif action == "restart":  # a fresh kernel process, the GPUs kept (the kernel provisioner's restart)
             if container.phase != Phase.READY:
                 raise web.HTTPError(409, f"container {container_id} is {container.phase.value}; only a ready "
