@@ -101,7 +101,8 @@ def test_the_python_examples_run_as_cells_of_one_session(project, tmp_path, runt
     import json
 
     cells = [text for text in _blocks("python") if not _config_block(text)]
-    assert len(cells) == 6, cells  # %gpu, the data, %%remote, an image, a volume and a secret, %%remote on them
+    assert len(cells) == 7, cells  # %gpu, the data, %%remote, a load-once class, an image, a volume and a
+    # secret, %%remote on them
     (tmp_path / "cells.json").write_text(json.dumps(cells))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "CELLHOP_CONTROL"))}
     env.update(CELLHOP_SIMULATED_GPUS="H100:2,A10G:1", HOME=str(tmp_path), PYTHONPATH=str(project),
@@ -111,6 +112,7 @@ def test_the_python_examples_run_as_cells_of_one_session(project, tmp_path, runt
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-6000:]
     assert "MODEL ndarray 1000" in out, out[-3000:]
+    assert "SCORE 12.0 [6.0, 12.0, 18.0]" in out, out[-3000:]
     assert "ran on GPU-simulated-h100" in out, out[-3000:]
     assert "ROWS [{'x': '1', 'y': '2'}, {'x': '3', 'y': '4'}]" in out, out[-3000:]
     assert "HAS_TOKEN True" in out and "IMAGE Image" in out, out[-3000:]
