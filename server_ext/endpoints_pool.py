@@ -125,7 +125,9 @@ class EndpointPool:
         start = time.monotonic()
         try:
             if self.spec.get("batch"):
-                return await self._batched(kwargs)
+                status, text = await self._batched(kwargs)
+                self.errors += status >= 500
+                return status, text
             for attempt in (0, 1):
                 replica = await self._acquire()
                 keep = False
@@ -134,6 +136,7 @@ class EndpointPool:
                     if answer[0] == "stream":
                         keep = True
                         return Stream(self, replica, answer[1])
+                    self.errors += answer[1] >= 500  # the function raised, or returned what is not JSON
                     return answer[1], answer[2]
                 except (LinkClosed, BadAnswer) as exc:
                     self._lost(replica, exc)
@@ -144,6 +147,8 @@ class EndpointPool:
                 finally:
                     if not keep:
                         self.release(replica)
+        except asyncio.CancelledError:  # its caller went away
+            raise
         except BaseException:
             self.errors += 1
             raise
