@@ -252,14 +252,12 @@ def from_zero(server: CellhopServer, rounds: int, with_standby: bool) -> dict:
 
 def ray_serve(n: int, seconds: float) -> dict:
     try:
-        import ray  # noqa: F401
-        from ray import serve  # noqa: F401
+        import ray
+        from ray import serve
+        from starlette.requests import Request
     except Exception as exc:  # noqa: BLE001 - said, and skipped
         return {"skipped": f"ray[serve] is not importable here ({type(exc).__name__}: {exc}); "
                            "pip install 'ray[serve]' to compare"}
-    import ray
-    from ray import serve
-    from starlette.requests import Request
 
     port = _free_port()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
