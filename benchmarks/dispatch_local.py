@@ -13,7 +13,10 @@ Everything goes over the wire as a user would drive it:
   `%%remote\\nb = a` (a goes, b comes back: 512 MiB moved); ipyparallel
   `push` + `pull` of the same array on one engine; a Ray actor method that
   returns its argument; numpy `copyto` there and back as the ceiling.
-  GB/s = 512 MiB / seconds, GB = 10^9 bytes.
+  GB/s = 512 MiB / seconds, GB = 10^9 bytes. On the local runtime values of
+  1 MiB or more travel through memory shared with the container (sealed
+  memfds, kernel/shared_buffers.py): `a` is copied once into a segment the
+  container maps; `b`, the same array unchanged, goes back as that segment.
 - Functions: `cellhop.remote(gpu="H100")` in this process; warm `f.remote(1)`
   against a Ray actor method call; `f.map(range(2000))` over two containers
   (two simulated H100s) against Ray tasks and an ipyparallel load-balanced
@@ -156,6 +159,10 @@ def _cells(m: dict, info: dict, reps: dict, rc, client_args: dict) -> None:
                                   reps["transfer"], warmup=1)
         if kernel.value("(b.nbytes, float(b[0]), float(b[-1]), b is a)") != f"({ARRAY_BYTES}, 1.0, 1.0, False)":
             raise CellError("b did not come back intact from the %%remote cell")
+        info["shared_memory"] = kernel.value(
+            "all(s.shared.channel is not None and not s.shared.channel.broken for s in "
+            "__import__('cellhop.kernel.extension', fromlist=['x']).remote_cells(get_ipython()).pool.sessions()"
+            ".values())") == "True"
         kernel.run("%%remote --no-pull\ndel a, b")
         kernel.run("del a, b")
     log("notebook kernel stopped")
@@ -263,7 +270,7 @@ def _figures(m: dict) -> tuple[list[dict], dict]:
     add("remote_cell_overhead", "trivial cell x = 1, warm: %%remote overhead over local",
         f"+{overhead:.2f} ms ({ms['cell_remote']:.2f} ms cell)", f"{ms['cell_local']:.2f} ms",
         "same cell run locally (ipykernel)", ms["cell_remote"] / ms["cell_local"], "lower",
-        "<= 3 ms overhead", overhead <= 3.0,
+        "<= 2 ms overhead", overhead <= 2.0,
         {"overhead_ms": overhead, "remote_cell_ms": ms["cell_remote"], "local_cell_ms": ms["cell_local"]})
     add("remote_cell_vs_px", "trivial cell x = 1, warm: whole cell",
         f"{ms['cell_remote']:.2f} ms", f"{ms['cell_px']:.2f} ms", "ipyparallel %%px, 1 engine",
@@ -279,8 +286,8 @@ def _figures(m: dict) -> tuple[list[dict], dict]:
         ">= 2 GB/s and ahead of ipyparallel", c >= 2.0 and c > gbps["xfer_ipp"],
         {"cellhop_gbps": c, "peer_gbps": gbps["xfer_ipp"]})
     add("array_vs_ray", "256 MiB array sent + returned", f"{c:.2f} GB/s", f"{gbps['xfer_ray']:.2f} GB/s",
-        "Ray actor echo(a)", c / gbps["xfer_ray"], "higher", "within reach of Ray (read: >= 0.5x)",
-        c / gbps["xfer_ray"] >= 0.5, {"cellhop_gbps": c, "peer_gbps": gbps["xfer_ray"]})
+        "Ray actor echo(a)", c / gbps["xfer_ray"], "higher", ">= 2 GB/s and no slower than Ray",
+        c >= 2.0 and c >= gbps["xfer_ray"], {"cellhop_gbps": c, "peer_gbps": gbps["xfer_ray"]})
     add("array_vs_memcpy", "256 MiB array sent + returned", f"{c:.2f} GB/s", f"{gbps['xfer_memcpy']:.2f} GB/s",
         "numpy copyto there and back", c / gbps["xfer_memcpy"], "higher", "ceiling (reference)", "n/a",
         {"cellhop_gbps": c, "peer_gbps": gbps["xfer_memcpy"]})
@@ -294,7 +301,8 @@ def _figures(m: dict) -> tuple[list[dict], dict]:
         "reference (no aim)", "n/a", {"cellhop_per_s": rate["map_cellhop"], "peer_per_s": rate["map_ipp"]})
     add("map_unbatched_vs_ray_tasks", ".map chunk_size=1 (one call a message), 2 containers",
         f"{rate['map_cellhop_chunk1']:,.0f} calls/s", f"{rate['map_ray']:,.0f} tasks/s", "Ray tasks (2 CPUs)",
-        rate["map_cellhop_chunk1"] / rate["map_ray"], "higher", "reference (no aim)", "n/a",
+        rate["map_cellhop_chunk1"] / rate["map_ray"], "higher", "above Ray's tasks/s",
+        rate["map_cellhop_chunk1"] > rate["map_ray"],
         {"cellhop_per_s": rate["map_cellhop_chunk1"], "peer_per_s": rate["map_ray"]})
     return rows, fig
 
@@ -323,7 +331,8 @@ def _report(args, reps: dict, m: dict, info: dict, leftovers: list) -> int:
                      "(reply and IOPub idle); local, %%remote and %%px interleaved round by round",
             "px": "%%px on engine 0 of a 2-engine ipyparallel cluster, via rc[0].activate() in the same kernel",
             "transfer": "512 MiB moved (256 MiB numpy array sent and returned); GB = 1e9 bytes; "
-                        "memcpy = np.copyto there and back",
+                        "memcpy = np.copyto there and back; cellhop's local runtime: through shared memory "
+                        "(a copied once into a sealed memfd, b = a unchanged goes back as the same segment)",
             "map": f"{MAP_N} trivial calls; cellhop .map over two containers (default chunking: calls are "
                    "batched per message; chunk_size=1 shown for reference), Ray tasks (num_cpus=2), "
                    "ipyparallel load-balanced map over two engines (one task a call)",
