@@ -3,7 +3,7 @@
 jupyter_server's terminal manager (terminado's NamedTermManager) starts each terminal's command in a
 pseudo-terminal and serves it at `/terminals/websocket/<name>`, the protocol JupyterLab's terminal
 speaks; a named terminal may carry a command of its own. A container's terminal is one of those,
-named `cellhop-<container id>-<n>`, whose command is the entering program (namespace_enter.py) told,
+named `cellhop_<container id>_<n>`, whose command is the entering program (namespace_enter.py) told,
 through a file in the container's server-only folder that it reads and deletes, to run the shell
 inside the container (container_exec.py): the browser opens it like any terminal, by name. Resizing
 and Ctrl-C are the pseudo-terminal's own (the shell is its foreground process group); when the
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import secrets
 
 from ..errors import CellhopError
@@ -28,7 +29,8 @@ _counter = itertools.count(1)
 
 
 def terminal_name(container_id: str) -> str:
-    return f"cellhop-{container_id}-{next(_counter)}"
+    """jupyter_server serves terminals whose names are word characters only (/terminals/websocket/(\\w+))."""
+    return f"cellhop_{re.sub(r'[^A-Za-z0-9]', '', container_id)}_{next(_counter)}"
 
 
 def _write_config(directory, data: bytes) -> str:
@@ -45,13 +47,12 @@ def _write_config(directory, data: bytes) -> str:
 
 
 def open_terminal(terminal_manager, runtime, container, shell: list[str] | None = None) -> str:
-    """Start a named terminal whose shell runs inside `container`; its name."""
+    """Start a named terminal whose shell runs inside `container`; its name. Runs on the server's event loop
+    (terminado reads the terminal's output from the loop current where it is made)."""
     argv = check_argv(shell) if shell is not None else list(DEFAULT_SHELL)
-    entry = plan(runtime, container)
-    if not os.path.exists(argv[0]) and argv[0] == DEFAULT_SHELL[0]:
-        argv = ["/bin/sh"]
     if container.directory is None:
         raise CellhopError(f"container {container.id} has no folder on this host; terminals need the local runtime")
+    entry = plan(runtime, container)
     path = _write_config(container.directory, entry.config(argv, terminal=True))
     name = terminal_name(container.id)
     try:

@@ -106,7 +106,7 @@ class TerminalHandler(CellhopAPIHandler):
         if terminals is None:
             raise web.HTTPError(501, "this Jupyter server has no terminals (jupyter_server_terminals is not "
                                      "installed or terminals are disabled: ServerApp.terminals_enabled)")
-        name = await in_thread(open_terminal, terminals, manager.runtime, container, body.get("shell"))
+        name = open_terminal(terminals, manager.runtime, container, body.get("shell"))  # on the loop: terminado's
         if body.get("open"):
             self.control_plane.publish({"type": "terminal", "name": name, "container": container_id})
         self.write_json({"name": name, "container": container_id}, status=201)

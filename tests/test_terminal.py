@@ -1,0 +1,124 @@
+"""A terminal whose shell runs inside a container: `POST containers/{id}/terminal` makes a named terminal of
+jupyter_server's, opened at /terminals/websocket/<name> (JupyterLab's terminal protocol), and `cellhop shell`.
+
+A real jupyter_server with cellhop and its terminals, real bubblewrap containers; the shell proves where it
+runs (CUDA_VISIBLE_DEVICES, uid, its namespaces), the window's size reaches it, Ctrl-C interrupts what it
+runs, and the terminal ends when the container stops. tests/e2e/test_terminal_tab.py opens one in a browser."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sys
+
+import pytest
+
+from cellhop.server_ext.doctor import bubblewrap_problem
+
+pytestmark = [pytest.mark.timeout(180)]
+
+
+@pytest.fixture(autouse=True)
+def _needs_bubblewrap():
+    problem = bubblewrap_problem()
+    if problem:
+        pytest.skip(f"containers cannot be sandboxed here: {problem}")
+
+
+async def api(jp_fetch, method, path, body=None):
+    r = await jp_fetch("cellhop", "api", *path.split("/"), method=method, raise_error=False, request_timeout=120,
+                       **({"body": json.dumps(body or {})} if method == "POST" else {}))
+    return r.code, json.loads(r.body) if r.body else None
+
+
+class Screen:
+    """What a terminal's websocket has shown so far."""
+
+    def __init__(self, ws):
+        self.ws, self.text, self.ended = ws, "", None
+
+    def type(self, text: str) -> None:
+        self.ws.write_message(json.dumps(["stdin", text]))
+
+    async def until(self, pattern: str, timeout: float = 60) -> re.Match:
+        async def read():
+            while not (found := re.search(pattern, self.text)):
+                message = await self.ws.read_message()
+                if message is None:
+                    raise AssertionError(f"the terminal closed before {pattern!r} showed; it showed:\n{self.text}")
+                kind, *rest = json.loads(message)
+                if kind == "stdout":
+                    self.text += rest[0]
+                elif kind == "disconnect":
+                    self.ended = rest
+                    raise AssertionError(f"the terminal ended before {pattern!r} showed:\n{self.text}")
+            return found
+
+        try:
+            return await asyncio.wait_for(read(), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"{pattern!r} did not show within {timeout} s; the terminal showed:\n{self.text}")
+
+    async def closed(self, timeout: float = 60) -> None:
+        async def read():
+            while True:
+                message = await self.ws.read_message()
+                if message is None or json.loads(message)[0] == "disconnect":
+                    return
+
+        await asyncio.wait_for(read(), timeout)
+
+
+async def test_a_terminals_shell_runs_inside_the_container(jp_fetch, jp_ws_fetch, control_plane):
+    code, started = await api(jp_fetch, "POST", "containers", {"spec": {"gpu": "H100", "owner": "t"}})
+    assert code == 201, started
+    cid = started["id"]
+    code, answer = await api(jp_fetch, "POST", f"containers/{cid}/terminal")
+    assert code == 201 and answer["name"].startswith(f"cellhop_{cid}_"), answer
+    screen = Screen(await jp_ws_fetch("terminals", "websocket", answer["name"]))
+    screen.ws.write_message(json.dumps(["set_size", 33, 111, 600, 800]))
+    kernel = control_plane.manager.runtime._kernel_pid(control_plane.manager.get(cid))
+    screen.type("echo CVD=$CUDA_VISIBLE_DEVICES\\|$(id -u)\\|$(readlink /proc/self/ns/pid)\\|$(readlink /proc/self/ns/mnt)"
+                "\\|$(stty size)\r")
+    found = await screen.until(r"CVD=([^|\s]*)\|(\d+)\|([^|\s]+)\|([^|\s]+)\|(\d+ \d+)")
+    assert found.group(1) == control_plane.manager.get(cid).gpus[0].uuid
+    assert found.group(2) == str(control_plane.manager.runtime.sandbox.user.uid) != "0"
+    assert found.group(3) == os.readlink(f"/proc/{kernel}/ns/pid")
+    assert found.group(4) == os.readlink(f"/proc/{kernel}/ns/mnt")
+    assert found.group(5) == "33 111"
+    screen.ws.write_message(json.dumps(["set_size", 20, 70, 600, 800]))  # a resize reaches the shell
+    screen.type("echo SIZE=$(stty size)\r")
+    assert (await screen.until(r"SIZE=(\d+ \d+)")).group(1) == "20 70"
+    screen.type("echo SLEEP$((1+1)); sleep 300; echo NOT-$((3*3))-INTERRUPTED\r")
+    await screen.until(r"SLEEP2")  # the command's output, not its echo: sleep is starting
+    screen.type("\x03")  # Ctrl-C: the foreground job ends (else AFTER shows only after 300 s), the shell stays
+    screen.type("echo AFTER=$((20+22))\r")
+    await screen.until(r"AFTER=42", timeout=100)
+    assert "NOT-9-INTERRUPTED" not in screen.text
+    assert (await api(jp_fetch, "POST", f"containers/{cid}/stop"))[0] == 200
+    await screen.closed()  # the container stopped: so did its shell, and the terminal with it
+
+
+async def test_exit_ends_the_terminal_and_cellhop_shell_connects_a_terminal(
+        jp_fetch, jp_ws_fetch, jp_serverapp, jp_http_port, jp_base_url):
+    code, started = await api(jp_fetch, "POST", "containers", {"spec": {"gpu": "A10G", "owner": "t"}})
+    cid = started["id"]
+    code, answer = await api(jp_fetch, "POST", f"containers/{cid}/terminal", {"shell": ["/bin/sh"]})
+    screen = Screen(await jp_ws_fetch("terminals", "websocket", answer["name"]))
+    screen.type("echo HERE=$CELLHOP_CONTAINER_ID; exit\r")
+    await screen.until(f"HERE={cid}")
+    await screen.closed()
+    terminals = jp_serverapp.web_app.settings["terminal_manager"]
+    assert answer["name"] not in terminals.terminals  # gone once its shell exited
+    code, refused = await api(jp_fetch, "POST", f"containers/{cid}/terminal", {"shell": "bash"})
+    assert code == 400 and "without a shell" in refused["message"]
+    url, token = f"http://127.0.0.1:{jp_http_port}{jp_base_url}", jp_serverapp.identity_provider.token
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cellhop.server_ext.cli", "shell", cid, "--url", url, "--token", token,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(b"echo FROM-SHELL=$((6*7)) $CUDA_VISIBLE_DEVICES\nexit\n"), 120)
+    assert proc.returncode == 0, err
+    assert "FROM-SHELL=42 GPU-simulated-a10g-0" in out.decode(), out
+    assert not [n for n in terminals.terminals if n.startswith(f"cellhop_{cid}_")]
