@@ -172,19 +172,31 @@ async def test_deploy_call_stream_scale_update_and_auth(start_kernel, control_pl
     assert oct(os.stat(os.path.join(control_plane.config.state_dir, "endpoints", "echo")).st_mode & 0o777) == "0o700"
 
     # 16 concurrent requests scale out beyond one container (concurrency=2, max_containers=2) ...
-    seen = set()
+    from cellhop.container import Phase
+
+    pool = jp_serverapp.web_app.settings["cellhop_endpoints"].pools["echo"]
+    before = {c.id for c in _containers(control_plane, "echo")}
+    most = 0
 
     async def watch():
+        nonlocal most
         while True:
-            seen.update(c.id for c in _containers(control_plane, "echo") if c.phase.value == "ready")
-            await asyncio.sleep(0.05)
+            most = max(most, len(pool.replicas) + pool.starting)
+            await asyncio.sleep(0.02)
 
     watcher = asyncio.ensure_future(watch())
-    answers = await asyncio.gather(*(_call(jp_fetch, "echo", {"x": i, "wait": 0.3}, request_timeout=120)
+    answers = await asyncio.gather(*(_call(jp_fetch, "echo", {"x": i, "wait": 0.5}, request_timeout=120)
                                      for i in range(16)))
     watcher.cancel()
     assert [json.loads(r.body)["sum"] for r in answers] == [i + 1 for i in range(16)]
-    assert len(seen) == 2, seen
+    assert most == 2, most  # never more than max_containers
+
+    def used():  # the containers that served the load: ready at some point, new or still running
+        found = [c for c in _containers(control_plane, "echo") if c.phase_time(Phase.READY)
+                 and (c.id not in before or c.phase != Phase.EXITED)]
+        return found if len(found) >= 2 else None
+
+    assert len(await _until(used, 60, "two echo containers")) == 2
     # ... and back down after scaledown (2 s idle): none left (min_containers=0)
     await _until(lambda: not _live(control_plane, "echo"), 60, "the echo endpoint's containers to scale down")
     r = await _call(jp_fetch, "echo", {"x": 1})  # from zero again
