@@ -301,3 +301,86 @@ def run_with_retries(retries, attempt):
             delay = policy.delay(tries)
             print(f"cellhop: attempt {tries} failed ({type(exc).__name__}: {exc}); retrying in {delay:g} s")
             time.sleep(delay)
+
+
+# -- schedules ---------------------------------------------------------------------------------
+class Schedule:
+    """A schedule the server owns; each firing is a Run."""
+
+    def __init__(self, schedule_id: str, control=None, view: dict | None = None):
+        self.id = schedule_id
+        self._control = _control(control)
+        self._view = view
+
+    def refresh(self) -> dict:
+        self._view = self._control.request("GET", f"schedules/{quote(self.id)}", not_found=RunNotFound)
+        return self._view
+
+    @property
+    def view(self) -> dict:
+        return self._view if self._view is not None else self.refresh()
+
+    def runs(self) -> list[Run]:
+        """Its firings' runs, newest first."""
+        return [Run(v["id"], control=self._control, view=v) for v in self.refresh().get("runs", [])]
+
+    def _patch(self, paused: bool) -> Schedule:
+        self._view = self._control.request("PATCH", f"schedules/{quote(self.id)}", {"paused": paused},
+                                           not_found=RunNotFound)
+        return self
+
+    def pause(self) -> Schedule:
+        return self._patch(True)
+
+    def resume(self) -> Schedule:
+        return self._patch(False)
+
+    def delete(self) -> None:
+        self._control.request("DELETE", f"schedules/{quote(self.id)}", not_found=RunNotFound)
+
+    def __repr__(self) -> str:
+        v = self.view
+        when = f"cron {v['cron']!r}" if v.get("cron") else f"every {v.get('every'):g} s"
+        return f"<cellhop.Schedule {self.id} {v.get('name')}: {when}{', paused' if v.get('paused') else ''}, " \
+               f"fired {v.get('fired')} time(s)>"
+
+
+def schedule(fn, *, cron: str | None = None, every=None, args: tuple = (), kwargs: dict | None = None,
+             retries=None, name: str | None = None, callback_url: str | None = None, control=None) -> Schedule:
+    """`cellhop.schedule(f, cron="0 3 * * *")` or `every="15m"`: the server runs `f(*args, **kwargs)` then, each
+    firing a run (`f`: a cellhop.remote function, with its GPU and volumes; a cellhop.Function by name; or a
+    plain function, CPU only). Cron fields are in the server's local time."""
+    import cloudpickle
+
+    from .remote_function import RemoteFunction
+
+    if (cron is None) == (every is None):
+        raise ValueError('give cron="m h dom mon dow" or every="15m" (one of them)')
+    control = _control(control if control is not None else getattr(fn, "_control", None))
+    policy = Retries.of(retries if retries is not None else getattr(fn, "retries", None))
+    request = {"cron": cron, "every": every, "retries": policy.to_json() if policy else None,
+               "callback_url": callback_url, "exec": "call"}
+    arguments = cloudpickle.dumps((tuple(args), dict(kwargs or {})))
+    if isinstance(fn, Function):
+        request.update(function=fn.name, name=name or fn.name)
+        body = arguments
+    else:
+        if isinstance(fn, RemoteFunction):
+            pool, _, run_spec = fn._where({"fn": fn.fn, "args": args, "kwargs": kwargs or {}})
+            spec, target = spec_of(run_spec, fn._image_info and fn._image_info["key"]), fn.fn
+        elif callable(fn):
+            spec, target = {"gpu": "none"}, fn
+        else:
+            raise TypeError(f"schedule() takes a function, not {type(fn).__name__}")
+        code = cloudpickle.dumps(target)
+        request.update(name=name or getattr(fn, "__name__", "function"), code_bytes=len(code), spec=spec)
+        body = code + arguments
+    data = _check(*_raw(control, "POST", "schedules", {"spec": json.dumps(request)}, body))
+    view = json.loads(data)
+    return Schedule(view["id"], control=control, view=view)
+
+
+def schedules(control=None) -> list[Schedule]:
+    """This kernel's schedules (with the server's token: all of them)."""
+    control = _control(control)
+    return [Schedule(v["id"], control=control, view=v) for v in control.request("GET", "schedules")["schedules"]]

@@ -94,7 +94,9 @@ class Runs:
         self._ticker = None
         self._unsubscribe = None
         self._lock = threading.Lock()
-        self.on_end: list = []  # callables(record) when a run ends (schedules, callbacks)
+        self.on_end: list = []  # callables(record) when a run ends
+        self.on_start: list = []  # callables() once the runs started (schedules start with them)
+        self.on_close: list = []
 
     def started(self) -> None:
         """On the server's loop: recover stored runs, watch containers, tick."""
@@ -113,6 +115,8 @@ class Runs:
             elif record["status"] == "queued":
                 self._queue(record["id"])
         self._ticker = self.loop.call_later(TICK, self._tick)
+        for hook in self.on_start:
+            hook()
 
     def _lost(self, record: dict) -> None:
         now = time.time()
@@ -352,6 +356,8 @@ class Runs:
             out["duration"] = time.time() - record["started"]
         if detail:
             out["result"] = self.store.result_json(record["id"]) if record["status"] == "succeeded" else None
+            if record["kind"] == "notebook" and record["status"] == "failed":
+                out["partial"] = self.store.result_json(record["id"])  # executed as far as it went
             out["logs"] = self.logs(record["id"])[-65536:]
         return out
 
@@ -372,6 +378,8 @@ class Runs:
 
     def close(self) -> None:
         self.closing = True
+        for hook in self.on_close:
+            hook()
         if self._ticker is not None:
             self._ticker.cancel()
         if self._unsubscribe is not None:

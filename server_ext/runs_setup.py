@@ -12,11 +12,16 @@ def state_root(config) -> Path:
 
 
 def make_runs(app) -> None:
-    from .api.runs import RUNS_SETTING
+    from .api.runs import RUNS_SETTING, SCHEDULES_SETTING
     from .runs import Runs
+    from .schedules import Schedules
 
     config = app.cellhop
     app.runs = Runs(app.control_plane, state_root(config) / "runs", result_limit=config.run_result_limit,
                     retention=config.run_retention, concurrency=config.run_concurrency,
                     keep_warm=config.run_keep_warm, callback_timeout=config.run_callback_timeout)
     app.settings[RUNS_SETTING] = app.runs
+    app.schedules = Schedules(app.runs, state_root(config) / "schedules")
+    app.settings[SCHEDULES_SETTING] = app.schedules
+    app.runs.on_close.append(app.schedules.close)
+    app.runs.on_start.append(app.schedules.started)

@@ -10,7 +10,9 @@
 - `GET runs/{id}/wait?timeout=s`: the same, once the run ended or after `timeout` seconds;
 - `GET runs/{id}/result`: the result's pickled bytes (the notebook client's `Run.result()`);
 - `GET runs/{id}/logs`: `{"logs": text}`, live while it runs;
-- `DELETE runs/{id}`: cancel it (its container is stopped).
+- `DELETE runs/{id}`: cancel it (its container is stopped);
+- `GET schedules`, `POST schedules` (as `POST runs`, with `"cron"` or `"every"`), `GET schedules/{id}` (with
+  its latest runs), `PATCH schedules/{id}` `{"paused": true|false}`, `DELETE schedules/{id}`.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from tornado import web
 
 from ...errors import CellhopError
 from ...run_errors import RunNotDone, RunNotFound
+from ..kernel_tokens import USER
 from ..runs_store import check_id
+from ..schedules import check_schedule_id
 from .base import CellhopAPIHandler, parse_json
 
 RUNS_SETTING = "cellhop_runs"
+SCHEDULES_SETTING = "cellhop_schedules"
 MAX_BODY_BYTES = 64 << 20
 _ID = r"(?P<run_id>[^/]+)"
 SPEC_FIELDS = ("gpu", "cpus", "memory", "image", "timeout", "volumes", "secrets")
@@ -63,26 +68,20 @@ class _RunsAPI(CellhopAPIHandler):
     def run_record(self, run_id: str) -> dict:
         return self.runs.record(check_id(run_id))
 
-
-class RunsHandler(_RunsAPI):
-    @web.authenticated
-    @authorized
-    async def get(self):
-        status = self.get_argument("status", None)
-        self.write_json({"runs": self.runs.list_view(self.caller, status)})
-
-    @web.authenticated
-    @authorized
-    async def post(self):
-        body = self.request.body or b""
+    def prepared(self, body: bytes, extra: tuple = ()) -> dict:
+        """What runs.submit (or schedules.create) takes, from the request: a JSON body or bytes with ?spec=."""
         if len(body) > MAX_BODY_BYTES:
             raise web.HTTPError(413, f"the run is {len(body)} bytes; a run takes at most {MAX_BODY_BYTES >> 20} MiB: "
                                      "load large data in the function from a volume")
         if self.request.headers.get("Content-Type", "").startswith("application/octet-stream"):
-            record = self._submit_pickled(parse_json(self.get_argument("spec", "{}"), "the spec parameter"), body)
+            request = parse_json(self.get_argument("spec", "{}"), "the spec parameter")
+            if not isinstance(request, dict):
+                raise CellhopError("the spec parameter must be a JSON object")
+            prepared = self._submit_pickled({k: v for k, v in request.items() if k not in extra}, body)
         else:
-            record = self._submit_json(self.json_body())
-        self.write_json(self.runs.view(record), status=201)
+            request = self.json_body()
+            prepared = self._submit_json({k: v for k, v in request.items() if k not in extra})
+        return {**prepared, **{k: request[k] for k in extra if k in request}}
 
     def _common(self, request: dict) -> dict:
         return {"retries": request.get("retries"), "callback_url": request.get("callback_url"),
@@ -108,7 +107,7 @@ class RunsHandler(_RunsAPI):
 
             code = notebook_input(body["notebook"], body.get("parameters") or {})
             spec = check_spec({"gpu": body.get("gpu"), "timeout": body.get("timeout")}, self.control_plane.inventory)
-            return self.runs.submit(exec="notebook", name=str(body.get("name") or "notebook"), code=code, args=b"",
+            return dict(exec="notebook", name=str(body.get("name") or "notebook"), code=code, args=b"",
                                     spec=spec, **self._common(body))
         if not isinstance(body.get("function"), str):
             raise CellhopError('give "function": the name of a function deployed with f.deploy(name) '
@@ -117,7 +116,7 @@ class RunsHandler(_RunsAPI):
         if not isinstance(kwargs, dict):
             raise CellhopError('"kwargs" must be a JSON object: the function\'s keyword arguments')
         spec, code, name = self._function(body["function"])
-        return self.runs.submit(exec="json", name=name, function=name, code=code, args=json.dumps(kwargs).encode(),
+        return dict(exec="json", name=name, function=name, code=code, args=json.dumps(kwargs).encode(),
                                 spec=spec, **self._common(body))
 
     def _submit_pickled(self, request: dict, body: bytes) -> dict:
@@ -129,7 +128,7 @@ class RunsHandler(_RunsAPI):
 
             code = notebook_input(body, request.get("parameters") or {})
             spec = check_spec(request.get("spec") or {}, self.control_plane.inventory)
-            return self.runs.submit(exec="notebook", name=str(request.get("name") or "notebook"), code=code,
+            return dict(exec="notebook", name=str(request.get("name") or "notebook"), code=code,
                                     args=b"", spec=spec, **self._common(request))
         if exec_ not in ("call", "cell"):
             raise CellhopError('a run sent as bytes has "exec": "call", "cell" or "notebook"')
@@ -137,7 +136,7 @@ class RunsHandler(_RunsAPI):
             spec, code, name = self._function(request["function"])
             if request.get("spec"):
                 raise CellhopError("a deployed function runs with the spec it was deployed with; give no spec")
-            return self.runs.submit(exec="call", name=name, function=name, code=code, args=body, spec=spec,
+            return dict(exec="call", name=name, function=name, code=code, args=body, spec=spec,
                                     **self._common(request))
         code_bytes = request.get("code_bytes")
         if not isinstance(code_bytes, int) or isinstance(code_bytes, bool) or not 0 < code_bytes <= len(body):
@@ -145,8 +144,22 @@ class RunsHandler(_RunsAPI):
         spec = check_spec(request.get("spec") or {}, self.control_plane.inventory)
         if request.get("image"):
             spec["image"] = str(request["image"])
-        return self.runs.submit(exec=exec_, name=str(request.get("name") or exec_), code=body[:code_bytes],
+        return dict(exec=exec_, name=str(request.get("name") or exec_), code=body[:code_bytes],
                                 args=body[code_bytes:], spec=spec, **self._common(request))
+
+
+class RunsHandler(_RunsAPI):
+    @web.authenticated
+    @authorized
+    async def get(self):
+        status = self.get_argument("status", None)
+        self.write_json({"runs": self.runs.list_view(self.caller, status)})
+
+    @web.authenticated
+    @authorized
+    async def post(self):
+        record = self.runs.submit(**self.prepared(self.request.body or b""))
+        self.write_json(self.runs.view(record), status=201)
 
 
 class RunHandler(_RunsAPI):
@@ -202,7 +215,58 @@ class RunLogsHandler(_RunsAPI):
         self.write_json({"id": run_id, "logs": self.runs.logs(run_id)})
 
 
+class _SchedulesAPI(_RunsAPI):
+    @property
+    def schedules(self):
+        schedules = self.settings[SCHEDULES_SETTING]
+        schedules.started()
+        return schedules
+
+
+class SchedulesHandler(_SchedulesAPI):
+    @web.authenticated
+    @authorized
+    async def get(self):
+        self.write_json({"schedules": self.schedules.list_view(self.caller)})
+
+    @web.authenticated
+    @authorized
+    async def post(self):
+        """As POST runs, with "cron": "m h dom mon dow" or "every": "15m" (and "name")."""
+        prepared = self.prepared(self.request.body or b"", extra=("cron", "every"))
+        record = self.schedules.create(**prepared)
+        self.write_json(self.schedules.view(record), status=201)
+
+
+class ScheduleHandler(_SchedulesAPI):
+    @web.authenticated
+    @authorized
+    async def get(self, schedule_id):
+        record = self.schedules.load(check_schedule_id(schedule_id))
+        view = self.schedules.view(record)
+        view["runs"] = [r for r in self.runs.list_view(USER, limit=10_000) if r.get("schedule") == record["id"]][:50]
+        self.write_json(view)
+
+    @web.authenticated
+    @authorized
+    async def patch(self, schedule_id):
+        """`{"paused": true}` pauses it, `{"paused": false}` resumes it."""
+        body = self.json_body()
+        if set(body) != {"paused"} or not isinstance(body["paused"], bool):
+            raise web.HTTPError(400, 'send {"paused": true} to pause the schedule or {"paused": false} to resume it')
+        record = self.schedules.set_paused(check_schedule_id(schedule_id), body["paused"])
+        self.write_json(self.schedules.view(record))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, schedule_id):
+        record = self.schedules.delete(check_schedule_id(schedule_id))
+        self.write_json(self.schedules.view(record))
+
+
 handlers = [
+    (r"schedules", SchedulesHandler),
+    (r"schedules/(?P<schedule_id>[^/]+)", ScheduleHandler),
     (r"runs", RunsHandler),
     (rf"runs/{_ID}", RunHandler),
     (rf"runs/{_ID}/wait", RunWaitHandler),
