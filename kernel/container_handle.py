@@ -137,3 +137,40 @@ class Sandbox(Container):
 
     def __exit__(self, *exc) -> None:
         self.terminate()
+
+
+def open_terminal(client, container_id: str, open_tab: bool = True) -> str:
+    """A terminal of the Jupyter server whose shell runs inside the container; its name. `open_tab`: the
+    JupyterLab windows with cellhop's panel open a tab on it."""
+    if not hasattr(client, "request") or hasattr(client, "manager"):
+        raise CellhopError("terminals are the Jupyter server's: this kernel has no cellhop server (it runs an "
+                           "embedded control plane); start JupyterLab with cellhop, or run `cellhop shell "
+                           f"{container_id}` where the server runs")
+    return client.request("POST", f"containers/{container_id}/terminal", {"open": open_tab})["name"]
+
+
+def terminal_for_notebook(cells, wanted: str | None = None) -> str:
+    """`%gpu --terminal [CONTAINER]`: a terminal in this notebook's %%remote container (or the one whose id
+    starts with `wanted`), opened as a JupyterLab tab; says which."""
+    from IPython.core.error import UsageError
+
+    if wanted is not None:
+        listed = cells.control.request("GET", "containers")["containers"] if hasattr(cells.control, "request") \
+            and not hasattr(cells.control, "manager") else [{"id": wanted}]
+        ids = [c["id"] for c in listed if c["id"].startswith(wanted)]
+        if len(ids) != 1:
+            raise UsageError(f"{len(ids) or 'no'} containers have an id starting with {wanted!r}; give more of it")
+        container_id = ids[0]
+    else:
+        live = [s.id for s in list(cells.sessions.values()) if s.alive()]
+        if not live:
+            raise UsageError("this notebook has no running container yet: run a %%remote cell first (or "
+                             "`%gpu --keep-warm 1` to start one), then %gpu --terminal")
+        container_id = live[0]
+    try:
+        name = open_terminal(cells.control, container_id)
+    except CellhopError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"cellhop: terminal {name} opened inside container {container_id} (a JupyterLab tab; its shell ends "
+          "when the container stops)")
+    return None

@@ -176,10 +176,17 @@ class CellhopMagics(Magics):
               help="Show live metrics (GpuMonitor) of the GPUs this notebook's containers hold "
                    "(all GPUs when they hold none); with a container id (or a unique prefix, as a "
                    "%%%%remote cell's status line gives it), of that container's GPUs alone.")
+    @argument("--terminal", nargs="?", const=True, default=None, metavar="CONTAINER",
+              help="Open a JupyterLab terminal whose shell runs inside this notebook's %%%%remote container "
+                   "(or the container with that id or unique prefix).")
     @line_magic
     def gpu(self, line: str = ""):
         """Show this host's GPUs, or choose the GPU for later %%remote cells."""
         args = parse_argstring(self.gpu, line)
+        if args.terminal is not None:  # kernel/container_handle.py
+            from .container_handle import terminal_for_notebook
+
+            return terminal_for_notebook(self.cells, None if args.terminal is True else args.terminal)
         if args.monitor is not None:
             return self._monitor(None if args.monitor is True else args.monitor)
         changes = {k: v for k, v in (("cpus", args.cpus), ("memory", args.memory), ("timeout", args.timeout),

@@ -122,3 +122,27 @@ async def test_exit_ends_the_terminal_and_cellhop_shell_connects_a_terminal(
     assert proc.returncode == 0, err
     assert "FROM-SHELL=42 GPU-simulated-a10g-0" in out.decode(), out
     assert not [n for n in terminals.terminals if n.startswith(f"cellhop_{cid}_")]
+
+
+async def test_gpu_terminal_opens_a_tab_on_the_notebooks_container(start_kernel, jp_ws_fetch, control_plane):
+    from server_kernel_client import run
+
+    events: list[dict] = []
+    subscription = control_plane.bus.subscribe(events.append)
+    try:
+        kid, kc = await start_kernel()
+        content, out, _ = await run(kc, "%gpu --terminal", timeout=120)
+        assert content["status"] == "error" and "no running container yet" in out + str(content), (content, out)
+        content, out, _ = await run(kc, "%%remote --gpu H100 --no-pull\nx = 1", timeout=180)
+        assert content["status"] == "ok", (content, out)
+        content, out, _ = await run(kc, "%gpu --terminal", timeout=120)
+        assert content["status"] == "ok", (content, out)
+        [container] = control_plane.manager.list()
+        found = re.search(rf"terminal (cellhop_{container.id}_\d+) opened inside container {container.id}", out)
+        assert found, out
+        assert {"type": "terminal", "name": found.group(1), "container": container.id} in events
+        screen = Screen(await jp_ws_fetch("terminals", "websocket", found.group(1)))
+        screen.type("echo IN=$CELLHOP_CONTAINER_ID/$CUDA_VISIBLE_DEVICES\r")
+        await screen.until(f"IN={container.id}/{container.gpus[0].uuid}")
+    finally:
+        subscription.close()
