@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 
 import zmq
 
@@ -241,18 +242,29 @@ class RemoteFunction:
             return []
         pool, parent, spec = self._where({"fn": self.fn, "calls": calls[:3]})
         leases = pool.leases(spec, self._user, self._label, min(self._budget(pool, spec.gpu), n))
+
+        def replace():  # a container for the calls of one that died, when none of the others is left
+            leases.extend(pool.leases(spec, self._user, self._label, 1))
+            return leases[-1].session
+
         try:
             return self._run_map([lease.session for lease in leases], calls, parent, return_exceptions,
-                                 progress, chunk_size)
+                                 progress, chunk_size, replace)
         finally:
             for lease in leases:
                 lease.close()
 
     def _run_map(self, sessions: list[ContainerSession], calls: list, parent: dict, return_exceptions: bool,
-                 progress: bool, chunk_size: int | None) -> list:
+                 progress: bool, chunk_size: int | None, replace=None) -> list:
+        """A container that dies hands its calls in flight back to the queue (each chunk at most
+        `retries.max_retries` times, 2 without a policy), to the others or to a new one (`replace()`)."""
         n = len(calls)
+        sessions = list(sessions)
+        requeues: dict[int, int] = {}
+        limit = self.retries.max_retries if self.retries else 2
         size = chunk_size or max(1, min(512, math.ceil(n / (len(sessions) * 4))))
         chunks = [(i, calls[i:i + size]) for i in range(0, n, size)]
+        by_start = dict(chunks)
         results: list = [None] * n
         bar = _progress_bar(n, self.__name__) if progress else None
         pending = list(reversed(chunks))
@@ -277,10 +289,20 @@ class RemoteFunction:
                 ready = dict(poller.poll(1000))
                 for s in {s for s, _ in in_flight.values()}:
                     if s.watch.dead.is_set():
-                        s.close()
-                        status = s.watch.status
-                        raise ContainerDied(f"container {s.id} died during {self.__name__}.map: "
-                                            f"{status.describe() if status else 'unknown cause'}")
+                        by_socket.pop(s.conn.sockets["shell"], None)
+                        self._requeue_of_dead(s, sessions, in_flight, pending, by_start, requeues, limit, poller)
+                        if not sessions:
+                            if replace is None:
+                                raise ContainerDied(f"container {s.id} died during {self.__name__}.map")
+                            new = replace()
+                            sessions.append(new)
+                            by_socket[new.conn.sockets["shell"]] = new
+                            poller.register(new.conn.sockets["shell"], zmq.POLLIN)
+                            poller.register(new.watch.fileno(), zmq.POLLIN)
+                        for live in sessions:
+                            while sum(1 for x, _ in in_flight.values() if x is live) < 2 and pending \
+                                    and first_error is None:
+                                feed(live)
                 for sock in ready:
                     session = by_socket.get(sock)
                     if session is None:
@@ -304,6 +326,30 @@ class RemoteFunction:
             _raise_remote(first_error)
         return results
 
+    def _requeue_of_dead(self, dead, sessions, in_flight, pending, chunks, requeues, limit, poller) -> None:
+        """The calls `dead` held go back to the queue; past `limit` re-queues of one chunk, ContainerDied."""
+        for socket in (dead.conn.sockets["shell"], dead.watch.fileno()):
+            try:
+                poller.unregister(socket)
+            except KeyError:
+                pass
+        dead.close()
+        status = dead.watch.status
+        why = status.describe() if status else "unknown cause"
+        if dead in sessions:
+            sessions.remove(dead)
+        for msg_id, (session, start) in list(in_flight.items()):
+            if session is not dead:
+                continue
+            del in_flight[msg_id]
+            requeues[start] = requeues.get(start, 0) + 1
+            if requeues[start] > limit:
+                raise ContainerDied(f"container {dead.id} died during {self.__name__}.map ({why}); the calls from "
+                                    f"item {start} on were re-queued {limit} time(s), and their containers died "
+                                    "each time")
+            pending.append((start, chunks[start]))
+        print(f"cellhop: container {dead.id} died during {self.__name__}.map ({why}); its calls were re-queued",
+              file=sys.stderr)
 
 def _progress_bar(total: int, name: str):
     try:

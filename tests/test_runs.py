@@ -237,3 +237,25 @@ print(json.dumps({"value": f.remote("abc"), "mine": [r.name for r in cellhop.run
     assert json.loads(out) == {"value": {"n": 3, "text": "abc"}, "mine": ["embed"]}, out
     code, listed = await _api(jp_fetch, "GET", "runs")
     assert len(listed["runs"]) == 3  # the server's user sees them all
+
+
+async def test_map_requeues_the_calls_of_a_container_that_died(start_kernel):
+    _, kc = await start_kernel()
+    out = await _ok(kc, '''
+import cellhop, json, sys
+marks = cellhop.Volume("marks")
+marks.info()
+
+@cellhop.remote(volumes={"/marks": marks}, max_containers=2)
+def square_or_die(x):
+    import os
+    if x == 5 and not os.path.exists("/marks/died"):
+        open("/marks/died", "w").close()
+        os._exit(1)  # the container ends with the calls it holds
+    return x * x
+
+results = square_or_die.map(range(12), chunk_size=1, progress=False)
+print(json.dumps(results))
+''')
+    assert json.loads(out.strip().splitlines()[-1]) == [x * x for x in range(12)], out
+

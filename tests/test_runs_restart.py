@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.client
 import json
 import signal
-import time
 from urllib.parse import urlencode
 
 import cloudpickle
