@@ -224,6 +224,9 @@ class Runs:
             answer = await self.containers.call(warm, record, code, args, self.result_limit,
                                                 record["spec"].get("timeout"))
             ok, pickled, as_json, note = answer
+            if self.result_limit and max(len(pickled or b""), len(as_json or "")) > self.result_limit:
+                pickled, as_json = None, None  # the container's side keeps to the limit; this one did not
+                note = f"the result was over c.Cellhop.run_result_limit ({self.result_limit} bytes): not kept"
             status, error = ("succeeded", None) if ok else ("failed", note)
             if ok or pickled is not None or as_json is not None:
                 self.store.save_result(run_id, pickled, as_json)
