@@ -50,11 +50,13 @@ def endpoint_name(name) -> str:
 
 
 class EndpointStore:
-    """The stored endpoints of one control plane (thread-safe)."""
+    """The stored endpoints of one control plane (thread-safe). Their records are read once and kept in
+    memory (every request reads one): only this store writes them."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
         self._lock = threading.Lock()
+        self._records: dict[str, dict] = {}
 
     def _folder(self, name: str) -> Path:
         return self.root / endpoint_name(name)
@@ -66,9 +68,15 @@ class EndpointStore:
                       if p.is_dir() and not p.is_symlink() and (p / "endpoint.json").is_file())
 
     def load(self, name: str) -> dict:
+        """The endpoint's record (a copy: change it through this store)."""
+        cached = self._records.get(name)
+        if cached is not None:
+            return dict(cached)
         path = self._folder(name) / "endpoint.json"
         try:
-            return json.loads(path.read_bytes())
+            record = json.loads(path.read_bytes())
+            self._records[name] = record
+            return dict(record)
         except FileNotFoundError:
             raise EndpointNotFound(f"no endpoint {name!r} is deployed; list them with `cellhop endpoint list` "
                                    "or GET cellhop/api/endpoints") from None
@@ -93,7 +101,7 @@ class EndpointStore:
                       "created": old["created"] if old else now, "updated": now,
                       "keys": old["keys"] if old else []}
             _write(folder / f"code-{version}.pkl", code)
-            _write(folder / "endpoint.json", json.dumps(record).encode())
+            self._put(name, record)
             if old:
                 (folder / f"code-{old['version']}.pkl").unlink(missing_ok=True)
             return record
@@ -103,6 +111,7 @@ class EndpointStore:
             folder = self._folder(name)
             if not (folder / "endpoint.json").is_file():
                 raise EndpointNotFound(f"no endpoint {name!r} is deployed")
+            self._records.pop(name, None)
             shutil.rmtree(folder)
 
     def new_key(self, name: str) -> str:
@@ -111,14 +120,18 @@ class EndpointStore:
             record = self.load(name)
             key = KEY_PREFIX + secrets.token_urlsafe(32)
             record["keys"] = [*record["keys"], {"hash": key_hash(key), "created": time.time()}][-MAX_KEYS:]
-            _write(self._folder(name) / "endpoint.json", json.dumps(record).encode())
+            self._put(name, record)
             return key
 
     def revoke_keys(self, name: str) -> None:
         with self._lock:
             record = self.load(name)
             record["keys"] = []
-            _write(self._folder(name) / "endpoint.json", json.dumps(record).encode())
+            self._put(name, record)
+
+    def _put(self, name: str, record: dict) -> None:
+        _write(self._folder(name) / "endpoint.json", json.dumps(record).encode())
+        self._records[name] = record
 
 
 def key_matches(record: dict, key: str) -> bool:
