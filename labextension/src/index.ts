@@ -4,12 +4,12 @@
  */
 
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { Dialog, InputDialog, MainAreaWidget, Notification, showDialog } from '@jupyterlab/apputils';
+import { Dialog, InputDialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { ServerConnection } from '@jupyterlab/services';
-import { LabIcon, refreshIcon, ToolbarButton } from '@jupyterlab/ui-components';
-import { Widget } from '@lumino/widgets';
+import { LabIcon } from '@jupyterlab/ui-components';
 
 import { CellhopApi } from './api';
+import { logWidget } from './logview';
 import { CellhopPanel } from './panel';
 import { SessionInfo } from './state';
 import { EventStream, eventsUrl } from './stream';
@@ -22,36 +22,9 @@ export const cellhopIcon = new LabIcon({ name: 'cellhop:gpu', svgstr: ICON_SVG }
 
 const COMMANDS = {
   open: 'cellhop:open-panel',
-  logs: 'cellhop:container-logs'
+  logs: 'cellhop:container-logs',
+  terminal: 'cellhop:container-terminal'
 };
-
-/** A container's log in the main area, with a refresh button. */
-function logWidget(api: CellhopApi, id: string): MainAreaWidget {
-  const content = new Widget();
-  content.addClass('jp-CellhopLogs');
-  const pre = document.createElement('pre');
-  content.node.append(pre);
-  const load = async () => {
-    try {
-      pre.textContent =
-        (await api.logs(id)) ||
-        'Nothing in this log yet. What the cells print shows in the notebook that ran them; this log ' +
-          "holds what the container's own process writes outside of a cell (native libraries, " +
-          'subprocesses, a crash).';
-    } catch (err) {
-      pre.textContent = `Could not read the log of container ${id}: ${(err as Error).message}`;
-    }
-    content.node.scrollTop = content.node.scrollHeight;
-  };
-  const widget = new MainAreaWidget({ content });
-  widget.id = `cellhop-logs-${id}`;
-  widget.title.label = `cellhop log ${id.slice(0, 8)}`;
-  widget.title.icon = cellhopIcon;
-  widget.title.closable = true;
-  widget.toolbar.addItem('refresh', new ToolbarButton({ icon: refreshIcon, tooltip: 'Reload the log', onClick: load }));
-  void load();
-  return widget;
-}
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'cellhop-labextension:panel',
@@ -69,7 +42,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
       createStream: (onEvent, onStatus) =>
         new EventStream({
           url: () => eventsUrl(settings as { wsUrl: string; token?: string; appendToken?: boolean }),
-          onEvent,
+          onEvent: event => {
+            const asked = event as { type: string; name?: string };
+            if (asked.type === 'terminal' && asked.name) {
+              // `%gpu --terminal` (a kernel asked the server for a terminal inside its container)
+              void app.commands.execute('terminal:open', { name: asked.name });
+            }
+            onEvent(event);
+          },
           onStatus
         }),
       sessions: () => sessions,
@@ -82,6 +62,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         return result.button.accept;
       },
       openLogs: id => void app.commands.execute(COMMANDS.logs, { id }),
+      openTerminal: id => void app.commands.execute(COMMANDS.terminal, { id }),
       queued: (id, text, cancel) => {
         const shown = queueNotes.get(id);
         if (text === null) {
@@ -152,7 +133,25 @@ const plugin: JupyterFrontEndPlugin<void> = {
           app.shell.activateById(`cellhop-logs-${id}`);
           return;
         }
-        app.shell.add(logWidget(api, id), 'main');
+        app.shell.add(logWidget(api, id, cellhopIcon), 'main');
+      }
+    });
+    app.commands.addCommand(COMMANDS.terminal, {
+      label: 'Open a terminal inside a cellhop container',
+      execute: async args => {
+        // a terminal of the Jupyter server whose shell runs inside the container (docs/api.md, "Terminals")
+        const id = String(args.id ?? '');
+        try {
+          const made = await api.request<{ name: string }>(['containers', id, 'terminal'], {
+            method: 'POST',
+            body: '{}'
+          });
+          await app.commands.execute('terminal:open', { name: made.name });
+        } catch (err) {
+          void Notification.error(`Could not open a terminal in container ${id.slice(0, 8)}: ${(err as Error).message}`, {
+            autoClose: 8000
+          });
+        }
       }
     });
   }

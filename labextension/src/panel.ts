@@ -25,6 +25,8 @@ export interface PanelOptions {
   sessions: () => SessionInfo[];
   confirmStop: (row: ContainerRow) => Promise<boolean>;
   openLogs: (id: string) => void;
+  /** A JupyterLab terminal whose shell runs inside the container. */
+  openTerminal?: (id: string) => void;
   notify: (message: string) => void;
   confirm: StorageOptions['confirm'];
   prompt: StorageOptions['prompt'];
@@ -427,6 +429,13 @@ export class CellhopPanel extends Widget {
     stop.onclick = () => void this.stopContainer(row);
     const logs = h('button', { className: 'jp-CellhopPanel-button', type: 'button', 'data-action': 'logs' }, 'Logs');
     logs.onclick = () => this.options.openLogs(row.id);
+    const terminal = h(
+      'button',
+      { className: 'jp-CellhopPanel-button', type: 'button', 'data-action': 'terminal', disabled: row.phase !== 'ready',
+        title: 'Open a terminal whose shell runs inside this container' },
+      'Terminal'
+    );
+    terminal.onclick = () => this.options.openTerminal?.(row.id);
     return h(
       'div',
       { className: 'jp-CellhopPanel-container', 'data-id': row.id, 'data-phase': row.phase },
@@ -449,7 +458,7 @@ export class CellhopPanel extends Widget {
         row.node ? h('span', { className: 'jp-CellhopPanel-containerNode', title: 'Ray node' }, `node ${row.node}`) : null
       ),
       row.exit ? h('div', { className: 'jp-CellhopPanel-exit', 'data-failed': String(row.failed) }, row.exit) : null,
-      h('div', { className: 'jp-CellhopPanel-actions' }, stop, logs)
+      h('div', { className: 'jp-CellhopPanel-actions' }, stop, logs, this.options.openTerminal ? terminal : null)
     );
   }
 
