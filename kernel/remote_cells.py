@@ -27,7 +27,7 @@ from .control_plane_client import ControlPlaneClient
 from .queue_status import QueueStatus
 from .remote_debug import remember
 from .remote_run import RemoteRun
-from .run_spec import RunSpec
+from .run_spec import WORKDIR_MODES, RunSpec
 from .safe_pickle import check_policy, stricter
 from .serialize import Packed, pack
 from .status_line import StatusLine, describe_gpus, finished_text
@@ -57,7 +57,7 @@ class RemoteCells:
         self.comm_proxies = comm_proxies
         self.owner = owner
         self.pull = configured_pull(getattr(shell, "config", None))  # c.Cellhop.pull: the notebook's floor
-        self.defaults = RunSpec()
+        self.defaults = RunSpec(workdir=configured_workdir(getattr(shell, "config", None)))  # c.Cellhop.workdir
         self.pool = ContainerPool(control, sink, comm_proxies, owner=owner, pull=self.pull)
         self._built: dict[str, dict] = {}  # an image's build spec (JSON) -> what its build said
         self.landing = Landing(shell, sink, getattr(shell, "kernel", None))  # --async values, as runs finish
@@ -221,6 +221,16 @@ def _differences(old_key: tuple, new_key: tuple) -> str:
     options = ("--gpu", "--cpus", "--memory", "--image", "--volume", "--secret", "--workdir", "--workdir")
     changed = list(dict.fromkeys(o for o, a, b in zip(options, old_key, new_key) if a != b))
     return ", ".join(changed) or "settings"
+
+
+def configured_workdir(config) -> str:
+    """c.Cellhop.workdir of a kernel's traitlets config: the notebook's folder as %%remote cells' working
+    folder by default ('rw', 'ro'), or not ('none', without one)."""
+    section = (config.get("Cellhop") or {}) if config is not None else {}
+    value = section.get("workdir", "none") if hasattr(section, "get") else "none"
+    if value not in WORKDIR_MODES:
+        raise ValueError(f"c.Cellhop.workdir must be one of {', '.join(WORKDIR_MODES)}, not {value!r}")
+    return value
 
 
 def configured_pull(config) -> str:

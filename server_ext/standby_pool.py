@@ -49,7 +49,7 @@ class StandbyKey(NamedTuple):
     @classmethod
     def of(cls, spec: ContainerSpec) -> StandbyKey | None:
         """The key of the standby that can become `spec`'s container, or None when none can."""
-        if spec.volumes or spec.secrets or spec.env or spec.workdir is not None or spec.python:
+        if spec.volumes or spec.secrets or spec.env or spec.python:  # a working folder: attached at the claim
             return None
         return cls(spec.image, spec.cpus, spec.memory)
 
@@ -118,7 +118,12 @@ class StandbyPool:
         try:
             runtime.claim(standby, container)
             env = runtime.gpu_environment(container)
-            run_silently(standby.connection_info, "__import__('os').environ.update(%r)" % (env,), timeout=10.0,
+            code = "__import__('os').environ.update(%r)" % (env,)
+            where = getattr(runtime, "claimed_workdir", None)
+            inside = where(standby) if where is not None and container.spec.workdir is not None else None
+            if inside:  # the notebook's folder, attached by the claim (late_mounts.py)
+                code += "; __import__('os').chdir(%r)" % (inside,)
+            run_silently(standby.connection_info, code, timeout=10.0,
                          ended=lambda: runtime.poll(standby) is not None, what=f"standby container {standby.id}")
         except Exception as exc:
             if not isinstance(exc, CannotAttach):

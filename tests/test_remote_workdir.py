@@ -10,8 +10,11 @@ the control plane started in) holds for these folders as for any.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -131,3 +134,54 @@ async def test_a_server_kernel_writes_beside_its_notebook(jp_serverapp, jp_root_
     finally:
         kc.stop_channels()
         await km.shutdown_kernel(kid, now=True)
+
+
+# -- a standby container claimed with the notebook's folder (late_mounts.py) ----------------------------
+def _containers(nb) -> list[dict]:
+    ran = nb.ok("import json as _j, cellhop as _c\n"
+                "print(_j.dumps([{k: c[k] for k in ('id', 'phase', 'standby', 'claimed_from')}"
+                " for c in _c.control_plane().containers()]))")
+    return json.loads(ran.stdout)
+
+
+def _wait_ready_standby(nb, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(c["standby"] and c["phase"] == "ready" for c in _containers(nb)):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"no standby became ready: {_containers(nb)}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="attaching a folder to a started standby needs a server run as root; "
+                    "elsewhere a workdir request starts a fresh container (tested above)")
+def test_a_standby_is_claimed_with_the_notebooks_folder_attached(notebook_folder):
+    folder = notebook_folder / "claimed"
+    folder.mkdir()
+    (folder / "data.txt").write_text("beside the notebook\n")
+    with kernel_in(folder, ("--Cellhop.standby=1",)) as nb:
+        _wait_ready_standby(nb)
+        ran = nb.ok("%%remote --workdir rw\nprint(open('data.txt').read().strip())\n"
+                    "open('written.txt', 'w').write('by a claimed standby')\n")
+        assert "beside the notebook" in ran.stdout, ran
+        assert (folder / "written.txt").read_text() == "by a claimed standby"
+        mine = next(c for c in _containers(nb) if c["id"].startswith(ran.container))
+        assert mine["claimed_from"], mine  # a standby became the cell's container: no fresh start
+        host_mounts = Path("/proc/self/mountinfo").read_text()
+        assert str(folder) not in host_mounts  # the host keeps no mount of the notebook's folder
+        # read-only: the next standby, claimed for a ro cell (another run spec: its own container)
+        _wait_ready_standby(nb)
+        ro = nb.run("%%remote --workdir ro\nprint(open('data.txt').read().strip())\n"
+                    "open('refused.txt', 'w').write('no')\n")
+        assert "beside the notebook" in ro.stdout and ro.ename in ("OSError", "PermissionError"), ro
+        assert not (folder / "refused.txt").exists()
+        assert next(c for c in _containers(nb) if c["id"].startswith(ro.container))["claimed_from"]
+
+
+def test_a_kernel_configured_for_it_binds_the_notebooks_folder_by_default(notebook_folder):
+    folder = notebook_folder / "configured"
+    folder.mkdir()
+    with kernel_in(folder, ("--Cellhop.workdir=rw",)) as nb:
+        nb.ok("%%remote\nopen('by_default.txt', 'w').write('yes')\n")
+        assert (folder / "by_default.txt").read_text() == "yes"
+        assert "working folder (rw)" in nb.ok("%gpu").stdout

@@ -98,10 +98,8 @@ def test_a_standby_holds_no_gpu_until_claimed_and_then_exactly_its_own(make_mana
 def test_requests_a_standby_cannot_be_start_fresh(make_manager, runtime_root):
     manager = make_manager(standby=1)
     wait_for_standbys(manager)
-    workdir = runtime_root / "work" / "nb"
-    workdir.mkdir(parents=True)
-    for spec in (ContainerSpec(gpu="H100", env={"X": "1"}), ContainerSpec(gpu="H100", workdir=workdir),
-                 ContainerSpec(gpu="H100", cpus=1)):
+    # (a working folder no longer starts fresh where the server is root: tests/test_remote_workdir.py)
+    for spec in (ContainerSpec(gpu="H100", env={"X": "1"}), ContainerSpec(gpu="H100", cpus=1)):
         container = manager.start(spec)
         assert container.claimed_from is None
         manager.stop(container.id)
