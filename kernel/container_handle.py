@@ -51,10 +51,25 @@ def _run_embedded(embedded, container_id: str, body: dict, on_line) -> dict:
     """A control plane in this process: enter the container from here (server_ext/container_exec.py)."""
     from ..server_ext.container_exec import Exec, plan
 
+    import threading
+
     manager = embedded.manager
     run = Exec(plan(manager.runtime, manager.get(container_id)), body["argv"], body.get("stdin"),
                body.get("timeout"))
-    return asyncio.run(run.run(on_line))
+    result: dict = {}
+
+    def own_loop() -> None:  # a thread of its own: the caller may be inside a running loop (a notebook's cell)
+        try:
+            result["last"] = asyncio.run(run.run(on_line))
+        except BaseException as exc:  # raised in the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=own_loop, name="cellhop-exec", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["last"]
 
 
 class Container:

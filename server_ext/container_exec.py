@@ -10,10 +10,10 @@ environment holds secrets); it executes the command only once its privileges are
 the container's files runs with the server's privileges (see its docstring). The command is an argv,
 never given to a shell; the process keeps no descriptor of the server's (close_fds).
 
-`plan(runtime, container)` says how to enter one container (an EntryPlan); `spawn(plan, argv, ...)`
-starts the program (a Popen, its own session: killpg ends it and what it started, unless that left the
-session); `Exec` runs one command for the exec route: streams its output, masked like the container's
-log, kills it at its timeout, and reports how it ended.
+`plan(runtime, container)` says how to enter one container (an EntryPlan); `Exec` runs one command for
+the exec route: starts the program in a session of its own (a kill of the session at the timeout ends it
+and what it started, unless that left the session: it then ends with the container), streams its output
+masked like the container's log, and reports how it ended. terminals.py starts it for a terminal.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,31 +162,6 @@ class _NoLimits:
 def helper_argv() -> list[str]:
     """The host's interpreter, isolated (-I: no PYTHON* variables, no user site; -S: no site hooks)."""
     return [sys.executable, "-I", "-S", str(HELPER)]
-
-
-def spawn(entry: EntryPlan, argv: list[str], *, stdin=subprocess.DEVNULL, stdout=None, stderr=None) -> subprocess.Popen:
-    """Start `argv` inside the container (see the module's docstring); its own session."""
-    read_end, write_end = os.pipe()
-    try:
-        proc = subprocess.Popen([*helper_argv(), "--config-fd", str(read_end)], pass_fds=(read_end,),
-                                stdin=stdin, stdout=stdout, stderr=stderr, close_fds=True,
-                                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, start_new_session=True)
-    except BaseException:
-        os.close(write_end)
-        raise
-    finally:
-        os.close(read_end)
-    with os.fdopen(write_end, "wb") as pipe:
-        pipe.write(entry.config(argv))
-    return proc
-
-
-def kill_tree(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
-    """The entering program and what it started (its session; a process that left it ends with the container)."""
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 class _Collector:

@@ -299,8 +299,51 @@ async def test_container_exec_and_a_sandbox_from_python(jp_fetch, jp_serverapp, 
             return box.id, result, again
 
     cid, result, again = await asyncio.to_thread(in_a_sandbox)
+    # a kernel without a server: its embedded control plane enters the container from its own process
+    from cellhop.kernel.embedded_control_plane import EmbeddedControlPlane
+
+    other = await start(jp_fetch)
+    embedded = EmbeddedControlPlane(control_plane=control_plane, owned=False)
+    inside = await asyncio.to_thread(cellhop.Container(other, client=embedded).exec, "sh", "-c",
+                                     "echo $CELLHOP_CONTAINER_ID; exit 4")
+    assert (inside.stdout, inside.exit_code) == (f"{other}\n", 4)
     assert (result.stdout, result.stderr, result.exit_code) == ("hi GPU-simulated-a10g-0\n", "e\n", 3)
     assert again.stdout == "x" and again.returncode == 0
     assert control_plane.manager.get(cid).phase.value == "exited"  # terminated when the block ended
     with pytest.raises(CellhopError, match="exited with code 3"):
         result.check()
+
+
+
+async def test_the_privileged_side_holds_nothing_of_the_containers_and_argv_meets_no_shell(jp_fetch):
+    """The entering program (namespace_enter.py, root here until it forks and drops) is told what to run on a
+    pipe: the container's environment (its secrets, its loader variables) is never in its environment nor
+    on a command line another host user could read; the command holds no descriptor of the server's, and
+    its argv is run as it is."""
+    code, body = await call(jp_fetch, "POST", "secrets", {"name": "entertoken", "values": {"API_KEY": SECRET}})
+    assert code == 201, body
+    cid = await start(jp_fetch, {"secrets": ["entertoken"]})
+    waiting = asyncio.ensure_future(execute(jp_fetch, cid, ["sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.05; done"]))
+    helpers: list[int] = []
+    for _ in range(600):
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if b"namespace_enter.py" in open(f"/proc/{pid}/cmdline", "rb").read():
+                    helpers.append(int(pid))
+            except OSError:
+                pass
+        if helpers:
+            break
+        await asyncio.sleep(0.05)
+    assert helpers, "the entering program was not found"
+    for pid in helpers:
+        environ = open(f"/proc/{pid}/environ", "rb").read()
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+        assert SECRET.encode() not in environ + cmdline
+        assert b"CUDA_VISIBLE_DEVICES" not in environ and b"CELLHOP_SECRET_KEYS" not in environ, environ
+    _, last = await execute(jp_fetch, cid, ["touch", "/tmp/go"])
+    assert last == {"exit_code": 0} and (await asyncio.wait_for(waiting, 60))[1] == {"exit_code": 0}
+    lines, last = await execute(jp_fetch, cid, ["echo", "$(id -u)", ";", "ls", "`id`", "$API_KEY"])
+    assert output(lines) == "$(id -u) ; ls `id` $API_KEY\n"
+    lines, last = await execute(jp_fetch, cid, ["ls", "/proc/self/fd"])
+    assert sorted(output(lines).split()) == ["0", "1", "2", "3"], output(lines)  # 3: ls's own listing
