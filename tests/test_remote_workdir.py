@@ -185,3 +185,15 @@ def test_a_kernel_configured_for_it_binds_the_notebooks_folder_by_default(notebo
         nb.ok("%%remote\nopen('by_default.txt', 'w').write('yes')\n")
         assert (folder / "by_default.txt").read_text() == "yes"
         assert "working folder (rw)" in nb.ok("%gpu").stdout
+
+
+def test_read_only_without_a_sandbox_is_refused_not_ignored(make_manager, runtime_root):
+    from cellhop.container import ContainerSpec
+    from cellhop.errors import CellhopError
+
+    manager = make_manager(sandbox="none")
+    folder = runtime_root / "work" / "nb"
+    folder.mkdir(parents=True)
+    with pytest.raises(CellhopError, match="read-only .* needs bubblewrap"):
+        manager.start(ContainerSpec(gpu="none", owner="tests", workdir=folder, workdir_read_only=True))
+    assert not list(folder.iterdir())

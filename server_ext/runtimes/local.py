@@ -302,6 +302,10 @@ class LocalRuntime(ContainerRuntime):
             command = launch.argv + command
         elif container.mounts:
             raise unsandboxed_mount_error(container)
+        elif spec.workdir and spec.workdir_read_only:  # nothing here could keep it read-only
+            raise CellhopError(f"binding the notebook's folder read-only ({spec.workdir}) needs bubblewrap, and "
+                               "this host runs containers unsandboxed; install bubblewrap (apt-get install "
+                               "bubblewrap), or use --workdir rw or none")
         elif image_mounts:
             from ..images.runtime_env import link_mounts
 
