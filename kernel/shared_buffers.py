@@ -50,7 +50,8 @@ SHARED_MIN = 1 << 20  # buffers this large or larger go through shared memory
 SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 MAX_FDS = 64  # descriptors in one socket message
 MAX_MESSAGE = 1 << 16  # bytes of one socket message's JSON
-MAX_STASH = 256  # descriptors received and not yet claimed, per connection
+MAX_STASH = 256  # descriptors received and not yet claimed, per connection; shared buffers of one message
+MAX_KEPT = 64  # received memfds a container holds for sending back unchanged (each an open descriptor)
 MAX_CHANNELS = 32  # connections a container keeps (one per notebook session)
 MAX_SIZE = 1 << 40  # one buffer
 WAIT = 10.0  # seconds to wait for announced descriptors, or for a connection's hello
@@ -189,12 +190,14 @@ class _Kept:
 
     def add(self, view: memoryview, fd: int) -> bool:
         try:
-            address = _address(view)
-            weakref.finalize(view.obj._mapping, self._drop, address, fd)
-        except Exception:  # no numpy, or a mapping that takes no weak reference: copy next time
+            address, mapping = _address(view), view.obj._mapping
+        except Exception:  # no numpy: copy next time
             return False
         with self._lock:
+            if len(self._by_address) >= MAX_KEPT:  # enough open descriptors: the rest go back copied
+                return False
             self._by_address[address] = (view.nbytes, fd)
+        weakref.finalize(mapping, self._drop, address, fd)  # from here on the descriptor is the mapping's
         return True
 
     def _drop(self, address: int, fd: int) -> None:
@@ -372,6 +375,8 @@ def offload(channel: Channel, channel_id: str, frames: list, minimum: int = SHAR
     large = [i for i, f in enumerate(frames) if memoryview(f).nbytes >= minimum]
     if not large:
         return frames, None
+    if len(large) > MAX_STASH:  # the largest through shared memory, the rest over the wire
+        large = sorted(sorted(large, key=lambda i: -memoryview(frames[i]).nbytes)[:MAX_STASH])
     items, refs = [], {}
     try:
         for i in large:
