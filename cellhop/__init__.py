@@ -12,7 +12,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "gpus", "remote", "cls", "enter", "exit", "endpoint", "deploy", "batched", "Image", "Volume",
-           "Secret", "forward", "Container", "Sandbox", "Run", "runs", "Function", "Retries", "schedule", "schedules", "control_plane", "load_ipython_extension", "unload_ipython_extension"]
+           "asgi", "Secret", "forward", "Container", "Sandbox", "Run", "runs", "Function", "Retries", "schedule", "schedules", "control_plane", "load_ipython_extension", "unload_ipython_extension"]
 
 
 def load_ipython_extension(ipython):  # `%load_ext cellhop`
@@ -50,7 +50,7 @@ def __getattr__(name: str):
         from .kernel import remote_class
 
         return getattr(remote_class, name)
-    if name in ("endpoint", "deploy", "batched"):
+    if name in ("endpoint", "deploy", "batched", "asgi"):
         from .kernel import endpoint
 
         return getattr(endpoint, name)

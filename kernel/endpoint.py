@@ -35,8 +35,9 @@ DEFAULTS = {"gpu": None, "min_containers": 0, "max_containers": 4, "concurrency"
 class Endpoint:
     """A function that can be deployed as an HTTP endpoint (`f.deploy("name")`); calling it runs it here."""
 
-    def __init__(self, fn, **options):
-        fn = getattr(fn, "klass", fn)  # a @cellhop.cls class: the class itself
+    def __init__(self, fn, _asgi: bool = False, **options):
+        self.asgi = _asgi  # cellhop.asgi: a whole ASGI app (endpoint_asgi.py)
+        fn = fn if _asgi else getattr(fn, "klass", fn)  # a @cellhop.cls class: the class itself
         self.fn = getattr(fn, "fn", fn)  # a @batched function keeps its batching options
         self.batch = getattr(fn, "batch", None)
         unknown = set(options) - set(DEFAULTS) - {"image", "method"}
@@ -45,7 +46,10 @@ class Endpoint:
                             f"it takes {', '.join(sorted([*DEFAULTS, 'image', 'method']))}")
         self.image = options.pop("image", None)
         self.method = options.pop("method", None)
-        if inspect.isclass(self.fn):  # made once per container (its @cellhop.enter methods run), then called
+        if self.asgi:
+            if self.method is not None or self.batch is not None:
+                raise TypeError("cellhop.asgi serves a whole app: it takes no method= and no @cellhop.batched")
+        elif inspect.isclass(self.fn):  # made once per container (its @cellhop.enter methods run), then called
             self.method = self.method or "__call__"
             if not callable(getattr(self.fn, self.method, None)) or (
                     self.method == "__call__" and "__call__" not in dir(self.fn)):
@@ -68,7 +72,9 @@ class Endpoint:
         """What the server stores beside the code: the container request and the pool's limits."""
         target = getattr(self.fn, self.method) if self.method else self.fn
         spec = {**self.options, "gpu": self.options["gpu"] or "none",
-                "generator": inspect.isgeneratorfunction(target), "batch": self.batch}
+                "generator": not self.asgi and inspect.isgeneratorfunction(target), "batch": self.batch}
+        if self.asgi:
+            spec["asgi"] = True
         return spec
 
     def deploy(self, name: str | None = None, control=None) -> dict:
@@ -83,7 +89,7 @@ class Endpoint:
         spec = self.spec()
         if self.image is not None and not getattr(self.image, "is_default", False):
             spec["image"] = control.build_image(self.image.to_json())["key"]
-        shipped = (_CLASS, self.fn, self.method) if self.method else self.fn
+        shipped = (_ASGI, self.fn) if self.asgi else (_CLASS, self.fn, self.method) if self.method else self.fn
         view = deploy(name, cloudpickle.dumps(shipped), spec)
         return _Deployed(view)
 
@@ -141,6 +147,13 @@ def batched(fn=None, *, max_batch_size: int = 32, wait_ms: float = 10):
     return lambda f: _Batched(f, max_batch_size, wait_ms)
 
 
+def asgi(app, **options) -> Endpoint:
+    """`cellhop.asgi(app_or_factory, gpu=..., max_containers=..., ...)`: a whole ASGI app (FastAPI, Starlette, a
+    bare ASGI callable; or a function of no arguments that makes one, in each container) to deploy with
+    `.deploy(name)`; served at `{base_url}cellhop/endpoints/<name>/` and every path below it."""
+    return Endpoint(app, _asgi=True, **options)
+
+
 def deploy(fn, name: str | None = None, **options) -> dict:
     """`cellhop.deploy(f, name=...)`: deploy an `@cellhop.endpoint` function (or a plain one, with `options`)."""
     if not isinstance(fn, Endpoint):
@@ -152,6 +165,7 @@ def deploy(fn, name: str | None = None, **options) -> dict:
 
 # -- the container's side: called by reference in the server's apply requests ---------------------
 _CLASS = "cellhop-endpoint-class"
+_ASGI = "cellhop-endpoint-asgi"
 _FUNCTIONS: dict[str, object] = {}  # endpoint key (name@version) -> the function, or the error text
 _STREAMS: dict[int, object] = {}  # open generators
 _STREAM_IDS = itertools.count(1)
@@ -174,6 +188,8 @@ def serve_call(op: str, key: str, code: bytes | None, payload):
                 _error(500, "EndpointLoadError", fn)
         if op == "batch":
             return _call_batch(fn, payload)
+        if op == "asgi":
+            return fn(payload["scope"], payload["body"])
         try:
             result = fn(**payload)
         except Exception as exc:
@@ -194,6 +210,10 @@ def _load(key: str, code: bytes | None):
             fn = cloudpickle.loads(code)
             if isinstance(fn, tuple) and fn and fn[0] == _CLASS:
                 fn = _instance_method(*fn[1:])
+            elif isinstance(fn, tuple) and fn and fn[0] == _ASGI:
+                from .endpoint_asgi import AsgiRunner
+
+                fn = AsgiRunner(fn[1])
         except Exception as exc:
             traceback.print_exc()
             fn = f"the endpoint's function could not be loaded in its container: {type(exc).__name__}: {exc}"

@@ -39,7 +39,7 @@ def check_spec(spec, inventory) -> dict:
     if not isinstance(spec, dict):
         raise CellhopError("an endpoint's spec must be a JSON object")
     known = {"gpu", "min_containers", "max_containers", "concurrency", "scaledown", "timeout", "public",
-             "cpus", "memory", "image", "generator", "batch"}
+             "cpus", "memory", "image", "generator", "batch", "asgi"}
     unknown = set(spec) - known
     if unknown:
         raise CellhopError(f"unknown field(s) in the endpoint spec: {', '.join(sorted(unknown))}")
@@ -64,7 +64,7 @@ def check_spec(spec, inventory) -> dict:
             raise CellhopError(f"{name}={value!r}: give a number of seconds above 0"
                                + (" (or None)" if allow_none else ""))
         out[name] = float(value)
-    for name in ("public", "generator"):
+    for name in ("public", "generator", "asgi"):
         if not isinstance(spec.get(name, False), bool):
             raise CellhopError(f"{name} must be true or false")
         out[name] = spec.get(name, False)
@@ -77,8 +77,8 @@ def check_spec(spec, inventory) -> dict:
         if not isinstance(batch["max_batch_size"], int) or not 1 <= batch["max_batch_size"] <= 1024 or \
                 not isinstance(batch["wait_ms"], (int, float)) or not 0 <= batch["wait_ms"] <= 10_000:
             raise CellhopError("batch: max_batch_size from 1 to 1024, wait_ms from 0 to 10000")
-        if out["generator"]:
-            raise CellhopError("a batched endpoint cannot be a generator")
+        if out["generator"] or out["asgi"]:
+            raise CellhopError("a batched endpoint cannot be a generator or an ASGI app")
     out["batch"] = batch
     from ..container import ContainerSpec
 

@@ -119,8 +119,9 @@ class EndpointPool:
                 "p50_ms": pick(0.5), "p95_ms": pick(0.95), "last_error": self.last_error}
 
     # -- calls ----------------------------------------------------------------------
-    async def call(self, kwargs: dict):
-        """(status, JSON text), or a Stream for a generator. Raises EndpointBusy/Unavailable/Timeout."""
+    async def call(self, kwargs: dict, op: str = "call"):
+        """(status, JSON text), a Stream for a generator, or for an ASGI app (`op` "asgi", `kwargs` its scope
+        and body) ("asgi", status, headers, body). Raises EndpointBusy/Unavailable/Timeout."""
         self.requests += 1
         start = time.monotonic()
         try:
@@ -132,10 +133,13 @@ class EndpointPool:
                 replica = await self._acquire()
                 keep = False
                 try:
-                    answer = await self._send(replica, "call", kwargs)
+                    answer = await self._send(replica, op, kwargs)
                     if answer[0] == "stream":
                         keep = True
                         return Stream(self, replica, answer[1])
+                    if answer[0] == "asgi":
+                        self.errors += answer[1] >= 500
+                        return answer
                     self.errors += answer[1] >= 500  # the function raised, or returned what is not JSON
                     return answer[1], answer[2]
                 except (LinkClosed, BadAnswer) as exc:

@@ -263,6 +263,25 @@ class Model:  # made once per container: its @cellhop.enter method loads, every 
     def __call__(self, x):
         return {"y": self.weights * int(x), "loads": self.loads}
 
+def make_app():  # a bare ASGI app, made in the container
+    calls = []
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            message = await receive()
+            calls.append("started")
+            await send({"type": "lifespan.startup.complete"})
+            return
+        body = (await receive())["body"]
+        answer = {"method": scope["method"], "path": scope["path"], "query": scope["query_string"].decode(),
+                  "root": scope["root_path"], "body": body.decode(), "calls": calls,
+                  "headers": sorted(k.decode() for k, v in scope["headers"])}
+        await send({"type": "http.response.start", "status": 201,
+                    "headers": [(b"content-type", b"application/json"), (b"x-app", b"yes")]})
+        await send({"type": "http.response.body", "body": json.dumps(answer).encode()})
+    return app
+
+cellhop.asgi(make_app, max_containers=1).deploy("web")
 stuck.deploy("stuck")
 cellhop.deploy(double, name="double")
 counter.deploy("counter")
@@ -329,6 +348,19 @@ async def test_rolling_update_and_sigkill_under_load(start_kernel, control_plane
     results = [json.loads(r.body) for r in answers]
     assert [r["x2"] for r in results] == [2 * i for i in range(8)]
     assert max(r["batch"] for r in results) > 1, results  # concurrent requests shared a call
+
+    # a whole ASGI app, at every path below the endpoint; Jupyter's credentials are not passed on to it
+    r = await jp_fetch("cellhop", "endpoints", "web", "items", "7", method="PUT", body=b"hi", params={"q": "1"},
+                       headers={"Cookie": "a=b"}, raise_error=False)
+    assert r.code == 201 and r.headers["x-app"] == "yes" and r.headers["Content-Type"] == "application/json", r.body
+    answer = json.loads(r.body)
+    assert answer["method"] == "PUT" and answer["path"] == "/items/7" and answer["query"] == "q=1"
+    assert answer["body"] == "hi" and answer["root"].endswith("/cellhop/endpoints/web") and answer["calls"] == ["started"]
+    assert "authorization" not in answer["headers"] and "cookie" not in answer["headers"], answer["headers"]
+    r = await jp_fetch("cellhop", "endpoints", "web", "x", headers=NO_AUTH, raise_error=False)
+    assert r.code == 403
+    r = await _call(jp_fetch, "stuck/deeper", {"wait": 0})
+    assert r.code == 404 and "is a function" in json.loads(r.body)["message"]
 
     # a class: loaded once per container
     for x in (2, 3):

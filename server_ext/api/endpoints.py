@@ -15,6 +15,7 @@ from jupyter_server.auth import User
 from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.base.call_context import CallContext
 from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.iostream import StreamClosedError
 
@@ -147,19 +148,39 @@ class EndpointCallHandler(KernelTokenAuth, JsonErrors, APIHandler):
         return record
 
     @allow_unauthenticated
-    async def get(self, name):
-        self._authorize(name)
+    async def get(self, name, subpath=None):
+        if await self._served_as_app(name, subpath):
+            return
         kwargs = {k: self.get_argument(k) for k in self.request.arguments
                   if not (k == "token" and self.token_authenticated)}
         await self._call(name, kwargs)
 
     @allow_unauthenticated
-    async def post(self, name):
-        self._authorize(name)
+    async def post(self, name, subpath=None):
+        if await self._served_as_app(name, subpath):
+            return
         body = parse_json(self.request.body or b"{}")
         if not isinstance(body, dict):
             raise web.HTTPError(400, "send a JSON object: its fields are the function's keyword arguments")
         await self._call(name, body)
+
+    @allow_unauthenticated
+    async def put(self, name, subpath=None):
+        if not await self._served_as_app(name, subpath):
+            raise web.HTTPError(405, "call a function endpoint with POST (or GET)")
+
+    patch = delete = put
+
+    async def _served_as_app(self, name: str, subpath: str | None) -> bool:
+        """Authorize; serve an ASGI app's request (True), or check that a function is called at its root."""
+        record = self._authorize(name)
+        if record["spec"].get("asgi"):
+            await self._call(record["name"], _scope(self, record["name"], subpath), "asgi")
+            return True
+        if subpath not in (None, "", "/"):
+            raise web.HTTPError(404, f"endpoint {record['name']!r} is a function: call it at "
+                                     f"cellhop/endpoints/{record['name']}/")
+        return False
 
     def on_connection_close(self) -> None:
         """The caller went away: a request still queued or running for it is called off."""
@@ -168,9 +189,9 @@ class EndpointCallHandler(KernelTokenAuth, JsonErrors, APIHandler):
         if task is not None and not task.done():
             task.cancel()
 
-    async def _call(self, name: str, kwargs: dict) -> None:
+    async def _call(self, name: str, kwargs: dict, op: str = "call") -> None:
         pool = self.settings[ENDPOINTS_SETTING].pool(name)
-        self._task = asyncio.ensure_future(pool.call(kwargs))
+        self._task = asyncio.ensure_future(pool.call(kwargs, op))
         try:
             answer = await self._task
         except asyncio.CancelledError:
@@ -183,6 +204,17 @@ class EndpointCallHandler(KernelTokenAuth, JsonErrors, APIHandler):
         except CellhopError as exc:
             return self._error(exc)
         self.set_header("Content-Type", "application/json")
+        if isinstance(answer, tuple) and answer[0] == "asgi":
+            _, status, headers, body = answer
+            self.set_status(status)
+            content_type = "application/octet-stream"
+            for key, value in headers:
+                if key.lower() == "content-type":
+                    content_type = value
+                elif key.lower() not in _HOP_BY_HOP:
+                    self.add_header(key, value)
+            self.finish(body, set_content_type=content_type)  # APIHandler.finish would say JSON
+            return
         if not isinstance(answer, Stream):
             status, text = answer
             self.set_status(status)
@@ -200,7 +232,7 @@ class EndpointCallHandler(KernelTokenAuth, JsonErrors, APIHandler):
         finally:
             await chunks.aclose()
         if not self._finished:
-            self.finish()
+            self.finish(set_content_type="application/x-ndjson")
 
     def _error(self, exc: CellhopError) -> None:
         self.set_status(http_status(exc))
@@ -214,6 +246,26 @@ class EndpointCallHandler(KernelTokenAuth, JsonErrors, APIHandler):
         super()._handle_request_exception(e)
 
 
+_HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+_NOT_FORWARDED = {"authorization", "cookie", "x-xsrftoken"}  # Jupyter's credentials stay with Jupyter
+
+
+def _scope(handler, name: str, subpath: str | None) -> dict:
+    """An ASGI app's request, as the container rebuilds its scope (bytes travel as latin-1 text)."""
+    request = handler.request
+    root = url_path_join(handler.base_url, "cellhop", "endpoints", name)
+    query = "&".join(part for part in request.query.split("&")
+                     if part and not (handler.token_authenticated and part.startswith("token=")))
+    host, _, port = request.host.rpartition(":")
+    return {"scope": {"type": "http", "http_version": "1.1", "method": request.method, "scheme": request.protocol,
+                      "path": subpath or "/", "root_path": root.rstrip("/"), "query_string": query,
+                      "headers": [(k.lower(), v) for k, v in request.headers.get_all()
+                                  if k.lower() not in _NOT_FORWARDED],
+                      "client": [request.remote_ip, 0],
+                      "server": [host or request.host, int(port) if port.isdigit() else 80]},
+            "body": request.body or b""}
+
+
 serving_handlers = [
-    (rf"/cellhop/endpoints/{_NAME}/?", EndpointCallHandler),
+    (rf"/cellhop/endpoints/{_NAME}(?P<subpath>/.*)?", EndpointCallHandler),
 ]
