@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import _thread
 import contextlib
+import functools
 import sys
 import threading
 import time
@@ -70,6 +71,7 @@ def _cell_statement(frame) -> bool:
     return frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__main__"
 
 
+@functools.lru_cache(maxsize=1)
 def _debugger_class():
     """IPython's interruptible debugger, made to step as a cell reads: from one statement to the next
     (not into IPython's frames between them), and whose interrupt goes on into the code it stopped."""
