@@ -405,7 +405,7 @@ def test_a_second_server_on_the_same_state_serves_the_endpoint(runtime_root):
 
     first = ServerProcess(runtime_root, simulated_gpus=None, extra_args=args).start()
     try:
-        spec = Endpoint(triple, max_containers=1).spec()
+        spec = Endpoint(triple, max_containers=1, min_containers=1).spec()  # one kept warm
         token = {"Authorization": f"token {first.token}"}
         request = urllib.request.Request(
             first.url + "cellhop/api/endpoints/triple?" + urllib.parse.urlencode({"spec": json.dumps(spec)}),
@@ -421,6 +421,14 @@ def test_a_second_server_on_the_same_state_serves_the_endpoint(runtime_root):
         first.stop()
     second = ServerProcess(runtime_root, simulated_gpus=None, extra_args=args).start()
     try:
+        def warm():  # min_containers=1: started by the new server before any request
+            request = urllib.request.Request(second.url + "cellhop/api/containers",
+                                             headers={"Authorization": f"token {second.token}"})
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                return [c for c in json.loads(answer.read())["containers"]
+                        if c["owner"] == "endpoint triple" and c["phase"] == "ready"]
+
+        wait_until(warm, 60, "the warm container of endpoint triple on the new server")
         assert call(second, "triple", {"x": 5}, {"Authorization": f"Bearer {key}"}) == {"triple": 15}
         # the command line: a key, the list, the logs, delete
         cli = [sys.executable, "-m", "cellhop.server_ext.cli", "endpoint"]
