@@ -166,6 +166,7 @@ class Runs:
                   "callback": None, "error": None, "result_note": None, "has_result": False,
                   "code_bytes": len(code)}
         self.store.create(record, code + args)
+        asyncio.get_running_loop().run_in_executor(None, self.store.sync, record["id"])
         self._queue(record["id"])
         return record
 
@@ -229,7 +230,7 @@ class Runs:
                 note = f"the result was over c.Cellhop.run_result_limit ({self.result_limit} bytes): not kept"
             status, error = ("succeeded", None) if ok else ("failed", note)
             if ok or pickled is not None or as_json is not None:
-                self.store.save_result(run_id, pickled, as_json)
+                await asyncio.to_thread(self.store.save_result, run_id, pickled, as_json)
                 record["has_result"] = pickled is not None
             if ok:
                 record["result_note"] = note
@@ -245,10 +246,10 @@ class Runs:
             self.current.pop(run_id, None)
             self._cancel_events.pop(run_id, None)
             if warm is not None:
-                text = self.containers.logs(warm.container.id)
+                text = await asyncio.to_thread(self.containers.logs, warm.container.id)
                 if text:
-                    self.store.append_log(run_id, f"--- attempt {attempt['attempt']} (container "
-                                                  f"{warm.container.id}) ---\n{text}\n")
+                    await asyncio.to_thread(self.store.append_log, run_id, f"--- attempt {attempt['attempt']} "
+                                            f"(container {warm.container.id}) ---\n{text}\n")
                 await self.containers.release(warm, record, status == "succeeded" and answer is not None,
                                               f"run {run_id} ended")
         if run_id in self.cancelling:

@@ -22,6 +22,21 @@ from ..run_errors import RunNotFound
 from .endpoints_store import _write
 from .paths import private_dir
 
+
+def _replace(path: Path, data: bytes) -> None:
+    """Written aside and renamed into place, without fsync: a status update survives the server's process
+    dying (the page cache keeps it) and is atomic; only a crash of the host may lose the latest one. A new
+    run's files (create) are fsynced: a queued run is never lost."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
 FINAL = ("succeeded", "failed", "cancelled", "lost")
 MAX_LOG_BYTES = 4 << 20  # what a run keeps of its containers' logs (the end)
 
@@ -67,14 +82,27 @@ class RunStore:
         with self._lock:
             private_dir(self.root)
             folder = private_dir(self.folder(record["id"]))
-            _write(folder / "input.bin", data)
-            _write(folder / "run.json", json.dumps(record).encode())
+            _replace(folder / "input.bin", data)  # fsynced by sync(), off the server's loop
+            _replace(folder / "run.json", json.dumps(record).encode())
+
+    def sync(self, run_id: str) -> None:
+        """Flush a new run's files to the disk (a thread's work: fsync takes milliseconds)."""
+        folder = self.folder(run_id)
+        for path in (folder / "input.bin", folder / "run.json", folder):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def save(self, record: dict) -> None:
         with self._lock:
             folder = self.folder(record["id"])
             if folder.is_dir():
-                _write(folder / "run.json", json.dumps(record).encode())
+                _replace(folder / "run.json", json.dumps(record).encode())
 
     def input(self, run_id: str) -> bytes:
         return (self.folder(run_id) / "input.bin").read_bytes()
@@ -106,7 +134,7 @@ class RunStore:
                 old = path.read_bytes()
             except FileNotFoundError:
                 old = b""
-            _write(path, (old + text.encode(errors="replace"))[-MAX_LOG_BYTES:])
+            _replace(path, (old + text.encode(errors="replace"))[-MAX_LOG_BYTES:])
 
     def log(self, run_id: str) -> str:
         try:
