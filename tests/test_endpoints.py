@@ -339,8 +339,8 @@ async def test_rolling_update_and_sigkill_under_load(start_kernel, control_plane
     assert content["status"] == "ok" and out.strip() == "done", (content, out)
     r = await _call(jp_fetch, "stuck", {"wait": 5}, request_timeout=60)
     assert r.code == 504 and json.loads(r.body)["error"] == "EndpointTimeout", r.body
-    answers = await asyncio.gather(*(_call(jp_fetch, "stuck", {"wait": 0.3}, request_timeout=120)
-                                     for _ in range(26)))
+    answers = await asyncio.gather(*(_call(jp_fetch, "stuck", {"wait": 0.5}, request_timeout=120)
+                                     for _ in range(28)))  # 1 runs, 20 wait, the rest: 429
     busy = [r for r in answers if r.code == 429]
     assert busy and all(r.headers["Retry-After"] == "1" for r in busy), [r.code for r in answers]
     assert all(json.loads(r.body) == "done" for r in answers if r.code != 429)
