@@ -64,3 +64,29 @@ def open_terminal(terminal_manager, runtime, container, shell: list[str] | None 
             pass
         raise
     return name
+
+
+KEEP_ALIVE_SECONDS = 30.0
+
+
+def keep_alive(manager, container_id: str, alive) -> None:
+    """While `alive()` (a terminal open, a command running), mark the container active every
+    KEEP_ALIVE_SECONDS (a third of its idle timeout when that is shorter), so its idle timeout does not stop
+    it under someone working in it. On the server's event loop."""
+    from tornado.ioloop import PeriodicCallback
+
+    idle = manager.get(container_id).spec.idle_timeout
+    idle = manager.config.idle_timeout if idle is None else idle
+    every = min(KEEP_ALIVE_SECONDS, max(0.5, idle / 3)) if idle else KEEP_ALIVE_SECONDS
+
+    def tick() -> None:
+        try:
+            if alive():
+                manager.touch(container_id)
+                return
+        except Exception:  # the container is gone: nothing to keep alive
+            pass
+        callback.stop()
+
+    callback = PeriodicCallback(tick, every * 1000)
+    callback.start()

@@ -347,3 +347,38 @@ async def test_the_privileged_side_holds_nothing_of_the_containers_and_argv_meet
     assert output(lines) == "$(id -u) ; ls `id` $API_KEY\n"
     lines, last = await execute(jp_fetch, cid, ["ls", "/proc/self/fd"])
     assert sorted(output(lines).split()) == ["0", "1", "2", "3"], output(lines)  # 3: ls's own listing
+
+
+async def test_a_requester_going_away_kills_its_command(jp_fetch, jp_http_port, jp_base_url, jp_serverapp):
+    cid = await start(jp_fetch)
+    marker = "cellhop-orphan-check"
+    body = json.dumps({"argv": [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(600)",
+                                marker]}).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", jp_http_port)
+    writer.write((f"POST {jp_base_url}cellhop/api/containers/{cid}/exec HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  f"Authorization: token {jp_serverapp.identity_provider.token}\r\n"
+                  f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
+    await writer.drain()
+    seen = b""
+    while b"started" not in seen:
+        chunk = await asyncio.wait_for(reader.read(4096), 60)
+        assert chunk, seen
+        seen += chunk
+
+    def running() -> list[str]:
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if open(f"/proc/{pid}/cmdline", "rb").read().endswith(b"\0" + marker.encode() + b"\0"):
+                    found.append(pid)
+            except OSError:
+                pass
+        return found
+
+    assert running(), "the command is not running"
+    writer.close()  # the requester goes away without waiting for the end
+    for _ in range(1200):
+        if not running():
+            break
+        await asyncio.sleep(0.05)
+    assert not running(), "the command outlived its request"

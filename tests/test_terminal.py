@@ -146,3 +146,21 @@ async def test_gpu_terminal_opens_a_tab_on_the_notebooks_container(start_kernel,
         await screen.until(f"IN={container.id}/{container.gpus[0].uuid}")
     finally:
         subscription.close()
+
+
+async def test_an_open_terminal_keeps_its_container_from_its_idle_timeout(jp_fetch, jp_ws_fetch, control_plane):
+    code, started = await api(jp_fetch, "POST", "containers", {"spec": {"gpu": "A10G", "owner": "t", "idle_timeout": 4}})
+    cid = started["id"]
+    code, answer = await api(jp_fetch, "POST", f"containers/{cid}/terminal", {"shell": ["/bin/sh"]})
+    assert code == 201, answer
+    screen = Screen(await jp_ws_fetch("terminals", "websocket", answer["name"]))
+    await asyncio.sleep(12)  # three idle timeouts with nobody typing: the open terminal counts as activity
+    assert control_plane.manager.get(cid).phase.value == "ready"
+    screen.type("exit\r")
+    await screen.closed()
+    for _ in range(1200):  # once it is closed, the idle timeout applies again
+        if control_plane.manager.get(cid).phase.value == "exited":
+            break
+        await asyncio.sleep(0.05)
+    assert control_plane.manager.get(cid).phase.value == "exited"
+    assert "idle" in control_plane.manager.get(cid).exit_status.reason

@@ -16,6 +16,7 @@ from tornado.iostream import StreamClosedError
 
 from ...errors import CellhopError, error_body, http_status
 from ..container_exec import Exec, plan
+from ..terminals import keep_alive, open_terminal
 from .base import CellhopAPIHandler, JsonLinesStream, in_thread
 from .containers import check_may_act_on
 
@@ -42,6 +43,13 @@ class _Lines(JsonLinesStream, CellhopAPIHandler):
 
 
 class ExecHandler(_Lines):
+    _run: Exec | None = None
+
+    def on_connection_close(self):
+        super().on_connection_close()
+        if self._run is not None:
+            self._run.kill()  # its requester went away: so does the command
+
     @web.authenticated
     @authorized
     async def post(self, container_id):
@@ -56,19 +64,18 @@ class ExecHandler(_Lines):
         container = manager.get(container_id)
         check_may_act_on(self.caller, container)
         entry = await in_thread(plan, manager.runtime, container)
-        run = Exec(entry, body.get("argv"), body.get("stdin"), body.get("timeout"))
+        run = self._run = Exec(entry, body.get("argv"), body.get("stdin"), body.get("timeout"))
         manager.touch(container_id)
         self.start_lines()
         queue: asyncio.Queue = asyncio.Queue()
         task = asyncio.ensure_future(run.run(queue.put_nowait))
+        keep_alive(manager, container_id, lambda: not task.done())  # its idle timeout waits for the command
         try:
             while True:
                 getter = asyncio.ensure_future(queue.get())
                 done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
                 if getter in done:
                     await self.send(getter.result())
-                    if self.gone.is_set():
-                        run.kill()  # its requester went away: so does the command
                     continue
                 getter.cancel()
                 break
@@ -92,8 +99,6 @@ class TerminalHandler(CellhopAPIHandler):
     async def post(self, container_id):
         """A terminal (jupyter_server's, by name) whose shell runs inside the container: {"name": ...}.
         {"open": true} also asks the JupyterLab windows listening on the event stream to open its tab."""
-        from ..terminals import open_terminal
-
         body = self.json_body()
         unknown = set(body) - {"open", "shell"}
         if unknown:
@@ -107,6 +112,7 @@ class TerminalHandler(CellhopAPIHandler):
             raise web.HTTPError(501, "this Jupyter server has no terminals (jupyter_server_terminals is not "
                                      "installed or terminals are disabled: ServerApp.terminals_enabled)")
         name = open_terminal(terminals, manager.runtime, container, body.get("shell"))  # on the loop: terminado's
+        keep_alive(manager, container_id, lambda: name in terminals.terminals)  # its idle timeout waits
         if body.get("open"):
             self.control_plane.publish({"type": "terminal", "name": name, "container": container_id})
         self.write_json({"name": name, "container": container_id}, status=201)
