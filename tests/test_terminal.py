@@ -88,6 +88,8 @@ async def test_a_terminals_shell_runs_inside_the_container(jp_fetch, jp_ws_fetch
     assert found.group(3) == os.readlink(f"/proc/{kernel}/ns/pid")
     assert found.group(4) == os.readlink(f"/proc/{kernel}/ns/mnt")
     assert found.group(5) == "33 111"
+    screen.type("echo FDS=$(ls /proc/self/fd | tr '\\n' ,)\r")  # nothing of the server's: only the pty
+    assert (await screen.until(r"FDS=([\d,]+)")).group(1) == "0,1,2,3,"  # 3: ls's own listing
     screen.ws.write_message(json.dumps(["set_size", 20, 70, 600, 800]))  # a resize reaches the shell
     screen.type("echo SIZE=$(stty size)\r")
     assert (await screen.until(r"SIZE=(\d+ \d+)")).group(1) == "20 70"
