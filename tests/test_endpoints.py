@@ -169,7 +169,10 @@ async def test_deploy_call_stream_scale_update_and_auth(start_kernel, control_pl
     stored = (control_plane.config.state_dir and open(os.path.join(control_plane.config.state_dir, "endpoints",
                                                                    "echo", "endpoint.json")).read())
     assert echo_key not in stored and count_key not in stored
-    assert oct(os.stat(os.path.join(control_plane.config.state_dir, "endpoints", "echo")).st_mode & 0o777) == "0o700"
+    folder = os.path.join(control_plane.config.state_dir, "endpoints", "echo")
+    assert os.stat(folder).st_mode & 0o777 == 0o700
+    assert sorted(os.listdir(folder)) == ["code-1.pkl", "endpoint.json"]
+    assert all(os.stat(os.path.join(folder, f)).st_mode & 0o777 == 0o600 for f in os.listdir(folder))
 
     # 16 concurrent requests scale out beyond one container (concurrency=2, max_containers=2) ...
     from cellhop.container import Phase
