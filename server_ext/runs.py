@@ -30,6 +30,7 @@ from .runs_store import FINAL, RunStore, new_id
 
 log = logging.getLogger("cellhop")
 TICK = 5.0
+EXPIRE_EVERY = 60  # ticks between two looks for expired runs (5 minutes)
 EXECS = ("call", "json", "cell", "notebook")
 
 
@@ -89,6 +90,7 @@ class Runs:
         self.cancelling: set[str] = set()
         self._cancel_events: dict[str, threading.Event] = {}
         self.closing = False
+        self._ticks = 0
         self.waiters: dict[str, list[asyncio.Future]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self._ticker = None
@@ -144,7 +146,9 @@ class Runs:
     def _tick(self) -> None:
         try:
             self.containers.tick()
-            self.store.expire(self.retention)
+            self._ticks += 1
+            if self._ticks % EXPIRE_EVERY == 0:  # reads every record: on a thread, now and then
+                self.loop.run_in_executor(None, self.store.expire, self.retention)
         except Exception:  # noqa: BLE001
             log.exception("cellhop: runs: housekeeping failed")
         self._ticker = self.loop.call_later(TICK, self._tick)
@@ -166,6 +170,7 @@ class Runs:
                   "callback": None, "error": None, "result_note": None, "has_result": False,
                   "code_bytes": len(code)}
         self.store.create(record, code + args)
+        self._publish(record)
         asyncio.get_running_loop().run_in_executor(None, self.store.sync, record["id"])
         self._queue(record["id"])
         return record
@@ -207,6 +212,7 @@ class Runs:
         record["attempts"].append(attempt)
         record.update(status="running", started=record["started"] or now)
         self.store.save(record)
+        self._publish(record)
         cancelled = threading.Event()
         if run_id in self.cancelling:
             cancelled.set()
@@ -218,6 +224,8 @@ class Runs:
         warm, status, error, answer = None, "failed", None, None
         try:
             warm = await self.containers.acquire(record, cancelled)
+            if run_id in self.cancelling:  # cancelled just as its container became ready
+                raise ContainerGone("cancelled before it ran")
             attempt["container"] = warm.container.id
             record["gpus"] = [g.type for g in warm.container.gpus]
             self.current[run_id] = warm.container.id
@@ -271,7 +279,15 @@ class Runs:
                       duration=(now - record["started"]) if record.get("started") else None)
         self.store.save(record)
         self.cancelling.discard(record["id"])
+        self._publish(record)
         self._ended(record)
+
+    def _publish(self, record: dict) -> None:
+        """A run changed status: `{"type": "run", "id", "status"}` on the event stream (views follow it)."""
+        try:
+            self.control_plane.publish({"type": "run", "id": record["id"], "status": record["status"]})
+        except Exception:  # noqa: BLE001 - telling views is a courtesy
+            pass
 
     def _cancelled_record(self, run_id: str) -> None:
         try:
