@@ -352,8 +352,6 @@ def schedule(fn, *, cron: str | None = None, every=None, args: tuple = (), kwarg
     plain function, CPU only). Cron fields are in the server's local time."""
     import cloudpickle
 
-    from .remote_function import RemoteFunction
-
     if (cron is None) == (every is None):
         raise ValueError('give cron="m h dom mon dow" or every="15m" (one of them)')
     control = _control(control if control is not None else getattr(fn, "_control", None))
@@ -365,7 +363,7 @@ def schedule(fn, *, cron: str | None = None, every=None, args: tuple = (), kwarg
         request.update(function=fn.name, name=name or fn.name)
         body = arguments
     else:
-        if isinstance(fn, RemoteFunction):
+        if callable(getattr(fn, "_where", None)) and hasattr(fn, "spec"):  # a cellhop.remote function
             pool, _, run_spec = fn._where({"fn": fn.fn, "args": args, "kwargs": kwargs or {}})
             spec, target = spec_of(run_spec, fn._image_info and fn._image_info["key"]), fn.fn
         elif callable(fn):
