@@ -10,6 +10,7 @@ import { downloadIcon, LabIcon, ToolbarButton } from '@jupyterlab/ui-components'
 import { Widget } from '@lumino/widgets';
 
 import { CellhopApi } from './api';
+import { matchingLines, takeLines } from './logtext';
 
 /** The most text the view keeps (its end): a log may grow without end. */
 export const MAX_KEPT = 2 * 1024 * 1024;
@@ -17,26 +18,6 @@ export const MAX_KEPT = 2 * 1024 * 1024;
 const EMPTY =
   'Nothing in this log yet. What the cells print shows in the notebook that ran them; this log ' +
   "holds what the container's own process writes outside of a cell (native libraries, subprocesses, a crash).";
-
-/** The lines of `text` holding `query` (case-insensitive), or all of it when the query is empty. */
-export function matchingLines(text: string, query: string): string {
-  if (!query) {
-    return text;
-  }
-  const wanted = query.toLowerCase();
-  return text
-    .split('\n')
-    .filter(line => line.toLowerCase().includes(wanted))
-    .join('\n');
-}
-
-/** Split a growing buffer of JSON lines: the complete lines parsed, and the rest kept for later. */
-export function takeLines(buffer: string): { lines: any[]; rest: string } {
-  const parts = buffer.split('\n');
-  const rest = parts.pop() ?? '';
-  const lines = parts.filter(p => p.trim()).map(p => JSON.parse(p));
-  return { lines, rest };
-}
 
 export function logWidget(api: CellhopApi, id: string, icon: LabIcon): MainAreaWidget {
   const content = new Widget();
