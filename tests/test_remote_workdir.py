@@ -167,8 +167,8 @@ def test_a_standby_is_claimed_with_the_notebooks_folder_attached(notebook_folder
         assert (folder / "written.txt").read_text() == "by a claimed standby"
         mine = next(c for c in _containers(nb) if c["id"].startswith(ran.container))
         assert mine["claimed_from"], mine  # a standby became the cell's container: no fresh start
-        host_mounts = Path("/proc/self/mountinfo").read_text()
-        assert str(folder) not in host_mounts  # the host keeps no mount of the notebook's folder
+        host_mounts = Path("/proc/self/mountinfo").read_text()  # the server's (this host's) mount namespace
+        assert str(folder) not in host_mounts and nb.runtime_dir not in host_mounts  # nothing mounted on the host
         # read-only: the next standby, claimed for a ro cell (another run spec: its own container)
         _wait_ready_standby(nb)
         ro = nb.run("%%remote --workdir ro\nprint(open('data.txt').read().strip())\n"
@@ -197,3 +197,14 @@ def test_read_only_without_a_sandbox_is_refused_not_ignored(make_manager, runtim
     with pytest.raises(CellhopError, match="read-only .* needs bubblewrap"):
         manager.start(ContainerSpec(gpu="none", owner="tests", workdir=folder, workdir_read_only=True))
     assert not list(folder.iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="attaching needs a server run as root")
+def test_a_claim_refuses_a_link_planted_on_the_way_to_the_folder(tmp_path):
+    from cellhop.server_ext import late_mounts
+
+    real = tmp_path / "elsewhere"
+    real.mkdir()
+    (tmp_path / "notebooks").symlink_to(real)  # the folder swapped for a link after the policy's check
+    with pytest.raises(OSError):
+        late_mounts.attach(tmp_path / "late", tmp_path / "notebooks", False, os.getpid())

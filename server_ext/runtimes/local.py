@@ -291,10 +291,9 @@ class LocalRuntime(ContainerRuntime):
             if container.standby and late is None:
                 self._devices_allowed = False  # the runtime folder's file system (or the host) does not allow it
             self._late_devices[container.id] = late[0] if late else None
-            # a standby's folder for the notebook's folder its claim attaches (late_mounts.py); not where its
-            # bubblewrap starts in a mount namespace of its own (idmapped image folders): none would reach it
-            late_work = late_mounts.prepare(directory, self.sandbox.mapper) if container.standby and self.sandbox.user.switch \
-                and not mapped else None
+            # a standby's folder for the notebook's folder its claim attaches (late_mounts.py)
+            late_work = late_mounts.prepare(directory, self.sandbox.mapper) \
+                if container.standby and self.sandbox.user.switch else None
             self._late_workdirs[container.id] = late_work
             launch = self.sandbox.prepare([box, *([late_work] if late_work else [])], workdir, mapped=mapped,
                                           devices=devices, isolated=isolated, python=python,
@@ -327,7 +326,7 @@ class LocalRuntime(ContainerRuntime):
                 stderr=pipes[1][1] if values else subprocess.STDOUT,
                 start_new_session=True,
                 pass_fds=launch.pass_fds() if launch else (),
-                preexec_fn=self._preexec(limits, launch),
+                preexec_fn=self._preexec(limits, launch, self._late_workdirs.get(container.id)),
             )
         except BaseException:
             for read_end, write_end in pipes:
@@ -355,10 +354,10 @@ class LocalRuntime(ContainerRuntime):
                 raise
         return Launched(connection_info=info, handle=proc, sandboxed=self.sandbox is not None)
 
-    def _preexec(self, limits: ResourceLimits, launch=None):
+    def _preexec(self, limits: ResourceLimits, launch=None, late_work: Path | None = None):
         bwrap = self.bwrap
         libc = None
-        if bwrap is None:
+        if bwrap is None or late_work is not None:
             import ctypes
 
             libc = ctypes.CDLL(None, use_errno=True)
@@ -368,7 +367,9 @@ class LocalRuntime(ContainerRuntime):
             limits.preexec()
             if launch is not None:
                 launch.attach_in_child()
-            if libc is not None:  # without bubblewrap, at least die with the owner
+            if late_work is not None:  # a standby's late folder, shared in a mount namespace of its own
+                late_mounts.share_in_child(late_work, libc, own_namespace=bool(launch.trees))
+            if bwrap is None:  # without bubblewrap, at least die with the owner
                 libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
         return preexec
@@ -413,7 +414,8 @@ class LocalRuntime(ContainerRuntime):
             folder = self._late_workdirs.get(standby.id)
             if folder is None:
                 raise CannotAttach(f"standby container {standby.id} cannot be given a working folder")
-            late_mounts.attach(folder, Path(spec.workdir), spec.workdir_read_only, self.sandbox.mapper)
+            late_mounts.attach(folder, Path(spec.workdir), spec.workdir_read_only, standby.handle.pid,
+                               self.sandbox.mapper)
 
     def claimed_workdir(self, standby: Container) -> str | None:
         """Where a claimed standby's kernel finds the notebook's folder attached (its claim's chdir)."""
@@ -509,7 +511,7 @@ class LocalRuntime(ContainerRuntime):
         for thread in self._log_pumps.pop(container.id, ()):
             thread.join(timeout=2)
         self._late_devices.pop(container.id, None)
-        late_mounts.release(self._late_workdirs.pop(container.id, None))  # before its folder goes
+        self._late_workdirs.pop(container.id, None)  # its mounts were in its own namespaces: nothing to undo
         launch = self._launches.pop(container.id, None)
         if launch is not None:
             launch.close()  # slirp4netns exits with its pipe
