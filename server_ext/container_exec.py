@@ -19,6 +19,7 @@ masked like the container's log, and reports how it ended. terminals.py starts i
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import signal
@@ -244,12 +245,25 @@ class Exec:
             proc.stdin.close()
 
     async def _pump(self, reader: asyncio.StreamReader, stream: str, emit) -> None:
-        sink = MaskedLog(_Collector(stream, emit), self.entry.secrets)
+        """Masked pieces to `emit`; an `emit` that is a coroutine function (a bounded queue's put) holds the
+        reading back until the requester has taken what came before: a fast writer never fills the server."""
+        pending: list[dict] = []
+        sink = MaskedLog(_Collector(stream, pending.append), self.entry.secrets)
+
+        async def hand_on() -> None:
+            for line in pending:
+                handed = emit(line)
+                if inspect.isawaitable(handed):
+                    await handed
+            pending.clear()
+
         try:
             while data := await reader.read(_CHUNK):
                 sink.write(data)
+                await hand_on()
         finally:
             sink.close()
+        await hand_on()
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:

@@ -124,6 +124,10 @@ async def test_exit_codes_stdin_stderr_a_missing_command_and_a_timeout(jp_fetch)
     lines, last = await execute(jp_fetch, cid, ["sh", "-c", "echo started; exec sleep 600"], timeout=1)
     assert last["timed_out"] is True and last["exit_code"] == -9 and "timeout of 1 s" in last["message"]
     assert output(lines) == "started\n"
+    big = "import sys\nfor i in range(40000): sys.stdout.write(f'{i:07d}' + 'x' * 43 + '\\n')"
+    lines, last = await execute(jp_fetch, cid, [sys.executable, "-c", big])  # 2 MB, through a bounded queue
+    assert last == {"exit_code": 0} and output(lines).splitlines()[::10000] == [
+        f"{i:07d}" + "x" * 43 for i in range(0, 40000, 10000)] and len(output(lines)) == 40000 * 51
     lines, last = await execute(jp_fetch, cid, ["sh", "-c", "kill -TERM $$"])
     assert last == {"exit_code": -15}
     for body, says in (({"argv": "ls -l"}, "without a shell"), ({"argv": []}, "non-empty list"),

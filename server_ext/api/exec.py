@@ -67,8 +67,8 @@ class ExecHandler(_Lines):
         run = self._run = Exec(entry, body.get("argv"), body.get("stdin"), body.get("timeout"))
         manager.touch(container_id)
         self.start_lines()
-        queue: asyncio.Queue = asyncio.Queue()
-        task = asyncio.ensure_future(run.run(queue.put_nowait))
+        queue: asyncio.Queue = asyncio.Queue(maxsize=64)  # bounded: the command's output waits for the requester
+        task = asyncio.ensure_future(run.run(queue.put))
         keep_alive(manager, container_id, lambda: not task.done())  # its idle timeout waits for the command
         try:
             while True:
