@@ -15,7 +15,7 @@ import os
 
 from ..container import Phase
 from .container_exec import ExecNotSupported, _Collector
-from .container_log import LOG_NAME, MaskedLog, _open_in
+from .container_log import LOG_NAME, ROTATED_SUFFIX, MaskedLog, _open_in
 
 POLL_SECONDS = 0.25
 FIRST_BYTES = 1 << 20  # the most the opening tail reads
@@ -86,6 +86,13 @@ async def follow(manager, container, tail: int, send, gone) -> None:
             if replaced:  # rotated: the rest of the old file was read above; the new one from its start
                 data, offset = _read_from(fd, offset)
                 sink.write(data)
+                try:
+                    once = os.stat(directory / (LOG_NAME + ROTATED_SUFFIX)).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    once = False
+                if not once:  # rotated twice between two reads: a whole file of it went by unread
+                    sink.write(b"\n[... cellhop: part of the log went by faster than it could be followed; "
+                               b"GET containers/{id}/logs has what is kept]\n")
                 os.close(fd)
                 fd, offset = _open_in(directory, LOG_NAME, os.O_RDONLY), 0
                 continue

@@ -386,3 +386,41 @@ async def test_a_requester_going_away_kills_its_command(jp_fetch, jp_http_port, 
             break
         await asyncio.sleep(0.05)
     assert not running(), "the command outlived its request"
+
+
+def test_following_a_log_loses_nothing_when_it_rotates(make_manager):
+    """A log capped at 2 KiB rotates every two lines of 1 KB here; each line is written once the one before
+    was seen, and the follower reads every one, in order, across the rotations."""
+    import threading
+
+    from cellhop.container import ContainerSpec
+    from cellhop.server_ext.container_exec import Exec, plan
+    from cellhop.server_ext.log_follow import follow
+
+    manager = make_manager(max_log_bytes=2048)
+    container = manager.start(ContainerSpec(gpu="none", owner="t"))
+
+    async def scenario():
+        got: list[str] = []
+        seen = asyncio.Event()
+
+        async def send(line):
+            got.append(line.get("log", ""))
+            seen.set()
+
+        following = asyncio.ensure_future(follow(manager, container, 0, send, threading.Event()))
+        for n in range(8):
+            line = f"line {n} " + "y" * 990
+            await Exec(plan(manager.runtime, container), [sys.executable, "-c", TO_LOG, line]).run(lambda _: None)
+            while line not in "".join(got):
+                seen.clear()
+                await asyncio.wait_for(seen.wait(), 60)
+        rotated = (container.directory / "container.log.1").exists()
+        assert rotated and (container.directory / "container.log").stat().st_size <= 2048
+        await asyncio.to_thread(manager.stop, container.id)
+        await asyncio.wait_for(following, 60)
+        return "".join(got)
+
+    text = asyncio.run(scenario())
+    assert [l.split()[1] for l in text.splitlines() if l.startswith("line ")] == [str(n) for n in range(8)]
+    assert "went by faster" not in text
