@@ -20,6 +20,8 @@ from .shared_buffers import ENV, MAX_CHANNELS, SHARED_MIN, WAIT, Channel, Shared
 
 __all__ = ["ContainerEnd", "NotebookLink", "SharedMemoryRefused"]
 
+CONNECT_WAIT = 2.0  # seconds a connection may take (a container's listener that never accepts costs this, once)
+
 
 # -- the notebook's side -------------------------------------------------------------
 class NotebookLink:
@@ -77,9 +79,9 @@ def _connect_no_follow(path: str) -> socket.socket:
             raise OSError(f"{path} is not a socket")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         try:
-            sock.settimeout(WAIT)
+            sock.settimeout(CONNECT_WAIT)
             sock.connect(f"/proc/self/fd/{fd}")
-            sock.setblocking(True)
+            sock.settimeout(WAIT)  # a send that cannot go through fails (the value goes over the wire)
         except BaseException:
             sock.close()
             raise
@@ -127,7 +129,7 @@ class ContainerEnd:
                 channel_id = hello["channel"]
                 if not (isinstance(channel_id, str) and 0 < len(channel_id) <= 64):
                     raise ValueError(channel_id)
-                sock.setblocking(True)
+                sock.settimeout(WAIT)  # a send that cannot go through fails (the reply goes over the wire)
             except (OSError, ValueError, TypeError, KeyError):
                 sock.close()
                 continue
