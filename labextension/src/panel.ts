@@ -1,5 +1,5 @@
 /**
- * The left-sidebar panel: GPUs, Containers, Images, Volumes, Secrets.
+ * The left-sidebar panel: GPUs, Containers, Images, Volumes, Secrets, Runs, Schedules (runs.ts).
  *
  * Data comes from one event stream (hello, container and metrics events) and, for
  * images, volumes and secrets, their REST routes (Volumes and Secrets are their own views:
@@ -13,6 +13,7 @@ import { CellhopApi, CellhopApiError } from './api';
 import { Attrs, h } from './dom';
 import { describeItem, formatAge, formatBytes, formatReading, itemName, sparklineArea, sparklinePath } from './format';
 import { SecretsView } from './secrets';
+import { RunsView, SchedulesView } from './runs';
 import { ContainerRow, DashboardState, GpuRow, SessionInfo } from './state';
 import { EventStream, StreamStatus } from './stream';
 import { CellhopEvent, Container, ContainerEvent } from './types';
@@ -76,6 +77,8 @@ export class CellhopPanel extends Widget {
     const storage = { api: options.api, confirm: options.confirm, prompt: options.prompt };
     this.volumes = new VolumesView(storage);
     this.secrets = new SecretsView(storage);
+    this.runs = new RunsView(storage);
+    this.schedules = new SchedulesView(storage);
 
     this.node.append(
       h(
@@ -91,7 +94,9 @@ export class CellhopPanel extends Widget {
       this.section('Containers', 'containers', this.containersBody),
       this.section('Images', 'images', this.imagesBody, () => this.refreshList('images')),
       this.section('Volumes', 'volumes', this.volumes.node, () => void this.volumes.refresh()),
-      this.section('Secrets', 'secrets', this.secrets.node, () => void this.secrets.refresh())
+      this.section('Secrets', 'secrets', this.secrets.node, () => void this.secrets.refresh()),
+      this.section('Runs', 'runs', this.runs.node, () => void this.runs.refresh()),
+      this.section('Schedules', 'schedules', this.schedules.node, () => void this.schedules.refresh())
     );
 
     this.stream = options.createStream(
@@ -108,6 +113,8 @@ export class CellhopPanel extends Widget {
   readonly state = new DashboardState();
   readonly volumes: VolumesView;
   readonly secrets: SecretsView;
+  readonly runs: RunsView;
+  readonly schedules: SchedulesView;
   readonly stream: EventStream;
 
   /** The user's pause (the panel also stops metrics while hidden). */
@@ -178,6 +185,8 @@ export class CellhopPanel extends Widget {
     void this.refreshList('images');
     void this.volumes.refresh();
     void this.secrets.refresh();
+    void this.runs.refresh();
+    void this.schedules.refresh();
   }
 
   protected onAfterHide(): void {
@@ -215,7 +224,9 @@ export class CellhopPanel extends Widget {
       this.onContainerEvent(event as ContainerEvent);
     }
     if (!this.state.apply(event)) {
-      if (/^secret/.test(event.type)) {
+      if (event.type === 'run') {
+        this.runs.refreshSoon();
+      } else if (/^secret/.test(event.type)) {
         void this.secrets.refresh();
       } else if (/^(image|volume)/.test(event.type)) {
         void this.refreshList(event.type.startsWith('image') ? 'images' : 'volumes');
