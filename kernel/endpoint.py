@@ -189,7 +189,12 @@ def serve_call(op: str, key: str, code: bytes | None, payload):
         if op == "batch":
             return _call_batch(fn, payload)
         if op == "asgi":
-            return fn(payload["scope"], payload["body"])
+            answer = fn(payload["scope"], payload["body"])
+            if answer[0] != "asgi-stream":
+                return answer
+            stream_id = next(_STREAM_IDS)
+            _STREAMS[stream_id] = answer[1]  # an ASGI response still sending (endpoint_asgi.Response)
+            return ("asgi-stream", stream_id, *answer[2:])
         try:
             result = fn(**payload)
         except Exception as exc:
@@ -240,6 +245,11 @@ def _next(stream_id: int):
     gen = _STREAMS.get(stream_id)
     if gen is None:
         return ("stream", stream_id, "", True)
+    if hasattr(gen, "next_chunk"):  # an ASGI response: its body's bytes as they are
+        chunk, done = gen.next_chunk()
+        if done:
+            _STREAMS.pop(stream_id, None)
+        return ("stream", stream_id, chunk, done)
     try:
         item = next(gen)
     except StopIteration:

@@ -4,14 +4,16 @@ served at `{base_url}cellhop/endpoints/<name>/...`, with no port and no HTTP ser
 The server turns each HTTP request into an ASGI scope and its body and sends them in an apply
 request (like a function endpoint's call); here the app runs on an event loop of its own (a thread
 made once per container, after the lifespan startup where the app has one), and the answer goes
-back as (status, headers, body). The app's whole response is gathered before it goes back (no
-streaming yet), and WebSockets are not served.
+back as (status, headers, body); a response still sending its body when its first part is there is
+streamed, part by part, as a generator endpoint's items are. WebSockets are not served.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import json
+import queue
 import threading
 import traceback
 
@@ -62,38 +64,99 @@ class AsgiRunner:
             raise RuntimeError(f"the ASGI app's startup failed: {failed[0]}")
 
     def __call__(self, scope: dict, body: bytes):
-        return asyncio.run_coroutine_threadsafe(self._http(scope, body), self.loop).result()
+        """("asgi", status, headers, body) for a response that ended by now, else ("asgi-stream", response,
+        status, headers, body so far): the server reads the rest with `response.next_chunk()`."""
+        response = Response()
+        asyncio.run_coroutine_threadsafe(self._http(scope, body, response), self.loop)
+        return response.head()
 
-    async def _http(self, scope: dict, body: bytes):
+    async def _http(self, scope: dict, body: bytes, response: Response) -> None:
         scope = {**scope, "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in scope["headers"]],
                  "query_string": scope["query_string"].encode("latin-1"), "asgi": {"version": "3.0"}}
-        received = asyncio.Event()
-        done = asyncio.Event()
-        start: dict = {}
-        chunks: list[bytes] = []
+        received = False
 
         async def receive():
-            if not received.is_set():
-                received.set()
+            nonlocal received
+            if not received:
+                received = True
                 return {"type": "http.request", "body": body, "more_body": False}
-            await done.wait()
+            while not response.ended.is_set():  # the app waits for the caller to go away
+                await asyncio.sleep(0.1)
             return {"type": "http.disconnect"}
 
         async def send(message):
+            if response.ended.is_set():
+                raise OSError("the caller went away")
             if message["type"] == "http.response.start":
-                start.update(message)
+                headers = [[bytes(k).decode("latin-1"), bytes(v).decode("latin-1")]
+                           for k, v in message.get("headers", [])]
+                response.events.put(("start", int(message.get("status", 200)), headers))
             elif message["type"] == "http.response.body":
-                chunks.append(bytes(message.get("body", b"")))
-                if not message.get("more_body"):
-                    done.set()
+                response.events.put(("body", bytes(message.get("body", b"")), bool(message.get("more_body"))))
 
         try:
             await self.app(scope, receive, send)
         except Exception as exc:
-            traceback.print_exc()  # to the container's log
-            if not start:
-                return ("value", 500, f'{{"error": "{type(exc).__name__}", "message": "the ASGI app raised"}}')
+            if not response.ended.is_set():
+                traceback.print_exc()  # to the container's log
+            response.events.put(("error", type(exc).__name__))
         finally:
-            done.set()
-        headers = [[bytes(k).decode("latin-1"), bytes(v).decode("latin-1")] for k, v in start.get("headers", [])]
-        return ("asgi", int(start.get("status", 500)), headers, b"".join(chunks))
+            response.events.put(("end",))
+
+
+class Response:
+    """What an app sent for one request, as the kernel's thread reads it (the app's loop writes it)."""
+
+    def __init__(self):
+        self.events: queue.Queue = queue.Queue()
+        self.ended = threading.Event()
+
+    def head(self):
+        status, headers, chunks = None, [], []
+        while True:
+            event = self.events.get()
+            if event[0] == "start":
+                status, headers = event[1], event[2]
+            elif event[0] == "body":
+                chunks.append(event[1])
+                if not event[2]:
+                    return self._done(status, headers, chunks)
+                if self.events.empty():
+                    return ("asgi-stream", self, status, headers, b"".join(chunks))
+            else:  # error or end before the body ended
+                if status is None:
+                    self.ended.set()
+                    return ("value", 500, json.dumps({"error": event[1] if event[0] == "error" else "NoResponse",
+                                                      "message": "the ASGI app sent no response; its log says "
+                                                                 "why (`cellhop endpoint logs NAME`)"}))
+                return self._done(status, headers, chunks)
+
+    def _done(self, status, headers, chunks):
+        self.ended.set()
+        return ("asgi", status or 500, headers, b"".join(chunks))
+
+    def next_chunk(self) -> tuple[bytes, bool]:
+        """The body's next part (whatever came by now, at least one part): (bytes, ended)."""
+        chunks = []
+        while True:
+            event = self.events.get() if not chunks else self._ready()
+            if event is None:
+                return b"".join(chunks), False
+            if event[0] == "body":
+                chunks.append(event[1])
+                if not event[2]:
+                    self.ended.set()
+                    return b"".join(chunks), True
+            elif event[0] in ("error", "end"):
+                self.ended.set()
+                return b"".join(chunks), True
+
+    def _ready(self):
+        try:
+            return self.events.get_nowait()
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        """The caller went away: the app's next receive() says so, its next send() fails."""
+        self.ended.set()

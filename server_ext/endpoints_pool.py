@@ -47,10 +47,11 @@ class Replica:
 
 
 class Stream:
-    """A generator's items, read from the container that holds it (which stays held until the end)."""
+    """A generator's items (or an ASGI response's body), read from the container that holds it (which stays
+    held until the end). An ASGI response's `head` is (status, headers, the body's first part)."""
 
-    def __init__(self, pool: EndpointPool, replica: Replica, stream_id: int):
-        self.pool, self.replica, self.stream_id = pool, replica, stream_id
+    def __init__(self, pool: EndpointPool, replica: Replica, stream_id: int, head: tuple | None = None):
+        self.pool, self.replica, self.stream_id, self.head = pool, replica, stream_id, head
 
     async def chunks(self):
         done = False
@@ -137,6 +138,9 @@ class EndpointPool:
                     if answer[0] == "stream":
                         keep = True
                         return Stream(self, replica, answer[1])
+                    if answer[0] == "asgi-stream":
+                        keep = True
+                        return Stream(self, replica, answer[1], head=answer[2:])
                     if answer[0] == "asgi":
                         self.errors += answer[1] >= 500
                         return answer

@@ -235,7 +235,7 @@ print(slow.deploy("slow")["version"])
 '''
 
 MORE = '''
-import json, os, time, urllib.request, cellhop
+import asyncio, json, os, time, urllib.request, cellhop
 
 @cellhop.endpoint(max_containers=1, concurrency=1, timeout=1)
 def stuck(wait):
@@ -276,6 +276,12 @@ def make_app():  # a bare ASGI app, made in the container
             await send({"type": "lifespan.startup.complete"})
             return
         body = (await receive())["body"]
+        if scope["path"] == "/stream":  # a streamed response: its first part, a pause, the rest
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"first ", "more_body": True})
+            await asyncio.sleep(1.5)
+            await send({"type": "http.response.body", "body": b"last"})
+            return
         answer = {"method": scope["method"], "path": scope["path"], "query": scope["query_string"].decode(),
                   "root": scope["root_path"], "body": body.decode(), "calls": calls,
                   "headers": sorted(k.decode() for k, v in scope["headers"])}
@@ -360,6 +366,12 @@ async def test_rolling_update_and_sigkill_under_load(start_kernel, control_plane
     assert answer["method"] == "PUT" and answer["path"] == "/items/7" and answer["query"] == "q=1"
     assert answer["body"] == "hi" and answer["root"].endswith("/cellhop/endpoints/web") and answer["calls"] == ["started"]
     assert "authorization" not in answer["headers"] and "cookie" not in answer["headers"], answer["headers"]
+    arrivals = []
+    r = await jp_fetch("cellhop", "endpoints", "web", "stream", request_timeout=60, streaming_callback=lambda chunk:
+                       arrivals.append((time.monotonic(), chunk)))
+    assert r.code == 200 and r.headers["Content-Type"] == "text/plain"
+    assert b"".join(c for _, c in arrivals) == b"first last" and arrivals[0][1] == b"first "
+    assert arrivals[-1][0] - arrivals[0][0] > 0.5  # the first part came while the app paused
     r = await jp_fetch("cellhop", "endpoints", "web", "x", headers=NO_AUTH, raise_error=False)
     assert r.code == 403
     r = await _call(jp_fetch, "stuck/deeper", {"wait": 0})

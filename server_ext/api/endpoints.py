@@ -220,10 +220,24 @@ class EndpointCallHandler(KernelTokenAuth, JsonErrors, APIHandler):
             self.set_status(status)
             self.finish(text)
             return
-        self.set_header("Content-Type", "application/x-ndjson")
-        self.set_header("Cache-Control", "no-cache")
+        content_type = "application/x-ndjson"
+        if answer.head is not None:  # an ASGI app's streamed response
+            status, headers, first = answer.head
+            self.set_status(status)
+            for key, value in headers:
+                if key.lower() == "content-type":
+                    content_type = value
+                elif key.lower() not in _HOP_BY_HOP:
+                    self.add_header(key, value)
+            if first:
+                self.write(first)
+        else:
+            self.set_header("Cache-Control", "no-cache")
+        self.set_header("Content-Type", content_type)
         chunks = answer.chunks()
         try:
+            if answer.head is not None and answer.head[2]:
+                await self.flush()  # the first part now, whenever the rest comes
             async for text in chunks:
                 self.write(text)
                 await self.flush()
@@ -232,7 +246,7 @@ class EndpointCallHandler(KernelTokenAuth, JsonErrors, APIHandler):
         finally:
             await chunks.aclose()
         if not self._finished:
-            self.finish(set_content_type="application/x-ndjson")
+            self.finish(set_content_type=content_type)
 
     def _error(self, exc: CellhopError) -> None:
         self.set_status(http_status(exc))
