@@ -31,6 +31,8 @@ from .run_spec import WORKDIR_MODES, RunSpec
 from .safe_pickle import check_policy, stricter
 from .serialize import Packed, pack
 from .status_line import StatusLine, describe_gpus, finished_text
+from .workdir_sync import configured_limit, needs_copy
+from .workdir_sync import push as push_folder
 
 Defaults = RunSpec  # what `%gpu` sets: the notebook's default run spec (the name older code knows)
 
@@ -196,6 +198,8 @@ class RemoteCells:
         status.container_id = session.id if session.container.get("gpus") else None
         status.show(f"▶ running on container {session.id} · {describe_gpus(session.container)}")
         t0 = time.monotonic()
+        if job.spec.workdir != "none" and needs_copy(session.container):  # another node: the folder is copied
+            push_folder(session, job.parent, job.spec.workdir_folder(), configured_limit(self.shell.config))
         try:
             result = session.execute(job.code, job.packed, job.pull, job.parent, timeout=job.spec.timeout,
                                      input_fn=job.input_fn, policy=job.policy)

@@ -47,6 +47,9 @@ from test_remote_outputs import (  # noqa: F401
     test_output_streams_while_the_cell_runs,
     test_stdout_and_stderr_keep_their_order,
 )
+from test_remote_workdir import (  # noqa: F401
+    ray_copies_the_folder_to_the_node as test_the_notebooks_folder_is_copied_to_the_node,
+)
 
 
 def ray_args(cluster) -> tuple:  # c.Cellhop.ray_address: the old name of c.RayRuntime.address, still taken

@@ -23,13 +23,13 @@ from server_kernel_client import run
 
 
 @contextlib.contextmanager
-def kernel_in(folder: Path, extra_arguments: tuple = ()):
+def kernel_in(folder: Path, extra_arguments: tuple = (), queue_timeout: float = 8):
     """A notebook kernel with cellhop loaded whose working folder (the notebook's) is `folder`."""
     from jupyter_client.manager import start_new_kernel
 
     runtime_dir = short_runtime_dir()
     km, kc = start_new_kernel(env=kernel_env(runtime_dir), cwd=str(folder), startup_timeout=60,
-                              extra_arguments=["--Cellhop.queue_timeout=8", *extra_arguments])
+                              extra_arguments=[f"--Cellhop.queue_timeout={queue_timeout:g}", *extra_arguments])
     nb = NotebookKernel(km, kc, runtime_dir)
     try:
         nb.ok("%load_ext cellhop")
@@ -208,3 +208,56 @@ def test_a_claim_refuses_a_link_planted_on_the_way_to_the_folder(tmp_path):
     (tmp_path / "notebooks").symlink_to(real)  # the folder swapped for a link after the policy's check
     with pytest.raises(OSError):
         late_mounts.attach(tmp_path / "late", tmp_path / "notebooks", False, os.getpid())
+
+
+# -- the copy a container on another node (Ray) gets instead of a bind (workdir_sync.py) ---------------------
+SYNC_CELL = """
+from cellhop.kernel import workdir_sync
+from cellhop.kernel.extension import remote_cells
+_session = next(iter(remote_cells(get_ipython()).sessions.values()))
+print(workdir_sync.push(_session, {{}}, {folder!r}, limit={limit}))
+"""
+
+
+def test_the_folder_is_copied_changed_files_only_skipping_hidden_and_ignored(nb, notebook_folder):
+    folder = notebook_folder / "copied"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("one")
+    (folder / "sub" / "b.txt").write_text("two")
+    (folder / ".env").write_text("SECRET=1")
+    (folder / ".git").mkdir()
+    (folder / ".git" / "config").write_text("x")
+    (folder / "big").mkdir()
+    (folder / "big" / "weights.bin").write_bytes(b"0" * 1000)
+    (folder / "out.log").write_text("log")
+    (folder / ".gitignore").write_text("# data\nbig/\n*.log\n")
+    nb.ok("%%remote --workdir none\nx = 1\n")  # a container whose working folder is its own, as on a node
+    first = nb.ok(SYNC_CELL.format(folder=str(folder), limit=10**6)).stdout.strip().splitlines()[-1]
+    assert first == "['a.txt', 'sub/b.txt']", first
+    seen = nb.ok("%%remote --workdir none\nimport os\nprint(open('a.txt').read(), open('sub/b.txt').read(), "
+                 "os.path.exists('.env'), os.path.exists('big'), os.path.exists('out.log'))\n")
+    assert seen.stdout.strip().endswith("one two False False False"), seen
+    again = nb.ok(SYNC_CELL.format(folder=str(folder), limit=10**6)).stdout.strip().splitlines()[-1]
+    assert again == "[]", again  # nothing changed: nothing sent
+    (folder / "sub" / "b.txt").write_text("two, changed")
+    changed = nb.ok(SYNC_CELL.format(folder=str(folder), limit=10**6)).stdout.strip().splitlines()[-1]
+    assert changed == "['sub/b.txt']", changed
+    assert nb.ok("%%remote --workdir none\nprint(open('sub/b.txt').read())\n").stdout.strip().endswith("changed")
+    too_big = nb.run(SYNC_CELL.format(folder=str(folder), limit=5))
+    assert too_big.status == "error" and "c.Cellhop.sync_limit" in too_big.evalue and ".gitignore" in too_big.evalue
+
+
+def ray_copies_the_folder_to_the_node(ray_cluster, tmp_path):  # collected by test_ray_runtime.py (its cluster)
+    """On the Ray runtime `--workdir rw` copies the notebook's folder to the container's node before each cell
+    (changed files only): relative paths work there too."""
+    folder = tmp_path / "notebook"
+    folder.mkdir()
+    (folder / "data.txt").write_text("first")
+    args = ("--Cellhop.runtime=ray", f"--Cellhop.ray_address={ray_cluster.address}")
+    with kernel_in(folder, args, queue_timeout=30) as on_ray:
+        ran = on_ray.ok("%%remote --workdir rw\nimport os\nprint(open('data.txt').read(), os.getcwd())\n")
+        assert "first" in ran.stdout and str(folder) not in ran.stdout, ran  # a copy, in the node's folder
+        (folder / "data.txt").write_text("second")
+        (folder / "new.txt").write_text("new")
+        ran = on_ray.ok("%%remote --workdir rw\nprint(open('data.txt').read(), open('new.txt').read())\n")
+        assert ran.stdout.strip().endswith("second new"), ran
