@@ -166,3 +166,57 @@ async def test_an_open_terminal_keeps_its_container_from_its_idle_timeout(jp_fet
         await asyncio.sleep(0.05)
     assert control_plane.manager.get(cid).phase.value == "exited"
     assert "idle" in control_plane.manager.get(cid).exit_status.reason
+
+
+async def test_cellhop_shell_in_a_terminal_follows_its_size_and_passes_ctrl_c(
+        jp_fetch, jp_serverapp, jp_http_port, jp_base_url):
+    from ptyprocess import PtyProcessUnicode
+
+    code, started = await api(jp_fetch, "POST", "containers", {"spec": {"gpu": "H100", "owner": "t"}})
+    cid = started["id"]
+    url, token = f"http://127.0.0.1:{jp_http_port}{jp_base_url}", jp_serverapp.identity_provider.token
+    shell = PtyProcessUnicode.spawn([sys.executable, "-m", "cellhop.server_ext.cli", "shell", cid, "--url", url,
+                                     "--token", token], dimensions=(30, 100),
+                                    env={k: v for k, v in os.environ.items() if not k.startswith("CELLHOP_")})
+    seen = ""
+
+    def read_some() -> str:
+        import select
+
+        if select.select([shell.fd], [], [], 0.5)[0]:
+            try:
+                return os.read(shell.fd, 4096).decode(errors="replace")
+            except OSError:  # EIO: it ended
+                raise AssertionError(f"cellhop shell ended; it showed:\n{seen}") from None
+        return ""
+
+    async def until(pattern: str) -> re.Match:
+        nonlocal seen
+        deadline = asyncio.get_running_loop().time() + 60
+        while not (found := re.search(pattern, seen)):
+            assert asyncio.get_running_loop().time() < deadline, f"{pattern!r} did not show:\n{seen}"
+            seen += await asyncio.to_thread(read_some)
+        return found
+
+    try:
+        await until(r"work\$ ")  # the prompt: cellhop shell is connected (and its terminal in raw mode)
+        shell.write("echo SIZE=$(stty size)-$CUDA_VISIBLE_DEVICES\r")
+        assert (await until(r"SIZE=(\d+ \d+)-(\S+)")).groups() == ("30 100", "GPU-simulated-h100-0")
+        shell.setwinsize(40, 120)  # SIGWINCH to cellhop shell, which tells the server
+        shell.write("echo RESIZED=$(stty size)\r")
+        found = await until(r"RESIZED=(\d+ \d+)")
+        while found.group(1) != "40 120":  # the resize and the command race: ask until the size has come
+            seen = ""
+            shell.write("echo RESIZED=$(stty size)\r")
+            found = await until(r"RESIZED=(\d+ \d+)")
+        shell.write("echo NAP$((1+1)); sleep 300\r")
+        await until(r"NAP2")
+        shell.write("\x03")  # Ctrl-C reaches the shell inside, not cellhop shell
+        shell.write("echo BACK=$((40+2))\r")
+        await until(r"BACK=42")
+        shell.write("exit\r")
+        await asyncio.to_thread(shell.wait)
+        assert shell.exitstatus == 0
+    finally:
+        if shell.isalive():
+            shell.terminate(force=True)
