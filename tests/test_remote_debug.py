@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 
-import pytest
 from kernel_fixtures import cellhop_kernel, local_json  # noqa: F401  (a pytest fixture)
 
 MAX_PROMPTS = 30  # a debugger that keeps asking is answered with its way out (the test then fails on its output)
@@ -135,10 +134,9 @@ def test_a_timeout_ends_a_prompt_left_open(cellhop_kernel):
     assert nb.ok("%%remote\nprint('alive')\n").stdout.strip().endswith("alive")
 
 
-@pytest.mark.parametrize("source", ["%debug"])
-def test_debug_without_stdin_says_what_to_do(cellhop_kernel, source):
+def test_debug_without_stdin_says_what_to_do(cellhop_kernel):
     nb = cellhop_kernel
     nb.run("%%remote\nraise KeyError('k')\n")
-    ran = nb.run(source, allow_stdin=False)
+    ran = nb.run("%debug", allow_stdin=False)
     assert ran.status == "error", ran
     assert "does not allow input" in ran.evalue, ran

@@ -214,7 +214,8 @@ def test_a_claim_refuses_a_link_planted_on_the_way_to_the_folder(tmp_path):
 SYNC_CELL = """
 from cellhop.kernel import workdir_sync
 from cellhop.kernel.extension import remote_cells
-_session = next(iter(remote_cells(get_ipython()).sessions.values()))
+_session = next(s for key, s in remote_cells(get_ipython()).sessions.items()
+                if key[0][6] == "none")  # the %%remote --workdir none container (run spec key: its workdir)
 print(workdir_sync.push(_session, {{}}, {folder!r}, limit={limit}))
 """
 
