@@ -4,13 +4,14 @@
  */
 
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { Dialog, InputDialog, Notification, showDialog } from '@jupyterlab/apputils';
+import { Dialog, ICommandPalette, InputDialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { ServerConnection } from '@jupyterlab/services';
 import { LabIcon } from '@jupyterlab/ui-components';
 
 import { CellhopApi } from './api';
 import { logWidget } from './logview';
 import { CellhopPanel } from './panel';
+import { notebookRunRequest } from './runs';
 import { SessionInfo } from './state';
 import { EventStream, eventsUrl } from './stream';
 
@@ -23,15 +24,16 @@ export const cellhopIcon = new LabIcon({ name: 'cellhop:gpu', svgstr: ICON_SVG }
 const COMMANDS = {
   open: 'cellhop:open-panel',
   logs: 'cellhop:container-logs',
-  terminal: 'cellhop:container-terminal'
+  terminal: 'cellhop:container-terminal',
+  runOnGpu: 'cellhop:run-notebook-on-gpu'
 };
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'cellhop-labextension:panel',
   description: "cellhop's sidebar: GPUs, containers, images, volumes and secrets",
   autoStart: true,
-  optional: [ILayoutRestorer],
-  activate: (app: JupyterFrontEnd, restorer: ILayoutRestorer | null) => {
+  optional: [ILayoutRestorer, ICommandPalette],
+  activate: (app: JupyterFrontEnd, restorer: ILayoutRestorer | null, palette: ICommandPalette | null) => {
     const settings = ServerConnection.makeSettings();
     const api = new CellhopApi(settings);
     let sessions: SessionInfo[] = [];
@@ -136,6 +138,43 @@ const plugin: JupyterFrontEndPlugin<void> = {
         app.shell.add(logWidget(api, id, cellhopIcon), 'main');
       }
     });
+    // "Run on GPU": the open notebook (as it is in the editor, outputs dropped) as a run the server owns
+    const openNotebook = () => {
+      const widget = app.shell.currentWidget as { context?: { path: string; model: { toJSON(): unknown } } } | null;
+      return widget?.context?.path?.endsWith('.ipynb') ? widget.context : null;
+    };
+    app.commands.addCommand(COMMANDS.runOnGpu, {
+      label: 'Run Notebook on GPU (cellhop)',
+      icon: cellhopIcon,
+      isEnabled: () => openNotebook() !== null,
+      execute: async () => {
+        const context = openNotebook();
+        if (!context) {
+          return;
+        }
+        const asked = await InputDialog.getText({
+          title: `Run ${context.path} on a GPU`,
+          label: 'GPU (e.g. H100, A100:2; empty for none). The whole notebook runs in a container the server owns.',
+          text: 'H100',
+          okLabel: 'Run'
+        });
+        if (!asked.button.accept) {
+          return;
+        }
+        try {
+          const run = await api.request<{ id: string }>(['runs'], {
+            method: 'POST',
+            body: JSON.stringify(notebookRunRequest(context.path, context.model.toJSON(), asked.value ?? ''))
+          });
+          Notification.info(`Run ${run.id} of ${context.path} queued: the Runs section follows it.`, { autoClose: 8000 });
+          app.shell.activateById(panel.id);
+          void panel.runs.refresh();
+        } catch (err) {
+          void Notification.error(`Could not run ${context.path}: ${(err as Error).message}`, { autoClose: 8000 });
+        }
+      }
+    });
+    palette?.addItem({ command: COMMANDS.runOnGpu, category: 'cellhop' });
     app.commands.addCommand(COMMANDS.terminal, {
       label: 'Open a terminal inside a cellhop container',
       execute: async args => {

@@ -223,6 +223,9 @@ export class CellhopPanel extends Widget {
     if (event.type === 'container') {
       this.onContainerEvent(event as ContainerEvent);
     }
+    if (event.type === 'hello') {
+      this.runs.refreshSoon(); // (re)connected: runs that ended while the stream was away
+    }
     if (!this.state.apply(event)) {
       if (event.type === 'run') {
         this.runs.refreshSoon();

@@ -247,3 +247,16 @@ export class SchedulesView {
     }
   }
 }
+
+/** The body of POST runs for an open notebook: its cells without their outputs (they are made again). */
+export function notebookRunRequest(path: string, model: unknown, gpu: string): Record<string, unknown> {
+  const nb = JSON.parse(JSON.stringify(model)) as { cells?: Record<string, unknown>[] };
+  for (const cell of nb.cells ?? []) {
+    if (cell.cell_type === 'code') {
+      cell.outputs = [];
+      cell.execution_count = null;
+    }
+  }
+  const name = path.split('/').pop() ?? path;
+  return { notebook: nb, name, gpu: gpu.trim() || null };
+}

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { describeRun, parseRuns, parseSchedules, scheduleWhen } from '../src/runs';
+import { describeRun, notebookRunRequest, parseRuns, parseSchedules, scheduleWhen } from '../src/runs';
 
 describe('runs', () => {
   it('keeps the runs it can show and their fields', () => {
@@ -32,5 +32,23 @@ describe('runs', () => {
     expect(scheduleWhen(cron)).toBe('cron 0 3 * * *');
     expect(scheduleWhen(every)).toBe('every 15 min');
     expect(parseSchedules({ schedules: 'nope' })).toEqual([]);
+  });
+});
+
+describe('run on GPU', () => {
+  it('sends the notebook without outputs, named by its file', () => {
+    const model = {
+      nbformat: 4,
+      cells: [
+        { cell_type: 'code', source: 'x = 1', outputs: [{ output_type: 'stream', text: 'old' }], execution_count: 3 },
+        { cell_type: 'markdown', source: '# hi' }
+      ]
+    };
+    const body = notebookRunRequest('work/train.ipynb', model, ' H100 ') as { notebook: typeof model; name: string; gpu: string };
+    expect(body.name).toBe('train.ipynb');
+    expect(body.gpu).toBe('H100');
+    expect(body.notebook.cells[0]).toEqual({ cell_type: 'code', source: 'x = 1', outputs: [], execution_count: null });
+    expect(model.cells[0].outputs.length).toBe(1); // the editor's model is left as it is
+    expect(notebookRunRequest('a.ipynb', model, '').gpu).toBeNull();
   });
 });

@@ -1,7 +1,8 @@
 """End to end in a real browser: the sidebar's Runs and Schedules sections (labextension/src/runs.ts) over the
 runs the server owns. A notebook run submitted over REST shows as succeeded, its executed notebook downloads
 from the panel; a running one is cancelled from the panel (the confirmation, then the event stream brings the
-status); a schedule is paused and deleted from the panel. Screenshot: tests/artifacts/sidebar-runs.png.
+status); a schedule is paused and deleted from the panel; the "Run Notebook on GPU" command runs the open
+notebook, unsaved edits included, on the GPU asked for. Screenshot: tests/artifacts/sidebar-runs.png.
 """
 
 from __future__ import annotations
@@ -65,3 +66,18 @@ def test_runs_and_schedules_sections(lab, page):
     page.click(".jp-Dialog .jp-Dialog-button.jp-mod-accept")
     row.wait_for(state="detached")
     assert lab.api("schedules")["schedules"] == []
+
+    # "Run Notebook on GPU" on the open notebook: what the editor holds, on the GPU typed in the dialog
+    (lab.root / "job.ipynb").write_text(json.dumps(notebook("import os\nprint('visible', os.environ.get('CUDA_VISIBLE_DEVICES') is not None)")))
+    page.goto(f"{lab.url}lab/tree/job.ipynb?token={TOKEN}")
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", state="visible")
+    page.evaluate("() => { window.jupyterapp.commands.execute('cellhop:run-notebook-on-gpu'); }")
+    page.wait_for_selector(".jp-Dialog input")
+    assert page.input_value(".jp-Dialog input") == "H100"
+    page.click(".jp-Dialog .jp-Dialog-button.jp-mod-accept")
+    row = page.locator(f"{RUNS} .jp-CellhopRuns-run[data-status='succeeded']:has-text('notebook job.ipynb')")
+    row.wait_for(timeout=120_000)
+    assert "H100" in row.inner_text()
+    run = next(r for r in lab.api("runs")["runs"] if r["name"] == "job.ipynb")
+    result = lab.api(f"runs/{run['id']}")["result"]
+    assert "".join(result["cells"][0]["outputs"][0]["text"]) == "visible True\n"
