@@ -95,6 +95,19 @@ def test_remote_pdb_option_enters_the_post_mortem_after_showing_the_error(cellho
     assert kinds.index("error") < kinds.index("stream"), kinds  # the error first, then the debugger
 
 
+def test_pdb_on_enters_the_remote_post_mortem_for_every_remote_cell(cellhop_kernel):
+    nb = cellhop_kernel
+    nb.ok("%pdb on")
+    try:
+        prompts: list[str] = []
+        ran = nb.run("%%remote\nlimit = 7\nassert limit < 5, 'too big'\n", allow_stdin=True,
+                     stdin_hook=answering(nb, ["p limit + 1"], prompts, "q"))
+        assert ran.ename == "AssertionError", ran
+        assert prompts and "8" in ran.stdout, ran
+    finally:
+        nb.ok("%pdb off")
+
+
 def test_an_interrupt_while_the_prompt_is_open_ends_the_cell_and_keeps_the_container(cellhop_kernel):
     nb = cellhop_kernel
     prompts: list[str] = []
