@@ -77,6 +77,7 @@ def curve_client_keys(info: dict) -> tuple[bytes, bytes]:
 
 CHANNEL_SOCKET_TYPES = {
     "shell": zmq.DEALER,
+    "lean": zmq.DEALER,  # a cellhop container kernel's socket for calls (kernel/lean_channel.py), ipc only
     "control": zmq.DEALER,
     "stdin": zmq.DEALER,
     "iopub": zmq.SUB,
@@ -103,7 +104,21 @@ class Message:
         return self.msg.get("parent_header", {}).get("msg_id")
 
 
+def lean_url(info: dict) -> str | None:
+    """Where a cellhop container kernel of connection info `info` takes calls past its shell thread
+    (kernel/lean_channel.py): beside its ipc sockets; None for other transports."""
+    if info.get("transport") != "ipc" or not info.get("ip"):
+        return None
+    path = f"{info['ip']}-lean"
+    return f"ipc://{path}" if len(path.encode()) <= _MAX_IPC_PATH else None
+
+
 def _url(info: dict, channel: str) -> str:
+    if channel == "lean":
+        url = lean_url(info)
+        if url is None:
+            raise ValueError("a lean channel needs an ipc connection")
+        return url
     port = info[f"{channel}_port"]
     if info.get("transport", "tcp") == "ipc":
         return f"ipc://{info['ip']}-{port}"
@@ -153,20 +168,26 @@ class KernelConnection:
         self.sockets: dict[str, zmq.Socket] = {}
         # A kernel on another host (Ray runtime) speaks CurveZMQ: its public key is in the info, and so is
         # the client key pair it admits (derived by the control plane, never sent to the node; curve.py).
+        for channel in channels:
+            self.open(channel)
+
+    def open(self, channel: str) -> zmq.Socket:
+        """Connect the socket of one more channel."""
+        info = self.info
         server_key = info.get("curve_serverkey")
         client_keys = curve_client_keys(info) if server_key else None
-        for channel in channels:
-            sock = self.context.socket(CHANNEL_SOCKET_TYPES[channel])
-            sock.linger = 0
-            if client_keys:
-                sock.curve_serverkey = server_key.encode() if isinstance(server_key, str) else server_key
-                sock.curve_publickey, sock.curve_secretkey = client_keys
-            if channel == "iopub":
-                sock.setsockopt(zmq.SUBSCRIBE, b"")
-            else:
-                sock.setsockopt(zmq.IDENTITY, self.session.bsession)
-            sock.connect(_url(info, channel))
-            self.sockets[channel] = sock
+        sock = self.context.socket(CHANNEL_SOCKET_TYPES[channel])
+        sock.linger = 0
+        if client_keys:
+            sock.curve_serverkey = server_key.encode() if isinstance(server_key, str) else server_key
+            sock.curve_publickey, sock.curve_secretkey = client_keys
+        if channel == "iopub":
+            sock.setsockopt(zmq.SUBSCRIBE, b"")
+        else:
+            sock.setsockopt(zmq.IDENTITY, self.session.bsession)
+        sock.connect(_url(info, channel))
+        self.sockets[channel] = sock
+        return sock
 
     def message(self, msg_type: str, content: dict, metadata=None, parent=None) -> dict:
         """A message to send later with `send_message` (its msg_id is known before it leaves)."""

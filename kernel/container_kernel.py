@@ -22,6 +22,7 @@ from ipykernel.ipkernel import IPythonKernel
 from ..container import OOM_EXIT_CODE
 from .cell_names import comes_back_by_default, is_user_name, names_assigned, parse
 from .cell_result import RESULT, ResultCapture
+from .lean_channel import LeanChannel
 from .lean_status import LeanStatus
 from .output_tracking import OutputTracker
 from .remote_debug import install_in_container
@@ -68,10 +69,26 @@ class ContainerKernel(IPythonKernel):
         _quiet_debug(self.log)
         install_in_container()  # breakpoint() stops in the debugger, prompting in the notebook
         app = self.parent  # large values through memory shared with the notebook, where the runtime allows it
-        self.shared_memory = ContainerEnd.start({"transport": getattr(app, "transport", None),
-                                                 "ip": getattr(app, "ip", None)})
+        info = {"transport": getattr(app, "transport", None), "ip": getattr(app, "ip", None)}
+        self.shared_memory = ContainerEnd.start(info)
+        # calls past ipykernel's shell thread (lean_channel.py)
+        self.lean_channel = LeanChannel.open(self, info, getattr(app, "context", None))
         self.lean_status = LeanStatus(lambda state, parent: super(ContainerKernel, self)._publish_status(
             state, "shell", parent))
+        self.results = ResultCapture(self.shell.displayhook,
+                                     lambda value: self.secret_mask.withhold(pack({RESULT: value})))
+
+    def start(self):
+        super().start()
+        if self.lean_channel is not None:
+            self.lean_channel.start(self.io_loop)
+
+    @property
+    def kernel_info(self):
+        info = super().kernel_info
+        if self.lean_channel is not None:
+            info["cellhop_lean"] = True  # the notebook may send calls on the lean channel (lean_channel.py)
+        return info
 
     def _publish_status(self, status, channel, parent=None):
         """A shipped request's busy and idle go out only when the control plane could tell (lean_status)."""
@@ -80,8 +97,6 @@ class ContainerKernel(IPythonKernel):
             (self.lean_status.begin if status == "busy" else self.lean_status.end)(msg)
             return
         super()._publish_status(status, channel, parent)
-        self.results = ResultCapture(self.shell.displayhook,
-                                     lambda value: self.secret_mask.withhold(pack({RESULT: value})))
 
     def _send_interrupt_children(self):
         # Interrupt this process only: a process-group signal would also reach the sandbox's init.

@@ -54,7 +54,7 @@ class ContainerSession:
     """
 
     def __init__(self, container: dict, control, sink, comm_proxies=None, pull: str = "all", *,
-                 relay: OutputRelay | None = None, watch: ContainerWatch | None = None):
+                 relay: OutputRelay | None = None, watch: ContainerWatch | None = None, lean: bool = False):
         self.container = container  # the control plane's view: id, gpus, connection_info ...
         self.pull = stricter(check_policy(pull), container.get("pull"))
         self.id = container["id"]
@@ -65,12 +65,15 @@ class ContainerSession:
         self.watch = watch if watch is not None else ContainerWatch(container, control)
         self._owns_watch = watch is None
         self.conn = KernelConnection(container["connection_info"], channels=("shell", "control", "stdin"))
+        self.lean = lean  # calls go on the container kernel's lean channel (lean_channel.py): its kernel_info says
+        if lean:
+            self.conn.open("lean")
         self.relay = relay if relay is not None else OutputRelay(container["connection_info"], sink,
                                                                  comm_proxies, self)
         self.shared = NotebookLink(container["connection_info"])  # large values through shared memory
         self.closed = False
         self._timed_out = False
-        self._poller: zmq.Poller | None = None  # the reply's, stdin's and the watch's: made on first use
+        self._pollers: dict[str, zmq.Poller] = {}  # per reply channel: it, stdin and the watch (made on first use)
         self._applied: dict[str, str] = {}  # msg_id -> what its results are, for errors
         if self._primary:
             self._handshake()
@@ -81,7 +84,17 @@ class ContainerSession:
         It shares this session's output relay and watch; its own sockets belong to the thread that uses it.
         """
         return ContainerSession(self.container, self.control, self.sink, self.comm_proxies, self.pull,
-                                relay=self.relay, watch=self.watch)
+                                relay=self.relay, watch=self.watch, lean=self.lean)
+
+    @property
+    def apply_channel(self) -> str:
+        """The channel calls go on and their replies come back on."""
+        return "lean" if self.lean else "shell"
+
+    @property
+    def reply_socket(self):
+        """The socket a call's reply arrives on (for pollers of several sessions: `.map`)."""
+        return self.conn.sockets[self.apply_channel]
 
     # -- setup ------------------------------------------------------------------
     def _handshake(self, timeout: float = 10.0) -> None:
@@ -89,19 +102,23 @@ class ContainerSession:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             msg_id, idle = self._send("shell", "kernel_info_request", {}, None, {})
-            self._drain_reply(msg_id, 0.5)
+            reply = self._drain_reply(msg_id, 0.5)
+            if reply is not None and reply.content.get("cellhop_lean") is True and not self.lean:
+                self.conn.open("lean")
+                self.lean = True
             if idle.wait(0.2):
                 self.relay.done(msg_id)
                 return
             self.relay.done(msg_id)
         raise ContainerDied(f"container {self.id} does not publish output (no IOPub within {timeout:.0f} s)")
 
-    def _drain_reply(self, msg_id: str, timeout: float) -> None:
+    def _drain_reply(self, msg_id: str, timeout: float):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             reply = self.conn.recv("shell", timeout=max(0.0, deadline - time.monotonic()))
             if reply is None or reply.parent_id == msg_id:
-                return
+                return reply
+        return None
 
     def where(self) -> str:
         return f" {self.id} ({describe_gpus(self.container)})"
@@ -134,7 +151,8 @@ class ContainerSession:
         the session's pull policy, the stricter. `input_fn` answers its input() and pdb prompts."""
         content = {"n": len(calls), "allow_stdin": input_fn is not None}
         frames = self._offload(content, dumps((fn, calls)))
-        reply = self._call("cellhop_apply_request", content, frames, parent, timeout, input_fn)
+        reply = self._call("cellhop_apply_request", content, frames, parent, timeout, input_fn,
+                           channel=self.apply_channel)
         if reply.content["status"] != "ok":
             raise RemoteError.of(reply.content.get("ename", "RemoteError"), reply.content.get("evalue", ""), [],
                                  self.where())
@@ -144,13 +162,13 @@ class ContainerSession:
         """Pipelined form of `apply` for `.map`: send now, collect with `collect_apply`."""
         content = {"n": len(calls)}
         frames = self._offload(content, dumps((fn, calls)))
-        msg_id, _ = self._send("shell", "cellhop_apply_request", content, frames, parent)
+        msg_id, _ = self._send(self.apply_channel, "cellhop_apply_request", content, frames, parent)
         self._applied[msg_id] = (_results_of(fn), stricter(policy, self.pull))
         return msg_id
 
     def collect_apply(self, timeout: float = 0.0):
         """(msg_id, outcomes) of one finished pipelined apply, or None."""
-        reply = self.conn.recv("shell", timeout=timeout)
+        reply = self.conn.recv(self.apply_channel, timeout=timeout)
         if reply is None:
             return None
         self.relay.done(reply.parent_id)
@@ -186,10 +204,10 @@ class ContainerSession:
         self.conn.send_message(channel, msg, buffers=buffers or None)
         return msg_id, idle
 
-    def _call(self, msg_type, content, frames, parent, timeout, input_fn, quiet_error=False):
-        msg_id, idle = self._send("shell", msg_type, content, frames, parent, quiet_error=quiet_error)
+    def _call(self, msg_type, content, frames, parent, timeout, input_fn, quiet_error=False, channel="shell"):
+        msg_id, idle = self._send(channel, msg_type, content, frames, parent, quiet_error=quiet_error)
         try:
-            reply = self._wait_reply(msg_id, timeout, input_fn)
+            reply = self._wait_reply(msg_id, timeout, input_fn, channel)
             # every output of the request is relayed before the cell returns: as many as the reply says it
             # published (none: no wait), or, from a container that does not say, all before its idle
             outputs = reply.content.get("outputs")
@@ -201,11 +219,11 @@ class ContainerSession:
         finally:
             self.relay.done(msg_id)
 
-    def _wait_reply(self, msg_id: str, timeout: float | None, input_fn):
-        shell, stdin = self.conn.sockets["shell"], self.conn.sockets["stdin"]
-        poller = self._poller
+    def _wait_reply(self, msg_id: str, timeout: float | None, input_fn, channel: str = "shell"):
+        shell, stdin = self.conn.sockets[channel], self.conn.sockets["stdin"]
+        poller = self._pollers.get(channel)
         if poller is None:
-            poller = self._poller = zmq.Poller()
+            poller = self._pollers[channel] = zmq.Poller()
             poller.register(shell, zmq.POLLIN)
             poller.register(stdin, zmq.POLLIN)
             poller.register(self.watch.fileno(), zmq.POLLIN)  # readable once the container is known dead
@@ -221,7 +239,7 @@ class ContainerSession:
                     wake = min(wake, max(0.0, until - now) + 0.01)
                 ready = dict(poller.poll(int(wake * 1000)))
                 if shell in ready:
-                    reply = self.conn.recv("shell", timeout=0)
+                    reply = self.conn.recv(channel, timeout=0)
                     if reply is not None and reply.parent_id == msg_id:
                         return reply
                 if stdin in ready:

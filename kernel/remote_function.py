@@ -272,7 +272,7 @@ class RemoteFunction:
         first_error: BaseException | None = None
         poller = zmq.Poller()
         for s in sessions:
-            poller.register(s.conn.sockets["shell"], zmq.POLLIN)
+            poller.register(s.reply_socket, zmq.POLLIN)
             poller.register(s.watch.fileno(), zmq.POLLIN)  # readable once that container is known dead
 
         def feed(session):
@@ -283,21 +283,21 @@ class RemoteFunction:
         for s in sessions:
             for _ in range(2):  # two chunks in flight per container hide the round trip
                 feed(s)
-        by_socket = {s.conn.sockets["shell"]: s for s in sessions}
+        by_socket = {s.reply_socket: s for s in sessions}
         try:
             while in_flight:
                 ready = dict(poller.poll(1000))
                 for s in {s for s, _ in in_flight.values()}:
                     if s.watch.dead.is_set():
-                        by_socket.pop(s.conn.sockets["shell"], None)
+                        by_socket.pop(s.reply_socket, None)
                         self._requeue_of_dead(s, sessions, in_flight, pending, by_start, requeues, limit, poller)
                         if not sessions:
                             if replace is None:
                                 raise ContainerDied(f"container {s.id} died during {self.__name__}.map")
                             new = replace()
                             sessions.append(new)
-                            by_socket[new.conn.sockets["shell"]] = new
-                            poller.register(new.conn.sockets["shell"], zmq.POLLIN)
+                            by_socket[new.reply_socket] = new
+                            poller.register(new.reply_socket, zmq.POLLIN)
                             poller.register(new.watch.fileno(), zmq.POLLIN)
                         for live in sessions:
                             while sum(1 for x, _ in in_flight.values() if x is live) < 2 and pending \
@@ -328,7 +328,7 @@ class RemoteFunction:
 
     def _requeue_of_dead(self, dead, sessions, in_flight, pending, chunks, requeues, limit, poller) -> None:
         """The calls `dead` held go back to the queue; past `limit` re-queues of one chunk, ContainerDied."""
-        for socket in (dead.conn.sockets["shell"], dead.watch.fileno()):
+        for socket in (dead.reply_socket, dead.watch.fileno()):
             try:
                 poller.unregister(socket)
             except KeyError:
