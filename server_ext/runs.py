@@ -122,6 +122,11 @@ class Runs:
 
     def _lost(self, record: dict) -> None:
         now = time.time()
+        live = self.store.take_live(record["id"])
+        if live and record["attempts"]:
+            last = record["attempts"][-1]
+            self.store.append_log(record["id"], f"--- attempt {last['attempt']} (container {last.get('container')}, "
+                                                f"lost: its log until the server stopped) ---\n{live}\n")
         if record["attempts"] and record["attempts"][-1].get("ended") is None:
             record["attempts"][-1].update(ended=now, status="lost",
                                           error="the server stopped while this attempt ran")
@@ -143,9 +148,17 @@ class Runs:
             except RuntimeError:
                 pass
 
+    def _save_live(self, run_id: str, container_id: str) -> None:
+        """(A thread's work.) The running attempt's log so far, kept beside the run."""
+        text = self.containers.logs(container_id)
+        if text and self.current.get(run_id) == container_id:
+            self.store.save_live(run_id, text)
+
     def _tick(self) -> None:
         try:
             self.containers.tick()
+            for run_id, container_id in list(self.current.items()):
+                self.loop.run_in_executor(None, self._save_live, run_id, container_id)
             self._ticks += 1
             if self._ticks % EXPIRE_EVERY == 0:  # reads every record: on a thread, now and then
                 self.loop.run_in_executor(None, self.store.expire, self.retention)
@@ -254,6 +267,7 @@ class Runs:
             self.current.pop(run_id, None)
             self._cancel_events.pop(run_id, None)
             if warm is not None:
+                await asyncio.to_thread(self.store.take_live, run_id)  # the whole log follows
                 text = await asyncio.to_thread(self.containers.logs, warm.container.id)
                 if text:
                     await asyncio.to_thread(self.store.append_log, run_id, f"--- attempt {attempt['attempt']} "

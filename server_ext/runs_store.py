@@ -136,6 +136,22 @@ class RunStore:
                 old = b""
             _replace(path, (old + text.encode(errors="replace"))[-MAX_LOG_BYTES:])
 
+    def save_live(self, run_id: str, text: str) -> None:
+        """The running attempt's log so far (`live.txt`): what a lost attempt printed survives the server."""
+        folder = self.folder(run_id)
+        if folder.is_dir():
+            _replace(folder / "live.txt", text[-MAX_LOG_BYTES:].encode(errors="replace"))
+
+    def take_live(self, run_id: str) -> str:
+        """The last saved live log (then gone)."""
+        path = self.folder(run_id) / "live.txt"
+        try:
+            text = path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        path.unlink(missing_ok=True)
+        return text
+
     def log(self, run_id: str) -> str:
         try:
             return (self.folder(run_id) / "log.txt").read_text(errors="replace")

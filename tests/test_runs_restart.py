@@ -1,6 +1,7 @@
 """Runs survive the server (server_ext/runs.py): a real jupyter_server process is SIGKILLed while one run
 runs and another waits its turn (c.Cellhop.run_concurrency=1); a new server on the same state directory
-marks the running one lost, retries the one that had retries left, and runs the queued one.
+marks the running one lost (keeping what it printed), retries the one that had retries left, and runs the
+queued one.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def test_a_server_sigkill_loses_the_running_run_retries_it_and_requeues_the_wait
             return status == 200 and "attempt at" in view["logs"]
 
         wait_until(lambda: running(retried), 120, "the first run to start")
+        live = runtime_root / "state" / "runs" / retried / "live.txt"  # its log so far, kept beside the run
+        wait_until(lambda: live.exists() and "attempt at" in live.read_text(), 60, "the live log to be saved")
         _, view = first.api("GET", f"runs/{queued}")
         assert view["status"] == "queued", view
     finally:
@@ -84,6 +87,8 @@ def test_a_server_sigkill_loses_the_running_run_retries_it_and_requeues_the_wait
         assert [a["status"] for a in view["attempts"]] == ["lost", "succeeded"], view["attempts"]
         status, detail = second.api("GET", f"runs/{retried}")
         assert detail["result"] == "xx"  # the second attempt saw the first one's mark
+        assert "lost: its log until the server stopped" in detail["logs"]
+        assert "/marks/retried first" in detail["logs"] and "/marks/retried again" in detail["logs"]
 
         # the run that was queued when the server died runs now; it had no retries: its first attempt was it
         waiting = wait_until(lambda: (lambda v: v if v["status"] == "running" else None)(
