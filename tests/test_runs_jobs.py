@@ -47,6 +47,18 @@ def test_cron_fields_ranges_steps_lists_and_day_rules():
         parse_every("0.5s")
 
 
+def test_without_a_server_runs_say_so_and_retries_are_checked():
+    import cellhop
+    from cellhop.run_errors import RunsNeedServer
+
+    with pytest.raises(RunsNeedServer, match="Jupyter server with the cellhop"):
+        cellhop.Run("r" + "0" * 32, control=object())  # a control plane with no REST API (embedded)
+    assert cellhop.Retries(2).delay(1) == 1.0 and cellhop.Retries(3, backoff=3.0, initial_delay=2).delay(3) == 18.0
+    for bad in ({"max_retries": -1}, {"backoff": 0.5}, {"initial_delay": 4000}):
+        with pytest.raises(ValueError):
+            cellhop.Retries(**bad)
+
+
 @pytest.fixture
 def jp_server_config(runtime_root, cellhop_gpus):
     return {
