@@ -261,6 +261,12 @@ async def test_logs_follow_as_the_log_grows_and_end_with_the_container(
     await asyncio.wait_for(following, 60)
     assert got[-1]["exited"] is True and got[-1]["status"]["stopped"] is True, got[-1]
     assert SECRET not in json.dumps(got)
+    # as server-sent events (an EventSource), once it has ended: its tail, then the end
+    r = await jp_fetch("cellhop", "api", "containers", cid, "logs", params={"follow": "1", "tail": "2"},
+                       headers={"Accept": "text/event-stream"}, request_timeout=60)
+    assert r.headers["Content-Type"] == "text/event-stream"
+    events = [json.loads(e.removeprefix("data: ")) for e in r.body.decode().split("\n\n") if e.strip()]
+    assert "key *****" in events[0]["log"] and events[-1]["exited"] is True, events
 
 
 async def test_cellhop_exec_and_logs_from_a_shell(jp_fetch, jp_serverapp, jp_http_port, jp_base_url):

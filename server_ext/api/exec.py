@@ -121,7 +121,8 @@ class TerminalHandler(CellhopAPIHandler):
 async def follow_route(handler, container_id) -> None:
     """`GET containers/{id}/logs?follow=1[&tail=N]` (containers.ContainerLogsHandler hands it here): the log's
     last `tail` lines (default 100), then what it writes as it writes it, as JSON lines {"log": text}; ends
-    with {"exited": true, "status": {...}} once the container has ended."""
+    with {"exited": true, "status": {...}} once the container has ended. `Accept: text/event-stream`: the same
+    objects as server-sent events (`data: {...}`)."""
     import threading
 
     from ..log_follow import follow
@@ -133,18 +134,19 @@ async def follow_route(handler, container_id) -> None:
     container = manager.get(container_id)
     check_may_act_on(handler.caller, container)
     gone = threading.Event()
+    events = "text/event-stream" in handler.request.headers.get("Accept", "")  # an EventSource's
 
     async def send(line: dict) -> None:
         if gone.is_set():
             return
         try:
-            handler.write(json.dumps(line) + "\n")
+            handler.write(f"data: {json.dumps(line)}\n\n" if events else json.dumps(line) + "\n")
             await handler.flush()
         except StreamClosedError:
             gone.set()
 
     handler.set_status(200)
-    handler.set_header("Content-Type", "application/x-ndjson")
+    handler.set_header("Content-Type", "text/event-stream" if events else "application/x-ndjson")
     handler.set_header("Cache-Control", "no-cache")
     handler.set_header("X-Accel-Buffering", "no")
     handler.on_connection_close = gone.set
