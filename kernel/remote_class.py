@@ -274,7 +274,7 @@ def _short(text: str, limit: int = 30) -> str:
 
 def cls(klass=None, *, gpu: str | None = None, cpus: int | None = None, memory: str | None = None,
         timeout: float | None = None, max_containers: int | None = None, image=None, volumes=None, secrets=None,
-        pull: str = "all", idle_timeout: float | None = None):
+        pull: str = "all", idle_timeout: float | None = None, retries=None):
     """Make a class whose instances live in cellhop containers: `@cellhop.enter` methods run once per
     container before its first call, `@cellhop.exit` methods when it stops, and methods are called with
     `Model(...).method.remote(...)`, `.map(...)`, `.spawn(...)`. Usable bare or with options.
@@ -283,9 +283,11 @@ def cls(klass=None, *, gpu: str | None = None, cpus: int | None = None, memory: 
     volumes, secrets, pull), and `idle_timeout`: seconds an idle container of it stays warm (its instance
     loaded) before it is stopped; None: the control plane's c.Cellhop.idle_timeout.
     Each set of constructor arguments is an instance of its own, in containers of its own.
+    `retries` (a number or cellhop.Retries): a failed method call or a dead container is tried again.
     """
     def wrap(k):
         return RemoteClass(k, gpu=gpu, cpus=cpus, memory=memory, timeout=timeout, max_containers=max_containers,
-                           image=image, volumes=volumes, secrets=secrets, pull=pull, idle_timeout=idle_timeout)
+                           image=image, volumes=volumes, secrets=secrets, pull=pull, idle_timeout=idle_timeout,
+                           retries=retries)
 
     return wrap(klass) if klass is not None else wrap

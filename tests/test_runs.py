@@ -239,7 +239,7 @@ print(json.dumps({"value": f.remote("abc"), "mine": [r.name for r in cellhop.run
     assert len(listed["runs"]) == 3  # the server's user sees them all
 
 
-async def test_map_requeues_the_calls_of_a_container_that_died(start_kernel):
+async def test_map_requeues_the_calls_of_a_container_that_died_and_a_cls_method_retries(start_kernel):
     _, kc = await start_kernel()
     out = await _ok(kc, '''
 import cellhop, json, sys
@@ -258,4 +258,23 @@ results = square_or_die.map(range(12), chunk_size=1, progress=False)
 print(json.dumps(results))
 ''')
     assert json.loads(out.strip().splitlines()[-1]) == [x * x for x in range(12)], out
+
+    # a cellhop.cls method retried: its instance (and its count) lives on in the warm container
+    out = await _ok(kc, '''
+@cellhop.cls(retries=cellhop.Retries(max_retries=2, initial_delay=0.1))
+class Flaky:
+    @cellhop.enter
+    def setup(self):
+        self.calls = 0
+
+    def go(self):
+        self.calls += 1
+        if self.calls < 3:
+            raise RuntimeError(f"call {self.calls} fails")
+        return self.calls
+
+flaky = Flaky()
+print(json.dumps([flaky.go.remote(), [a["status"] for a in flaky._runner.attempts]]))
+''')
+    assert json.loads(out.strip().splitlines()[-1]) == [3, ["failed", "failed", "succeeded"]], out
 
