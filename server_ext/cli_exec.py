@@ -134,7 +134,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("shell", help="an interactive shell inside a running container")
     p.add_argument("id", help="the container's id")
     _connection_options(p)
-    p.add_argument("command", nargs="*", help="the shell to run (default: /bin/bash -l)")
+    p.add_argument("command", nargs="*", help="the shell to run (default: /bin/bash)")
     p.set_defaults(func=_run(_shell))
     p = sub.add_parser("logs", help="a container's log; -f follows it as it grows")
     p.add_argument("id", help="the container's id")

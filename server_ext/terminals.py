@@ -24,7 +24,7 @@ import secrets
 from ..errors import CellhopError
 from .container_exec import check_argv, helper_argv, plan
 
-DEFAULT_SHELL = ["/bin/bash", "-l"]
+DEFAULT_SHELL = ["/bin/bash"]  # not a login shell: /etc/profile would reset the container's PATH (its image's venv)
 _counter = itertools.count(1)
 
 

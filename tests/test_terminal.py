@@ -33,6 +33,24 @@ async def api(jp_fetch, method, path, body=None):
     return r.code, json.loads(r.body) if r.body else None
 
 
+async def in_the_foreground(argv: list[str], timeout: float = 60) -> None:
+    """Wait until a process running `argv` is its terminal's foreground job (seen from the host): a Ctrl-C sent
+    then reaches it (sent earlier, it could land between the shell's fork and its handing over the terminal)."""
+    wanted = "\0".join(argv).encode() + b"\0"
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if open(f"/proc/{pid}/cmdline", "rb").read() == wanted:
+                    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+                    if fields[2] == fields[5]:  # its process group is the terminal's foreground group
+                        return
+            except OSError:
+                pass
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{argv} did not become the terminal's foreground job")
+
+
 class Screen:
     """What a terminal's websocket has shown so far."""
 
@@ -90,11 +108,17 @@ async def test_a_terminals_shell_runs_inside_the_container(jp_fetch, jp_ws_fetch
     assert found.group(5) == "33 111"
     screen.type("echo FDS=$(ls /proc/self/fd | tr '\\n' ,)\r")  # nothing of the server's: only the pty
     assert (await screen.until(r"FDS=([\d,]+)")).group(1) == "0,1,2,3,"  # 3: ls's own listing
+    screen.type("echo P$((1))=$PATH=\r")  # the container's PATH (its image's venv first), not a login shell's
+    from cellhop.server_ext.container_exec import plan
+
+    path = plan(control_plane.manager.runtime, control_plane.manager.get(cid)).env["PATH"]
+    assert (await screen.until(r"P1=(\S+)=")).group(1) == path
     screen.ws.write_message(json.dumps(["set_size", 20, 70, 600, 800]))  # a resize reaches the shell
     screen.type("echo SIZE=$(stty size)\r")
     assert (await screen.until(r"SIZE=(\d+ \d+)")).group(1) == "20 70"
-    screen.type("echo SLEEP$((1+1)); sleep 300; echo NOT-$((3*3))-INTERRUPTED\r")
+    screen.type("echo SLEEP$((1+1)); sleep 301; echo NOT-$((3*3))-INTERRUPTED\r")
     await screen.until(r"SLEEP2")  # the command's output, not its echo: sleep is starting
+    await in_the_foreground(["sleep", "301"])
     screen.type("\x03")  # Ctrl-C: the foreground job ends (else AFTER shows only after 300 s), the shell stays
     screen.type("echo AFTER=$((20+22))\r")
     await screen.until(r"AFTER=42", timeout=100)
@@ -209,8 +233,9 @@ async def test_cellhop_shell_in_a_terminal_follows_its_size_and_passes_ctrl_c(
             seen = ""
             shell.write("echo RESIZED=$(stty size)\r")
             found = await until(r"RESIZED=(\d+ \d+)")
-        shell.write("echo NAP$((1+1)); sleep 300\r")
+        shell.write("echo NAP$((1+1)); sleep 302\r")
         await until(r"NAP2")
+        await in_the_foreground(["sleep", "302"])
         shell.write("\x03")  # Ctrl-C reaches the shell inside, not cellhop shell
         shell.write("echo BACK=$((40+2))\r")
         await until(r"BACK=42")
