@@ -66,6 +66,7 @@ def test_a_terminal_tab_runs_inside_the_container_and_the_log_follows(lab, page,
     row.wait_for()
     row.locator("button[data-action='terminal']").click()
     page.wait_for_selector(".jp-Terminal .xterm", state="visible")
+    page.wait_for_function(f"() => ({TERMINAL_TEXT})().includes('work$')")  # the shell's prompt: connected
     page.click(".jp-Terminal .xterm")
     page.keyboard.type("echo $CUDA_VISIBLE_DEVICES > seen.txt; echo SHOWN-$CUDA_VISIBLE_DEVICES-$(id -u)\n")
     seen = lab.runtime / "containers" / cid / "sandbox" / "work" / "seen.txt"  # its working folder, on the host
