@@ -88,7 +88,7 @@ class ContainerSession:
 
     @property
     def apply_channel(self) -> str:
-        """The channel calls go on and their replies come back on."""
+        """The channel shipped calls and cells go on and their replies come back on."""
         return "lean" if self.lean else "shell"
 
     @property
@@ -132,7 +132,7 @@ class ContainerSession:
         frames = self._offload(content, push.frames)
         start = time.monotonic()
         reply = self._call("cellhop_execute_request", content, frames, parent, timeout, input_fn,
-                           quiet_error=True)
+                           quiet_error=True, channel=self.apply_channel)
         values, errors = unpack(reply.content.get("values", []), self._restore(reply), stricter(policy, self.pull))
         errors = {**reply.content.get("errors", {}), **errors}
         result = CellResult(reply.content["status"], values, errors, reply.content, time.monotonic() - start)

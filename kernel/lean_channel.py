@@ -4,8 +4,8 @@ Inside the container (container_kernel.py). ipykernel 7 reads the shell
 socket in a thread of its own and hands each request to the main thread
 over an inproc socket, and each reply back the same way: two thread
 hand-offs per request, which on a busy host cost as much as the rest of a
-trivial `f.remote()`. `cellhop_apply_request`s (`.remote`, `.map`,
-`.spawn`) may come instead on `<ipc base>-lean`, a ROUTER socket beside the
+trivial `f.remote()`. Shipped calls and cells (`cellhop_apply_request`,
+`cellhop_execute_request`) may come instead on `<ipc base>-lean`, a ROUTER socket beside the
 kernel's ipc sockets that the main thread's event loop reads itself; the
 request is dispatched as the shell dispatches it (the kernel's lock, so
 one request at a time; the parent set, so output goes where it belongs;
@@ -24,7 +24,7 @@ import zmq
 
 from ..wire import lean_url
 
-LEAN_TYPES = frozenset({"cellhop_apply_request"})
+LEAN_TYPES = frozenset({"cellhop_apply_request", "cellhop_execute_request"})
 
 log = logging.getLogger("cellhop")
 
@@ -73,7 +73,8 @@ class LeanChannel:
             except Exception:
                 log.warning("cellhop: an invalid message on the lean channel was dropped")
                 return
-            if msg["header"].get("msg_type") not in LEAN_TYPES:
+            msg_type = msg["header"].get("msg_type")
+            if msg_type not in LEAN_TYPES:
                 return
             kernel.set_parent(idents, msg, channel="shell")
             kernel._publish_status("busy", "shell")
@@ -82,7 +83,7 @@ class LeanChannel:
             except Exception:
                 pass
             try:
-                await kernel.cellhop_apply_request(self.socket, idents, msg)
+                await getattr(kernel, msg_type)(self.socket, idents, msg)
             except Exception:
                 log.exception("cellhop: a call on the lean channel failed")
             except KeyboardInterrupt:
