@@ -44,6 +44,13 @@ export function logWidget(api: CellhopApi, id: string, icon: LabIcon): MainAreaW
     try {
       const url = api.url('containers', id, 'logs') + '?follow=1&tail=2000';
       const response = await ServerConnection.makeRequest(url, { signal: controller.signal }, api.settings);
+      if (response.status === 501) {
+        // a runtime whose logs are not files here (Ray): the log as it is now
+        text = (await api.logs(id)).slice(-MAX_KEPT);
+        state.textContent = "This runtime's logs cannot be followed: the log as it was when opened.";
+        render();
+        return;
+      }
       if (!response.ok || !response.body) {
         const body = await response.text();
         let message = `${response.status} ${response.statusText}`;
