@@ -165,7 +165,7 @@ def helper_argv() -> list[str]:
     return [sys.executable, "-I", "-S", str(HELPER)]
 
 
-class _Collector:
+class Collector:
     """A MaskedLog's file: the masked text of one stream, handed to `emit`."""
 
     def __init__(self, stream: str, emit):
@@ -248,7 +248,7 @@ class Exec:
         """Masked pieces to `emit`; an `emit` that is a coroutine function (a bounded queue's put) holds the
         reading back until the requester has taken what came before: a fast writer never fills the server."""
         pending: list[dict] = []
-        sink = MaskedLog(_Collector(stream, pending.append), self.entry.secrets)
+        sink = MaskedLog(Collector(stream, pending.append), self.entry.secrets)
 
         async def hand_on() -> None:
             for line in pending:

@@ -14,7 +14,7 @@ import asyncio
 import os
 
 from ..container import Phase
-from .container_exec import ExecNotSupported, _Collector
+from .container_exec import Collector, ExecNotSupported
 from .container_log import LOG_NAME, ROTATED_SUFFIX, MaskedLog, _open_in
 
 POLL_SECONDS = 0.25
@@ -52,7 +52,7 @@ async def follow(manager, container, tail: int, send, gone) -> None:
         raise ExecNotSupported(f"the {manager.runtime.name} runtime's logs cannot be followed; read them with "
                                "GET containers/{id}/logs")
     lines: list[dict] = []
-    sink = MaskedLog(_Collector("log", lambda line: lines.append({"log": line["text"]})),
+    sink = MaskedLog(Collector("log", lambda line: lines.append({"log": line["text"]})),
                      container.secret_env.values())
 
     async def flush():

@@ -98,8 +98,8 @@ async def test_a_terminals_shell_runs_inside_the_container(jp_fetch, jp_ws_fetch
     screen = Screen(await jp_ws_fetch("terminals", "websocket", answer["name"]))
     screen.ws.write_message(json.dumps(["set_size", 33, 111, 600, 800]))
     kernel = control_plane.manager.runtime._kernel_pid(control_plane.manager.get(cid))
-    screen.type("echo CVD=$CUDA_VISIBLE_DEVICES\\|$(id -u)\\|$(readlink /proc/self/ns/pid)\\|$(readlink /proc/self/ns/mnt)"
-                "\\|$(stty size)\r")
+    screen.type("echo CVD=$CUDA_VISIBLE_DEVICES\\|$(id -u)\\|$(readlink /proc/self/ns/pid)"
+                "\\|$(readlink /proc/self/ns/mnt)\\|$(stty size)\r")
     found = await screen.until(r"CVD=([^|\s]*)\|(\d+)\|([^|\s]+)\|([^|\s]+)\|(\d+ \d+)")
     assert found.group(1) == control_plane.manager.get(cid).gpus[0].uuid
     assert found.group(2) == str(control_plane.manager.runtime.sandbox.user.uid) != "0"
@@ -175,7 +175,8 @@ async def test_gpu_terminal_opens_a_tab_on_the_notebooks_container(start_kernel,
 
 
 async def test_an_open_terminal_keeps_its_container_from_its_idle_timeout(jp_fetch, jp_ws_fetch, control_plane):
-    code, started = await api(jp_fetch, "POST", "containers", {"spec": {"gpu": "A10G", "owner": "t", "idle_timeout": 4}})
+    spec = {"gpu": "A10G", "owner": "t", "idle_timeout": 4}
+    code, started = await api(jp_fetch, "POST", "containers", {"spec": spec})
     cid = started["id"]
     code, answer = await api(jp_fetch, "POST", f"containers/{cid}/terminal", {"shell": ["/bin/sh"]})
     assert code == 201, answer
