@@ -430,3 +430,24 @@ def test_following_a_log_loses_nothing_when_it_rotates(make_manager):
     text = asyncio.run(scenario())
     assert [l.split()[1] for l in text.splitlines() if l.startswith("line ")] == [str(n) for n in range(8)]
     assert "went by faster" not in text
+
+
+async def test_a_notebook_execs_in_its_own_container_with_its_own_token(start_kernel, control_plane, jp_fetch):
+    from server_kernel_client import run
+
+    kid, kc = await start_kernel()
+    content, out, _ = await run(kc, "%%remote --gpu H100 --no-pull\nx = 1", timeout=180)
+    assert content["status"] == "ok", (content, out)
+    [container] = control_plane.manager.list()
+    other = await start(jp_fetch, {"gpu": "A10G"})  # the server's user's: not this kernel's
+    content, out, _ = await run(kc, "import cellhop\n"
+                                    f"r = cellhop.Container({container.id!r}).exec('sh', '-c', "
+                                    "'echo $CUDA_VISIBLE_DEVICES; exit 2')\n"
+                                    "print('GOT', r.stdout.strip(), r.exit_code)\n"
+                                    "try:\n"
+                                    f"    cellhop.Container({other!r}).exec('true')\n"
+                                    "except Exception as e:\n"
+                                    "    print('REFUSED', type(e).__name__, e)", timeout=120)
+    assert content["status"] == "ok", (content, out)
+    assert f"GOT {container.gpus[0].uuid} 2" in out, out
+    assert "REFUSED" in out and "acts only on the containers that kernel started" in out, out
