@@ -14,7 +14,7 @@ import pickle
 import zmq
 import zmq.asyncio
 
-from ..wire import _url, curve_client_keys, make_session
+from ..wire import _url, curve_client_keys, lean_url, make_session
 
 
 class _Module:
@@ -61,16 +61,45 @@ class BadAnswer(Exception):
 
 
 class KernelLink:
-    """An async shell connection to a container kernel."""
+    """An async connection to a container kernel: its calls go on the kernel's lean channel where it has one
+    (kernel/lean_channel.py: read by the kernel's main thread, no hand-off through ipykernel's shell thread),
+    else on the shell channel."""
 
     def __init__(self, info: dict, context: zmq.asyncio.Context | None = None):
+        self.info = info
         self.session = make_session(info)
         self.context = context or zmq.asyncio.Context.instance()
         self.shell = self._socket(info, "shell", zmq.DEALER)
         self.control = self._socket(info, "control", zmq.DEALER)
+        self.calls = self.shell  # where calls go (`use_lean_channel` may move them)
+        self._lean_busy = False  # one call at a time on the lean channel; more at once go on the shell
         self.pending: dict[str, asyncio.Future] = {}
+        self._raw: set[str] = set()  # requests answered with the reply's content as it is
         self.closed = False
-        self._reader = asyncio.ensure_future(self._read())
+        self._readers = [asyncio.ensure_future(self._read(self.shell))]
+
+    async def use_lean_channel(self, timeout: float = 10.0) -> bool:
+        """Send calls on the kernel's lean channel when its kernel_info says it has one; True when so."""
+        if lean_url(self.info) is None:
+            return False
+        msg = self.session.msg("kernel_info_request", {})
+        msg_id = msg["header"]["msg_id"]
+        future = asyncio.get_running_loop().create_future()
+        self.pending[msg_id] = future
+        self._raw.add(msg_id)
+        try:
+            await self.shell.send_multipart(self.session.serialize(msg))
+            info = await asyncio.wait_for(future, timeout)
+        except (asyncio.TimeoutError, LinkClosed, BadAnswer):
+            return False
+        finally:
+            self.pending.pop(msg_id, None)
+            self._raw.discard(msg_id)
+        if info.get("cellhop_lean") is not True or self.closed:
+            return False
+        self.calls = self._socket(self.info, "lean", zmq.DEALER)
+        self._readers.append(asyncio.ensure_future(self._read(self.calls)))
+        return True
 
     def _socket(self, info: dict, channel: str, kind: int):
         sock = self.context.socket(kind)
@@ -91,28 +120,36 @@ class KernelLink:
         future = asyncio.get_running_loop().create_future()
         self.pending[msg["header"]["msg_id"]] = future
         frames = self.session.serialize(msg) + _dumps((fn, [(args, {})]))
+        # The lean channel takes one call at a time here: with several waiting on its socket, a reply sent
+        # between two reads can leave the next request unread (seen with 16 at once); more go on the shell.
+        lean = self.calls is not self.shell and not self._lean_busy
+        if lean:
+            self._lean_busy = True
         try:
-            await self.shell.send_multipart(frames, copy=False)
+            await (self.calls if lean else self.shell).send_multipart(frames, copy=False)
             return await future
         finally:
             self.pending.pop(msg["header"]["msg_id"], None)
+            if lean:
+                self._lean_busy = False
 
     def interrupt(self) -> None:
         if not self.closed:
             msg = self.session.msg("interrupt_request", {})
             self.control.send_multipart(self.session.serialize(msg))
 
-    async def _read(self) -> None:
+    async def _read(self, sock) -> None:
         try:
             while True:
-                frames = await self.shell.recv_multipart(copy=False)
+                frames = await sock.recv_multipart(copy=False)
                 _, frames = self.session.feed_identities(frames, copy=False)
                 msg = self.session.deserialize(frames, content=True, copy=False)
-                future = self.pending.get(msg["parent_header"].get("msg_id"))
+                msg_id = msg["parent_header"].get("msg_id")
+                future = self.pending.get(msg_id)
                 if future is None or future.done():
                     continue
                 try:
-                    future.set_result(_answer(msg))
+                    future.set_result(msg["content"] if msg_id in self._raw else _answer(msg))
                 except Exception as exc:  # noqa: BLE001 - handed to the request that asked
                     future.set_exception(exc)
         except (asyncio.CancelledError, zmq.ZMQError):
@@ -132,9 +169,10 @@ class KernelLink:
             return
         self.closed = True
         self._fail(why or LinkClosed("the container's connection closed"))
-        self._reader.cancel()
-        self.shell.close(linger=0)
-        self.control.close(linger=0)
+        for reader in self._readers:
+            reader.cancel()
+        for sock in {self.shell, self.control, self.calls}:
+            sock.close(linger=0)
 
 
 def _answer(msg: dict):

@@ -37,7 +37,7 @@ class Replica:
         self.inflight = 0
         self.served = 0
         self.idle_since = time.monotonic()
-        self.loaded = False  # the function's code went to it
+        self.loaded = False  # the container answered a request (its code is there)
         self.draining = False
 
     def view(self) -> dict:
@@ -164,14 +164,14 @@ class EndpointPool:
             self.latencies.append((time.monotonic(), time.monotonic() - start))
 
     async def _send(self, replica: Replica, op: str, payload):
-        code = None if replica.loaded else self.code
-        replica.loaded = True
-        call = replica.link.call(serve_call, (op, self.key, code, payload))
+        # The code goes with every request until one was answered: requests on the shell and on the lean
+        # channel may reach the kernel in another order than they left.
+        call = replica.link.call(serve_call, (op, self.key, None if replica.loaded else self.code, payload))
         timeout = self.spec.get("timeout")
-        if not timeout:
-            return await call
         try:
-            return await asyncio.wait_for(call, timeout)
+            answer = await (asyncio.wait_for(call, timeout) if timeout else call)
+            replica.loaded = True
+            return answer
         except asyncio.TimeoutError:
             replica.link.interrupt()
             raise EndpointTimeout(f"endpoint {self.name!r} did not answer within its timeout of {timeout:g} s "
@@ -294,7 +294,15 @@ class EndpointPool:
             await on_own_thread(self.manager.stop, container.id, f"endpoint {self.name!r} no longer needs it")
             self.scale()
             return
-        self.replicas.append(Replica(container, KernelLink(container.connection_info), version))
+        link = KernelLink(container.connection_info)
+        await link.use_lean_channel()
+        if link.closed or self.closed or version != self.version or container.phase != Phase.READY:
+            link.close()
+            if container.phase != Phase.EXITED:
+                await on_own_thread(self.manager.stop, container.id, f"endpoint {self.name!r} no longer needs it")
+            self.scale()
+            return
+        self.replicas.append(Replica(container, link, version))
         self.last_error = None
         self._wake()
 
