@@ -4,7 +4,8 @@
     python benchmarks/endpoints.py --n 1000 --seconds 5
 
 - cellhop: `@cellhop.endpoint` deployed on a real `jupyter server` with cellhop (a subprocess), called at
-  {base_url}cellhop/endpoints/<name>/ with the server's token; its container is a bubblewrap sandbox;
+  {base_url}cellhop/endpoints/<name>/ with the server's token; its container is a bubblewrap sandbox
+  (also: the same function as a bare ASGI app through `cellhop.asgi`, latency only);
 - plain: the same function behind a plain HTTP server on loopback, in a subprocess of its own: uvicorn
   with a bare ASGI app where uvicorn is importable, else a tornado app (tornado is what jupyter_server
   itself runs on);
@@ -36,7 +37,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -52,6 +52,20 @@ def hello(x=0):
 
 def hello_batch(x):
     return [{"hello": v} for v in x]
+
+
+def hello_app():
+    """The same function as a bare ASGI app (for cellhop.asgi)."""
+    import json as _json
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        body = (await receive())["body"]
+        out = _json.dumps({"hello": _json.loads(body or b"{}").get("x", 0)}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": out})
+    return app
 
 
 def _free_port() -> int:
@@ -100,12 +114,14 @@ class CellhopServer:
             raise SystemExit(f"{method} {path}: {answer.status} {data[:300]!r}")
         return json.loads(data)
 
-    def deploy(self, name: str, fn, **spec) -> None:
-        import cloudpickle
+    def deploy(self, name: str, fn, make=None) -> None:
+        """Deploy as a notebook does (the Endpoint's deploy over the server's API)."""
+        from cellhop.kernel.endpoint import endpoint
+        from cellhop.kernel.http_control_plane import HttpControlPlane
 
-        full = {"gpu": "none", "max_containers": 1, "concurrency": 64, "scaledown": 600, **spec}
-        self.api("PUT", f"endpoints/{name}?" + urllib.parse.urlencode({"spec": json.dumps(full)}),
-                 cloudpickle.dumps(fn))
+        options = {"max_containers": 1, "concurrency": 64, "scaledown": 600}
+        (make or (lambda f: endpoint(**options)(f)))(fn).deploy(name, control=HttpControlPlane(
+            f"http://127.0.0.1:{self.port}/", self.token))
 
     def standby_ready(self) -> int:
         return sum(s.get("ready", 0) for s in self.api("GET", "gpus").get("standby", []))
@@ -300,15 +316,23 @@ def main(argv=None) -> int:
 
         server = CellhopServer(root / "a", standby=1)
         try:
+            from cellhop.kernel.endpoint import asgi, batched, endpoint
+
+            options = {"max_containers": 1, "concurrency": 64, "scaledown": 600}
             server.deploy("hello", hello)
-            server.deploy("hello-batched", hello_batch, batch={"max_batch_size": 32, "wait_ms": 2})
+            server.deploy("hello-batched", hello_batch,
+                          lambda f: endpoint(**options)(batched(max_batch_size=32, wait_ms=2)(f)))
+            server.deploy("hello-asgi", hello_app, lambda f: asgi(f, **options))
             path = "/cellhop/endpoints/hello/"
             results["cellhop"] = {"latency_c1": latency(server.port, path, server.headers, args.n),
                                   "throughput_c32": throughput(server.port, path, server.headers, 32, args.seconds)}
+            results["cellhop_asgi"] = {"latency_c1": latency(server.port, "/cellhop/endpoints/hello-asgi/",
+                                                             server.headers, args.n)}
             results["cellhop_batched"] = {
                 "throughput_c32": throughput(server.port, "/cellhop/endpoints/hello-batched/", server.headers, 32,
                                              args.seconds)}
-            print("cellhop", json.dumps(results["cellhop"]), json.dumps(results["cellhop_batched"]))
+            print("cellhop", json.dumps(results["cellhop"]), json.dumps(results["cellhop_batched"]),
+                  json.dumps(results["cellhop_asgi"]))
             results["from_zero_standby"] = from_zero(server, args.rounds, with_standby=True)
             print("from zero, a standby to claim", json.dumps(results["from_zero_standby"]))
         finally:
