@@ -124,7 +124,9 @@ def _notebook(code: bytes, limit: int):
     def execute():
         import asyncio
 
-        client = NotebookClient(nb, timeout=None, kernel_name="python3", resources={"metadata": {"path": work}})
+        # outputs may trail a cell's reply on a busy host: wait for them (nbclient's 4 s default drops them)
+        client = NotebookClient(nb, timeout=None, kernel_name="python3", iopub_timeout=60, startup_timeout=300,
+                                resources={"metadata": {"path": work}})
         try:
             asyncio.run(client.async_execute())
         except CellExecutionError as exc:
