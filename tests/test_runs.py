@@ -85,7 +85,7 @@ async def test_a_detached_run_outlives_its_kernel_and_a_new_kernel_reads_it(star
     out = await _ok(kc2, f'''
 import cellhop
 r = cellhop.Run({run_id!r})
-value = r.result(timeout=120)
+value = r.result(timeout=240)
 print(json.dumps({{"value": value, "status": r.status, "attempts": len(r.attempts), "duration": r.duration,
                    "logs": r.logs(), "mine": [x.id for x in cellhop.runs()]}}))
 '''.replace("import cellhop", "import cellhop, json"))
@@ -220,7 +220,7 @@ async def test_rest_queue_submit_status_callback_cancel_and_lookup(start_kernel,
         return [c for c in control_plane.manager.list() if c.spec.owner == f"run {run_id}"
                 and "embedding x" in control_plane.manager.logs(c.id)]
 
-    containers = await _until(logs_say_embedding, 120, "the run to start")
+    containers = await _until(logs_say_embedding, 240, "the run to start")
     code, view = await _api(jp_fetch, "DELETE", "runs", run_id)
     assert code == 200
     code, done = await _api(jp_fetch, "GET", "runs", run_id, "wait", params={"timeout": "60"})

@@ -120,7 +120,7 @@ async def test_a_schedule_fires_runs_pauses_resumes_and_is_deleted(start_kernel,
         done = [r for r in view["runs"] if r["status"] == "succeeded"]
         return view if len(done) >= 2 else None
 
-    view = await _until(two_succeeded, 120, "two firings of the schedule")
+    view = await _until(two_succeeded, 240, "two firings of the schedule")
     assert view["every"] == 2.0 and view["fired"] >= 2 and view["name"] == "tick", view
 
     code, out, err = await _cli(jp_serverapp, "schedules", "pause", schedule_id)
