@@ -11,7 +11,6 @@ cellhop server's (a kernel's own token: its own containers only), or one embedde
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from ..errors import CellhopError
@@ -45,31 +44,6 @@ def _argv(args) -> list[str]:
     if not args or not all(isinstance(a, str) for a in args):
         raise CellhopError('give the command as strings: exec("python", "-c", "print(1)") or exec(["ls", "-l"])')
     return list(args)
-
-
-def _run_embedded(embedded, container_id: str, body: dict, on_line) -> dict:
-    """A control plane in this process: enter the container from here (server_ext/container_exec.py)."""
-    from ..server_ext.container_exec import Exec, plan
-
-    import threading
-
-    manager = embedded.manager
-    run = Exec(plan(manager.runtime, manager.get(container_id)), body["argv"], body.get("stdin"),
-               body.get("timeout"))
-    result: dict = {}
-
-    def own_loop() -> None:  # a thread of its own: the caller may be inside a running loop (a notebook's cell)
-        try:
-            result["last"] = asyncio.run(run.run(on_line))
-        except BaseException as exc:  # raised in the caller's thread
-            result["error"] = exc
-
-    thread = threading.Thread(target=own_loop, name="cellhop-exec", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["last"]
 
 
 class Container:
@@ -111,8 +85,8 @@ class Container:
         client = self.client
         if hasattr(client, "stream"):  # the server's
             last = client.stream("POST", f"containers/{self.id}/exec", body, on_line=on_line)
-        elif hasattr(client, "manager"):
-            last = _run_embedded(client, self.id, body, on_line)
+        elif hasattr(client, "exec_in"):  # one embedded in this process
+            last = client.exec_in(self.id, body, on_line)
         else:
             raise CellhopError("this control plane cannot run commands in containers; use a cellhop server "
                                "(CELLHOP_CONTROL_URL) or the embedded one")

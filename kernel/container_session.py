@@ -23,7 +23,7 @@ import zmq
 from ..errors import ContainerDied, RemoteError, RemoteTimeout
 from .container_watch import ContainerWatch
 from .output_relay import OutputRelay
-from .remote_debug import PromptDeadline
+from .prompt_deadline import PromptDeadline
 from .safe_pickle import check_policy, stricter
 from .serialize import Packed, dumps, loads, unpack
 from .shared_memory_link import NotebookLink

@@ -240,3 +240,12 @@ class JsonLinesStream:
             await self.flush()
         except StreamClosedError:
             self.gone.set()
+
+
+def check_may_act_on(caller: Caller, container) -> None:
+    """A kernel's token stops, restarts, interrupts or reads the log of the containers that kernel
+    started, no other's (the server's user may act on any)."""
+    owner = Caller.of(container.spec.caller)
+    if caller.kind == "kernel" and owner != caller:
+        raise web.HTTPError(403, f"container {container.id} was started by {owner.label}; a kernel's "
+                                 "token acts only on the containers that kernel started")

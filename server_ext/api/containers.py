@@ -7,9 +7,8 @@ from tornado import web
 
 from ...container import ContainerSpec, Phase
 from ...own_thread import on_own_thread
-from ..kernel_tokens import Caller
 from ..log_view import MAX_TAIL
-from .base import CellhopAPIHandler, JsonLinesStream, in_thread
+from .base import CellhopAPIHandler, JsonLinesStream, check_may_act_on, in_thread
 
 _ID = r"(?P<container_id>[^/]+)"
 
@@ -76,15 +75,6 @@ class ContainersHandler(JsonLinesStream, CellhopAPIHandler):
             lambda c: {"type": "started", "container": self._started(c)})
         if container is not None and self.gone.is_set():  # its requester left while it started
             await on_own_thread(manager.stop, container.id, "its requester went away")
-
-
-def check_may_act_on(caller: Caller, container) -> None:
-    """A kernel's token stops, restarts, interrupts or reads the log of the containers that kernel
-    started, no other's (the server's user may act on any)."""
-    owner = Caller.of(container.spec.caller)
-    if caller.kind == "kernel" and owner != caller:
-        raise web.HTTPError(403, f"container {container.id} was started by {owner.label}; a kernel's "
-                                 "token acts only on the containers that kernel started")
 
 
 class ContainerHandler(CellhopAPIHandler):

@@ -18,7 +18,7 @@ from ...errors import CellhopError, error_body, http_status
 from ..container_exec import Exec, plan
 from ..terminals import keep_alive, open_terminal
 from .base import CellhopAPIHandler, JsonLinesStream, in_thread
-from .containers import check_may_act_on
+from .base import check_may_act_on
 
 _ID = r"(?P<container_id>[^/]+)"
 

@@ -37,7 +37,7 @@ from ..kernel_tokens import kernel_of
 from ..port_relay import (CHUNK, HOP_BY_HOP, MAX_HEADER_BYTES, Activity, HttpRelay, cookies_without, pump,
                           relay_http, without_jupyter_cookies)
 from .base import AUTH_RESOURCE, KERNEL_TOKEN_SETTING, JsonErrors, KernelTokenAuth, in_thread
-from .containers import check_may_act_on
+from .base import check_may_act_on
 
 PREFIX = "cellhop/proxy/"
 _ID_SYNTAX = re.compile(r"[A-Za-z0-9_-]{1,64}")
