@@ -22,8 +22,11 @@ Everything goes over the wire as a user would drive it:
   (two simulated H100s) against Ray tasks and an ipyparallel load-balanced
   map over two engines.
 
-The systems are measured one after another (cellhop and ipyparallel first,
-Ray last, alone).
+The systems are measured one after another: the cells side by side
+(cellhop's and ipyparallel's, interleaved round by round), ipyparallel's
+transfer and map, then cellhop's functions once ipyparallel is stopped, Ray
+last: a call and a map of each system are timed with no other system's
+processes running.
 """
 
 from __future__ import annotations
@@ -81,7 +84,6 @@ def run(args, runtime_dir: str) -> int:
         a = np.ones(ARRAY_BYTES // 8)
         _ipp_transfer_and_memcpy(m, reps, rc, a)
         expected = list(range(MAP_N))
-        _functions(m, info, reps, stack, expected)
 
         ident = _identity()
         lview = rc.load_balanced_view()
@@ -94,6 +96,8 @@ def run(args, runtime_dir: str) -> int:
         m["map_ipp"] = timed(ipp_map, reps["ipp_map"])
         rc.close()
         cluster.stop_cluster_sync()
+
+        _functions(m, info, reps, stack, expected)  # alone, as Ray is measured alone
         reset_control_plane()
 
         _plain_ray(m, reps, stack, a, expected)
