@@ -5,11 +5,9 @@ runs) and owns what is the same for every runtime: phases (queued, starting,
 ready, stopping, exited), readiness (the kernel answers kernel_info_request),
 exit causes, idle timeouts and lifecycle events. Thread-safe; blocking calls.
 
-Exited containers stay listed, with their logs, for c.Cellhop.exited_ttl
-seconds and at most the newest c.Cellhop.keep_exited of them; then they are
-forgotten and their folders deleted (at any depth: a container may leave a
-deep tree in its working folder). A spec's working directory is held to
-workdir_policy.py's rule.
+Exited containers stay listed, with their logs, for c.Cellhop.exited_ttl s, at most the newest
+c.Cellhop.keep_exited; then they are forgotten and their folders deleted (at any depth). A spec's
+working directory is held to workdir_policy.py's rule; standbys: standby_pool.py.
 """
 
 from __future__ import annotations

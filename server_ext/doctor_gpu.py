@@ -105,9 +105,7 @@ def _cell_checks(gpu_type: str, cuda: bool, simulated: bool) -> dict:
         shell.run_cell("%%remote --out doctor_freed\ndel doctor_held\ndoctor_freed = True")
     finally:
         subscription.close() if hasattr(subscription, "close") else None
-        from ..kernel.control_client import reset_control_plane
-
-        reset_control_plane()
+        cellhop.control_plane().close()  # an embedded one stops its containers (the doctor's process ends next)
     return found
 
 

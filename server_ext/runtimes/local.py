@@ -55,7 +55,7 @@ from ..resource_limits import ResourceLimits, describe_enforcement
 from ..sandbox import Sandbox, find_bubblewrap, gpu_device_files
 from .base import ContainerRuntime, Launched
 from .. import late_mounts
-from .gpu_attach import CannotAttach, attach_devices, late_device_folder
+from .local_standby import StandbyClaims
 from .orphans import reap_orphans, record_owner
 from .spawner import Spawner
 
@@ -105,7 +105,7 @@ def _write_private(directory: Path, name: str, data: bytes, mode: int = 0o600) -
         f.write(data)
 
 
-class LocalRuntime(ContainerRuntime):
+class LocalRuntime(StandbyClaims, ContainerRuntime):
     """Containers as bubblewrap-sandboxed processes on this host."""
 
     name = "local"
@@ -183,9 +183,7 @@ class LocalRuntime(ContainerRuntime):
         self._limits: dict[str, ResourceLimits] = {}
         self._log_pumps: dict[str, threading.Thread] = {}
         self._launches: dict[str, object] = {}
-        self._late_devices: dict[str, Path | None] = {}  # standby id -> the folder its claim makes devices in
-        self._late_workdirs: dict[str, Path | None] = {}  # standby id -> where its claim attaches a folder
-        self._devices_allowed = True  # until a standby's device folder could not be made
+        self.init_standby_claims()
         # a process that exits without closing its control plane (a notebook kernel's embedded one) takes
         # its containers with it (--die-with-parent); their control groups it removes on the way out
         atexit.register(self._remove_groups_at_exit)
@@ -287,14 +285,7 @@ class LocalRuntime(ContainerRuntime):
             if spec.workdir:
                 mapped.append((workdir, str(workdir), spec.workdir_read_only))
             devices = gpu_device_files(g.minor for g in container.gpus if not g.simulated)
-            late = late_device_folder(directory) if container.standby and self.sandbox.user.switch else None
-            if container.standby and late is None:
-                self._devices_allowed = False  # the runtime folder's file system (or the host) does not allow it
-            self._late_devices[container.id] = late[0] if late else None
-            # a standby's folder for the notebook's folder its claim attaches (late_mounts.py)
-            late_work = late_mounts.prepare(directory, self.sandbox.mapper) \
-                if container.standby and self.sandbox.user.switch else None
-            self._late_workdirs[container.id] = late_work
+            late, late_work = self.prepare_late_folders(container)  # a standby's (local_standby.py)
             launch = self.sandbox.prepare([box, *([late_work] if late_work else [])], workdir, mapped=mapped,
                                           devices=devices, isolated=isolated, python=python,
                                           staging=directory / "mnt", late_devices=late)
@@ -394,38 +385,6 @@ class LocalRuntime(ContainerRuntime):
             env[SECRET_KEYS_ENV] = ",".join(sorted(container.secret_env))
         return env
 
-    # -- standby containers -------------------------------------------------------------------
-    supports_standby = True
-
-    def claimable(self, container: Container) -> bool:
-        """Simulated GPUs (or none): always. Real ones: where the standbys' device folders can be made
-        (the server runs as root and switches the containers' user; the folder's file system allows devices)."""
-        real = any(not g.simulated for g in container.gpus)
-        if container.spec.workdir is not None and (self.sandbox is None or not self.sandbox.user.switch):
-            return False  # the notebook's folder could not be attached to a standby here (late_mounts.py)
-        return not real or (self.sandbox is not None and self.sandbox.user.switch and self._devices_allowed)
-
-    def claim(self, standby: Container, container: Container) -> None:
-        """Make the leased GPUs' device files in the standby's late-device folder (gpu_attach.py); simulated
-        GPUs have none."""
-        attach_devices(self._late_devices.get(standby.id), (g.minor for g in container.gpus if not g.simulated))
-        spec = container.spec
-        if spec.workdir is not None:  # the notebook's folder, where the kernel is told to chdir (claimed_workdir)
-            folder = self._late_workdirs.get(standby.id)
-            if folder is None:
-                raise CannotAttach(f"standby container {standby.id} cannot be given a working folder")
-            late_mounts.attach(folder, Path(spec.workdir), spec.workdir_read_only, standby.handle.pid,
-                               self.sandbox.mapper)
-
-    def claimed_workdir(self, standby: Container) -> str | None:
-        """Where a claimed standby's kernel finds the notebook's folder attached (its claim's chdir)."""
-        return str(self._late_workdirs.get(standby.id) or "") or None
-
-    def rekey(self, old_id: str, new_id: str) -> None:
-        for kept in (self._limits, self._log_pumps, self._launches, self._late_devices, self._late_workdirs):
-            if old_id in kept:
-                kept[new_id] = kept.pop(old_id)
-
     # -- running --------------------------------------------------------------------------
     def _kernel_pid(self, container: Container) -> int | None:
         """The kernel's pid on the host: bwrap -> bwrap's init -> kernel."""
@@ -510,8 +469,7 @@ class LocalRuntime(ContainerRuntime):
     def cleanup(self, container: Container) -> None:
         for thread in self._log_pumps.pop(container.id, ()):
             thread.join(timeout=2)
-        self._late_devices.pop(container.id, None)
-        self._late_workdirs.pop(container.id, None)  # its mounts were in its own namespaces: nothing to undo
+        self.forget_late_folders(container.id)
         launch = self._launches.pop(container.id, None)
         if launch is not None:
             launch.close()  # slirp4netns exits with its pipe
