@@ -242,11 +242,6 @@ class CellhopMagics(Magics):
                    "dict of the variables the cell assigned.")
     @argument("--retries", type=int, default=None, metavar="N",
               help="Try a failed cell (or a dead container) again up to N times, with backoff.")
-    @argument("--detach", action="store_true",
-              help="Run it as a run the server owns (outlives this kernel): a cellhop.Run whose result() is the "
-                   "dict of the variables the cell assigned.")
-    @argument("--retries", type=int, default=None, metavar="N",
-              help="Try a failed cell (or a dead container) again up to N times, with backoff.")
     @argument("--port", type=int, action="append", default=None, metavar="PORT",
               help="Show the link to this port of the container (proxied by Jupyter, cellhop.forward) first.")
     @_resources("resources for this cell")
@@ -272,17 +267,8 @@ class CellhopMagics(Magics):
             from .runs import detach_cell
 
             return detach_cell(self.cells, cell, d, args.retries)
-        if args.detach:
-            from .runs import detach_cell
-
-            return detach_cell(self.cells, cell, d, args.retries)
         if args.run_async:
             return self.cells.run_cell_async(cell, d, **kwargs)
-        if args.retries:
-            from .runs import run_with_retries
-
-            return run_with_retries(args.retries, lambda: self.cells.run_cell(cell, d, input_fn=self._input_fn(),
-                                                                               **kwargs))
         if args.retries:
             from .runs import run_with_retries
 
