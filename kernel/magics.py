@@ -79,8 +79,9 @@ def _storage(group_title: str):
             argument_group(group_title),
             argument("--workdir", choices=WORKDIR_MODES, default=None,
                      help="The notebook's folder as the container's working folder, so relative paths are the "
-                          "notebook's: rw (read-write), ro (read-only) or none (a private empty folder, the "
-                          "default; a first cell then claims a standby container at once)."),
+                          "notebook's: rw (read-write, the default: where the server cannot bind the folder, "
+                          "cells run without it and say so once), ro (read-only) or none (a private empty "
+                          "folder; on a host whose server is not root, a first cell then claims a standby)."),
             argument("--volume", action="append", default=None, metavar="NAME:/PATH[:ro]",
                      help="Mount a cellhop volume (made on first use), e.g. datasets:/data or weights:/models:ro."),
             argument("--secret", action="append", default=None, metavar="NAME",

@@ -13,11 +13,13 @@ this kernel's config, made stricter per cell by `--pull safe` (safe_pickle.py).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
 
-from ..errors import UnsendableVariable
+from ..errors import CellhopError, InvalidContainerSpec, UnsendableVariable
+from ..spec_rules import SpecError
 from ..gpu_request import GpuRequest, feasible_choices
 from .async_landing import Arrival, Landing
 from .cell_names import is_user_name, names_read, parse
@@ -59,7 +61,8 @@ class RemoteCells:
         self.comm_proxies = comm_proxies
         self.owner = owner
         self.pull = configured_pull(getattr(shell, "config", None))  # c.Cellhop.pull: the notebook's floor
-        self.defaults = RunSpec(workdir=configured_workdir(getattr(shell, "config", None)))  # c.Cellhop.workdir
+        self.defaults = RunSpec(**default_workdir(getattr(shell, "config", None)))  # c.Cellhop.workdir, else rw
+        self.no_folder: str | None = None  # why default cells run without the notebook's folder (said once)
         self.pool = ContainerPool(control, sink, comm_proxies, owner=owner, pull=self.pull)
         self._built: dict[str, dict] = {}  # an image's build spec (JSON) -> what its build said
         self.landing = Landing(shell, sink, getattr(shell, "kernel", None))  # --async values, as runs finish
@@ -85,7 +88,7 @@ class RemoteCells:
 
     def keep_warm(self):
         """`%gpu --keep-warm N`: start the %%remote container now and keep it (or, with 0, let it go)."""
-        d = self.prepare_image(self.defaults, "")
+        d = self.prepare_image(self._folder_or_not(self.defaults, None), "")
         return self.pool.keep_warm(d, CELLS, "this notebook's %%remote cells", d.keep_warm)
 
     def prepare_image(self, d: RunSpec, code: str) -> RunSpec:
@@ -169,12 +172,46 @@ class RemoteCells:
         """Everything about the cell that is settled before a container is involved."""
         policy = stricter(check_policy(policy or "all"), self.pull)
         packed = self.pack_cell(code)
-        d = self.prepare_image(d, code)
         parent = self.sink.current_parent()
+        d = self.prepare_image(self._folder_or_not(d, parent), code)
         status = StatusLine(self.sink if show_status else None, parent)
         return CellJob(code, d, packed, out if pull else [], parent, status, input_fn, policy)
 
+    # -- the notebook's folder as working folder, by default where it can be -------------------------
+    def _folder_or_not(self, d: RunSpec, parent: dict | None) -> RunSpec:
+        """`d`, or `d` without the notebook's folder when that is only the default (not `--workdir` nor
+        c.Cellhop.workdir) and an earlier cell found it cannot be bound, or this kernel's folder is gone."""
+        if not d.workdir_fallback or d.workdir == "none":
+            return d
+        if self.no_folder is None:
+            try:
+                os.getcwd()
+            except OSError as error:
+                self._without_folder(f"this kernel's working folder cannot be read ({error})", parent)
+        return d if self.no_folder is None else d.with_(workdir="none", workdir_fallback=True)
+
+    def _without_folder(self, why: str, parent: dict | None) -> None:
+        """Default cells run without the notebook's folder from now on; say so once, quietly."""
+        first, self.no_folder = self.no_folder is None, why
+        if first and parent is not None:
+            StatusLine(self.sink, parent).show(
+                f"cellhop: %%remote cells run in a private empty folder, not the notebook's folder: {why}. "
+                "Relative paths are the container's own; `--workdir rw` asks for the folder (and fails if it "
+                "cannot be bound), `--workdir none` or c.Cellhop.workdir = 'none' ends this note.", "note")
+
     def _lease(self, job: CellJob, fresh: bool, own_connection: bool = False) -> Lease:
+        """`_lease_once`; where the control plane refuses the notebook's folder that was only the default,
+        the cell runs without it (said once) instead of failing."""
+        try:
+            return self._lease_once(job, fresh, own_connection)
+        except (InvalidContainerSpec, SpecError) as error:
+            if not (job.spec.workdir_fallback and job.spec.workdir != "none" and "'workdir'" in str(error)):
+                raise
+            self._without_folder(f"the control plane cannot bind it ({error})", job.parent)
+            job.spec = job.spec.with_(workdir="none", workdir_fallback=True)
+            return self._lease_once(job, fresh, own_connection)
+
+    def _lease_once(self, job: CellJob, fresh: bool, own_connection: bool = False) -> Lease:
         on_event = QueueStatus(self.control, job.status, str(job.spec.gpu), self.owner).on_event
         others = {} if self.pool.warm(job.spec, CELLS) else {
             key[0]: session for key, session in self.pool.sessions(CELLS).items() if key[0] != job.spec.key()}
@@ -199,7 +236,12 @@ class RemoteCells:
         status.show(f"▶ running on container {session.id} · {describe_gpus(session.container)}")
         t0 = time.monotonic()
         if job.spec.workdir != "none" and needs_copy(session.container):  # another node: the folder is copied
-            push_folder(session, job.parent, job.spec.workdir_folder(), configured_limit(self.shell.config))
+            try:
+                push_folder(session, job.parent, job.spec.workdir_folder(), configured_limit(self.shell.config))
+            except CellhopError as error:
+                if not job.spec.workdir_fallback:
+                    raise
+                self._without_folder(f"it is not copied to the container's node ({error})", job.parent)
         try:
             result = session.execute(job.code, job.packed, job.pull, job.parent, timeout=job.spec.timeout,
                                      input_fn=job.input_fn, policy=job.policy)
@@ -227,14 +269,22 @@ def _differences(old_key: tuple, new_key: tuple) -> str:
     return ", ".join(changed) or "settings"
 
 
-def configured_workdir(config) -> str:
+def configured_workdir(config) -> str | None:
     """c.Cellhop.workdir of a kernel's traitlets config: the notebook's folder as %%remote cells' working
-    folder by default ('rw', 'ro'), or not ('none', without one)."""
+    folder ('rw', 'ro'), or not ('none'); None where it is not configured."""
     section = (config.get("Cellhop") or {}) if config is not None else {}
-    value = section.get("workdir", "none") if hasattr(section, "get") else "none"
-    if value not in WORKDIR_MODES:
+    value = section.get("workdir") if hasattr(section, "get") else None
+    if value is not None and value not in WORKDIR_MODES:
         raise ValueError(f"c.Cellhop.workdir must be one of {', '.join(WORKDIR_MODES)}, not {value!r}")
     return value
+
+
+def default_workdir(config) -> dict:
+    """The RunSpec fields of %%remote cells' working folder by default: c.Cellhop.workdir as configured
+    (it fails clearly where it cannot be bound), else the notebook's folder read-write, which falls back
+    to none (said once) where the control plane cannot bind it."""
+    value = configured_workdir(config)
+    return {"workdir": "rw", "workdir_fallback": True} if value is None else {"workdir": value}
 
 
 def configured_pull(config) -> str:

@@ -69,6 +69,9 @@ class RunSpec:
     timeout: float | None = None  # seconds one cell or call may run
     keep_warm: int = 0  # containers kept started and holding their GPUs while idle (never scaled down)
     workdir: str = "none"  # the notebook's folder as the working folder: "none", "ro" or "rw" (WORKDIR_MODES)
+    # True: `workdir` is the notebook's default, not what the user asked for; where the control plane cannot
+    # bind the folder the work runs without one (remote_cells.py) instead of failing. Not part of key().
+    workdir_fallback: bool = False
 
     def __post_init__(self):
         # What users type, parsed once: "H100", "8G", "name:/path", Volume and Secret objects.
@@ -88,6 +91,8 @@ class RunSpec:
         unknown = set(changes) - {f.name for f in fields(self)}
         if unknown:
             raise TypeError(f"RunSpec has no field(s) {', '.join(sorted(unknown))}")
+        if "workdir" in changes and "workdir_fallback" not in changes:
+            changes["workdir_fallback"] = False  # asked for by name: it fails clearly where it cannot be bound
         return replace(self, **changes)
 
     def key(self) -> tuple:

@@ -227,8 +227,11 @@ def start_cellhop_kernel(runtime_dir: str | None = None, gpus: str = SIMULATED_G
 
     owns_dir = runtime_dir is None
     runtime_dir = runtime_dir or short_runtime_dir()
+    # The notebook's folder: its own, never the repository (%%remote cells work in it read-write by default).
+    folder = tempfile.mkdtemp(prefix="ch-nb-", dir="/tmp")
     args = [f"--Cellhop.queue_timeout={queue_timeout:g}", *extra_arguments]
-    km, kc = start_new_kernel(env=kernel_env(runtime_dir, gpus), extra_arguments=args, startup_timeout=60)
+    km, kc = start_new_kernel(env=kernel_env(runtime_dir, gpus), extra_arguments=args, startup_timeout=60,
+                              cwd=folder)
     kernel = NotebookKernel(km, kc, runtime_dir)
     try:
         if load:
@@ -236,6 +239,7 @@ def start_cellhop_kernel(runtime_dir: str | None = None, gpus: str = SIMULATED_G
         yield kernel
     finally:
         kernel.shutdown()
+        shutil.rmtree(folder, ignore_errors=True)
         if owns_dir:
             shutil.rmtree(runtime_dir, ignore_errors=True)
 

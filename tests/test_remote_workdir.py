@@ -71,11 +71,18 @@ def test_ro_cell_reads_but_cannot_write(nb, notebook_folder):
     assert not (notebook_folder / "refused.txt").exists()
 
 
-def test_none_is_a_private_folder_and_the_default(nb, notebook_folder):
-    for line in ("%%remote --workdir none", "%%remote"):
-        ran = nb.ok(f"{line}\nimport os\nprint(sorted(os.listdir('.')), os.getcwd())\n")
-        assert "data.txt" not in ran.stdout, ran
-        assert str(notebook_folder) not in ran.stdout, ran
+def test_none_is_a_private_folder(nb, notebook_folder):
+    ran = nb.ok("%%remote --workdir none\nimport os\nprint(sorted(os.listdir('.')), os.getcwd())\n")
+    assert "data.txt" not in ran.stdout, ran
+    assert str(notebook_folder) not in ran.stdout, ran
+
+
+def test_the_notebooks_folder_read_write_is_the_default(nb, notebook_folder):
+    ran = nb.ok("%%remote\nimport os\nprint(open('data.txt').read().strip(), os.getcwd())\n"
+                "open('relative.txt', 'w').write('written by a plain %%remote cell')\n")
+    assert "beside the notebook" in ran.stdout and str(notebook_folder) in ran.stdout, ran
+    assert (notebook_folder / "relative.txt").read_text() == "written by a plain %%remote cell"
+    assert "working folder (rw)" in nb.ok("%gpu").stdout
 
 
 def test_gpu_sets_the_default_and_a_cell_overrides_it(nb, notebook_folder):
@@ -86,7 +93,7 @@ def test_gpu_sets_the_default_and_a_cell_overrides_it(nb, notebook_folder):
         cell = nb.ok("%%remote --workdir none\nimport os\nprint(os.path.exists('data.txt'))\n")
         assert cell.stdout.strip().endswith("False"), cell
     finally:
-        nb.ok("%gpu --workdir none")
+        nb.ok("%gpu --workdir rw")
 
 
 def test_a_remote_function_takes_workdir(nb, notebook_folder):
@@ -110,6 +117,28 @@ def test_the_policy_refuses_a_folder_outside_its_roots(notebook_folder):
             assert ran.status == "error", ran
             assert str(other) in ran.evalue and "workdir" in ran.evalue, ran
             assert not list(other.iterdir())
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
+
+
+def _notes(ran) -> list[str]:
+    return [c["data"]["text/plain"] for t, c in ran.outputs if t in ("display_data", "update_display_data")
+            and "text/plain" in c.get("data", {}) and c["data"]["text/plain"].startswith("cellhop:")]
+
+
+def test_a_default_folder_the_policy_refuses_runs_without_it_and_says_so_once(notebook_folder):
+    other = Path(tempfile.mkdtemp(prefix="ch-other-", dir="/tmp"))
+    try:  # as above, but the cells ask for no folder: the default falls back to none, quietly, once
+        with kernel_in(other, (f"--Cellhop.workdir_roots={[str(notebook_folder)]!r}",)) as outside:
+            first = outside.ok("%%remote\nopen('private.txt', 'w').write('x')\nimport os\nprint(os.getcwd())\n")
+            notes = _notes(first)
+            assert len(notes) == 1 and "not the notebook's folder" in notes[0] and str(other) in notes[0], first
+            assert not first.stderr and str(other) not in first.stdout, first  # nothing red; a private folder
+            second = outside.ok("%%remote\nprint(open('private.txt').read())\n")  # the same container
+            assert second.stdout.strip().endswith("x") and not _notes(second), second
+            assert not list(other.iterdir())
+            explicit = outside.run("%%remote --workdir rw\nx = 1\n")  # asked for by name: still refused
+            assert explicit.status == "error" and str(other) in explicit.evalue, explicit
     finally:
         shutil.rmtree(other, ignore_errors=True)
 
@@ -181,10 +210,12 @@ def test_a_standby_is_claimed_with_the_notebooks_folder_attached(notebook_folder
 def test_a_kernel_configured_for_it_binds_the_notebooks_folder_by_default(notebook_folder):
     folder = notebook_folder / "configured"
     folder.mkdir()
-    with kernel_in(folder, ("--Cellhop.workdir=rw",)) as nb:
-        nb.ok("%%remote\nopen('by_default.txt', 'w').write('yes')\n")
-        assert (folder / "by_default.txt").read_text() == "yes"
-        assert "working folder (rw)" in nb.ok("%gpu").stdout
+    with kernel_in(folder, ("--Cellhop.workdir=ro",)) as nb:
+        (folder / "by_default.txt").write_text("yes")
+        ran = nb.run("%%remote\nprint(open('by_default.txt').read())\nopen('refused.txt', 'w').write('no')\n")
+        assert "yes" in ran.stdout and ran.ename in ("OSError", "PermissionError"), ran
+        assert not (folder / "refused.txt").exists()
+        assert "working folder (ro)" in nb.ok("%gpu").stdout
 
 
 def test_read_only_without_a_sandbox_is_refused_not_ignored(make_manager, runtime_root):

@@ -175,7 +175,7 @@ def isolated():
         shutil.rmtree(base, ignore_errors=True)
 
 
-PROBE = """%%remote --volume mine:/data --secret tok
+PROBE = """%%remote --workdir none --volume mine:/data --secret tok
 import json, os
 def look(path):
     try:
