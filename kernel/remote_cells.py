@@ -84,6 +84,12 @@ class RemoteCells:
     def select(self, request: str | None = None, **changes) -> RunSpec:
         """Set the notebook's defaults (`%gpu`)."""
         self.defaults = self.resolve(self.defaults, request, **changes)
+        if "idle_timeout" in changes and not self.defaults.keep_warm:  # the cells' warm containers too
+            for session in self.pool.sessions(CELLS).values():
+                try:
+                    self.control.touch(session.id, self.defaults.idle_timeout)
+                except Exception:  # it ended meanwhile: the next cell starts another with the new setting
+                    pass
         return self.defaults
 
     def keep_warm(self):
