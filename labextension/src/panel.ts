@@ -1,5 +1,6 @@
 /**
- * The left-sidebar panel: GPUs, Containers, Images, Volumes, Secrets, Runs, Schedules (runs.ts).
+ * The left-sidebar panel: GPUs, Containers, Images, Volumes, Secrets, Runs, Schedules (runs.ts), Endpoints
+ * (endpoints.ts).
  *
  * Data comes from one event stream (hello, container and metrics events) and, for
  * images, volumes and secrets, their REST routes (Volumes and Secrets are their own views:
@@ -11,12 +12,13 @@ import { Widget } from '@lumino/widgets';
 
 import { CellhopApi, CellhopApiError } from './api';
 import { Attrs, h } from './dom';
+import { EndpointsView } from './endpoints';
 import { describeItem, formatAge, formatBytes, formatReading, itemName, sparklineArea, sparklinePath } from './format';
 import { SecretsView } from './secrets';
 import { RunsView, SchedulesView } from './runs';
 import { ContainerRow, DashboardState, GpuRow, SessionInfo } from './state';
 import { EventStream, StreamStatus } from './stream';
-import { CellhopEvent, Container, ContainerEvent } from './types';
+import { CellhopEvent, Container, ContainerEvent, EndpointEvent } from './types';
 import { StorageOptions, VolumesView } from './volumes';
 
 export interface PanelOptions {
@@ -79,6 +81,7 @@ export class CellhopPanel extends Widget {
     this.secrets = new SecretsView(storage);
     this.runs = new RunsView(storage);
     this.schedules = new SchedulesView(storage);
+    this.endpoints = new EndpointsView(storage);
 
     this.node.append(
       h(
@@ -96,7 +99,8 @@ export class CellhopPanel extends Widget {
       this.section('Volumes', 'volumes', this.volumes.node, () => void this.volumes.refresh()),
       this.section('Secrets', 'secrets', this.secrets.node, () => void this.secrets.refresh()),
       this.section('Runs', 'runs', this.runs.node, () => void this.runs.refresh()),
-      this.section('Schedules', 'schedules', this.schedules.node, () => void this.schedules.refresh())
+      this.section('Schedules', 'schedules', this.schedules.node, () => void this.schedules.refresh()),
+      this.section('Endpoints', 'endpoints', this.endpoints.node, () => void this.endpoints.refresh())
     );
 
     this.stream = options.createStream(
@@ -115,6 +119,7 @@ export class CellhopPanel extends Widget {
   readonly secrets: SecretsView;
   readonly runs: RunsView;
   readonly schedules: SchedulesView;
+  readonly endpoints: EndpointsView;
   readonly stream: EventStream;
 
   /** The user's pause (the panel also stops metrics while hidden). */
@@ -187,6 +192,7 @@ export class CellhopPanel extends Widget {
     void this.secrets.refresh();
     void this.runs.refresh();
     void this.schedules.refresh();
+    void this.endpoints.refresh();
   }
 
   protected onAfterHide(): void {
@@ -225,10 +231,13 @@ export class CellhopPanel extends Widget {
     }
     if (event.type === 'hello') {
       this.runs.refreshSoon(); // (re)connected: runs that ended while the stream was away
+      this.endpoints.refreshSoon();
     }
     if (!this.state.apply(event)) {
       if (event.type === 'run') {
         this.runs.refreshSoon();
+      } else if (event.type === 'endpoint') {
+        this.endpoints.apply(event as unknown as EndpointEvent);
       } else if (/^secret/.test(event.type)) {
         void this.secrets.refresh();
       } else if (/^(image|volume)/.test(event.type)) {

@@ -118,6 +118,16 @@ export interface ErrorEvent {
   message: string;
 }
 
+/** An endpoint's figures changed (at most once a second), or it was deleted (docs/api.md, "Endpoints"). */
+export interface EndpointEvent {
+  type: 'endpoint';
+  name: string;
+  /** name, path, version, containers (a count), starting, queued, in_flight, requests, errors, retries,
+   * requests_per_second, p50_ms, p95_ms. */
+  endpoint?: Record<string, unknown>;
+  deleted?: boolean;
+}
+
 /** Events of later issues (images, volumes) pass through as their own types. */
 export interface OtherEvent {
   type: string;
