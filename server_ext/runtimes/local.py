@@ -162,6 +162,7 @@ class LocalRuntime(StandbyClaims, ContainerRuntime):
             log.warning("cellhop: bubblewrap (bwrap) is not installed, so containers run unsandboxed "
                         "on this host; install it with 'apt-get install bubblewrap'")
         self.bwrap = bwrap
+        self.unsandboxed_why = "c.Cellhop.sandbox = 'none'" if sandbox == "none" else "bubblewrap missing"
         self.sandbox = None
         if bwrap:
             user = ContainerUser.for_this_server(self.container_uid or DEFAULT_UID)
@@ -194,7 +195,7 @@ class LocalRuntime(StandbyClaims, ContainerRuntime):
 
     def describe(self) -> str:
         if not self.bwrap:
-            return f"local, unsandboxed (bubblewrap missing); limits: {self.limits_line}"
+            return f"local, unsandboxed ({self.unsandboxed_why}); limits: {self.limits_line}"
         if self.network_mode == "isolated":
             network = ("network isolated (slirp4netns, outbound only)" if self.sandbox.slirp
                        else "network isolated (loopback only: slirp4netns missing)")
