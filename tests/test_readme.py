@@ -113,6 +113,7 @@ def test_the_python_examples_run_as_cells_of_one_session(project, tmp_path, runt
     assert done.returncode == 0, out[-6000:]
     assert "MODEL ndarray 1000" in out, out[-3000:]
     assert "SCORE 12.0 [6.0, 12.0, 18.0]" in out, out[-3000:]
+    assert (project / "ran_on.txt").read_text().startswith("GPU-simulated-h100"), out[-3000:]  # its relative path
     assert "ran on GPU-simulated-h100" in out, out[-3000:]
     assert "ROWS [{'x': '1', 'y': '2'}, {'x': '3', 'y': '4'}]" in out, out[-3000:]
     assert "HAS_TOKEN True" in out and "IMAGE Image" in out, out[-3000:]
