@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import tracemalloc
 
 import pytest
@@ -88,7 +87,6 @@ def test_exited_containers_are_forgotten_and_their_folders_deleted(make_manager)
     assert all(c.directory.exists() for c in ended[1:])
 
     manager.config.exited_ttl = 1.0  # the monitor forgets them once they have been exited that long
-    time.sleep(1.1)
     wait_until(lambda: not manager.list(), timeout=30, what="the monitor to forget the exited containers")
     assert not any(c.directory.exists() for c in ended)
     live = manager.start(ContainerSpec(gpu="none", owner="tests", label="live"))

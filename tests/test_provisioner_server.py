@@ -162,7 +162,8 @@ async def test_a_gpu_kernel_runs_sandboxed_in_the_notebooks_folder_and_restarts_
 
     # interrupt through the REST API stops a running cell
     waiting = asyncio.ensure_future(run(kc, "import time\ntime.sleep(60)"))
-    await asyncio.sleep(1.0)
+    server_kernel = jp_serverapp.kernel_manager.get_kernel(kid)
+    await wait_for(lambda: server_kernel.execution_state == "busy", what="the cell to start")
     r = await jp_fetch("api", "kernels", kid, "interrupt", method="POST", body="")
     assert r.code == 204
     content, _ = await asyncio.wait_for(waiting, 20)

@@ -348,8 +348,10 @@ async def test_stopping_or_deleting_a_queued_container_ends_its_wait_and_it_neve
     assert "stopped while queued" in reply["message"]
 
     await call(jp_fetch, "POST", f"containers/{holder['id']}/stop")  # the GPU frees up
-    await asyncio.sleep(0.5)
-    assert manager.scheduler.holders()["GPU-simulated-h100-0"] is None
+    deadline = time.monotonic() + 30
+    while manager.scheduler.holders()["GPU-simulated-h100-0"] is not None:
+        assert time.monotonic() < deadline, "the stopped container's GPU was not freed within 30 s"
+        await asyncio.sleep(0.02)
     assert all(c.phase.value == "exited" for c in manager.list())
     status, listed = await call(jp_fetch, "GET", "containers")
     assert {c["label"]: c["phase"] for c in listed["containers"]} == (

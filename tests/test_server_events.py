@@ -36,15 +36,28 @@ def metrics(events):
     return [e for e in events if e["type"] == "metrics"]
 
 
+def metrics_wanted(control_plane) -> bool:
+    """Whether a subscription of the server's event bus still asks for samples."""
+    return any(s.wants_metrics for s in control_plane.bus._subs)
+
+
+async def until(predicate, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
 async def test_the_stream_says_hello_then_samples_at_the_interval_the_client_sets(jp_ws_fetch):
     ws = await jp_ws_fetch("cellhop", "api", "events", params={"interval": "0.2"})
     hello = await read(ws)
     assert hello["type"] == "hello" and hello["interval"] == 0.2
     assert [g["type"] for g in hello["gpus"]["gpus"]] == ["H100", "A10G"] and hello["containers"] == []
     samples = metrics(await collect(ws, 2.0))
-    assert 6 <= len(samples) <= 12, len(samples)  # 10 expected at 0.2 s
+    # 10 expected at 0.2 s; a loaded runner samples late, never early (bounds loose on that side)
+    assert 4 <= len(samples) <= 12, len(samples)
     gaps = [b["time"] - a["time"] for a, b in zip(samples, samples[1:])]
-    assert 0.15 < sorted(gaps)[len(gaps) // 2] < 0.3, gaps
+    assert 0.15 < sorted(gaps)[len(gaps) // 2] < 0.45, gaps
     sample = samples[-1]["gpus"][0]
     assert sample["simulated"] is True and sample["uuid"].startswith("GPU-simulated")
     assert {"utilization", "memory_used", "memory_total"} <= set(sample)
@@ -53,23 +66,26 @@ async def test_the_stream_says_hello_then_samples_at_the_interval_the_client_set
     ws.write_message(json.dumps({"type": "configure", "interval": 0.5}))
     await collect(ws, 0.6)  # let the change take
     samples = metrics(await collect(ws, 2.1))
-    assert 3 <= len(samples) <= 6, len(samples)
+    assert 2 <= len(samples) <= 6, len(samples)
+    gaps = [b["time"] - a["time"] for a, b in zip(samples, samples[1:])]
+    assert sorted(gaps)[len(gaps) // 2] > 0.45, gaps  # the new interval, not the old one
     ws.close()
 
 
 async def test_pause_stops_samples_and_resume_brings_them_back(jp_ws_fetch, control_plane):
     ws = await jp_ws_fetch("cellhop", "api", "events", params={"interval": "0.2"})
     await read(ws)
-    assert metrics(await collect(ws, 0.7))
+    assert metrics(await collect(ws, 2.0))
     ws.write_message(json.dumps({"type": "pause"}))
-    await collect(ws, 0.3)
+    await until(lambda: not metrics_wanted(control_plane), "the pause to take")
+    await collect(ws, 0.3)  # samples sent before it
     taken = control_plane.bus.samples_taken
     assert metrics(await collect(ws, 1.0)) == []
     assert control_plane.bus.samples_taken == taken  # nobody listens unpaused: nothing is sampled
     ws.write_message(json.dumps({"type": "resume"}))
-    assert metrics(await collect(ws, 0.8))
+    assert metrics(await collect(ws, 2.0))
     ws.close()
-    await asyncio.sleep(0.5)
+    await until(lambda: not metrics_wanted(control_plane), "the server to see the last client go")
     taken = control_plane.bus.samples_taken
     await asyncio.sleep(1.0)
     assert control_plane.bus.samples_taken == taken  # the last client left: sampling stopped

@@ -112,10 +112,10 @@ def test_a_kernels_event_subscription_follows_the_server_across_a_restart(runtim
         wait_until(lambda: kinds().count("metrics") >= 3, timeout=15, what="metric samples over HTTP")
         assert kinds()[0] == "hello"
         sub.pause()
-        time.sleep(0.5)
+        time.sleep(0.5)  # samples already on their way arrive
         paused_at = kinds().count("metrics")
-        time.sleep(1.0)
-        assert kinds().count("metrics") <= paused_at + 1
+        time.sleep(1.0)  # on purpose: the paused stream must stay (nearly) quiet; 5 samples if it were not
+        assert kinds().count("metrics") <= paused_at + 2  # one more late one allowed on a loaded runner
         sub.resume()
         wait_until(lambda: kinds().count("metrics") >= paused_at + 3, timeout=10, what="samples after resume")
         server.stop(signal.SIGTERM)
