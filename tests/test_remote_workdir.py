@@ -293,3 +293,12 @@ def ray_copies_the_folder_to_the_node(ray_cluster, tmp_path):  # collected by te
         (folder / "new.txt").write_text("new")
         ran = on_ray.ok("%%remote --workdir rw\nprint(open('data.txt').read(), open('new.txt').read())\n")
         assert ran.stdout.strip().endswith("second new"), ran
+
+
+def test_a_kernel_whose_folder_is_gone_runs_default_cells_without_it():
+    gone = Path(tempfile.mkdtemp(prefix="ch-gone-", dir="/tmp"))
+    with kernel_in(gone) as nb:
+        gone.rmdir()  # the notebook's folder deleted under its running kernel
+        ran = nb.ok("%%remote\nprint('ran')\n")
+        assert ran.stdout.strip().endswith("ran") and len(_notes(ran)) == 1, ran
+        assert "cannot be read" in _notes(ran)[0] and not ran.stderr, ran
