@@ -303,7 +303,7 @@ class ContainerManager:
         if container.phase == Phase.EXITED:
             return container.exit_status
         status = self.runtime.poll(container)
-        if status is not None:
+        if status is not None and container.phase != Phase.STOPPING:  # a stop records its own reason
             self._finish(container, status)
         return status
 
