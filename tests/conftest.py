@@ -146,10 +146,17 @@ def cellhop_gpus():
 
 
 @pytest.fixture
-def jp_server_config(runtime_root, cellhop_gpus):
+def cellhop_settings():
+    """More c.Cellhop settings of the test server; a module overrides this fixture to add some."""
+    return {}
+
+
+@pytest.fixture
+def jp_server_config(runtime_root, cellhop_gpus, cellhop_settings):
     return {
         "ServerApp": {"jpserver_extensions": {"cellhop": True}},
-        "Cellhop": {"simulated_gpus": cellhop_gpus, "runtime_root": str(runtime_root), "idle_timeout": 0},
+        "Cellhop": {"simulated_gpus": cellhop_gpus, "runtime_root": str(runtime_root), "idle_timeout": 0,
+                    **cellhop_settings},
     }
 
 

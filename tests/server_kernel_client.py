@@ -4,6 +4,21 @@ from __future__ import annotations
 
 import time
 
+# A cell that defines call(method, path, body=None): one REST call on the cellhop API with the kernel's own
+# token (CELLHOP_CONTROL_TOKEN); prints the status and the answer (or the error's message). Append calls.
+KERNEL_REST_CALL = '''
+import json, os, urllib.request, urllib.error
+def call(method, path, body=None):
+    request = urllib.request.Request(os.environ["CELLHOP_CONTROL_URL"] + "cellhop/api/" + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": "token " + os.environ["CELLHOP_CONTROL_TOKEN"]})
+    try:
+        with urllib.request.urlopen(request) as r:
+            print(r.status, json.dumps(json.loads(r.read())))
+    except urllib.error.HTTPError as e:
+        print(e.code, json.loads(e.read()).get("message"))
+'''
+
 
 async def run(kc, code: str, timeout: float = 90):
     """(reply content, stdout text, every iopub message of the cell).

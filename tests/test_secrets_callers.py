@@ -14,6 +14,7 @@ import json
 import socket
 
 import pytest
+from server_kernel_client import KERNEL_REST_CALL as _CALL
 from server_kernel_client import run
 
 from cellhop.server_ext.api.base import KERNEL_TOKEN_SETTING
@@ -23,19 +24,6 @@ VALUE = "sk-owner-7f3e2d1c0b9a"
 
 pytestmark = pytest.mark.timeout(240)
 
-# Run in kernel B: one REST call with B's own token; prints the status and the message.
-_CALL = '''
-import json, os, urllib.request, urllib.error
-def call(method, path, body=None):
-    request = urllib.request.Request(os.environ["CELLHOP_CONTROL_URL"] + "cellhop/api/" + path, method=method,
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": "token " + os.environ["CELLHOP_CONTROL_TOKEN"]})
-    try:
-        with urllib.request.urlopen(request) as r:
-            print(r.status, json.dumps(json.loads(r.read())))
-    except urllib.error.HTTPError as e:
-        print(e.code, json.loads(e.read()).get("message"))
-'''
 
 
 def _status(out: str) -> tuple[int, str]:

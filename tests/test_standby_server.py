@@ -7,23 +7,10 @@ import json
 import time
 
 import pytest
+from server_kernel_client import KERNEL_REST_CALL as _CALL
 from server_kernel_client import run
 
 pytestmark = pytest.mark.timeout(240)
-
-# Run in a kernel: one REST call with the kernel's own token; prints the status and the answer.
-_CALL = '''
-import json, os, urllib.request, urllib.error
-def call(method, path, body=None):
-    request = urllib.request.Request(os.environ["CELLHOP_CONTROL_URL"] + "cellhop/api/" + path, method=method,
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": "token " + os.environ["CELLHOP_CONTROL_TOKEN"]})
-    try:
-        with urllib.request.urlopen(request) as r:
-            print(r.status, json.dumps(json.loads(r.read())))
-    except urllib.error.HTTPError as e:
-        print(e.code, json.loads(e.read()).get("message"))
-'''
 
 
 @pytest.fixture
@@ -32,12 +19,8 @@ def cellhop_gpus():
 
 
 @pytest.fixture
-def jp_server_config(runtime_root, cellhop_gpus):
-    return {
-        "ServerApp": {"jpserver_extensions": {"cellhop": True}},
-        "Cellhop": {"simulated_gpus": cellhop_gpus, "runtime_root": str(runtime_root), "idle_timeout": 0,
-                    "standby": 1},
-    }
+def cellhop_settings():
+    return {"standby": 1}
 
 
 async def ready_standby(control_plane):
