@@ -27,6 +27,26 @@ def on_own_thread(fn, *args, **kwargs) -> asyncio.Future:
     return future
 
 
+def on_fresh_thread(fn, *args, name: str = "cellhop-thread"):
+    """`fn(*args)` on a new thread, waited for: its result, or its exception raised here. For work that
+    needs a thread of its own (entering a namespace with setns, which changes only the calling thread; an
+    event loop while the caller may be inside one)."""
+    outcome: list = [None, None]
+
+    def run():
+        try:
+            outcome[0] = fn(*args)
+        except BaseException as exc:  # raised in the caller's thread
+            outcome[1] = exc
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    thread.join()
+    if outcome[1] is not None:
+        raise outcome[1]
+    return outcome[0]
+
+
 def _settle(future: asyncio.Future, result, exc: BaseException | None) -> None:
     if not future.done():
         future.set_exception(exc) if exc is not None else future.set_result(result)

@@ -41,27 +41,15 @@ class EmbeddedControlPlane(ControlPlaneClient):
         """Run a command inside a container of this control plane (server_ext/container_exec.py), as the
         server's exec route does; `on_line` sees each piece of output. Returns the last line (exit code)."""
         import asyncio
-        import threading
 
+        from ..own_thread import on_fresh_thread
         from ..server_ext.container_exec import Exec, plan
 
         manager = self.manager
         run = Exec(plan(manager.runtime, manager.get(container_id)), body["argv"], body.get("stdin"),
                    body.get("timeout"))
-        result: dict = {}
-
-        def own_loop() -> None:  # a thread of its own: the caller may be inside a running loop (a cell)
-            try:
-                result["last"] = asyncio.run(run.run(on_line))
-            except BaseException as exc:  # raised in the caller's thread
-                result["error"] = exc
-
-        thread = threading.Thread(target=own_loop, name="cellhop-exec", daemon=True)
-        thread.start()
-        thread.join()
-        if "error" in result:
-            raise result["error"]
-        return result["last"]
+        # a loop of its own on a thread of its own: the caller may be inside a running loop (a cell)
+        return on_fresh_thread(lambda: asyncio.run(run.run(on_line)), name="cellhop-exec")
 
     def standby(self) -> list[dict]:
         return self.manager.standby.view() if self.manager.standby is not None else []

@@ -26,9 +26,9 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 
 from ..errors import CellhopError
+from ..own_thread import on_fresh_thread
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
@@ -92,23 +92,14 @@ def _connect_loopback(port: int, timeout: float) -> socket.socket:
 
 def _connect_in_thread(netns_fd: int, port: int, timeout: float) -> socket.socket:
     """setns in a thread of its own (which then ends), so no other thread of the server changes namespace."""
-    result: dict = {}
 
-    def enter_and_connect():
-        try:
-            if _libc().setns(netns_fd, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns: {os.strerror(err)}")
-            result["socket"] = _connect_loopback(port, timeout)
-        except BaseException as exc:  # handed to the caller
-            result["error"] = exc
+    def enter_and_connect() -> socket.socket:
+        if _libc().setns(netns_fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns: {os.strerror(err)}")
+        return _connect_loopback(port, timeout)
 
-    thread = threading.Thread(target=enter_and_connect, name="cellhop-port-connect", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["socket"]
+    return on_fresh_thread(enter_and_connect, name="cellhop-port-connect")
 
 
 def _connect_by_helper(user_fd: int, net_fd: int, port: int, timeout: float) -> socket.socket:

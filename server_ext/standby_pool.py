@@ -123,8 +123,7 @@ class StandbyPool:
             inside = where(standby) if where is not None and container.spec.workdir is not None else None
             if inside:  # the notebook's folder, attached by the claim (late_mounts.py)
                 code += "; __import__('os').chdir(%r)" % (inside,)
-            run_silently(standby.connection_info, code, timeout=10.0,
-                         ended=lambda: runtime.poll(standby) is not None, what=f"standby container {standby.id}")
+            self._set_up(standby, code, timeout=10.0)
         except Exception as exc:
             if not isinstance(exc, CannotAttach):
                 log.warning("cellhop: claiming standby container %s failed (%s); starting a fresh one",
@@ -147,6 +146,12 @@ class StandbyPool:
         container.last_activity = time.monotonic()
         manager._set_phase(container, Phase.READY)
         return True
+
+    def _set_up(self, standby, code: str, timeout: float) -> None:
+        """Run setup code (preloads, a claim's variables) silently in a standby's kernel (kernel_setup.py)."""
+        run_silently(standby.connection_info, code, timeout=timeout,
+                     ended=lambda: self.manager.runtime.poll(standby) is not None,
+                     what=f"standby container {standby.id}")
 
     def _drop(self, standby, reason: str) -> None:
         """Stop a standby that was taken but not claimed, and forget it."""
@@ -171,9 +176,7 @@ class StandbyPool:
                     "    except Exception as _e:\n        print('cellhop standby: preloading', _m, 'failed:', _e, "
                     "file=sys.__stderr__)\ndel _m\n" % (preload,))
             try:
-                run_silently(container.connection_info, code, timeout=max(manager.config.start_timeout, 120.0),
-                             ended=lambda: manager.runtime.poll(container) is not None,
-                             what=f"standby container {container.id}")
+                self._set_up(container, code, timeout=max(manager.config.start_timeout, 120.0))
             except Exception:
                 manager.stop(container.id, reason="its preload did not finish")
                 raise
