@@ -17,7 +17,7 @@ import sys
 from urllib.parse import quote, urlencode
 
 from ..errors import CellhopError
-from .cli_endpoint import _server
+from .cli_endpoint import _run, _server
 
 
 def _stream(server, method: str, path: str, body: dict | None = None, query: dict | None = None):
@@ -111,17 +111,6 @@ def _connection_options(p) -> None:
     p.add_argument("--url", help="the cellhop server's URL (default: CELLHOP_CONTROL_URL, else the only Jupyter "
                                  "server running here)")
     p.add_argument("--token", help="its token (default: CELLHOP_CONTROL_TOKEN, else the running server's own)")
-
-
-def _run(func):
-    def run(args) -> int:
-        try:
-            return func(args)
-        except CellhopError as exc:
-            print(f"cellhop: {exc}", file=sys.stderr)
-            return 1
-
-    return run
 
 
 def add_commands(sub) -> None:
