@@ -266,6 +266,11 @@ class ContainerDied(CellhopError):
     """The container ended while a cell or call ran in it."""
 
 
+class ContainerGone(ContainerDied):
+    """The container had already ended when a cell or call was sent to it (an idle stop the notebook had
+    not heard of yet): the request never reached it, so it may go to a fresh container as it is."""
+
+
 class RemoteTimeout(CellhopError, TimeoutError):
     """A remote cell or call ran past its --timeout."""
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from ..errors import ContainerDied, RemoteError, RemoteTimeout
+from ..errors import ContainerDied, ContainerGone, RemoteError, RemoteTimeout
 from .container_watch import ContainerWatch
 from .output_relay import OutputRelay
 from .prompt_deadline import PromptDeadline
@@ -73,6 +73,7 @@ class ContainerSession:
         self.shared = NotebookLink(container["connection_info"])  # large values through shared memory
         self.closed = False
         self._timed_out = False
+        self._sent_at = 0.0  # when the last request went out (monotonic)
         self._pollers: dict[str, zmq.Poller] = {}  # per reply channel: it, stdin and the watch (made on first use)
         self._applied: dict[str, str] = {}  # msg_id -> what its results are, for errors
         if self._primary:
@@ -201,6 +202,7 @@ class ContainerSession:
         msg = self.conn.message(msg_type, content)
         msg_id = msg["header"]["msg_id"]
         idle = self.relay.expect(msg_id, parent, quiet_error=quiet_error)
+        self._sent_at = time.monotonic()
         self.conn.send_message(channel, msg, buffers=buffers or None)
         return msg_id, idle
 
@@ -288,9 +290,13 @@ class ContainerSession:
         self.conn.send("stdin", "input_reply", {"value": value}, parent=request.msg["header"])
 
     def _died(self) -> None:
-        """The watch saw the container end: say how, with the last lines of its log."""
+        """The watch saw the container end: say how, with the last lines of its log (ContainerGone when
+        it had already ended when the request was sent, so the request never reached it)."""
         self.close()
         status = self.watch.status
+        if self.watch.lost_before(self._sent_at):
+            raise ContainerGone(f"container {self.id} had ended before this work was sent to it: "
+                                f"{status.describe() if status else 'it ended'}")
         try:
             log = self.control.logs(self.id, tail=10)
         except Exception:  # the log is a courtesy; the death is the news

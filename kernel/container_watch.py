@@ -39,6 +39,7 @@ class ContainerWatch:
         self.control = control
         self.status = None
         self.dead = threading.Event()
+        self.lost_at: float | None = None  # when the connection was lost, while it stays lost (monotonic)
         self._info = container["connection_info"]
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._read_fd, False)
@@ -63,8 +64,10 @@ class ContainerWatch:
                 if not monitor.poll(int(IDLE_WAKE * 1000)):
                     continue
                 if recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED:
+                    self.lost_at = time.monotonic()
                     if self._confirm(monitor):
                         return
+                    self.lost_at = None
         except Exception:  # the watch must never take the notebook down; a waiter's own checks remain
             if not self._stop.is_set():
                 log.exception("cellhop: watching container %s failed", self.id)
@@ -104,6 +107,11 @@ class ContainerWatch:
                 if recv_monitor_message(monitor)["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     return False
         return True
+
+    def lost_before(self, moment: float) -> bool:
+        """Whether the connection was already lost at `moment` (monotonic) and never came back: what was
+        sent from then on never reached the container."""
+        return self.lost_at is not None and self.lost_at <= moment
 
     def _mark_dead(self, status) -> None:
         self.status = status

@@ -20,8 +20,11 @@ So for shipped requests (cellhop_apply_request, cellhop_execute_request):
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+
+log = logging.getLogger("cellhop")
 
 LEAN = frozenset({"cellhop_apply_request", "cellhop_execute_request"})
 PERIOD = 0.2  # seconds
@@ -60,13 +63,13 @@ class LeanStatus:
                 self._wake.set()
 
     def end(self, parent: dict) -> None:
-        with self._lock:
+        with self._lock:  # published under the lock: never before the watch thread's `busy` of the same request
             running, self._running = self._running, None
             busy_published = running is not None and running[2] and _msg_id(running[0]) == _msg_id(parent)
             if not busy_published:
                 self._deferred = parent
                 return
-        self.publish("idle", parent)
+            self.publish("idle", parent)
 
     def _ensure_thread(self) -> None:
         if self._thread is None:
@@ -79,7 +82,7 @@ class LeanStatus:
             while True:
                 time.sleep(self.period)
                 due = []
-                with self._lock:
+                with self._lock:  # sent in order with `end`'s idle (ipykernel queues IOPub sends in call order)
                     if self._deferred is not None:
                         due.append(("idle", self._deferred))
                         self._deferred = None
@@ -91,11 +94,11 @@ class LeanStatus:
                         self._awake = False
                         self._wake.clear()
                         break
-                for state, parent in due:
-                    try:
-                        self.publish(state, parent)
-                    except Exception:  # a closed socket at shutdown: nothing left to tell
-                        return
+                    for state, parent in due:
+                        try:
+                            self.publish(state, parent)
+                        except Exception:  # a closed socket at shutdown: nothing left to tell
+                            log.debug("cellhop: publishing %s failed", state, exc_info=True)
 
 
 def _msg_id(parent) -> str | None:

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ..errors import CellhopError, InvalidContainerSpec, UnsendableVariable
+from ..errors import CellhopError, ContainerGone, InvalidContainerSpec, UnsendableVariable
 from ..spec_rules import SpecError
 from ..gpu_request import GpuRequest, feasible_choices
 from .async_landing import Arrival, Landing
@@ -145,8 +145,12 @@ class RemoteCells:
         `policy`: 'safe' brings back data types only (`--pull safe`); the notebook's c.Cellhop.pull
         still applies when it is stricter."""
         job = self._job(code, d, out, pull, input_fn, show_status, policy)
-        with self._lease(job, fresh) as lease:
-            values, result = self._execute(job, lease)
+        try:
+            with self._lease(job, fresh) as lease:
+                values, result = self._execute(job, lease)
+        except ContainerGone:  # it had been stopped (idle) before the cell reached it: a fresh one runs it
+            with self._lease(job, fresh) as lease:
+                values, result = self._execute(job, lease)
         self.shell.user_ns.update(values)
         return None if result is NO_RESULT else result
 
@@ -165,12 +169,18 @@ class RemoteCells:
         arrival = Arrival(getattr(self.shell, "execution_count", None), job.status, job.parent)
 
         def target():
-            with lease:
-                values = self._execute(job, lease, result_as_display=True)[0]
+            nonlocal lease
+            try:
+                with lease:
+                    values = self._execute(job, lease, result_as_display=True)[0]
+            except ContainerGone:  # stopped (idle) before the cell reached it: a fresh one runs it
+                lease = self._lease(job, fresh, own_connection=True)
+                with lease:
+                    values = self._execute(job, lease, result_as_display=True)[0]
             self.landing.arrived(arrival, values)
             return values
 
-        return RemoteRun("remote cell", target, interrupt=lease.session.interrupt,
+        return RemoteRun("remote cell", target, interrupt=lambda: lease.session.interrupt(),
                          on_done=lambda values: self.landing.land(arrival))
 
     def _job(self, code: str, d: RunSpec, out, pull: bool, input_fn, show_status: bool,

@@ -22,7 +22,7 @@ import sys
 
 import zmq
 
-from ..errors import ContainerDied
+from ..errors import ContainerDied, ContainerGone
 from ..gpu_request import ANY, GpuRequest, feasible_choices
 from .container_pool import ContainerPool, process_pool
 from .container_session import ContainerSession
@@ -174,6 +174,7 @@ class RemoteFunction:
         import time
 
         self.attempts = []
+        gone_once = False
         while True:
             started = time.time()
             try:
@@ -181,6 +182,11 @@ class RemoteFunction:
                 with pool.lease(spec, self._user, self._label) as lease:
                     (ok, value), = lease.session.apply(self.fn, [(args, kwargs)], parent, timeout=spec.timeout,
                                                        policy=self.pull, input_fn=notebook_input_fn())
+            except ContainerGone:  # it had been stopped (idle) before the call reached it: a fresh one takes it
+                if gone_once:
+                    raise
+                gone_once = True
+                continue
             except ContainerDied as exc:
                 ok, value = False, exc
             self.attempts.append({"attempt": len(self.attempts) + 1, "started": started, "ended": time.time(),

@@ -279,6 +279,7 @@ class EndpointPool:
                              label=f"endpoint {self.name} v{self.version}", caller=Caller("endpoint", self.name))
 
     async def _start(self, version: int) -> None:
+        """One more container; counted in `starting` until it serves (or fails), never in neither."""
         try:
             container = await on_own_thread(self.manager.start, self.container_spec())
         except Exception as exc:  # noqa: BLE001 - reported to whoever waits
@@ -289,15 +290,16 @@ class EndpointPool:
             if not self._current() and not self.starting:
                 self._wake(EndpointUnavailable(f"endpoint {self.name!r} could not start a container: {exc}"))
             return
-        self.starting -= 1
-        if self.closed or version != self.version or container.phase != Phase.READY:
-            await on_own_thread(self.manager.stop, container.id, f"endpoint {self.name!r} no longer needs it")
-            self.scale()
-            return
-        link = KernelLink(container.connection_info)
-        await link.use_lean_channel()
-        if link.closed or self.closed or version != self.version or container.phase != Phase.READY:
-            link.close()
+        link = None
+        try:
+            if not self.closed and version == self.version and container.phase == Phase.READY:
+                link = KernelLink(container.connection_info)
+                await link.use_lean_channel()
+        finally:
+            self.starting -= 1
+        if link is None or link.closed or self.closed or version != self.version or container.phase != Phase.READY:
+            if link is not None:
+                link.close()
             if container.phase != Phase.EXITED:
                 await on_own_thread(self.manager.stop, container.id, f"endpoint {self.name!r} no longer needs it")
             self.scale()
