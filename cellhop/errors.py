@@ -119,6 +119,19 @@ class QueueCancelled(CellhopError):
     http_status = 409
 
 
+class GpuBudgetExceeded(CellhopError):
+    """A user past their monthly GPU-hours: new GPU requests are refused until the budget resets (running
+    work goes on)."""
+
+    http_status = 403
+
+
+class HostDirError(CellhopError, RuntimeError):
+    """The configured host folder (c.Cellhop.host_dir) cannot hold the host's GPU leases."""
+
+    http_status = 500
+
+
 class ContainerStartError(CellhopError, RuntimeError):
     """A container did not reach the ready phase (an internal failure: the process died, timed out)."""
 

@@ -78,6 +78,11 @@ class CellhopApp(ExtensionApp):
         self.log.info("cellhop: control plane ready: %s; runtime %s",
                       inv.describe() if inv.gpus else f"no GPUs ({inv.reason}). {SIMULATED_HINT}",
                       self.control_plane.manager.runtime.describe())
+        host = getattr(self.control_plane.manager.scheduler, "host", None)
+        if host is not None and inv.gpus:
+            (self.log.info if host.shared else self.log.warning)("cellhop: %s", host.note)
+            if host.settings.problem:
+                self.log.warning("cellhop: the admin's settings: %s", host.settings.problem)
 
     def _init_endpoints(self) -> None:
         """Deployed endpoints (endpoints.py), stored under the state directory; served from the first request."""

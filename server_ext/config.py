@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from traitlets import CaselessStrEnum, Float, Int, List, Unicode, default, validate
+from traitlets import CaselessStrEnum, Dict, Float, Int, List, Unicode, default, validate
 from traitlets.config import Configurable
 
 
@@ -164,6 +164,39 @@ class Cellhop(Configurable):
         10.0, help="Seconds a function run's container stays warm after it succeeded, for the next run of the "
         "same owner and spec; 0 = stop it at once.",
     ).tag(config=True)
+
+    host_dir = Unicode(
+        "", help="The host-wide folder every user's server keeps GPU leases, the queue and the usage log in "
+        "(made once by an admin: `cellhop host-setup`). Empty: /var/lib/cellhop where it is set up and this user "
+        "may write there, else this user's runtime folder (GPUs are then exclusive among this user's processes "
+        "only, and the control plane says so).",
+    ).tag(config=True)
+
+    max_gpus_per_user = Int(
+        0, help="GPUs one user may hold at once (0 = no limit). The host folder's settings.json, the admin's, "
+        "wins where it is stricter; past it a request waits, this user's idle containers yielding first.",
+    ).tag(config=True)
+
+    monthly_gpu_hours = Float(
+        0.0, help="GPU-hours one user may use per calendar month (0 = no budget); past it new GPU requests are "
+        "refused (running work goes on). The host folder's settings.json wins where it is stricter.",
+    ).tag(config=True)
+
+    gpu_prices = Dict(
+        help="Price per GPU-hour by GPU type, e.g. {'H100': 2.5}, for `%gpu --usage`, the panel and the "
+        "status line of %%remote cells (the host folder's settings.json may set them for everyone). None by default.",
+    ).tag(config=True)
+
+    usage_sample_interval = Float(
+        10.0, help="Seconds between the GPU metric samples that measure how busy each lease's GPUs are.",
+    ).tag(config=True)
+
+    idle_holder_after = Float(
+        3600.0, help="A container that held a GPU this long at under idle_holder_busy use is flagged, in the "
+        "panel and to its owner, as an idle holder.",
+    ).tag(config=True)
+
+    idle_holder_busy = Float(0.05, help="The GPU use (0..1) under which a holder counts as idle.").tag(config=True)
 
     run_callback_timeout = Float(
         10.0, help="Seconds the POST to a run's callback_url may take (made once, redirects not followed).",

@@ -29,6 +29,7 @@ from .config import Cellhop
 from .container_record import Container
 from .container_storage import ContainerStorage
 from .gpu_inventory import load_inventory
+from .gpu_yield import yield_idle_gpus
 from .kernel_activity import KernelActivity
 from .log_view import read_log
 from .owners import owner_gone
@@ -68,7 +69,9 @@ class ContainerManager:
         self.inventory = inventory
         if not self.inventory.gpus and self.inventory.reason:
             log.info("cellhop: %s; containers will be CPU-only", self.inventory.reason)
-        self.scheduler = self.runtime.make_scheduler(self.inventory, self.root)
+        self.scheduler = self.runtime.make_scheduler(self.inventory, self.root, self.config)
+        if hasattr(self.scheduler, "make_room"):  # past max_gpus_per_user, this user's idle holders yield
+            self.scheduler.make_room = lambda count: yield_idle_gpus(self, count)
         self.storage = ContainerStorage(self.config)  # volumes and secrets; touches no disk until used
         self._containers: dict[str, Container] = {}
         self._stop_requested: dict[str, threading.Event] = {}  # per queued container: stop() sets it
@@ -116,6 +119,10 @@ class ContainerManager:
                 listener(event)
             except Exception:  # a broken listener must not break the lifecycle
                 log.exception("cellhop: event listener failed")
+
+    def flag(self, container: Container, **extra) -> None:
+        """Tell every listener something about `container` beyond its phase (an idle GPU holder)."""
+        self._emit(container, **extra)
 
     def _set_phase(self, container: Container, phase: Phase, **extra) -> None:
         container.set_phase(phase)
@@ -452,6 +459,8 @@ class ContainerManager:
             if rounds % EXPIRE_EVERY == 0:
                 try:
                     self.expire()
+                    if hasattr(self.scheduler, "recover"):  # leases of this user's crashed processes end
+                        self.scheduler.recover()
                 except Exception:
                     log.exception("cellhop: forgetting exited containers failed")
             for container in self.list():

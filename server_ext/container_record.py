@@ -35,6 +35,7 @@ class Container:
     secret_env: dict[str, str] = field(default_factory=dict, repr=False)  # never shown, never in to_dict
     standby: bool = False  # a standby of the warm pool (standby_pool.py): holds no GPU, claimed by a request
     claimed_from: str | None = None  # the standby whose kernel this container took over (None: started afresh)
+    idle_holder: str | None = None  # why it is flagged as holding GPUs it hardly uses (usage_sampler.py)
 
     def __post_init__(self):
         self.phases.append((self.phase.value, self.created))
@@ -94,4 +95,6 @@ class Container:
             "exit": self.exit_status.to_dict() if self.exit_status else None,
             "standby": self.standby,
             "claimed_from": self.claimed_from,
+            "gpu_busy": self.allocation.busy_fraction() if self.allocation else None,
+            "idle_holder": self.idle_holder,
         }

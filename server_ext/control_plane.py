@@ -17,6 +17,7 @@ from .container_record import Container
 from .container_manager import ContainerManager
 from .event_bus import EventBus, Listener, Subscription
 from .process_usage import ProcessTreeUsage
+from .usage_sampler import UsageSampler
 
 log = logging.getLogger("cellhop")
 
@@ -32,6 +33,8 @@ class ControlPlane:
         self._nvml = None
         self._usage: dict[str, ProcessTreeUsage] = {}
         self._lock = threading.Lock()
+        self.usage_sampler = UsageSampler(self, self.config.usage_sample_interval, self.config.idle_holder_after,
+                                          self.config.idle_holder_busy)
 
     @property
     def inventory(self):
@@ -150,6 +153,7 @@ class ControlPlane:
         return samples
 
     def close(self) -> None:
+        self.usage_sampler.close()
         self.bus.close()
         self._unsubscribe()
         self.manager.close()

@@ -34,6 +34,18 @@ class Allocation:
     def gpu_type(self) -> str | None:
         return self.leases[0].gpu.type if self.leases else None
 
+    busy_sum: float = 0.0  # GPU utilization samples (0..1) taken while held, summed
+    samples: int = 0
+
+    def sample(self, busy: float) -> None:
+        """One metric sample of how busy the GPUs were (0..1)."""
+        self.busy_sum += min(max(busy, 0.0), 1.0)
+        self.samples += 1
+
+    def busy_fraction(self) -> float | None:
+        """The mean of the samples; None when none were taken (no metrics)."""
+        return self.busy_sum / self.samples if self.samples else None
+
     def release(self) -> None:
         for lease in self.leases:
             lease.release()

@@ -40,7 +40,7 @@ from cellhop.errors import ContainerStartError
 from cellhop.gpu_request import GpuRequest
 from cellhop.server_ext.doctor import bubblewrap_problem
 from cellhop.server_ext.gpu_inventory import load_inventory
-from cellhop.server_ext.leases import read_locked
+from cellhop.server_ext.leases import LeaseDirectory
 from cellhop.server_ext.scheduler import Scheduler
 
 # bubblewrap installed AND able to make a sandbox here (a container without user namespaces has the
@@ -453,7 +453,10 @@ def test_a_server_killed_with_sigkill_leaves_no_gpu_kernel_or_lease_behind(runti
     rt, notebooks = runtime_root / "rt", runtime_root / "notebooks"
     rt.mkdir()
     notebooks.mkdir()
-    lease = rt / "leases" / "GPU-simulated-h100-0.lock"
+    [h100] = load_inventory("H100:1", environ={}).gpus
+
+    def lease():  # who holds the H100, as the lease files in the server's runtime folder say
+        return LeaseDirectory(rt / "leases", rt / "lease-details").holder_of(h100)
 
     def server(gpus: str) -> ServerProcess:
         env = {"JUPYTER_CONFIG_DIR": str(runtime_root / "config"), "JUPYTER_DATA_DIR": str(runtime_root / "data"),
@@ -472,13 +475,13 @@ def test_a_server_killed_with_sigkill_leaves_no_gpu_kernel_or_lease_behind(runti
         [container] = first.api("GET", "containers")[1]["containers"]
         assert container["phase"] == "ready" and kernel["id"][:8] in container["owner"]
         assert container_kernel_pids(rt), "the kernel's container should be running"
-        assert read_locked(lease)["container"] == container["id"]
+        assert lease()["container"] == container["id"]
         first.stop(signal.SIGKILL)
     finally:
         first.stop()
     wait_until(lambda: not container_kernel_pids(rt), timeout=15, what="the container to die with its server")
     fault.kept("no orphan process")
-    assert read_locked(lease) is None  # the lease died with its holder
+    assert lease() is None  # the lease died with its holder
     fault.kept("no stale GPU lease")
 
     second = server("A10G:1")  # the H100 is gone from this host
@@ -486,7 +489,7 @@ def test_a_server_killed_with_sigkill_leaves_no_gpu_kernel_or_lease_behind(runti
         assert second.request("GET", "/api/kernels")[1] == []
         assert second.api("GET", "containers")[1]["containers"] == []
         assert not list((rt / "containers").iterdir())  # the dead server's folder was reaped
-        assert not container_kernel_pids(rt) and read_locked(lease) is None
+        assert not container_kernel_pids(rt) and lease() is None
         specs = second.request("GET", "/api/kernelspecs")[1]["kernelspecs"]
         assert "cellhop-a10g" in specs and "cellhop-h100" not in specs
         fault.kept("the restarted server reaps what the dead one left")

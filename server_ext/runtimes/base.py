@@ -99,12 +99,17 @@ class ContainerRuntime(ABC, LoggingConfigurable, metaclass=_RuntimeMeta):
         """The GPUs this runtime's containers can get, or None for this host's (NVML or simulated)."""
         return None
 
-    def make_scheduler(self, inventory, root: Path):
-        """Who gets which GPU (a scheduling.GpuScheduler): this host's flock scheduler, unless the
-        runtime places GPUs itself (Ray)."""
+    def make_scheduler(self, inventory, root: Path, config=None):
+        """Who gets which GPU (a scheduling.GpuScheduler): this host's flock scheduler (its leases in the
+        host folder, host_dir.py, else this user's `root`), unless the runtime places GPUs itself (Ray)."""
+        from ..host_dir import locate
         from ..scheduler import Scheduler
 
-        return Scheduler(inventory, root)
+        if config is None:
+            return Scheduler(inventory, root)
+        return Scheduler(inventory, locate(config.host_dir, root), private_root=root,
+                         max_gpus_per_user=config.max_gpus_per_user or None,
+                         monthly_gpu_hours=config.monthly_gpu_hours or None)
 
     def check_spec(self, spec: ContainerSpec) -> None:
         """What this runtime will need of `spec`, checked before any queueing: the image is built

@@ -114,7 +114,7 @@ class RayRuntime(ContainerRuntime):
         self.inventory = cluster_inventory(self._probe_nvml)
         return self.inventory
 
-    def make_scheduler(self, inventory: Inventory, root: Path):
+    def make_scheduler(self, inventory: Inventory, root: Path, config=None):
         self.inventory = inventory
         return RayScheduler(inventory)
 
