@@ -148,7 +148,7 @@ def jupyter_main(argv: list[str] | None = None) -> int:
 
 # Subcommands other modules add: name -> module (in this package) whose add_commands(subparsers) adds it.
 _EXTRA_COMMANDS: dict = {"volume": "cli_storage", "secret": "cli_storage", "kernelspec": "cli_kernelspec",
-                         "doctor": "doctor", "endpoint": "cli_endpoint",
+                         "doctor": "doctor", "host-setup": "cli_host_setup", "endpoint": "cli_endpoint",
                          "exec": "cli_exec", "shell": "cli_exec", "logs": "cli_exec",
                          "run": "cli_runs", "runs": "cli_runs", "schedule": "cli_runs", "schedules": "cli_runs"}
 

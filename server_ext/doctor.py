@@ -6,7 +6,8 @@ find_slirp4netns, cgroups.place with resource_limits' fallbacks, nvml.read_nvml_
 sandbox.gpu_device_files); what no probe answered before (does bubblewrap actually make a sandbox
 here, with user and network namespaces) runs bubblewrap itself. Essential: a working bubblewrap (and
 user namespaces where the server is not root); without them `cellhop doctor` exits 1. The rest
-(slirp4netns, cgroup limits, GPUs, Ray) is reported with its fallback. `--gpu`: doctor_gpu.py.
+(slirp4netns, cgroup limits, GPUs, where GPU leases live: doctor_host.py, Ray) is reported with its
+fallback. `--gpu`: doctor_gpu.py.
 """
 
 from __future__ import annotations
@@ -183,8 +184,10 @@ def check_ray() -> Finding:
 
 
 def host_findings() -> list[Finding]:
+    from .doctor_host import check_host_dir
+
     return [check_bubblewrap(), check_user_namespaces(), *check_network(), *check_limits(), *check_gpus(),
-            check_ray()]
+            *check_host_dir(), check_ray()]
 
 
 def report(findings: list[Finding]) -> tuple[str, int]:
