@@ -22,10 +22,12 @@ import json
 import os
 import secrets
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 MAX_BYTES = 4096  # what any of these files may hold; more is not ours
+ABANDONED_AFTER = 2.0  # seconds an unheld file must be old before its owner's sweep removes it
 
 
 @dataclass(frozen=True)
@@ -130,15 +132,21 @@ def read_live(path: Path) -> tuple[SharedFile, dict] | None:
         os.close(fd)
 
 
+def abandoned(fd: int) -> bool:
+    """Whether a file nobody holds now was left long ago: not one whose maker is about to lock it (a file
+    is made, then locked: a moment when it is there unheld)."""
+    return time.time() - os.fstat(fd).st_mtime > ABANDONED_AFTER
+
+
 def remove_if_unheld(path: Path, uid: int) -> bool:
-    """Remove `path`, a file of user `uid` that nobody holds (its writer died), checked under a lock of
-    our own so a live one is never removed."""
+    """Remove `path`, a file of user `uid` that nobody holds and was abandoned (its writer died), checked
+    under a lock of our own so a live one is never removed."""
     opened = open_checked(path)
     if opened is None:
         return False
     fd, shared = opened
     try:
-        if shared.uid != uid:
+        if shared.uid != uid or not abandoned(fd):
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..inventory import Gpu
-from .host_files import HeldFile, listing, open_checked, read_live, read_object
+from .host_files import HeldFile, abandoned, listing, open_checked, read_live, read_object
 from .paths import private_dir
 
 PUBLIC = ("user", "since", "idle_since")  # what a lease file tells every user
@@ -163,6 +163,8 @@ class LeaseDirectory:
                     if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                         continue  # held: alive
                     raise
+                if not abandoned(fd):
+                    continue  # being made (made, then locked) or let go this instant
                 found.append((shared.path, os.fstat(fd).st_mtime, {**(read_object(fd) or {}),
                                                                    **self._sidecar_of(name)}))
             finally:

@@ -240,7 +240,7 @@ class Scheduler(GpuScheduler):
         if used >= self.monthly_hours:
             resets = datetime.fromtimestamp(next_month_start(time.time())).strftime("%Y-%m-%d %H:%M")
             raise GpuBudgetExceeded(
-                f"{self.user} has used {used:.2f} of {self.monthly_hours:g} GPU-hours this month "
+                f"{self.user} has used {used:.3g} of {self.monthly_hours:g} GPU-hours this month "
                 f"(monthly_gpu_hours); new GPU requests are refused until the budget resets on {resets}. "
                 "Running work goes on. Ask the admin for more, or run this without a GPU.")
 
