@@ -189,13 +189,24 @@ def _make_folders(root: Path, gid: int, done: list[str]) -> int:
     return fd
 
 
-def _write_settings(fd_dir: int, root: Path, given: dict, done: list[str]) -> dict:
+def _write_settings(fd_dir: int, root: Path, given: dict, done: list[str]) -> dict | str:
+    """The settings now in force (merged with `given`, written when they changed), or what is wrong with the
+    file there when nothing was given to write (with settings given, that stops the set-up)."""
     path = root / SETTINGS
-    existing = _read_existing(fd_dir, path)
+    try:
+        existing = _read_existing(fd_dir, path)
+    except SetupError as exc:
+        if given:
+            raise
+        return str(exc)
     if given:
         merged = _merge(existing, given)
         if merged != existing:
-            temp = f".{SETTINGS}.{os.getpid()}"
+            temp = f".{SETTINGS}.new"
+            try:
+                os.unlink(temp, dir_fd=fd_dir)  # left by a run that was killed; only root writes here
+            except FileNotFoundError:
+                pass
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, SETTINGS_MODE,
                          dir_fd=fd_dir)
             try:
@@ -244,8 +255,7 @@ def _add_users(names: list[str], group: str, gid: int, done: list[str]) -> list[
     for name in names:
         entry = pwd.getpwnam(name)
         if entry.pw_gid == gid or name in grp.getgrgid(gid).gr_mem:
-            done.append(f"{name} is already in the group {group}")
-            continue
+            continue  # already in it
         ran = subprocess.run(["usermod", "-aG", group, name], capture_output=True, text=True)
         if ran.returncode != 0:
             raise SetupError(f"usermod could not add {name} to {group}: {(ran.stderr or ran.stdout).strip()}")
@@ -289,13 +299,17 @@ def host_setup(args) -> list[str]:
     return done + _next_steps(root, group, gid, added, settings, bool(done))
 
 
-def _next_steps(root: Path, group: str, gid: int, added: list[str], settings: dict, changed: bool) -> list[str]:
+def _next_steps(root: Path, group: str, gid: int, added: list[str], settings: dict | str,
+                changed: bool) -> list[str]:
     members = sorted(set(grp.getgrgid(gid).gr_mem) | {p.pw_name for p in pwd.getpwall() if p.pw_gid == gid})
     lines = [] if changed else [f"{root} was already set up: nothing to change"]
     lines.append(f"{root} holds the GPU leases, the queue and the usage log of every member of the group {group} "
                  f"({', '.join(members) or 'none yet: add them with --add-user NAME'})")
-    lines.append(f"settings for everyone ({root / SETTINGS}): "
-                 + (json.dumps(settings, sort_keys=True) if settings else "none (no cap, no budget, no prices)"))
+    if isinstance(settings, str):
+        lines.append(f"WARNING: {settings}; until then servers use no settings (no cap, no budget, no prices)")
+    else:
+        lines.append(f"settings for everyone ({root / SETTINGS}): "
+                     + (json.dumps(settings, sort_keys=True) if settings else "none (no cap, no budget, no prices)"))
     if added:
         lines.append(f"{', '.join(added)}: log in again (a new login session) to be in the group {group}")
     lines.append("Each user: restart your Jupyter servers (and `cellhop serve`) so they share this folder; "

@@ -15,24 +15,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from ..inventory import SIMULATED_HINT
+from .doctor_finding import Finding
 
 NAMESPACE_FIX = ("bubblewrap needs the kernel to allow namespaces for this user: on Debian "
                  "`sysctl kernel.unprivileged_userns_clone=1`, on Ubuntu 24.04 "
                  "`sysctl kernel.apparmor_restrict_unprivileged_userns=0`, and `user.max_user_namespaces` above 0; "
                  "in a Docker container run it with `--security-opt seccomp=unconfined --security-opt "
                  "apparmor=unconfined` (or as a VM)")
-
-
-@dataclass
-class Finding:
-    name: str
-    ok: bool
-    detail: str
-    fix: str = ""
-    essential: bool = False
 
 
 def _run(argv: list[str], timeout: float = 30) -> tuple[int, str]:

@@ -10,7 +10,7 @@ import grp
 import os
 from pathlib import Path
 
-from .doctor import Finding
+from .doctor_finding import Finding
 from .host_dir import SETTINGS, SHARED_FOLDERS, SYSTEM_HOST_DIR, HostSettings, read_settings, stricter, unusable
 from .leases import user_name
 

@@ -132,9 +132,19 @@ def test_running_it_again_fixes_permissions_merges_settings_and_keeps_data(site)
     third = _setup("--dir", str(host))
     assert third.returncode == 0 and f"fixed {host}/settings.json: mode 0666 -> 0644" in third.stdout, third.stdout
     assert read_settings(host / "settings.json").gpu_prices == {"H100": 2.5, "A10G": 0.8}
-    fourth = _setup("--dir", str(host))
+    fourth = _setup("--dir", str(host), "--add-user", member.name)  # already a member
     assert fourth.returncode == 0 and "was already set up: nothing to change" in fourth.stdout, fourth.stdout
     assert kept.exists()
+
+    # The admin's file, broken by hand: never overwritten; said with the folders still repaired.
+    (host / "settings.json").write_text('{"max_gpus_per_user": "two"}')
+    (host / "grants").chmod(0o755)
+    broken = _setup("--dir", str(host))
+    assert broken.returncode == 0 and f"fixed {host}/grants/: mode 0755 -> 1770" in broken.stdout, broken.stdout
+    assert "WARNING" in broken.stdout and "max_gpus_per_user must be a whole number" in broken.stdout, broken.stdout
+    refused = _setup("--dir", str(host), "--max-gpus-per-user", "1")
+    assert refused.returncode == 1 and "holds invalid settings" in refused.stderr, refused.stderr
+    assert (host / "settings.json").read_text() == '{"max_gpus_per_user": "two"}'
 
 
 def test_it_refuses_a_symlink_a_folder_of_another_user_bad_values_and_non_root(base):

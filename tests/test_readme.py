@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import tomllib
 from pathlib import Path
@@ -191,6 +192,46 @@ def test_the_test_suite_block():
     assert re.search(r"\d+ tests collected", collected.stdout), collected.stdout[-1000:]
 
 
+def test_the_host_setup_block():
+    """Run as written, as root, with two changes that keep this host's own set-up alone: the folder and the
+    group are ones this test makes (`--dir`, `--group` appended) and alice and bob are users it makes."""
+    from unix_users import can_make_users, make_user, remove_group, remove_user
+
+    from cellhop.server_ext.host_dir import read_settings, unusable
+
+    [block] = [b for b in _blocks("bash") if "host-setup" in b]
+    [argv] = _commands(block)
+    assert argv[:3] == ["sudo", "cellhop", "host-setup"] and not {"--dir", "--group"} & set(argv), argv
+    if can_make_users():
+        pytest.skip(can_make_users())
+    names = [argv[i + 1] for i, a in enumerate(argv) if a == "--add-user"]
+    users = {name: make_user() for name in names}
+    group = f"chg{os.urandom(3).hex()}"
+    base = Path(tempfile.mkdtemp(prefix="cellhop-readme-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        args = [users[a].name if a in users else a for a in argv[3:]]
+        done = subprocess.run([sys.executable, "-m", "cellhop.server_ext.cli", "host-setup", *args,
+                               "--dir", str(base / "host"), "--group", group],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        for user in users.values():
+            assert f"added {user.name} to the group {group}" in done.stdout, done.stdout
+        settings = read_settings(base / "host" / "settings.json")
+        assert settings.problem is None, settings.problem
+        said = dict(zip(argv[3::2], argv[4::2]))  # every option here takes a value
+        assert settings.max_gpus_per_user == int(said["--max-gpus-per-user"])
+        assert settings.monthly_gpu_hours == float(said["--monthly-gpu-hours"])
+        prices = [argv[i + 1].split("=") for i, a in enumerate(argv) if a == "--price"]
+        assert settings.gpu_prices == {t: float(p) for t, p in prices}
+        assert unusable(base / "host") is None  # for root; tests/test_host_setup.py checks members
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        for user in users.values():
+            remove_user(user)
+        remove_group(group)
+
+
 def test_every_shell_block_is_checked():
-    known = [b for b in _blocks("bash") if "cellhop demo" in b or "pytest" in b]
+    known = [b for b in _blocks("bash") if "cellhop demo" in b or "pytest" in b or "host-setup" in b]
     assert known == _blocks("bash"), "a README shell block no test checks: add it to tests/test_readme.py"
