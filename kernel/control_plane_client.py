@@ -100,6 +100,11 @@ class ControlPlaneClient(ABC):
     def prune_images(self, unused_for: float | None = None) -> dict:
         """Remove layers no image uses (and images unused for `unused_for` seconds)."""
 
+    @abstractmethod
+    def usage(self) -> dict:
+        """This user's GPU-hours and their cost, today and this month, its budget, cap and latest leases
+        (server_ext/usage_view.py has the shape)."""
+
     # -- endpoints (kernel/endpoint.py): served by a Jupyter server with cellhop only ------------------
     def deploy_endpoint(self, name: str, code: bytes, spec: dict) -> dict:
         """Store and serve `code` (a function's cloudpickle bytes) as endpoint `name`; its view, with `url`."""

@@ -84,6 +84,11 @@ class EmbeddedControlPlane(ControlPlaneClient):
     def containers(self) -> list[dict]:
         return self.control_plane.containers_view()
 
+    def usage(self) -> dict:
+        from ..server_ext.usage_view import usage_view
+
+        return usage_view(self.control_plane)
+
     def subscribe(self, listener, metrics_interval: float | None = None, paused: bool = False):
         return self.control_plane.subscribe(listener, metrics_interval, paused)
 

@@ -191,6 +191,9 @@ class HttpControlPlane(ControlPlaneClient):
     def containers(self) -> list[dict]:
         return self.request("GET", "containers")["containers"]
 
+    def usage(self) -> dict:
+        return self.request("GET", "usage")
+
     def subscribe(self, listener, metrics_interval: float | None = None, paused: bool = False):
         from .event_stream_client import EventStreamSubscription
 

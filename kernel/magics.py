@@ -14,6 +14,7 @@ from ..spec_rules import MAX_CPUS, MAX_SECONDS, SpecError, parse_memory
 from .remote_cells import RemoteCells
 from .remote_debug import post_mortem_on_error
 from .run_spec import WORKDIR_MODES
+from .usage_text import describe_holder
 from .volume import mounts_of
 
 
@@ -121,6 +122,11 @@ def describe_standby(view: list[dict]) -> str:
     return ("Standby containers (started, no GPU until a request claims one): " + "; ".join(parts)) if parts else ""
 
 
+def idle_flags(control) -> dict[str, str]:
+    """container id -> why it is flagged as an idle GPU holder, for this control plane's containers."""
+    return {c["id"]: c["idle_holder"] for c in control.containers() if c.get("idle_holder")}
+
+
 def inventory_table(cells: RemoteCells) -> str:
     control = cells.control
     inv = control.inventory()
@@ -129,9 +135,10 @@ def inventory_table(cells: RemoteCells) -> str:
     if inv.gpus:
         title = "GPUs (simulated: no real GPU behind these)" if inv.simulated else "GPUs"
         lines.append(title)
+        flags = idle_flags(control) if any(w and "container" in w for w in holders.values()) else {}
         for g in inv.gpus:
             who = holders.get(g.uuid)
-            state = "free" if not who else f"held by {who.get('owner', '?')} (container {who.get('container', '?')})"
+            state = "free" if not who else describe_holder(who, flags)
             sim = " simulated" if g.simulated else ""
             node = f" on node {g.node}" if getattr(g, "node", None) else ""
             lines.append(f"  [{g.index}] {g.type:<10} {g.memory_total / 2**30:6.0f} GiB{sim}{node}  {state}")
@@ -177,6 +184,9 @@ class CellhopMagics(Magics):
               help="Show live metrics (GpuMonitor) of the GPUs this notebook's containers hold "
                    "(all GPUs when they hold none); with a container id (or a unique prefix, as a "
                    "%%%%remote cell's status line gives it), of that container's GPUs alone.")
+    @argument("--usage", action="store_true",
+              help="This user's GPU-hours today and this month, their cost (c.Cellhop.gpu_prices), the monthly "
+                   "budget, the per-user cap, and this user's idle GPU holders.")
     @argument("--terminal", nargs="?", const=True, default=None, metavar="CONTAINER",
               help="Open a JupyterLab terminal whose shell runs inside this notebook's %%%%remote container "
                    "(or the container with that id or unique prefix).")
@@ -190,6 +200,11 @@ class CellhopMagics(Magics):
             return terminal_for_notebook(self.cells, None if args.terminal is True else args.terminal)
         if args.monitor is not None:
             return self._monitor(None if args.monitor is True else args.monitor)
+        if args.usage:
+            from .usage_text import usage_text
+
+            print(usage_text(self.cells.control.usage()))
+            return None
         changes = {k: v for k, v in (("cpus", args.cpus), ("memory", args.memory), ("timeout", args.timeout),
                                      ("idle_timeout", args.idle_timeout)) if v is not None}
         if args.image is not None:

@@ -26,6 +26,7 @@ from .cell_names import is_user_name, names_read, parse
 from .cell_result import NO_RESULT, split_result
 from .container_pool import CELLS, ContainerPool, Lease
 from .control_plane_client import ControlPlaneClient
+from .gpu_prices import KernelPrices
 from .queue_status import QueueStatus
 from .remote_debug import remember
 from .remote_run import RemoteRun
@@ -66,6 +67,7 @@ class RemoteCells:
         self.pool = ContainerPool(control, sink, comm_proxies, owner=owner, pull=self.pull)
         self._built: dict[str, dict] = {}  # an image's build spec (JSON) -> what its build said
         self.landing = Landing(shell, sink, getattr(shell, "kernel", None))  # --async values, as runs finish
+        self.prices = KernelPrices(control)  # a cell's cost on its status line (asked once per kernel)
 
     @property
     def sessions(self) -> dict:
@@ -262,11 +264,13 @@ class RemoteCells:
             result = session.execute(job.code, job.packed, job.pull, job.parent, timeout=job.spec.timeout,
                                      input_fn=job.input_fn, policy=job.policy)
         except BaseException as error:
-            status.show(finished_text(session.container, time.monotonic() - t0, lease.started, failed=True),
-                        "failed")
+            ran = time.monotonic() - t0
+            status.show(finished_text(session.container, ran, lease.started, failed=True,
+                                      cost=self.prices.cost(session.container, ran)), "failed")
             remember(error, self, job.spec, session)  # %debug finds the container holding its frames
             raise
-        status.show(finished_text(session.container, result.seconds, lease.started), "done")
+        status.show(finished_text(session.container, result.seconds, lease.started,
+                                  cost=self.prices.cost(session.container, result.seconds)), "done")
         values, errors, value, display = split_result(result.values, result.errors, result.reply)
         if result_as_display and value is not NO_RESULT:
             display, value = result.reply.get("result"), NO_RESULT

@@ -78,7 +78,9 @@ def progress_text(event: dict, request: str) -> str:
     return f"{phase}…"
 
 
-def finished_text(container: dict, ran: float, started: float | None, failed: bool = False) -> str:
+def finished_text(container: dict, ran: float, started: float | None, failed: bool = False,
+                  cost: float | None = None) -> str:
+    """`cost`: what the cell's GPU time cost at the prices set (None: no price, nothing said)."""
     parts = [f"{'✗ failed' if failed else '✓ ran'} on container {container['id']}", describe_gpus(container)]
     queued = container.get("queued_seconds")
     if started is not None:
@@ -86,5 +88,9 @@ def finished_text(container: dict, ran: float, started: float | None, failed: bo
             parts.append(f"queued {queued:.1f} s")
         parts.append(f"started in {started:.2f} s")
     parts.append(f"ran {ran:.2f} s")
+    if cost is not None:
+        from .usage_text import money
+
+        parts.append(f"cost {money(cost)}")
     parts.append(time.strftime("at %H:%M:%S"))
     return " · ".join(parts)

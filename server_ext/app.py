@@ -25,7 +25,7 @@ def _api_modules():
     from importlib import import_module
 
     modules = []
-    for name in ("containers", "events", "images", "volumes", "secrets", "endpoints", "runs", "exec"):
+    for name in ("containers", "events", "images", "volumes", "secrets", "endpoints", "runs", "exec", "usage"):
         try:
             modules.append(import_module(f"{__package__}.api.{name}"))
         except ModuleNotFoundError as exc:

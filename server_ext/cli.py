@@ -150,7 +150,8 @@ def jupyter_main(argv: list[str] | None = None) -> int:
 _EXTRA_COMMANDS: dict = {"volume": "cli_storage", "secret": "cli_storage", "kernelspec": "cli_kernelspec",
                          "doctor": "doctor", "host-setup": "cli_host_setup", "endpoint": "cli_endpoint",
                          "exec": "cli_exec", "shell": "cli_exec", "logs": "cli_exec",
-                         "run": "cli_runs", "runs": "cli_runs", "schedule": "cli_runs", "schedules": "cli_runs"}
+                         "run": "cli_runs", "runs": "cli_runs", "schedule": "cli_runs", "schedules": "cli_runs",
+                         "usage": "cli_usage"}
 
 
 if __name__ == "__main__":

@@ -187,6 +187,17 @@ class Cellhop(Configurable):
         "status line of %%remote cells (the host folder's settings.json may set them for everyone). None by default.",
     ).tag(config=True)
 
+    @validate("gpu_prices")
+    def _gpu_prices(self, proposal):  # a bad price is said at start, not when a view first adds it up
+        from traitlets import TraitError
+
+        from .host_dir import check_prices
+
+        try:
+            return check_prices(proposal["value"])
+        except ValueError as exc:
+            raise TraitError(f"c.Cellhop.{exc}, e.g. c.Cellhop.gpu_prices = {{'H100': 2.5}}") from None
+
     usage_sample_interval = Float(
         10.0, help="Seconds between the GPU metric samples that measure how busy each lease's GPUs are.",
     ).tag(config=True)
