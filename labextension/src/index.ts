@@ -85,6 +85,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
       },
       notify: message => void Notification.error(message, { autoClose: 8000 }),
+      warn: message => void Notification.warning(message, { autoClose: 15000 }),
       confirm: async (title, body, accept) => {
         const result = await showDialog({
           title,

@@ -1,6 +1,6 @@
 /**
- * The left-sidebar panel: GPUs, Containers, Images, Volumes, Secrets, Runs, Schedules (runs.ts), Endpoints
- * (endpoints.ts).
+ * The left-sidebar panel: GPUs (their rows: gpuview.ts), Containers, Usage (usageview.ts), Images, Volumes,
+ * Secrets, Runs, Schedules (runs.ts), Endpoints (endpoints.ts).
  *
  * Data comes from one event stream (hello, container and metrics events) and, for
  * images, volumes and secrets, their REST routes (Volumes and Secrets are their own views:
@@ -11,14 +11,16 @@
 import { Widget } from '@lumino/widgets';
 
 import { CellhopApi, CellhopApiError } from './api';
-import { Attrs, h } from './dom';
+import { h } from './dom';
 import { EndpointsView } from './endpoints';
-import { describeItem, formatAge, formatBytes, formatReading, itemName, sparklineArea, sparklinePath } from './format';
+import { describeItem, formatAge, itemName } from './format';
+import { gpuRowNode } from './gpuview';
 import { SecretsView } from './secrets';
 import { RunsView, SchedulesView } from './runs';
-import { ContainerRow, DashboardState, GpuRow, SessionInfo } from './state';
+import { ContainerRow, DashboardState, SessionInfo } from './state';
 import { EventStream, StreamStatus } from './stream';
 import { CellhopEvent, Container, ContainerEvent, EndpointEvent } from './types';
+import { UsageView } from './usageview';
 import { StorageOptions, VolumesView } from './volumes';
 
 export interface PanelOptions {
@@ -31,6 +33,8 @@ export interface PanelOptions {
   /** A JupyterLab terminal whose shell runs inside the container. */
   openTerminal?: (id: string) => void;
   notify: (message: string) => void;
+  /** A warning for the user (a container of theirs flagged as an idle GPU holder). */
+  warn?: (message: string) => void;
   confirm: StorageOptions['confirm'];
   prompt: StorageOptions['prompt'];
   /**
@@ -41,21 +45,6 @@ export interface PanelOptions {
 }
 
 const INTERVALS = [0.5, 1, 2, 5, 10];
-const SPARK_W = 120;
-const SPARK_H = 28;
-/** Samples a sparkline spans at least (fewer fill the width sooner: never a mark of a pixel or two). */
-const SPARK_MIN_SPAN = 20;
-
-function svg(tag: string, attrs: Attrs): SVGElement {
-  const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v !== null && v !== undefined) {
-      el.setAttribute(k, String(v));
-    }
-  }
-  return el;
-}
-
 export class CellhopPanel extends Widget {
   constructor(options: PanelOptions) {
     super();
@@ -82,6 +71,13 @@ export class CellhopPanel extends Widget {
     this.runs = new RunsView(storage);
     this.schedules = new SchedulesView(storage);
     this.endpoints = new EndpointsView(storage);
+    this.usage = new UsageView({
+      api: options.api,
+      containers: () => this.state.containers.values(),
+      visible: () => this.isVisible,
+      warn: options.warn,
+      onTick: () => void this.refreshGpus()
+    });
 
     this.node.append(
       h(
@@ -95,6 +91,7 @@ export class CellhopPanel extends Widget {
       ),
       this.section('GPUs', 'gpus', this.gpusBody),
       this.section('Containers', 'containers', this.containersBody),
+      this.section('Usage', 'usage', this.usage.node, () => void this.usage.refresh()),
       this.section('Images', 'images', this.imagesBody, () => this.refreshList('images')),
       this.section('Volumes', 'volumes', this.volumes.node, () => void this.volumes.refresh()),
       this.section('Secrets', 'secrets', this.secrets.node, () => void this.secrets.refresh()),
@@ -120,6 +117,7 @@ export class CellhopPanel extends Widget {
   readonly runs: RunsView;
   readonly schedules: SchedulesView;
   readonly endpoints: EndpointsView;
+  readonly usage: UsageView;
   readonly stream: EventStream;
 
   /** The user's pause (the panel also stops metrics while hidden). */
@@ -130,6 +128,7 @@ export class CellhopPanel extends Widget {
       return;
     }
     window.clearInterval(this.ageTimer);
+    this.usage.dispose();
     this.stream.dispose();
     super.dispose();
   }
@@ -193,6 +192,17 @@ export class CellhopPanel extends Widget {
     void this.runs.refresh();
     void this.schedules.refresh();
     void this.endpoints.refresh();
+    void this.usage.refresh();
+  }
+
+  /** Re-read GET gpus: another user's leases change with no event here. */
+  private async refreshGpus(): Promise<void> {
+    try {
+      this.state.setInventory(await this.options.api.gpus());
+      this.renderGpus();
+    } catch {
+      // the event stream says when the server is away
+    }
   }
 
   protected onAfterHide(): void {
@@ -232,6 +242,7 @@ export class CellhopPanel extends Widget {
     if (event.type === 'hello') {
       this.runs.refreshSoon(); // (re)connected: runs that ended while the stream was away
       this.endpoints.refreshSoon();
+      this.usage.refreshSoon();
     }
     if (!this.state.apply(event)) {
       if (event.type === 'run') {
@@ -250,6 +261,7 @@ export class CellhopPanel extends Widget {
     }
     if (event.type !== 'metrics') {
       this.renderContainers();
+      this.usage.containersChanged();
     }
     this.renderGpus();
   }
@@ -280,7 +292,7 @@ export class CellhopPanel extends Widget {
       ...new Set(
         this.state
           .gpuRows(this.options.sessions())
-          .filter(r => r.holderContainer && (types.has(r.type) || types.has('any')))
+          .filter(r => r.held && (types.has(r.type) || types.has('any')))
           .map(r => r.holder)
       )
     ];
@@ -327,76 +339,10 @@ export class CellhopPanel extends Widget {
           h('div', { className: 'jp-CellhopPanel-node', 'data-node': group.node, title: 'Ray node' }, `node ${group.node}`)
         );
       }
-      children.push(...group.rows.map(row => this.gpuRow(row)));
+      const span = Math.max(2, Math.round(this.state.historySeconds / (this.stream.interval || 1)));
+      children.push(...group.rows.map(row => gpuRowNode(row, span)));
     }
     this.gpusBody.replaceChildren(...children);
-  }
-
-  private gpuRow(row: GpuRow): HTMLElement {
-    const memFraction = row.memoryUsed !== null && row.memoryTotal ? row.memoryUsed / row.memoryTotal : null;
-    const readings = [
-      row.powerW !== null ? formatReading(row.powerW, ' W') : null,
-      row.temperatureC !== null ? formatReading(row.temperatureC, ' °C') : null
-    ].filter(Boolean);
-    return h(
-      'div',
-      {
-        className: 'jp-CellhopPanel-gpu',
-        'data-uuid': row.uuid,
-        'data-node': row.node,
-        'data-held': String(Boolean(row.holderContainer))
-      },
-      h(
-        'div',
-        { className: 'jp-CellhopPanel-gpuTitle' },
-        h('span', { className: 'jp-CellhopPanel-gpuName' }, `[${row.index}] ${row.type}`),
-        row.simulated && h('span', { className: 'jp-CellhopPanel-badge', title: 'No real GPU behind this row' }, 'simulated'),
-        h('span', { className: 'jp-CellhopPanel-holder', title: row.holderTitle }, row.holder)
-      ),
-      this.meter(
-        'util',
-        row.utilization !== null ? row.utilization / 100 : null,
-        formatReading(row.utilization, '%'),
-        row.history.utilization,
-        100
-      ),
-      this.meter(
-        'mem',
-        memFraction,
-        `${formatBytes(row.memoryUsed)} / ${formatBytes(row.memoryTotal)}`,
-        row.history.memory,
-        1
-      ),
-      readings.length ? h('div', { className: 'jp-CellhopPanel-readings' }, readings.join(' · ')) : null
-    );
-  }
-
-  private meter(kind: string, fraction: number | null, text: string, history: (number | null)[], max: number): HTMLElement {
-    const bar = h('div', { className: 'jp-CellhopPanel-barFill' });
-    bar.style.width = `${Math.round(Math.min(1, Math.max(0, fraction ?? 0)) * 100)}%`;
-    const spark = svg('svg', {
-      class: 'jp-CellhopPanel-spark',
-      width: SPARK_W,
-      height: SPARK_H,
-      viewBox: `0 0 ${SPARK_W} ${SPARK_H}`,
-      preserveAspectRatio: 'none'
-    });
-    const full = Math.max(2, Math.round(this.state.historySeconds / (this.stream.interval || 1)));
-    const span = Math.min(full, Math.max(history.length, SPARK_MIN_SPAN));
-    const inner = SPARK_H - 3; // the line stays whole at 0 and at the top
-    const area = svg('path', { class: 'jp-CellhopPanel-sparkArea', d: sparklineArea(history, SPARK_W, inner, max, span) });
-    const line = svg('path', { class: 'jp-CellhopPanel-sparkLine', d: sparklinePath(history, SPARK_W, inner, max, span) });
-    const g = svg('g', { transform: 'translate(0 1.5)' });
-    g.append(area, line);
-    spark.append(g);
-    return h(
-      'div',
-      { className: `jp-CellhopPanel-meter jp-CellhopPanel-${kind}` },
-      h('span', { className: 'jp-CellhopPanel-meterLabel' }, kind === 'util' ? 'util' : 'mem'),
-      h('div', { className: 'jp-CellhopPanel-bar', role: 'meter' }, bar),
-      h('span', { className: 'jp-CellhopPanel-meterValue', 'data-value': kind }, text),
-      spark as unknown as HTMLElement
-    );
   }
 
   renderContainers(agesOnly = false): void {
@@ -467,7 +413,9 @@ export class CellhopPanel extends Widget {
         { className: 'jp-CellhopPanel-containerTitle' },
         h('span', { className: 'jp-CellhopPanel-containerId', title: row.id }, row.id.slice(0, 8)),
         h('span', { className: 'jp-CellhopPanel-phase', 'data-phase': row.phase }, row.phase),
-        h('span', { className: 'jp-CellhopPanel-containerGpus' }, row.gpus)
+        h('span', { className: 'jp-CellhopPanel-containerGpus' }, row.gpus),
+        row.idleHolder &&
+          h('span', { className: 'jp-CellhopPanel-badge jp-mod-idleHolder', 'data-badge': 'idle-holder', title: row.idleHolder }, 'idle GPU holder')
       ),
       h(
         'div',
@@ -477,9 +425,12 @@ export class CellhopPanel extends Widget {
         h('span', { className: 'jp-CellhopPanel-age', title: 'age' }, formatAge(row.ageSeconds)),
         ' · ',
         h('span', { className: 'jp-CellhopPanel-owner', title: row.owner }, row.notebook ?? row.owner),
+        row.busy ? ' · ' : null,
+        row.busy ? h('span', { className: 'jp-CellhopPanel-busy', title: 'mean GPU use so far' }, row.busy) : null,
         row.node ? ' · ' : null,
         row.node ? h('span', { className: 'jp-CellhopPanel-containerNode', title: 'Ray node' }, `node ${row.node}`) : null
       ),
+      row.idleHolder ? h('div', { className: 'jp-CellhopPanel-idleHolder' }, row.idleHolder) : null,
       row.exit ? h('div', { className: 'jp-CellhopPanel-exit', 'data-failed': String(row.failed) }, row.exit) : null,
       h('div', { className: 'jp-CellhopPanel-actions' }, stop, logs, this.options.openTerminal ? terminal : null)
     );

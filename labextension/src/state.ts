@@ -14,6 +14,7 @@ import {
   MetricsEvent,
   Sample
 } from './types';
+import { describeBusy, isOtherUser, otherUserText } from './usage';
 
 /** Phases in which a container holds its GPUs. */
 const HOLDING: ReadonlySet<string> = new Set(['starting', 'ready', 'stopping']);
@@ -36,6 +37,10 @@ export interface GpuRow {
   /** The same in full, for a tooltip: notebook, kernel, what and which container. */
   holderTitle: string;
   holderContainer: string | null;
+  /** Whether anyone holds it (this user's container, or another Unix user). */
+  held: boolean;
+  /** The other Unix user holding it; null when free or this user's own. */
+  otherUser: string | null;
   utilization: number | null;
   memoryUsed: number | null;
   memoryTotal: number;
@@ -67,6 +72,10 @@ export interface ContainerRow {
    * scaledown or a clean exit is a normal end. */
   failed: boolean;
   stoppable: boolean;
+  /** Why it is flagged as an idle GPU holder (a live container only); null if not. */
+  idleHolder: string | null;
+  /** Its GPUs' mean use so far ("2% busy"); null where none was measured. */
+  busy: string | null;
 }
 
 /** A running session of this server: the kernel id and the path of its notebook. */
@@ -202,7 +211,7 @@ export class DashboardState {
   }
 
   /** One row per GPU, by node (GPUs without one first), then index (indices count per node). */
-  gpuRows(sessions: SessionInfo[] = []): GpuRow[] {
+  gpuRows(sessions: SessionInfo[] = [], now = Date.now() / 1000): GpuRow[] {
     const gpus = [...(this.inventory?.gpus ?? [])].sort(
       (a, b) => compareNodes(a.node || '', b.node || '') || a.index - b.index
     );
@@ -214,9 +223,11 @@ export class DashboardState {
         type: gpu.type,
         simulated: Boolean(gpu.simulated),
         node: gpu.node || null,
-        holder: holderText(gpu, this.containers, sessions),
-        holderTitle: holderTitle(gpu, this.containers, sessions),
-        holderContainer: gpu.holder?.container ?? null,
+        holder: holderText(gpu, this.containers, sessions, now),
+        holderTitle: holderTitle(gpu, this.containers, sessions, now),
+        holderContainer: gpu.holder?.container || null,
+        held: Boolean(gpu.holder),
+        otherUser: isOtherUser(gpu.holder) ? gpu.holder.user : null,
         utilization: s?.utilization ?? null,
         memoryUsed: s?.memory_used ?? null,
         memoryTotal: s?.memory_total ?? gpu.memory_total,
@@ -276,6 +287,8 @@ export class DashboardState {
       exit: c.exit ? c.exit.description : null,
       failed: exitFailed(c.exit),
       stoppable: c.phase !== 'exited' && c.phase !== 'stopping',
+      idleHolder: c.phase !== 'exited' && c.idle_holder ? c.idle_holder : null,
+      busy: c.phase !== 'exited' && (c.gpus ?? []).length ? describeBusy(c.gpu_busy) : null,
       created: c.created
     }));
     rows.sort((a, b) => Number(b.stoppable) - Number(a.stoppable) || b.created - a.created);
@@ -309,25 +322,42 @@ export function nodeOf(c: Container): string | null {
 }
 
 /** Who holds a GPU, in words: its notebook (when a session of this server has it) or its owner, then
- * what holds it. */
-export function holderText(gpu: Gpu, containers: Map<string, Container>, sessions: SessionInfo[] = []): string {
+ * what holds it; another Unix user's GPU by that user, since when and whether idle (usage.ts). */
+export function holderText(
+  gpu: Gpu,
+  containers: Map<string, Container>,
+  sessions: SessionInfo[] = [],
+  now = Date.now() / 1000
+): string {
   if (!gpu.holder) {
     return 'free';
   }
+  if (isOtherUser(gpu.holder)) {
+    return otherUserText(gpu.holder, now);
+  }
   const { owner, container } = gpu.holder;
-  const label = containers.get(container)?.label;
+  const label = container ? containers.get(container)?.label : undefined;
   const who = notebookOf(owner, sessions) ?? (owner || 'someone');
-  return `${who} · ${label ? label + ' ' : ''}${container ? container.slice(0, 8) : ''}`.trim();
+  const what = `${label ? label + ' ' : ''}${container ? container.slice(0, 8) : ''}`.trim();
+  return what ? `${who} · ${what}` : who;
 }
 
 /** The holder in full, for a tooltip ("free" when nobody holds it). */
-export function holderTitle(gpu: Gpu, containers: Map<string, Container>, sessions: SessionInfo[] = []): string {
+export function holderTitle(
+  gpu: Gpu,
+  containers: Map<string, Container>,
+  sessions: SessionInfo[] = [],
+  now = Date.now() / 1000
+): string {
   if (!gpu.holder) {
     return 'free';
   }
+  if (isOtherUser(gpu.holder)) {
+    return `held by another user: ${otherUserText(gpu.holder, now)}`;
+  }
   const { owner, container } = gpu.holder;
   const notebook = notebookOf(owner, sessions);
-  const label = containers.get(container)?.label;
+  const label = container ? containers.get(container)?.label : undefined;
   return [
     `held by ${notebook ? `${notebook} (${owner})` : owner || 'someone'}`,
     label || null,

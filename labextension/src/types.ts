@@ -2,9 +2,19 @@
  * The shapes of cellhop's control plane API (docs/api.md), as the panel reads them.
  */
 
+/**
+ * Who holds a GPU. This user's own lease: all its holder wrote (owner, container, ...). Another Unix
+ * user's (issue 20): only `user`, `since`, `idle_since` and `owner` ("user NAME"), never a container.
+ */
 export interface Holder {
   owner: string;
-  container: string;
+  container?: string;
+  /** The Unix user holding it. */
+  user?: string;
+  /** Since when (epoch seconds). */
+  since?: number | null;
+  /** Since when its container has been idle (epoch seconds); null while it works. */
+  idle_since?: number | null;
 }
 
 export interface Gpu {
@@ -74,6 +84,10 @@ export interface Container {
   volumes?: unknown[];
   /** `GET containers` (and hello): seconds a ready container has been idle; null while it works. */
   idle_seconds?: number | null;
+  /** Mean GPU use (0..1) of its GPUs so far; null where no metric was sampled. */
+  gpu_busy?: number | null;
+  /** Why it is flagged as holding GPUs it hardly uses ("held H100 for 1.0 h at 2% busy ..."); null if not. */
+  idle_holder?: string | null;
 }
 
 /** One GPU's reading; a reading the card does not give is left out. */
