@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..container import ContainerSpec, ExitStatus, Phase
-from ..errors import ContainerFailedToStart, ContainerNotFound, ContainerStartError, ContainerStopped, QueueCancelled
+from ..errors import ContainerNotFound, ContainerStartError, ContainerStopped, QueueCancelled
 from ..inventory import Inventory
 from ..spec_rules import check_seconds, parse_memory
 from . import file_tree
@@ -31,6 +31,7 @@ from .container_storage import ContainerStorage
 from .gpu_inventory import load_inventory
 from .gpu_yield import yield_idle_gpus
 from .kernel_activity import KernelActivity
+from .kernel_ready import wait_until_ready
 from .log_view import read_log
 from .owners import owner_gone
 from .paths import private_dir, runtime_dir
@@ -222,7 +223,7 @@ class ContainerManager:
             if stopped:  # stop() came while the process was being launched: it may not have seen it
                 raise (self._stopped_while(container, "starting") if what == "start" else
                        ContainerStartError(f"container {container.id} was stopped while restarting"))
-            self._wait_ready(container)
+            wait_until_ready(container, self.runtime, self.activity, self.config.start_timeout)
         except BaseException as exc:
             if container.phase == Phase.EXITED:  # already recorded (a stop): kill what the launch made
                 self.runtime.kill(container)
@@ -239,51 +240,6 @@ class ContainerManager:
     def _queued(self, container: Container, position: int) -> None:
         container.queue_position = position
         self._emit(container, queue_position=position)
-
-    def _wait_ready(self, container: Container) -> None:
-        from ..wire import KernelConnection
-
-        deadline = time.monotonic() + self.config.start_timeout
-        conn = KernelConnection(container.connection_info, channels=("shell",))
-        activity = self.activity.watch(container.id, container.connection_info)
-        replied = False
-        try:
-            msg_id = conn.send("shell", "kernel_info_request", {})
-            resend = time.monotonic() + 1.0
-            while True:
-                reply = conn.recv("shell", timeout=0.02)
-                if reply is not None and reply.parent_id == msg_id and not replied:
-                    replied = True
-                    resend = min(resend, time.monotonic() + 0.1)
-                if replied and activity.confirmed(timeout=0.02):  # its status messages reach us too
-                    self.activity.adopt(activity)
-                    activity = None
-                    return
-                status = self.runtime.poll(container)
-                if status is not None:
-                    tail = read_log(self.runtime, container, tail=15, max_bytes=8192).rstrip()
-                    spec = container.spec
-                    # what the spec chose (its interpreter, image, variables) may not run: the caller's to fix
-                    kind = ContainerFailedToStart if spec.python or spec.image or spec.env else ContainerStartError
-                    raise kind(
-                        f"container {container.id} died while starting: {status.describe()}"
-                        + (". Check the spec's interpreter ('python'), image and environment; the log's end "
-                           "says why" if kind is ContainerFailedToStart else "")
-                        + (f"\n--- container log ---\n{tail}" if tail else ""))
-                now = time.monotonic()
-                if now > deadline:
-                    raise ContainerStartError(
-                        f"container {container.id} was not ready within {self.config.start_timeout:.0f} s "
-                        "(phase: starting; the kernel did not answer kernel_info_request). "
-                        "Raise c.Cellhop.start_timeout if the host is slow.")
-                if now > resend:  # once it answered, asking again makes it publish its status again
-                    msg_id = conn.send("shell", "kernel_info_request", {})
-                    resend = now + (0.2 if replied else 1.0)
-                    replied = False
-        finally:
-            conn.close()
-            if activity is not None:
-                activity.close()
 
     def get(self, container_id: str) -> Container:
         with self._lock:
@@ -506,4 +462,6 @@ class ContainerManager:
         for t in threads:
             t.join()
         self.runtime.close()
+        if hasattr(self.scheduler, "close"):  # its usage log and grant file
+            self.scheduler.close()
         self.storage.close()

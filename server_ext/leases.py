@@ -115,7 +115,7 @@ class LeaseDirectory:
         """Who holds `gpu`, or None when it is free: all its holder wrote for this user's own leases, the
         user, since when and since when idle for another user's."""
         for shared, public in self._live(gpu):
-            view = {"user": public.get("user") if isinstance(public.get("user"), str) else user_name(shared.uid),
+            view = {"user": user_name(shared.uid),  # its owner's name: never what the file says it is
                     "since": _number(public.get("since")), "idle_since": _number(public.get("idle_since"))}
             if shared.uid == self.uid:
                 private = self._sidecar_of(shared.path.name)

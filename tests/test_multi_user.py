@@ -36,18 +36,7 @@ pytestmark = [pytest.mark.timeout(300),
 
 
 def _set_up_host(root: Path, group: str, settings: dict | None = None) -> Path:
-    """What an admin does once (`cellhop host-setup`), with the test's own group and folder."""
-    import grp
-    if True:  # TEMPORARY until host-setup lands
-        root.mkdir(mode=0o755)
-        for name in ("leases", "queue", "grants", "usage"):
-            (root / name).mkdir()
-            os.chown(root / name, 0, grp.getgrnam(group).gr_gid)
-            os.chmod(root / name, 0o1770)
-        if settings:
-            (root / "settings.json").write_text(json.dumps(settings))
-            os.chmod(root / "settings.json", 0o644)
-        return root
+    """What an admin does once, with the test's own group and folder."""
     argv = [sys.executable, "-m", "cellhop.server_ext.cli", "host-setup", "--dir", str(root), "--group", group]
     for key, value in (settings or {}).items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
@@ -253,6 +242,11 @@ PLANT = textwrap.dedent("""
         fcntl.flock(fd, fcntl.LOCK_EX)
         held.append(fd)
     os.mkdir(os.path.join(leases, f"GPU-simulated-h100-0.{me}.iiii.lock"))
+    # a real lease of the second H100, saying it is the victim's
+    fd = os.open(os.path.join(leases, f"GPU-simulated-h100-1.{me}.jjjj.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(fd, json.dumps({"user": sys.argv[3], "since": 1, "idle_since": None}).encode())
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    held.append(fd)
     print("planted", flush=True)
     sys.stdin.readline()
 """)
@@ -261,14 +255,17 @@ PLANT = textwrap.dedent("""
 def test_files_planted_by_one_user_break_nothing_of_the_others_server(users, host):
     alice, bob, group = users
     _set_up_host(host, group)
-    planter = subprocess.Popen(as_user_argv(bob, [sys.executable, "-c", PLANT, str(host), str(alice.uid)]),
+    planter = subprocess.Popen(as_user_argv(bob, [sys.executable, "-c", PLANT, str(host), str(alice.uid),
+                                                  alice.name]),
                                env=user_env(bob), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                cwd=str(bob.home))
     try:
         assert planter.stdout.readline().strip() == "planted"
-        with UserServer(alice, host) as a:
+        with UserServer(alice, host, gpus="H100:2") as a:
             _, gpus = a.api("GET", "gpus")
             assert gpus["gpus"][0]["holder"] is None  # bob's garbage "leases" hold nothing
+            forged = gpus["gpus"][1]["holder"]  # his real lease is his, whatever it says
+            assert forged["user"] == bob.name and forged["owner"] == f"user {bob.name}", forged
             status, held = a.hold(queue_timeout=10)  # nor does his garbage ticket block her
             assert status == 201, held
             _, gpus = a.api("GET", "gpus")
