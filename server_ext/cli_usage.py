@@ -39,8 +39,9 @@ def _month_of(text: str | None) -> float | None:
 
 
 def idle_leases(leases_dir: Path, open_types: dict[str, str], idle_after: float, now: float) -> list[dict]:
-    """Every live lease (any user's) whose holder wrote that it has been idle for more than `idle_after` s:
-    {"user", "uid", "gpu", "gpu_type", "since", "idle_since", "idle_minutes"} (leases.PUBLIC fields)."""
+    """Every live lease (any user's) whose holder wrote that it has been idle for more than `idle_after` s,
+    or that it held its GPU at low use that long (flagged): {"user", "uid", "gpu", "gpu_type", "since",
+    "idle_since", "idle_minutes", "low_gpu_use"} (leases.PUBLIC fields)."""
     from .host_files import listing, read_live
     from .leases import user_name
 
@@ -51,13 +52,18 @@ def idle_leases(leases_dir: Path, open_types: dict[str, str], idle_after: float,
             continue
         shared, public = live
         idle_since = public.get("idle_since")
-        if isinstance(idle_since, bool) or not isinstance(idle_since, (int, float)) or now - idle_since <= idle_after:
+        if isinstance(idle_since, bool) or not isinstance(idle_since, (int, float)):
+            idle_since = None
+        flagged = public.get("idle_holder") is True  # busy under idle_holder_busy for idle_holder_after
+        if not flagged and (idle_since is None or now - idle_since <= idle_after):
             continue
         since = public.get("since")
         found.append({"user": user_name(shared.uid), "uid": shared.uid, "gpu": shared.subject,
                       "gpu_type": open_types.get(name, "?"),
                       "since": since if isinstance(since, (int, float)) and not isinstance(since, bool) else None,
-                      "idle_since": float(idle_since), "idle_minutes": (now - idle_since) / 60})
+                      "idle_since": None if idle_since is None else float(idle_since),
+                      "idle_minutes": 0.0 if idle_since is None else (now - idle_since) / 60,
+                      "low_gpu_use": flagged})
     return found
 
 
@@ -89,7 +95,7 @@ def _everyone(config, host, prices, month_of, now) -> dict:
     return {"host_wide": host.shared, "host_note": host.note, "prices": prices,
             "month_of": datetime.fromtimestamp(start).strftime("%Y-%m"), "start": start, "end": end,
             "users": per_user(uses, prices, start, end, now), "total": totals(uses, prices, start, end, now),
-            "idle_after": config.idle_holder_after,
+            "idle_after": config.idle_holder_after, "idle_busy": config.idle_holder_busy,
             "idle_holders": idle_leases(host.folder("leases"), open_types, config.idle_holder_after, now)}
 
 
@@ -117,8 +123,12 @@ def _print_everyone(report: dict) -> None:
     if not idle:
         print(f"Idle holders: none (no live lease idle for more than {report['idle_after'] / 60:.0f} min)")
     for lease in idle:
+        why = [f"idle for {lease['idle_minutes']:.0f} min"] if lease["idle_since"] is not None else []
+        if lease.get("low_gpu_use"):
+            why.append(f"GPU under {report.get('idle_busy', 0.05) * 100:.0f}% busy for "
+                       f"{report['idle_after'] / 60:.0f} min")
         print(f"Idle holder: {lease['user']} holds {lease['gpu_type']} {lease['gpu']} since "
-              f"{when(lease['since']) if lease['since'] else '?'}, idle for {lease['idle_minutes']:.0f} min")
+              f"{when(lease['since']) if lease['since'] else '?'}, {', '.join(why)}")
 
 
 def _usage(args) -> int:

@@ -30,7 +30,7 @@ from ..inventory import Gpu
 from .host_files import HeldFile, abandoned, listing, open_checked, read_live, read_object
 from .paths import private_dir
 
-PUBLIC = ("user", "since", "idle_since")  # what a lease file tells every user
+PUBLIC = ("user", "since", "idle_since", "idle_holder")  # what a lease file tells every user (and the admin)
 
 
 def user_name(uid: int | None = None) -> str:
@@ -65,6 +65,12 @@ class Lease:
             self.holder["idle_since"] = idle_since
             self._file.write({k: self.holder.get(k) for k in PUBLIC})
 
+    def note_idle_holder(self, flagged: bool) -> None:
+        """Say that its holder is an idle holder (usage_sampler.py), for the admin's `cellhop usage --all`."""
+        if self._file is not None and bool(self.holder.get("idle_holder")) != flagged:
+            self.holder["idle_holder"] = flagged
+            self._file.write({k: self.holder.get(k) for k in PUBLIC})
+
     def touch(self) -> None:
         """A sign of life (the file's mtime): a crashed holder's lease ends there in the usage log."""
         if self._file is not None:
@@ -94,7 +100,8 @@ class LeaseDirectory:
         """Take `gpu` now if nobody holds it; never waits."""
         if self._live(gpu):
             return None
-        holder = {**holder, "user": self.user, "since": holder.get("since", time.time()), "idle_since": None}
+        holder = {**holder, "user": self.user, "since": holder.get("since", time.time()), "idle_since": None,
+                  "idle_holder": False}
         mine = HeldFile(self.root, gpu.uuid, "lock", {k: holder[k] for k in PUBLIC})
         if self._live(gpu, besides=mine.name):
             mine.close()

@@ -101,6 +101,8 @@ class UsageSampler:
                                  f"(under {self.idle_busy * 100:.0f}%); stop it to let others have the GPU")
         log.warning("cellhop: container %s (%s) is an idle GPU holder: %s", container.id, container.spec.owner,
                     container.idle_holder)
+        for lease in container.allocation.leases:
+            lease.note_idle_holder(True)
         self.cp.manager.flag(container, idle_holder=container.idle_holder)
 
     def close(self) -> None:
