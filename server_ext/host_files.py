@@ -118,7 +118,9 @@ def is_locked(fd: int) -> bool:
 
 def read_live(path: Path) -> tuple[SharedFile, dict] | None:
     """(the file, what it holds) when `path` is a valid shared file whose writer holds it locked; None for a
-    file nobody holds (its writer is gone or let go) and for any file that is not valid."""
+    file nobody holds (its writer is gone or let go) and for any file that is not valid. The lock says it
+    lives, whatever it holds: content that does not read as a JSON object (one being written, or garbage)
+    is {} (a reader never takes a held lease for a free one)."""
     opened = open_checked(path)
     if opened is None:
         return None
@@ -126,8 +128,7 @@ def read_live(path: Path) -> tuple[SharedFile, dict] | None:
     try:
         if not is_locked(fd):
             return None
-        value = read_object(fd)
-        return None if value is None else (shared, value)
+        return shared, read_object(fd) or {}
     finally:
         os.close(fd)
 
@@ -177,7 +178,7 @@ class HeldFile:
                 raise
             break
         os.fchmod(fd, mode)  # whatever the umask
-        self.path, self.fd = path, fd
+        self.path, self.fd, self._size = path, fd, 0
         self.write(content)
 
     @property
@@ -185,11 +186,14 @@ class HeldFile:
         return self.path.name
 
     def write(self, content: dict) -> None:
+        """Rewrite it in place, never shorter (padded with blanks, which JSON ignores): a reader never finds
+        it cut between a write and a truncate."""
         data = json.dumps(content, separators=(",", ":")).encode()
         if len(data) > MAX_BYTES:
             raise ValueError(f"a shared file holds at most {MAX_BYTES} bytes")
+        data = data.ljust(self._size)
         os.pwrite(self.fd, data, 0)
-        os.ftruncate(self.fd, len(data))
+        self._size = len(data)
 
     def touch(self) -> None:
         """Mark it as written now (its mtime: a crashed holder's last sign of life)."""

@@ -242,7 +242,7 @@ PLANT = textwrap.dedent("""
         fcntl.flock(fd, fcntl.LOCK_EX)
         held.append(fd)
     os.mkdir(os.path.join(leases, f"GPU-simulated-h100-0.{me}.iiii.lock"))
-    # a real lease of the second H100, saying it is the victim's
+    # a real lease of the second H100, saying it is the victim's (the third stays free)
     fd = os.open(os.path.join(leases, f"GPU-simulated-h100-1.{me}.jjjj.lock"), os.O_RDWR | os.O_CREAT, 0o644)
     os.write(fd, json.dumps({"user": sys.argv[3], "since": 1, "idle_since": None}).encode())
     fcntl.flock(fd, fcntl.LOCK_EX)
@@ -261,15 +261,18 @@ def test_files_planted_by_one_user_break_nothing_of_the_others_server(users, hos
                                cwd=str(bob.home))
     try:
         assert planter.stdout.readline().strip() == "planted"
-        with UserServer(alice, host, gpus="H100:2") as a:
+        with UserServer(alice, host, gpus="H100:3") as a:
             _, gpus = a.api("GET", "gpus")
-            assert gpus["gpus"][0]["holder"] is None  # bob's garbage "leases" hold nothing
-            forged = gpus["gpus"][1]["holder"]  # his real lease is his, whatever it says
-            assert forged["user"] == bob.name and forged["owner"] == f"user {bob.name}", forged
+            # a file bob holds locked is his lease, whatever it holds (the lock decides, never the content);
+            # a symlink, a FIFO, a folder, a huge file or one claiming her uid is no lease at all
+            garbage, forged, free = (g["holder"] for g in gpus["gpus"])
+            assert garbage["user"] == bob.name and garbage["owner"] == f"user {bob.name}", garbage
+            assert forged["user"] == bob.name and forged["owner"] == f"user {bob.name}", forged  # not hers
+            assert free is None
             status, held = a.hold(queue_timeout=10)  # nor does his garbage ticket block her
             assert status == 201, held
             _, gpus = a.api("GET", "gpus")
-            assert gpus["gpus"][0]["holder"]["container"] == held["id"]
+            assert gpus["gpus"][2]["holder"]["container"] == held["id"]
             a.stop_container(held["id"])
     finally:
         planter.kill()
