@@ -22,6 +22,8 @@ __all__ = ["ContainerSpec", "ExitStatus", "Phase", "format_size", "parse_memory"
 OOM_EXIT_CODE = 86  # the container kernel exits with this when memory ran out (RLIMIT_AS mode)
 
 
+MIN_IDLE = 1.0  # seconds a container must have been idle before it is stopped to make room for other work
+
 class Phase(str, enum.Enum):
     QUEUED = "queued"
     STARTING = "starting"

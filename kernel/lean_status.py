@@ -10,8 +10,13 @@ request in progress as busy, whatever its idle timeout, and counts idleness
 from the last status it heard.
 
 So for shipped requests (cellhop_apply_request, cellhop_execute_request):
-- `busy` is published once the request has run for PERIOD: a call that long
-  is held busy as before; a shorter one is over before anyone would look;
+- `busy` is published at once for the first request after a quiet spell
+  (none ended in the last PERIOD): an idle container turns busy where the
+  control plane sees it, before it could stop it as idle;
+- within a burst, `busy` is published once the request has run for PERIOD:
+  a call that long is held busy as before; a shorter one is over before
+  anyone would look (the container was at work less than PERIOD ago, which
+  nothing counts as idle: container.MIN_IDLE, which is more than PERIOD);
 - `idle` is published at the end when `busy` was; otherwise at most PERIOD
   later, by the watch thread (the last request of a burst of short ones, so
   the control plane's idleness counts from at most PERIOD after the real
@@ -43,6 +48,7 @@ class LeanStatus:
         self._lock = threading.Lock()
         self._running: list | None = None  # [parent, started (monotonic), busy published]
         self._deferred: dict | None = None  # the parent of a finished request whose idle is still due
+        self._last_end: float | None = None  # when the last request ended (monotonic)
         self._awake = False
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -56,7 +62,11 @@ class LeanStatus:
 
     def begin(self, parent: dict) -> None:
         with self._lock:
-            self._running = [parent, time.monotonic(), False]
+            now = time.monotonic()
+            quiet = self._last_end is None or now - self._last_end > self.period
+            self._running = [parent, now, quiet]
+            if quiet:  # the first request after a quiet spell: busy at once (it was idle; now it is not)
+                self._say("busy", parent)
             if not self._awake:
                 self._awake = True
                 self._ensure_thread()
@@ -64,12 +74,19 @@ class LeanStatus:
 
     def end(self, parent: dict) -> None:
         with self._lock:  # published under the lock: never before the watch thread's `busy` of the same request
+            self._last_end = time.monotonic()
             running, self._running = self._running, None
             busy_published = running is not None and running[2] and _msg_id(running[0]) == _msg_id(parent)
             if not busy_published:
                 self._deferred = parent
                 return
-            self.publish("idle", parent)
+            self._say("idle", parent)
+
+    def _say(self, state: str, parent: dict) -> None:
+        try:
+            self.publish(state, parent)
+        except Exception:  # a closed socket at shutdown: nothing left to tell, and the request goes on
+            log.debug("cellhop: publishing %s failed", state, exc_info=True)
 
     def _ensure_thread(self) -> None:
         if self._thread is None:
@@ -95,10 +112,7 @@ class LeanStatus:
                         self._wake.clear()
                         break
                     for state, parent in due:
-                        try:
-                            self.publish(state, parent)
-                        except Exception:  # a closed socket at shutdown: nothing left to tell
-                            log.debug("cellhop: publishing %s failed", state, exc_info=True)
+                        self._say(state, parent)
 
 
 def _msg_id(parent) -> str | None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from collections import Counter
 
+from ..container import MIN_IDLE
+
 REASON = "its notebook's new GPU kernel needed its GPU (the notebook does not wait for itself)"
 
 
@@ -72,7 +74,7 @@ def make_room(client, gpu, kernel_ids: list[str], log=None) -> list[str]:
     if enough():
         return []
     idle = [c for c in client.containers() if c.get("owner") in owners and c.get("phase") == "ready"
-            and c.get("idle_seconds") is not None and any(g["type"] in wanted for g in c.get("gpus") or [])]
+            and (c.get("idle_seconds") or 0) >= MIN_IDLE and any(g["type"] in wanted for g in c.get("gpus") or [])]
     idle.sort(key=lambda c: -c["idle_seconds"])  # least recently used first
     stopped = []
     for container in idle:

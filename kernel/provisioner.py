@@ -48,6 +48,7 @@ from ..own_thread import on_own_thread
 
 PROVISIONER_NAME = "cellhop"
 KILL_GRACE = 2.0  # seconds between kill() and the container's stop, unless cleanup() comes first
+ROOM_AGAIN = 1.0  # seconds between two tries to make room among its notebook's containers while queued
 # Environment a container kernel keeps from the launch (besides the kernelspec's own `env`).
 _PASSED_ENV = ("JPY_SESSION_NAME",)
 
@@ -202,8 +203,8 @@ class CellhopProvisioner(KernelProvisionerBase):
                                              f"{exc}. Fix its kernelspec's metadata.kernel_provisioner.config "
                                              "(jupyter kernelspec list shows where it lives).") from None
             self._cwd = str(spec.workdir)
-            await self._notebook_yields(spec, kwargs)
-            view = await self._start(spec, progress, started)
+            room = await self._notebook_yields(spec, kwargs)
+            view = await self._start(spec, progress, started, room)
         info = self._reachable(dict(view["connection_info"]))
         info["key"] = info["key"].encode() if isinstance(info["key"], str) else info["key"]
         info.pop("kernel_name", None)
@@ -212,19 +213,32 @@ class CellhopProvisioner(KernelProvisionerBase):
         self._exited = None
         return info
 
-    async def _notebook_yields(self, spec, kwargs: dict) -> None:
+    async def _notebook_yields(self, spec, kwargs: dict):
         """The idle containers of the kernel this one replaces in its notebook yield their GPUs to it
-        (notebook_yield.py): a notebook switched to a GPU kernel does not wait for itself."""
+        (notebook_yield.py): a notebook switched to a GPU kernel does not wait for itself. Returns what
+        makes room again (None when its notebook has no other kernel): while the new kernel queues, a
+        container that was at work a moment ago (its idle not yet seen) yields once it is idle."""
         from ..gpu_request import GpuRequest
         from .notebook_yield import make_room, previous_kernels
 
         try:
             kernels = await previous_kernels(self, kwargs.get("env") or {})
-            if kernels:
-                await on_own_thread(make_room, self._client, GpuRequest.parse(str(spec.gpu)), kernels, self.log)
         except Exception:  # making room is a courtesy: the kernel still queues as before
-            self.log.warning("cellhop kernel %s: could not make room among its notebook's containers", self._name,
+            self.log.warning("cellhop kernel %s: could not look for its notebook's other kernels", self._name,
                              exc_info=True)
+            return None
+        if not kernels:
+            return None
+
+        async def room() -> None:
+            try:
+                await on_own_thread(make_room, self._client, GpuRequest.parse(str(spec.gpu)), kernels, self.log)
+            except Exception:
+                self.log.warning("cellhop kernel %s: could not make room among its notebook's containers",
+                                 self._name, exc_info=True)
+
+        await room()
+        return room
 
     def _reachable(self, info: dict) -> dict:
         """The connection info JupyterLab can use: a kernel speaking CurveZMQ (on a Ray node) is
@@ -245,11 +259,17 @@ class CellhopProvisioner(KernelProvisionerBase):
         if tunnel is not None:
             tunnel.close()
 
-    async def _start(self, spec, progress: _Progress, started: float) -> dict:
+    async def _start(self, spec, progress: _Progress, started: float, room=None) -> dict:
+        """Start its container (`room`: makes room among its notebook's containers, again every
+        ROOM_AGAIN seconds while queued)."""
         future = on_own_thread(self._client.start, spec, progress)
         deadline = started + self.launch_timeout
+        next_room, making = time.monotonic() + ROOM_AGAIN, None
         while not future.done():
             await asyncio.wait([future], timeout=0.1)
+            if room is not None and progress.phase in (None, "queued") and time.monotonic() > next_room \
+                    and (making is None or making.done()):
+                making, next_room = asyncio.ensure_future(room()), time.monotonic() + ROOM_AGAIN
             if (not future.done() and time.monotonic() > deadline and progress.container_id
                     and progress.phase == "starting" and not progress.timed_out):
                 # Past the launch timeout while starting (the queue times itself out): stop it.

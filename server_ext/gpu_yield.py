@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..container import Phase
+from ..container import MIN_IDLE, Phase
 
 REASON = "its user was at max_gpus_per_user and a new request needed the GPU (idle containers yield first)"
 
@@ -14,7 +14,7 @@ def yield_idle_gpus(manager, count: int) -> int:
     for c in manager.list():
         if c.phase == Phase.READY and c.gpus and not c.standby:
             idle_for = manager.activity.idle_for(c.id, c.last_activity)
-            if idle_for is not None:
+            if idle_for is not None and idle_for >= MIN_IDLE:
                 idle.append((idle_for, c))
     freed = 0
     for _, container in sorted(idle, key=lambda pair: -pair[0]):

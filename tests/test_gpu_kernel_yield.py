@@ -49,3 +49,29 @@ async def test_a_notebook_switched_to_a_gpu_kernel_takes_the_gpu_its_old_kernel_
         assert gpu_kernel.spec.label.startswith("kernel ") and [g.type for g in gpu_kernel.gpus] == ["H100"]
     finally:
         await jp_fetch("api", "sessions", session["id"], method="DELETE", raise_error=False)
+
+
+async def test_a_container_at_work_when_the_notebook_switches_yields_once_its_work_is_done(
+        jp_fetch, jp_serverapp, control_plane, notebook_dir, http_server_client):  # noqa: F811
+    r = await jp_fetch("api", "sessions", method="POST", body=json.dumps(
+        {"path": "work/nb/busy.ipynb", "name": "busy.ipynb", "type": "notebook", "kernel": {"name": "python3"}}))
+    session = json.loads(r.body)
+    kc = await client_of(jp_serverapp, session["kernel"]["id"])
+    try:
+        content, _ = await run(kc, "%load_ext cellhop")
+        assert content["status"] == "ok", content
+        content, out = await run(kc, "%%remote --gpu H100 --async\nimport time\ntime.sleep(4)", timeout=90)
+        assert content["status"] == "ok", (content, out)
+    finally:
+        kc.stop_channels()
+    [held] = [c for c in control_plane.manager.list() if c.phase.value == "ready"]
+    r = await jp_fetch("api", "sessions", session["id"], method="PATCH", raise_error=False, request_timeout=120,
+                       body=json.dumps({"kernel": {"name": "cellhop-h100"}}))
+    body = json.loads(r.body)
+    try:
+        assert r.code == 200, body  # it waited for the work, then the idle container yielded (not 20 s later)
+        assert held.phase.value == "exited" and "new GPU kernel" in held.exit_status.reason, held.to_dict()
+        ready = [t for p, t in held.phases if p == "ready"][0]
+        assert held.phases[-1][1] - ready >= 3.5, held.phases  # never stopped at work
+    finally:
+        await jp_fetch("api", "sessions", session["id"], method="DELETE", raise_error=False)

@@ -37,19 +37,24 @@ def test_an_idle_never_overtakes_the_busy_of_its_request():
     assert told == [("busy", "a"), ("idle", "a")]
 
 
-def test_a_short_request_says_only_idle_and_a_long_one_both():
+def test_an_idle_kernel_says_busy_at_once_and_a_burst_of_short_requests_only_its_idle():
     told = []
-    status = LeanStatus(lambda state, parent: told.append((state, parent["header"]["msg_id"])), period=0.05)
-    status.begin(_request("short"))
+    status = LeanStatus(lambda state, parent: told.append((state, parent["header"]["msg_id"])), period=0.2)
+    status.begin(_request("first"))  # after a quiet spell: busy at once, so it is never taken for idle
+    assert told == [("busy", "first")]
+    status.end(_request("first"))
+    assert told[-1] == ("idle", "first")
+    status.begin(_request("short"))  # within the burst (ended less than a period ago): nothing yet
     status.end(_request("short"))
-    _wait_for(told, 1)
-    assert told == [("idle", "short")]  # no busy for what was over before anyone would look
+    assert told == [("busy", "first"), ("idle", "first")]
+    _wait_for(told, 3)
+    assert told[2:] == [("idle", "short")]  # no busy for what was over before anyone would look
 
     status.begin(_request("long"))
-    time.sleep(0.3)
+    time.sleep(0.6)
     status.end(_request("long"))
-    _wait_for(told, 3)
-    assert told[1:] == [("busy", "long"), ("idle", "long")]
+    _wait_for(told, 5)
+    assert told[3:] == [("busy", "long"), ("idle", "long")]
 
 
 def test_a_publish_that_fails_does_not_silence_the_next_requests():
