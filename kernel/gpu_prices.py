@@ -11,7 +11,7 @@ import logging
 import threading
 
 from ..errors import CellhopError
-from .usage_text import cell_cost
+from ..usage_text import cell_cost
 
 log = logging.getLogger("cellhop")
 

@@ -14,7 +14,7 @@ from ..spec_rules import MAX_CPUS, MAX_SECONDS, SpecError, parse_memory
 from .remote_cells import RemoteCells
 from .remote_debug import post_mortem_on_error
 from .run_spec import WORKDIR_MODES
-from .usage_text import describe_holder
+from ..usage_text import describe_holder
 from .volume import mounts_of
 
 
@@ -201,7 +201,7 @@ class CellhopMagics(Magics):
         if args.monitor is not None:
             return self._monitor(None if args.monitor is True else args.monitor)
         if args.usage:
-            from .usage_text import usage_text
+            from ..usage_text import usage_text
 
             print(usage_text(self.cells.control.usage()))
             return None

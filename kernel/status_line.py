@@ -89,7 +89,7 @@ def finished_text(container: dict, ran: float, started: float | None, failed: bo
         parts.append(f"started in {started:.2f} s")
     parts.append(f"ran {ran:.2f} s")
     if cost is not None:
-        from .usage_text import money
+        from ..usage_text import money
 
         parts.append(f"cost {money(cost)}")
     parts.append(time.strftime("at %H:%M:%S"))

@@ -100,7 +100,7 @@ def _everyone(config, host, prices, month_of, now) -> dict:
 
 
 def _cost(period: dict) -> str:
-    from ..kernel.usage_text import money
+    from ..usage_text import money
     from .usage_report import unpriced
 
     if period["cost"] is not None:
@@ -110,7 +110,7 @@ def _cost(period: dict) -> str:
 
 
 def _print_everyone(report: dict) -> None:
-    from ..kernel.usage_text import when
+    from ..usage_text import when
 
     print(f"GPU use in {report['month_of']} ({report['host_note']})")
     print(f"  {'user':<16} {'GPU-hours':>10} {'busy':>6} {'leases':>7}  cost")
@@ -132,7 +132,7 @@ def _print_everyone(report: dict) -> None:
 
 
 def _usage(args) -> int:
-    from ..kernel.usage_text import usage_text
+    from ..usage_text import usage_text
     from .cli_storage import server_config
     from .config import Cellhop
     from .usage_report import effective_prices

@@ -78,7 +78,7 @@ def test_the_admins_prices_win_and_a_bad_price_is_said_at_start():
 
 
 def test_another_users_holder_reads_who_since_and_idle():
-    from cellhop.kernel.usage_text import describe_holder
+    from cellhop.usage_text import describe_holder
 
     now = datetime.now().replace(hour=12, minute=0, second=0, microsecond=0).timestamp()
     theirs = {"user": "bob", "since": now - 3600, "idle_since": now - 25 * 60, "owner": "user bob"}
