@@ -331,3 +331,66 @@ def test_past_the_monthly_budget_a_request_is_refused_with_its_numbers(users, ho
         assert "resets on" in message
         status, bobs = b.hold()  # bob's budget is his own
         assert status == 201, bobs
+
+
+def _kernel_of(server: UserServer):
+    """A python3 kernel of `server` (running as its user), and a client over its connection file."""
+    from jupyter_client import BlockingKernelClient
+
+    status, kernel = server.request("POST", "/api/kernels", {"name": "python3"})
+    assert status == 201, kernel
+    runtime = server.user.home / ".local" / "share" / "jupyter" / "runtime"
+    deadline = time.monotonic() + 30
+    path = runtime / f"kernel-{kernel['id']}.json"
+    while not path.exists():
+        assert time.monotonic() < deadline, f"no connection file {path}"
+        time.sleep(0.1)
+    kc = BlockingKernelClient(connection_file=str(path))
+    kc.load_connection_file()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    return kc
+
+
+def _execute(kc, code: str, timeout: float = 120) -> tuple[dict, str]:
+    msg_id = kc.execute(code)
+    out = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    return kc.get_shell_msg(timeout=timeout)["content"], "".join(out)
+
+
+def test_two_users_kernels_take_turns_on_the_one_gpu(users, host):
+    alice, bob, group = users
+    _set_up_host(host, group)
+    with UserServer(alice, host) as a, UserServer(bob, host) as b:
+        ka, kb = _kernel_of(a), _kernel_of(b)
+        try:
+            content, out = _execute(ka, "%load_ext cellhop\n")
+            content, out = _execute(ka, "%%remote --gpu H100\nimport os\nprint('in', os.environ['CELLHOP_CONTAINER_ID'])")
+            assert content["status"] == "ok", (content, out)
+            [mine] = a.api("GET", "containers")[1]["containers"]
+            assert out.split() == ["in", mine["id"]] and mine["gpus"][0]["type"] == "H100"
+            # bob's cell waits for the H100 alice's notebook holds, then runs once she lets it go
+            _execute(kb, "%load_ext cellhop\n")
+            msg_id = kb.execute("%%remote --gpu H100\nprint('bob ran')")
+            deadline = time.monotonic() + 60
+            while not _queued(b):
+                assert time.monotonic() < deadline, "bob's cell should wait for the GPU"
+                time.sleep(0.1)
+            _, gpus = b.api("GET", "gpus")
+            assert gpus["gpus"][0]["holder"]["user"] == alice.name
+            a.stop_container(mine["id"])
+            reply = kb.get_shell_msg(timeout=120)
+            assert reply["parent_header"]["msg_id"] == msg_id and reply["content"]["status"] == "ok", reply
+            _, gpus = a.api("GET", "gpus")
+            assert gpus["gpus"][0]["holder"]["user"] == bob.name
+        finally:
+            ka.stop_channels()
+            kb.stop_channels()
