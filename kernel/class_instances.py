@@ -128,6 +128,15 @@ def instance_count() -> int:
     return len(_instances)
 
 
+def keep(key: str, obj, exit_names: tuple[str, ...]) -> None:
+    """Keep an instance made elsewhere (an endpoint class's) so its exit methods run when the container
+    stops, as a cellhop.cls instance's do."""
+    with _lock:
+        _instances[key] = (obj, exit_names)
+    if exit_names:
+        _install_exit_hooks()
+
+
 # -- exit methods --------------------------------------------------------------------------------
 def _install_exit_hooks() -> None:
     """Run exit methods on SIGTERM and on a kernel shutdown request; installed once, on the main thread."""

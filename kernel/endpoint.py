@@ -29,7 +29,7 @@ import traceback
 from ..endpoint_errors import NEED_SERVER, EndpointNotFound, EndpointsNeedServer  # noqa: F401 (re-exported)
 
 DEFAULTS = {"gpu": None, "min_containers": 0, "max_containers": 4, "concurrency": 8, "scaledown": 60.0,
-            "timeout": None, "public": False, "cpus": None, "memory": None}
+            "timeout": None, "public": False, "cpus": None, "memory": None, "volumes": None, "secrets": None}
 
 
 class Endpoint:
@@ -71,8 +71,12 @@ class Endpoint:
     def spec(self) -> dict:
         """What the server stores beside the code: the container request and the pool's limits."""
         target = getattr(self.fn, self.method) if self.method else self.fn
+        from .secret import secret_names
+        from .volume import mounts_of
+
         spec = {**self.options, "gpu": self.options["gpu"] or "none",
-                "generator": not self.asgi and inspect.isgeneratorfunction(target), "batch": self.batch}
+                "generator": not self.asgi and inspect.isgeneratorfunction(target), "batch": self.batch,
+                "volumes": mounts_of(self.options["volumes"]), "secrets": secret_names(self.options["secrets"])}
         if self.asgi:
             spec["asgi"] = True
         return spec
@@ -228,15 +232,22 @@ def _load(key: str, code: bytes | None):
 
 
 def _instance_method(klass, method: str):
-    """The endpoint class made once in this container, its @cellhop.enter methods run in definition order."""
+    """The endpoint class made once in this container, its @cellhop.enter methods run in definition order;
+    its @cellhop.exit methods run when the container stops (scaledown, an update, a delete:
+    class_instances.py)."""
+    from .class_instances import keep
+
     instance = klass()
-    seen = set()
+    marked: dict[str, list[str]] = {"__cellhop_enter__": [], "__cellhop_exit__": []}
     for cls in reversed(klass.__mro__):
         for name, member in vars(cls).items():
             target = getattr(member, "__func__", member)
-            if name not in seen and getattr(target, "__cellhop_enter__", False):
-                seen.add(name)
-                getattr(instance, name)()
+            for marker, names in marked.items():
+                if name not in names and getattr(target, marker, False):
+                    names.append(name)
+    for name in marked["__cellhop_enter__"]:
+        getattr(instance, name)()
+    keep(f"endpoint {klass.__qualname__}", instance, tuple(marked["__cellhop_exit__"]))
     return getattr(instance, method)
 
 

@@ -18,6 +18,7 @@ import logging
 import math
 from pathlib import Path
 
+from ..container import ContainerSpec
 from ..errors import CellhopError
 from ..gpu_request import GpuRequest, feasible_choices
 from ..endpoint_errors import EndpointNotFound, EndpointRefused
@@ -39,7 +40,7 @@ def check_spec(spec, inventory) -> dict:
     if not isinstance(spec, dict):
         raise CellhopError("an endpoint's spec must be a JSON object")
     known = {"gpu", "min_containers", "max_containers", "concurrency", "scaledown", "timeout", "public",
-             "cpus", "memory", "image", "generator", "batch", "asgi"}
+             "cpus", "memory", "image", "generator", "batch", "asgi", "volumes", "secrets"}
     unknown = set(spec) - known
     if unknown:
         raise CellhopError(f"unknown field(s) in the endpoint spec: {', '.join(sorted(unknown))}")
@@ -80,9 +81,10 @@ def check_spec(spec, inventory) -> dict:
         if out["generator"] or out["asgi"]:
             raise CellhopError("a batched endpoint cannot be a generator or an ASGI app")
     out["batch"] = batch
-    from ..container import ContainerSpec
-
-    ContainerSpec(gpu=out["gpu"], cpus=out["cpus"], memory=out["memory"])  # cpus and memory as a container takes them
+    # cpus, memory, volumes and secrets as a container takes them (a bad one: the container's own 400)
+    checked = ContainerSpec(gpu=out["gpu"], cpus=out["cpus"], memory=out["memory"],
+                            volumes=spec.get("volumes") or [], secrets=spec.get("secrets") or [])
+    out["volumes"], out["secrets"] = checked.volumes, checked.secrets
     return out
 
 
@@ -174,6 +176,11 @@ class Endpoints:
         self.started()
         name = endpoint_name(name)
         spec = check_spec(spec, self.manager.inventory)
+        for secret in spec["secrets"]:  # it outlives the kernel: only stored secrets, never a session's
+            if self.manager.storage.secrets.get(secret).get("session"):
+                raise CellhopError(f"secret {secret!r} lives only as long as the notebook kernel that made it (a "
+                                   "session secret); an endpoint outlives its kernel: store it with "
+                                   f"cellhop.Secret.create({secret!r}, ...) and deploy again")
 
         def save() -> dict:
             try:

@@ -275,7 +275,8 @@ class EndpointPool:
     def container_spec(self) -> ContainerSpec:
         spec = self.spec
         return ContainerSpec(gpu=spec["gpu"], cpus=spec.get("cpus"), memory=spec.get("memory"),
-                             image=spec.get("image"), idle_timeout=0, owner=f"endpoint {self.name}",
+                             image=spec.get("image"), volumes=spec.get("volumes") or [],
+                             secrets=spec.get("secrets") or [], idle_timeout=0, owner=f"endpoint {self.name}",
                              label=f"endpoint {self.name} v{self.version}", caller=Caller("endpoint", self.name))
 
     async def _start(self, version: int) -> None:
