@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import zmq
+from blocking_client import stdout_until_idle
 
 from cellhop.kernel.curve_tunnel import CurveTunnel
 from cellhop.wire import KernelConnection
@@ -106,16 +107,7 @@ def _input_through(local_info: dict) -> None:
         request = kc.get_stdin_msg(timeout=15)  # before the fix: never came (stdin addressed elsewhere)
         assert request["msg_type"] == "input_request" and request["content"]["prompt"] == "name? "
         kc.input("cellhop")
-        out = []
-        while True:
-            msg = kc.get_iopub_msg(timeout=15)
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            if msg["msg_type"] == "stream":
-                out.append(msg["content"]["text"])
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                break
-        assert "".join(out).strip() == "got cellhop"
+        assert stdout_until_idle(kc, msg_id, timeout=15).strip() == "got cellhop"
         assert kc.get_shell_msg(timeout=15)["content"]["status"] == "ok"
     finally:
         kc.stop_channels()

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
+from blocking_client import stdout_until_idle
 from server_process import ServerProcess
 from unix_users import (as_user_argv, can_make_users, make_group, make_user, remove_group, remove_user,
                         user_env)
@@ -353,17 +354,8 @@ def _kernel_of(server: UserServer):
 
 
 def _execute(kc, code: str, timeout: float = 120) -> tuple[dict, str]:
-    msg_id = kc.execute(code)
-    out = []
-    while True:
-        msg = kc.get_iopub_msg(timeout=timeout)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "stream":
-            out.append(msg["content"]["text"])
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            break
-    return kc.get_shell_msg(timeout=timeout)["content"], "".join(out)
+    out = stdout_until_idle(kc, kc.execute(code), timeout)
+    return kc.get_shell_msg(timeout=timeout)["content"], out
 
 
 def test_two_users_kernels_take_turns_on_the_one_gpu(users, host):
