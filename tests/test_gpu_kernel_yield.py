@@ -20,21 +20,28 @@ def server_extra():
     return {"CellhopProvisioner": {"launch_timeout": 20}}  # a wait behind itself fails in 20 s, not 60
 
 
-async def test_a_notebook_switched_to_a_gpu_kernel_takes_the_gpu_its_old_kernel_idles_on(
-        jp_fetch, jp_serverapp, control_plane, notebook_dir, http_server_client):  # noqa: F811
+async def _notebook_holding_h100(jp_fetch, jp_serverapp, control_plane, name: str, cell: str):
+    """A notebook session on a plain kernel whose `cell` put a container on the H100: (session, container)."""
     r = await jp_fetch("api", "sessions", method="POST", body=json.dumps(
-        {"path": "work/nb/switch.ipynb", "name": "switch.ipynb", "type": "notebook", "kernel": {"name": "python3"}}))
+        {"path": f"work/nb/{name}", "name": name, "type": "notebook", "kernel": {"name": "python3"}}))
     session = json.loads(r.body)
-    old_kernel = session["kernel"]["id"]
-    kc = await client_of(jp_serverapp, old_kernel)
+    kc = await client_of(jp_serverapp, session["kernel"]["id"])
     try:
         content, _ = await run(kc, "%load_ext cellhop")
         assert content["status"] == "ok", content
-        content, out = await run(kc, "%%remote --gpu H100\nheld = 1", timeout=90)
+        content, out = await run(kc, cell, timeout=90)
         assert content["status"] == "ok", (content, out)
     finally:
         kc.stop_channels()
     [held] = [c for c in control_plane.manager.list() if c.phase.value == "ready"]
+    return session, held
+
+
+async def test_a_notebook_switched_to_a_gpu_kernel_takes_the_gpu_its_old_kernel_idles_on(
+        jp_fetch, jp_serverapp, control_plane, notebook_dir, http_server_client):  # noqa: F811
+    session, held = await _notebook_holding_h100(jp_fetch, jp_serverapp, control_plane, "switch.ipynb",
+                                                 "%%remote --gpu H100\nheld = 1")
+    old_kernel = session["kernel"]["id"]
     assert held.spec.owner == f"kernel {old_kernel[:8]}" and [g.type for g in held.gpus] == ["H100"]
 
     # the notebook changes its kernel to the GPU kernel, as JupyterLab's kernel picker does
@@ -53,18 +60,8 @@ async def test_a_notebook_switched_to_a_gpu_kernel_takes_the_gpu_its_old_kernel_
 
 async def test_a_container_at_work_when_the_notebook_switches_yields_once_its_work_is_done(
         jp_fetch, jp_serverapp, control_plane, notebook_dir, http_server_client):  # noqa: F811
-    r = await jp_fetch("api", "sessions", method="POST", body=json.dumps(
-        {"path": "work/nb/busy.ipynb", "name": "busy.ipynb", "type": "notebook", "kernel": {"name": "python3"}}))
-    session = json.loads(r.body)
-    kc = await client_of(jp_serverapp, session["kernel"]["id"])
-    try:
-        content, _ = await run(kc, "%load_ext cellhop")
-        assert content["status"] == "ok", content
-        content, out = await run(kc, "%%remote --gpu H100 --async\nimport time\ntime.sleep(4)", timeout=90)
-        assert content["status"] == "ok", (content, out)
-    finally:
-        kc.stop_channels()
-    [held] = [c for c in control_plane.manager.list() if c.phase.value == "ready"]
+    session, held = await _notebook_holding_h100(jp_fetch, jp_serverapp, control_plane, "busy.ipynb",
+                                                 "%%remote --gpu H100 --async\nimport time\ntime.sleep(4)")
     r = await jp_fetch("api", "sessions", session["id"], method="PATCH", raise_error=False, request_timeout=120,
                        body=json.dumps({"kernel": {"name": "cellhop-h100"}}))
     body = json.loads(r.body)
