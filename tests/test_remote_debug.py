@@ -79,7 +79,8 @@ def test_debug_after_a_local_error_is_ipythons_own(cellhop_kernel):
     assert failed.ename == "ZeroDivisionError", failed
     prompts: list[str] = []
     ran = nb.run("%debug", allow_stdin=True, stdin_hook=answering(nb, ["p here"], prompts, "q"))
-    assert ran.status == "ok", ran
+    assert ran.status == "ok", (ran, "".join(c.get("traceback") and "\n".join(c["traceback"]) or ""
+                                             for _, c in ran.outputs)[-3000:])
     assert "'notebook side'" in ran.stdout, ran
 
 
