@@ -10,6 +10,8 @@ What differs from the local runtime, and nothing else:
   the local runtime on its node and returns its connection info. Connections go over TCP to
   the node with CurveZMQ; keys as curve.py says (the kernel admits only the client key pair the
   control plane derives and hands its clients, as it does the HMAC key).
+- Ports (the proxy's `connect_port`): through the container actor's relay on its node
+  (port_tunnel.py), CurveZMQ admitting only a client key derived for the relay, never an open port.
 - Images: a built image's steps become the actor's Ray runtime_env (pip packages, env vars,
   working_dir, py_modules; images/ray_env.py). Volumes need storage every node sees (`shared_volume_path`).
 - An actor that dies (node lost, killed) ends the container with the same ExitStatus and
@@ -107,6 +109,9 @@ class RayRuntime(ContainerRuntime):
         from .ray_actor import ContainerActor
 
         self._actor_class = ray.remote(ContainerActor)
+        self._relay_zmq = None  # the zmq context of proxied connections (connect_port), made on first use
+        self._lock_relay_context = threading.Lock()
+        self._relay_closing = False
         self._nodes = len([n for n in ray.nodes() if n.get("Alive")])
 
     # -- what the manager asks of a runtime beyond the lifecycle -----------------------------------
@@ -202,6 +207,31 @@ class RayRuntime(ContainerRuntime):
                 f"volume folder(s) {', '.join(outside)} are not under c.RayRuntime.shared_volume_path "
                 f"({shared}), so other Ray nodes cannot see them; put cellhop's state_dir under it")
         return [(str(src), dest, ro) for src, dest, ro in container.mounts]
+
+    def connect_port(self, container: Container, port: int):
+        """Through the container's port relay on its node (port_tunnel.py): CurveZMQ, admitting only this
+        control plane's relay key; nothing is published on the node."""
+        from ..container_ports import PortUnreachable
+        from ..port_tunnel import open_port, relay_context
+
+        handle: RayHandle | None = container.handle
+        ray = _ray()
+        if handle is None or handle.exit_ref is None or ray.wait([handle.exit_ref], timeout=0)[0]:
+            raise PortUnreachable(f"container {container.id} has no running kernel; start it again")
+        try:
+            url = ray.get(handle.actor.port_relay.remote(), timeout=CALL_TIMEOUT)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+            raise PortUnreachable(f"the Ray actor of container {container.id} on {handle.node_ip} did not answer "
+                                  f"({type(exc).__name__}); is the container still running?") from None
+        with self._lock_relay_context:
+            if self._relay_zmq is None:
+                import zmq
+
+                self._relay_zmq = zmq.Context()
+        pair = curve.client_keypair(handle.control_secret, handle.kernel_public, relay_context(container.id))
+        return open_port(self._relay_zmq, url, handle.kernel_public, pair, port,
+                         where=f"container {container.id} on {handle.node_ip}",
+                         alive=lambda: not self._relay_closing and not ray.wait([handle.exit_ref], timeout=0)[0])
 
     def poll(self, container: Container) -> ExitStatus | None:
         handle: RayHandle | None = container.handle
@@ -299,5 +329,8 @@ class RayRuntime(ContainerRuntime):
         return handle.last_log
 
     def close(self) -> None:
+        self._relay_closing = True  # the proxied connections still open end within a second (alive())
+        if self._relay_zmq is not None:  # their threads close their own sockets; the context goes after them
+            threading.Thread(target=self._relay_zmq.term, name="cellhop-port-tunnels-end", daemon=True).start()
         if self._owns_ray:
             _ray().shutdown()

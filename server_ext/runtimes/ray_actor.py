@@ -100,6 +100,8 @@ class ContainerActor:
         self._runtime = None
         self._container = None
         self._lock = threading.Lock()
+        self._relay = None  # port_tunnel.RelayServer: the container's ports, for the control plane alone
+        self._relay_lock = threading.Lock()
 
     def public_key(self) -> dict:
         """The kernel's public key and where this actor runs (no secret in it)."""
@@ -147,6 +149,7 @@ class ContainerActor:
         """Blocks until the kernel process ends; how it ended."""
         container = self._container
         container.handle.wait()
+        self._stop_relay()
         status = self._runtime.poll(container)
         return {"code": status.code, "signal": status.signal, "oom": status.oom}
 
@@ -169,12 +172,40 @@ class ContainerActor:
         except OSError:
             return ""
 
+    def port_relay(self) -> str:
+        """The tcp URL of this container's port relay (port_tunnel.py), started on first use: CurveZMQ with
+        this actor's keys, admitting only the relay client key derived with the control plane."""
+        from ..port_tunnel import RelayServer, relay_context
+
+        with self._relay_lock:
+            if self._relay is None:
+                admitted, _ = curve.client_keypair(self._secret, self._control_public,
+                                                   relay_context(self.container_id))
+                self._relay = RelayServer(self.node_ip, self._public, self._secret, admitted, self._connect_port)
+            return self._relay.url
+
+    def _connect_port(self, port: int) -> socket.socket:
+        from ..container_ports import PortUnreachable
+
+        container = self._container
+        if container is None:
+            raise PortUnreachable(f"container {self.container_id} has not started; start it first")
+        return self._runtime.connect_port(container, port)
+
+    def _stop_relay(self) -> None:
+        with self._relay_lock:
+            relay, self._relay = self._relay, None
+        if relay is not None:
+            relay.close()
+
     def cleanup(self) -> None:
+        self._stop_relay()
         if self._container is not None:
             self._runtime.cleanup(self._container)
 
     def remove(self) -> None:
         """Kill the kernel and remove this container's folder (before the actor goes)."""
+        self._stop_relay()
         if self._container is not None:
             self._runtime.kill(self._container)
             self._runtime.cleanup(self._container)
