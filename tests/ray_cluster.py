@@ -18,6 +18,7 @@ reason to skip the runtime's tests).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -31,6 +32,13 @@ from pathlib import Path
 
 HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
 START_TIMEOUT = 120
+
+
+@functools.cache
+def _process_token() -> str:
+    """One auth token for every cluster this process starts: a Ray driver keeps the first token it read, so a
+    second cluster with a token of its own (the next test module's) would refuse it."""
+    return secrets.token_hex(32)
 
 
 def _free_port(ip: str) -> int:
@@ -86,7 +94,7 @@ class RayCluster:
     def __init__(self):
         self.dir = Path(tempfile.mkdtemp(prefix="chray-", dir="/tmp"))
         self.token_path = self.dir / "auth_token"
-        self.token_path.write_text(secrets.token_hex(32))
+        self.token_path.write_text(_process_token())
         self.token_path.chmod(0o600)
         self.port = _free_port(HEAD_IP)
         self.address = f"{HEAD_IP}:{self.port}"

@@ -13,6 +13,7 @@ import tempfile
 import pytest
 
 from kernel_fixtures import short_runtime_dir
+from test_proxy_ports import _status, proxy  # noqa: F401  (proxy is a fixture)
 from ray_cluster import HEAD_IP, WORKER_IP, ray_cluster  # noqa: F401  (ray_cluster is a fixture)
 
 pytestmark = pytest.mark.timeout(240)
@@ -147,3 +148,27 @@ def test_a_port_inside_a_ray_container_through_its_relay(ray_manager):
     finally:
         if not stopped:
             ray_manager.stop(c.id)
+
+
+# -- the proxy route of a real cellhop server on the Ray runtime --------------------------------------------
+@pytest.fixture
+def jp_server_config(runtime_root, ray_cluster):  # noqa: F811
+    return {"ServerApp": {"jpserver_extensions": {"cellhop": True}},
+            "Cellhop": {"runtime": "ray", "runtime_root": str(runtime_root), "idle_timeout": 0},
+            "RayRuntime": {"address": ray_cluster.address}}
+
+
+async def test_the_proxy_route_reaches_a_server_in_a_ray_container(control_plane, proxy):
+    from cellhop.container import ContainerSpec
+
+    manager = control_plane.manager
+    assert manager.runtime.name == "ray"
+    c = manager.start(ContainerSpec(gpu="none", owner="proxied"))
+    try:
+        got = run_in(c, SERVER, ["port", "free_port"])
+        r = await proxy(c.id, got["port"], "/page?x=1")
+        assert r.code == 200 and r.body == b"hello from the container, /page?x=1"
+        code, body = await _status(proxy(c.id, got["free_port"], "/"))
+        assert code == 502 and b"PortNotListening" in body and b"nothing listens" in body, body
+    finally:
+        manager.stop(c.id)
