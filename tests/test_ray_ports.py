@@ -172,3 +172,43 @@ async def test_the_proxy_route_reaches_a_server_in_a_ray_container(control_plane
         assert code == 502 and b"PortNotListening" in body and b"nothing listens" in body, body
     finally:
         manager.stop(c.id)
+
+
+# -- an endpoint whose containers the Ray runtime places -----------------------------------------------------
+WHERE = """
+def where(x):  # which container answered
+    import os
+    return {"y": 2 * int(x), "container": os.environ["CELLHOP_CONTAINER_ID"]}
+"""
+
+
+def _notebook_function(source: str, name: str):
+    """A function defined as in a notebook (in __main__), so it is shipped by value, as a notebook's is."""
+    namespace = {"__name__": "__main__"}
+    exec(source, namespace)
+    return namespace[name]
+
+
+async def test_an_endpoint_is_served_from_containers_on_the_cluster(control_plane, jp_fetch):
+    import json
+
+    import cloudpickle
+
+    from cellhop.kernel.endpoint import Endpoint
+
+    where = _notebook_function(WHERE, "where")
+    spec = Endpoint(where, max_containers=1, scaledown=60).spec()
+    r = await jp_fetch("cellhop", "api", "endpoints", "where", method="PUT", body=cloudpickle.dumps(where),
+                       params={"spec": json.dumps(spec)})
+    assert r.code == 201, r.body
+    try:
+        r = await jp_fetch("cellhop", "endpoints", "where", "", method="POST", body=json.dumps({"x": 21}),
+                           request_timeout=180, raise_error=False)
+        assert r.code == 200, r.body
+        answer = json.loads(r.body)
+        assert answer["y"] == 42, answer
+        container = control_plane.manager.get(answer["container"])
+        assert container.spec.owner == "endpoint where" and container.node in (HEAD_IP, WORKER_IP), container.node
+        assert "curve_serverkey" in container.connection_info  # reached over CurveZMQ, as every Ray container
+    finally:
+        await jp_fetch("cellhop", "api", "endpoints", "where", method="DELETE")
