@@ -1,4 +1,4 @@
-"""Which names a cell reads from, and assigns to, the namespace it runs in."""
+"""Which names a cell reads from, and assigns to, the namespace it runs in; and which cell runs now."""
 
 from __future__ import annotations
 
@@ -7,6 +7,15 @@ import re
 
 # IPython's own names in a user namespace: never shipped, never brought back.
 _IPYTHON_NAMES = re.compile(r"^(_|__|___|_i|_ii|_iii|_i\d+|_\d+|_oh|_ih|_dh|In|Out|exit|quit|get_ipython)$")
+
+
+def running_cell_number(shell) -> int | None:
+    """The execution count of the cell running now (`In[n]`). IPython 9 counts the next cell before
+    running this one, IPython 8 after, so `shell.execution_count` is off by one in one of them; the result
+    the displayhook holds during the cell is right in both."""
+    result = getattr(getattr(shell, "displayhook", None), "exec_result", None)
+    count = getattr(result, "execution_count", None)
+    return count if count is not None else getattr(shell, "execution_count", None)
 
 
 def is_user_name(name: str) -> bool:

@@ -22,7 +22,7 @@ from ..errors import CellhopError, ContainerGone, InvalidContainerSpec, Unsendab
 from ..spec_rules import SpecError
 from ..gpu_request import GpuRequest, feasible_choices
 from .async_landing import Arrival, Landing
-from .cell_names import is_user_name, names_read, parse
+from .cell_names import is_user_name, names_read, parse, running_cell_number
 from .cell_result import NO_RESULT, split_result
 from .container_pool import CELLS, ContainerPool, Lease
 from .control_plane_client import ControlPlaneClient
@@ -168,7 +168,7 @@ class RemoteCells:
         lease = self._lease(job, fresh, own_connection=True)
         job.status.show(f"▶ running in the background on container {lease.session.id} · "
                         f"{describe_gpus(lease.session.container)}; its values land in the notebook when it ends")
-        arrival = Arrival(getattr(self.shell, "execution_count", None), job.status, job.parent)
+        arrival = Arrival(running_cell_number(self.shell), job.status, job.parent)
 
         def target():
             nonlocal lease

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import sys
 import threading
 from dataclasses import dataclass
@@ -196,11 +197,20 @@ class DebugMagics(Magics):
 
 def register_debug_magic(shell) -> None:
     """Put cellhop's %debug in front of IPython's (which it calls for everything that is not remote)."""
-    magics = shell.magics_manager.magics
-    own_line, own_cell = magics["line"].get("debug"), magics["cell"].get("debug")
+    own_line, own_cell = _loaded(shell, "line"), _loaded(shell, "cell")
     if own_line is None or isinstance(getattr(own_line, "__self__", None), DebugMagics):
         return
     shell.register_magics(DebugMagics(shell, own_line, own_cell))
+
+
+def _loaded(shell, kind: str):
+    """IPython's own %debug of `kind`, imported now: IPython 9 lists its magics as stand-ins that look
+    the name up again when called, which, once ours is registered under that name, would find ours."""
+    manager = shell.magics_manager
+    magic = manager.magics[kind].get("debug")
+    if magic is not None and not inspect.ismethod(magic) and hasattr(manager, "find"):
+        magic = manager.find(kind, "debug")
+    return magic
 
 
 def notebook_input_fn():

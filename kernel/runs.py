@@ -268,7 +268,7 @@ def detach_cell(cells, code: str, d, retries=None) -> Run:
     The notebook's values it reads go with it (those that pickle), as they are now."""
     import cloudpickle
 
-    from .cell_names import is_user_name, names_read, parse
+    from .cell_names import is_user_name, names_read, parse, running_cell_number
 
     d = cells.prepare_image(d, code)
     namespace = cells.shell.user_ns
@@ -283,7 +283,7 @@ def detach_cell(cells, code: str, d, retries=None) -> Run:
             values[name] = namespace[name]
     if left:
         print(f"cellhop: {', '.join(left)} could not be pickled and stay(s) here; the detached cell runs without")
-    name = f"cell [{getattr(cells.shell, 'execution_count', '?')}]"
+    name = f"cell [{running_cell_number(cells.shell) or '?'}]"
     return submit_cell(code, values, spec_of(d, d.image_key), name, retries, control=cells.control)
 
 
