@@ -71,10 +71,15 @@ def locate(configured: str, per_user_root: Path) -> HostPlace:
         return _shared(Path(configured))
     if not unusable(Path(SYSTEM_HOST_DIR)):
         return _shared(Path(SYSTEM_HOST_DIR))
+    return own_place(per_user_root)
+
+
+def own_place(root: Path) -> HostPlace:
+    """This user's own folder for leases (made owner-only): GPUs exclusive among its processes alone."""
     for name in SHARED_FOLDERS:
-        private_dir(per_user_root / name)
-    return HostPlace(per_user_root, False,
-                     f"GPU leases are this user's own ({per_user_root}): GPUs are exclusive among this user's "
+        private_dir(root / name)
+    return HostPlace(root, False,
+                     f"GPU leases are this user's own ({root}): GPUs are exclusive among this user's "
                      f"processes only; other users' servers do not see these leases. An admin makes them host-wide "
                      f"with `cellhop host-setup` (as root; it creates {SYSTEM_HOST_DIR}).")
 

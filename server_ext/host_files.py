@@ -139,24 +139,30 @@ def abandoned(fd: int) -> bool:
     return time.time() - os.fstat(fd).st_mtime > ABANDONED_AFTER
 
 
-def remove_if_unheld(path: Path, uid: int) -> bool:
-    """Remove `path`, a file of user `uid` that nobody holds and was abandoned (its writer died), checked
-    under a lock of our own so a live one is never removed."""
-    opened = open_checked(path)
-    if opened is None:
-        return False
-    fd, shared = opened
-    try:
-        if shared.uid != uid or not abandoned(fd):
-            return False
+def abandoned_own(folder: Path, kind: str, uid: int, subject: str | None = None) -> list[tuple[Path, float, dict]]:
+    """User `uid`'s `kind` files in `folder` that nobody holds and that were left long ago (their writers
+    died): (path, its last sign of life, what it holds). Checked under a lock of our own, so a live one is
+    never among them."""
+    found = []
+    for name in listing(folder, kind, subject):
+        opened = open_checked(folder / name)
+        if opened is None:
+            continue
+        fd, shared = opened
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False
-        path.unlink(missing_ok=True)
-        return True
-    finally:
-        os.close(fd)
+            if shared.uid != uid:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    continue  # held: alive
+                raise
+            if abandoned(fd):
+                found.append((shared.path, os.fstat(fd).st_mtime, read_object(fd) or {}))
+        finally:
+            os.close(fd)
+    return found
 
 
 class HeldFile:

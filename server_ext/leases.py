@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..inventory import Gpu
-from .host_files import HeldFile, abandoned, listing, open_checked, read_live, read_object
+from .host_files import HeldFile, abandoned_own, listing, read_live, read_object
 from .paths import private_dir
 
 PUBLIC = ("user", "since", "idle_since", "idle_holder")  # what a lease file tells every user (and the admin)
@@ -61,14 +61,16 @@ class Lease:
 
     def note_idle(self, idle_since: float | None) -> None:
         """Say (to every user) since when the GPU has been idle; None: it works."""
-        if self._file is not None and self.holder.get("idle_since") != idle_since:
-            self.holder["idle_since"] = idle_since
-            self._file.write({k: self.holder.get(k) for k in PUBLIC})
+        self._publish("idle_since", idle_since)
 
     def note_idle_holder(self, flagged: bool) -> None:
         """Say that its holder is an idle holder (usage_sampler.py), for the admin's `cellhop usage --all`."""
-        if self._file is not None and bool(self.holder.get("idle_holder")) != flagged:
-            self.holder["idle_holder"] = flagged
+        self._publish("idle_holder", flagged)
+
+    def _publish(self, key: str, value) -> None:
+        """Change one public field, rewriting the lease file only when it changes."""
+        if self._file is not None and self.holder.get(key) != value:
+            self.holder[key] = value
             self._file.write({k: self.holder.get(k) for k in PUBLIC})
 
     def touch(self) -> None:
@@ -154,29 +156,9 @@ class LeaseDirectory:
 
     def stale_own(self) -> list[tuple[Path, float, dict]]:
         """This user's lease files nobody holds any more (a holder that crashed): (path, its last sign of
-        life, what its sidecar said)."""
-        found = []
-        for name in listing(self.root, "lock"):
-            opened = open_checked(self.root / name)
-            if opened is None:
-                continue
-            fd, shared = opened
-            try:
-                if shared.uid != self.uid:
-                    continue
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError as exc:
-                    if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                        continue  # held: alive
-                    raise
-                if not abandoned(fd):
-                    continue  # being made (made, then locked) or let go this instant
-                found.append((shared.path, os.fstat(fd).st_mtime, {**(read_object(fd) or {}),
-                                                                   **self._sidecar_of(name)}))
-            finally:
-                os.close(fd)
-        return found
+        life, what it and its sidecar said)."""
+        return [(path, mtime, {**public, **self._sidecar_of(path.name)})
+                for path, mtime, public in abandoned_own(self.root, "lock", self.uid)]
 
     def remove_stale(self, path: Path) -> None:
         path.unlink(missing_ok=True)

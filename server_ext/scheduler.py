@@ -33,8 +33,8 @@ from pathlib import Path
 from ..errors import GpuBudgetExceeded, GpuRequestError, QueueCancelled, QueueTimeout
 from ..gpu_request import ANY, GpuChoice, GpuRequest, feasible_choices
 from ..inventory import Inventory
-from .host_dir import HostPlace, HostSettings, stricter
-from .host_files import HeldFile, is_locked, listing, open_checked, parse_name, read_live, read_object, remove_if_unheld
+from .host_dir import HostPlace, HostSettings, own_place, stricter
+from .host_files import HeldFile, abandoned_own, listing, open_checked, read_live, read_object
 from .leases import Lease, LeaseDirectory, user_name
 from .paths import private_dir
 from .scheduling import Allocation, GpuScheduler
@@ -59,15 +59,13 @@ class _Ticket:
         self.file.close()
 
 
-def live_tickets(queue_dir: Path, sweep_uid: int | None = None) -> list[tuple[str, int, set[str]]]:
-    """(name, uid, types wanted) of every valid live ticket, oldest first; the dead tickets of user
-    `sweep_uid` (waiters that were killed) are removed on the way."""
+def live_tickets(queue_dir: Path) -> list[tuple[str, int, set[str]]]:
+    """(name, uid, types wanted) of every valid live ticket, oldest first (a dead waiter's counts for
+    nothing; its user's `recover` removes it)."""
     found = []
     for name in listing(queue_dir, "ticket"):
         live = read_live(queue_dir / name)
         if live is None:
-            if sweep_uid is not None and (parsed := parse_name(name)) and parsed[1] == sweep_uid:
-                remove_if_unheld(queue_dir / name, sweep_uid)
             continue
         shared, value = live
         types = value.get("types")
@@ -94,11 +92,8 @@ class Scheduler(GpuScheduler):
                  private_root: Path | None = None, max_gpus_per_user: int | None = None,
                  monthly_gpu_hours: float | None = None):
         if not isinstance(host, HostPlace):  # one user's own folder (the embedded control plane's, tests')
-            root = Path(host)
-            for name in ("leases", "queue", "grants", "usage"):
-                private_dir(root / name)
-            host = HostPlace(root, False, f"GPU leases are this user's own ({root})")
-            private_root = private_root or root
+            host = own_place(Path(host))
+            private_root = private_root or host.root
         self.inventory = inventory
         self.host = host
         self.user = user_name()
@@ -170,7 +165,7 @@ class Scheduler(GpuScheduler):
 
     def _ahead(self, ticket: _Ticket) -> tuple[int, set[str]]:
         """How many live tickets are served before this one and want a type it could use, and which."""
-        tickets = live_tickets(self.queue_dir, self.uid)
+        tickets = live_tickets(self.queue_dir)
         wants = {name: types for name, _, types in tickets}
         count, wanted = 0, set()
         for name in fair_order(tickets, self.last_grants()):
@@ -245,24 +240,17 @@ class Scheduler(GpuScheduler):
                 "Running work goes on. Ask the admin for more, or run this without a GPU.")
 
     def recover(self) -> None:
-        """Write the end of this user's leases whose holders crashed (their last sign of life), and keep
-        only the newest of this user's grant files nobody holds."""
+        """What this user's processes that died left (at start, then every few seconds): the end of their
+        leases goes in the usage log (their last sign of life), their queue tickets go, and of the grant
+        files nobody holds only the newest stays."""
         for path, last_alive, _ in self.leases.stale_own():
             with self._usage_lock:
                 self.usage.ended(path.name, last_alive, None, recovered=True)
             self.leases.remove_stale(path)
-        unheld = []
-        for name in listing(self.grants_dir, GRANT, str(self.uid)):
-            opened = open_checked(self.grants_dir / name)
-            if opened is None:
-                continue
-            fd, shared = opened
-            try:
-                if shared.uid == self.uid and not is_locked(fd):
-                    unheld.append((os.fstat(fd).st_mtime, shared.path))
-            finally:
-                os.close(fd)
-        for _, path in sorted(unheld)[:-1]:
+        for path, _, _ in abandoned_own(self.queue_dir, "ticket", self.uid):
+            path.unlink(missing_ok=True)
+        grants = abandoned_own(self.grants_dir, GRANT, self.uid, str(self.uid))
+        for path, _, _ in sorted(grants, key=lambda found: found[1])[:-1]:
             path.unlink(missing_ok=True)
 
     def close(self) -> None:
@@ -275,7 +263,7 @@ class Scheduler(GpuScheduler):
     def queued_types(self) -> set[str]:
         """The GPU types that live queued requests wait for."""
         wanted: set[str] = set()
-        for _, _, types in live_tickets(self.queue_dir, self.uid):
+        for _, _, types in live_tickets(self.queue_dir):
             wanted |= types
         return wanted
 

@@ -248,7 +248,7 @@ def test_a_killed_process_leaves_no_stale_lease_or_ticket(runtime_root, python_c
     [left] = tickets(runtime_root)  # it stays a moment (a file is made, then locked: never swept too soon)
     long_ago = time.time() - 60
     os.utime(runtime_root / "queue" / left, (long_ago, long_ago))  # ... and once that moment is long past
-    s.queued_types()
+    s.recover()  # (what the control plane runs every few seconds)
     assert tickets(runtime_root) == []  # it was swept away
     s.release(allocation)
 
