@@ -50,20 +50,26 @@ class MovedServer(ServerProcess):
 
 
 def wait_for_ready(kc: BlockingKernelClient, server: ServerProcess, timeout: float = 60) -> None:
-    """Until the kernel answers kernel_info (jupyter_client's own wait needs the heartbeat of a
-    kernel it manages)."""
+    """Until the kernel answers kernel_info on shell and its status for that request reaches us on
+    IOPub: a SUB socket only hears what is published after it has joined, so a reply on shell
+    alone does not say the next cell's output will reach us (jupyter_client's own wait needs the
+    heartbeat of a kernel it manages)."""
     from queue import Empty
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         msg_id = kc.kernel_info()
         try:
-            while True:
-                reply = kc.get_shell_msg(timeout=2)
-                if reply["parent_header"].get("msg_id") == msg_id:
-                    return
+            while kc.get_shell_msg(timeout=2)["parent_header"].get("msg_id") != msg_id:
+                pass
         except Empty:
             continue
+        try:
+            while kc.get_iopub_msg(timeout=1)["parent_header"].get("msg_id") != msg_id:
+                pass
+            return
+        except Empty:
+            continue  # IOPub had not joined yet when the kernel published; ask again
     raise AssertionError(f"the kernel did not answer within {timeout} s; the server's log:\n{server.log()[-4000:]}")
 
 
