@@ -20,6 +20,7 @@ import traceback
 from ipykernel.ipkernel import IPythonKernel
 
 from ..container import OOM_EXIT_CODE
+from .answer_later import AnswerLater
 from .cell_names import comes_back_by_default, is_user_name, names_assigned, parse
 from .cell_result import RESULT, ResultCapture
 from .lean_channel import LeanChannel
@@ -203,6 +204,24 @@ class ContainerKernel(IPythonKernel):
                 outcomes.append((False, _portable_exception(exc)))
         self._restore_input()
         outputs = self.outputs.end(msg_id)  # flushes stdout and stderr first
+        if len(outcomes) == 1 and outcomes[0][0] and isinstance(outcomes[0][1], AnswerLater):
+            # answered when it settles; the next request is taken meanwhile (answer_later.py)
+            outcomes[0][1].future.add_done_callback(lambda future: self.io_loop.add_callback(
+                self._answer_later, stream, ident, parent, future, outputs))
+            return
+        self._apply_reply(stream, ident, parent, outcomes, outputs)
+
+    def _answer_later(self, stream, ident, parent, future, outputs: int) -> None:
+        """A later answer's reply, sent from the main thread's event loop as every reply is."""
+        try:
+            outcomes = [(True, future.result())]
+        except BaseException as exc:  # noqa: BLE001 - returned to the caller, as a direct call's
+            outcomes = [(False, _portable_exception(exc))]
+        self._apply_reply(stream, ident, parent, outcomes, outputs)
+        if self.lean_channel is not None and stream is self.lean_channel.socket:
+            self.lean_channel.look_for_requests()
+
+    def _apply_reply(self, stream, ident, parent, outcomes: list, outputs: int) -> None:
         try:
             frames = dumps(outcomes)
             reply = {"status": "ok", "count": len(outcomes)}

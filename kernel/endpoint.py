@@ -186,19 +186,24 @@ def serve_call(op: str, key: str, code: bytes | None, payload):
             if gen is not None:
                 gen.close()
             return ("closed",)
+        if op in ("ws-recv", "ws-send", "ws-close"):  # payload: [socket id, ...]
+            socket = _STREAMS.get(payload[0])
+            if socket is None or not hasattr(socket, "serve"):
+                return ("ws-ended",)
+            if op == "ws-close":
+                _STREAMS.pop(payload[0], None)
+            return socket.serve(op, payload[1:])
         fn = _load(key, code)
         if isinstance(fn, str):
             return [_error(500, "EndpointLoadError", fn)] * len(payload) if op == "batch" else \
                 _error(500, "EndpointLoadError", fn)
         if op == "batch":
             return _call_batch(fn, payload)
-        if op == "asgi":
-            answer = fn(payload["scope"], payload["body"])
-            if answer[0] != "asgi-stream":
-                return answer
-            stream_id = next(_STREAM_IDS)
-            _STREAMS[stream_id] = answer[1]  # an ASGI response still sending (endpoint_asgi.Response)
-            return ("asgi-stream", stream_id, *answer[2:])
+        if op in ("asgi", "ws-open"):
+            if not hasattr(fn, "respond"):
+                return _error(400, "NotAnApp", f"endpoint {key} is a function, not an ASGI app")
+            later = fn.respond(payload["scope"], payload["body"]) if op == "asgi" else fn.websocket(payload["scope"])
+            return later.then(_kept)
         try:
             result = fn(**payload)
         except Exception as exc:
@@ -256,11 +261,8 @@ def _next(stream_id: int):
     gen = _STREAMS.get(stream_id)
     if gen is None:
         return ("stream", stream_id, "", True)
-    if hasattr(gen, "next_chunk"):  # an ASGI response: its body's bytes as they are
-        chunk, done = gen.next_chunk()
-        if done:
-            _STREAMS.pop(stream_id, None)
-        return ("stream", stream_id, chunk, done)
+    if hasattr(gen, "next_part"):  # an ASGI response: its body's bytes as they come
+        return gen.next_part().then(lambda part: _part(stream_id, *part))
     try:
         item = next(gen)
     except StopIteration:
@@ -275,6 +277,21 @@ def _next(stream_id: int):
         _STREAMS.pop(stream_id, None)
         gen.close()
         return ("stream", stream_id, _not_json(exc)[2] + "\n", True)
+
+
+def _kept(answer: tuple) -> tuple:
+    """An ASGI answer, with the response still sending (or the WebSocket) kept here under an id."""
+    if answer[0] not in ("asgi-stream", "ws") or answer[1] is None:
+        return answer
+    stream_id = next(_STREAM_IDS)
+    _STREAMS[stream_id] = answer[1]  # endpoint_asgi.Response or Socket
+    return (answer[0], stream_id, *answer[2:])
+
+
+def _part(stream_id: int, chunk: bytes, done: bool) -> tuple:
+    if done:
+        _STREAMS.pop(stream_id, None)
+    return ("stream", stream_id, chunk, done)
 
 
 def _call_batch(fn, calls: list) -> list:

@@ -94,8 +94,11 @@ class LeanChannel:
                 except Exception:
                     pass
             kernel._publish_status("idle", "shell")
-        # The reply went out on the socket itself, not through the stream: a send can swallow the edge of
-        # the socket's (edge-triggered) descriptor that says a request is waiting (a pipelined .map's next
-        # chunk), so look for one now rather than at the next wake-up
+        self.look_for_requests()
+
+    def look_for_requests(self) -> None:
+        """After a reply: it went out on the socket itself, not through the stream, and a send can swallow
+        the edge of the socket's (edge-triggered) descriptor that says a request is waiting (a pipelined
+        .map's next chunk), so look for one now rather than at the next wake-up."""
         if self._stream is not None and self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             self._stream.flush(zmq.POLLIN)

@@ -86,7 +86,7 @@ class CellhopApp(ExtensionApp):
 
     def _init_endpoints(self) -> None:
         """Deployed endpoints (endpoints.py), stored under the state directory; served from the first request."""
-        from .api.endpoints import ENDPOINTS_SETTING
+        from .api.endpoint_callers import ENDPOINTS_SETTING
         from pathlib import Path
 
         from jupyter_core.paths import jupyter_data_dir
@@ -125,8 +125,14 @@ class CellhopApp(ExtensionApp):
         from .api import proxy  # a container's ports: cellhop/proxy/<container id>/<port>/
 
         self.handlers.extend(("/" + proxy.PREFIX + pattern, handler) for pattern, handler in proxy.handlers)
-        from .api.endpoints import serving_handlers
+        from .api.endpoint_calls import serving_handlers
+        from .api.endpoint_socket import route, upgrade_handlers
 
+        self.upgrade_handlers = list(upgrade_handlers)  # WebSockets to an ASGI endpoint, ahead of HTTP calls
+        web_app = getattr(self.serverapp, "web_app", None)
+        if web_app is not None:
+            for pattern, handler in self.upgrade_handlers:
+                route(web_app, pattern, handler)
         self.handlers.extend(serving_handlers)  # {base_url}cellhop/endpoints/<name>/
 
     async def stop_extension(self) -> None:

@@ -112,8 +112,10 @@ class KernelLink:
         sock.connect(_url(info, channel))
         return sock
 
-    async def call(self, fn, args: tuple):
-        """fn(*args) in the container (fn named by reference); its return value, rebuilt as data only."""
+    async def call(self, fn, args: tuple, waits: bool = False):
+        """fn(*args) in the container (fn named by reference); its return value, rebuilt as data only.
+        `waits`: a call answered whenever something comes (a stream's next part, a WebSocket's next
+        message) goes on the shell, leaving the lean channel to the quick ones."""
         if self.closed:
             raise LinkClosed("the container's connection is closed")
         msg = self.session.msg("cellhop_apply_request", {"n": 1})
@@ -122,7 +124,7 @@ class KernelLink:
         frames = self.session.serialize(msg) + _dumps((fn, [(args, {})]))
         # The lean channel takes one call at a time here: with several waiting on its socket, a reply sent
         # between two reads can leave the next request unread (seen with 16 at once); more go on the shell.
-        lean = self.calls is not self.shell and not self._lean_busy
+        lean = self.calls is not self.shell and not self._lean_busy and not waits
         if lean:
             self._lean_busy = True
         try:

@@ -59,7 +59,7 @@ class Stream:
             while not done:
                 try:
                     _, _, text, done = await self.replica.link.call(
-                        serve_call, ("next", self.pool.key, None, self.stream_id))
+                        serve_call, ("next", self.pool.key, None, self.stream_id), waits=True)
                 except (LinkClosed, BadAnswer) as exc:
                     self.pool.errors += 1
                     yield _error_line("ContainerDied", f"the endpoint's container ended mid-stream ({exc})")
@@ -76,6 +76,44 @@ class Stream:
             await self.replica.link.call(serve_call, ("close", self.pool.key, None, self.stream_id))
         except Exception:  # noqa: BLE001 - the container went meanwhile
             pass
+
+
+class Socket:
+    """A WebSocket of an ASGI app, kept in the container that accepted it (which stays held, one of its
+    `concurrency` places, until it closes). `subprotocol` and `headers` are what the app accepted with."""
+
+    def __init__(self, pool: EndpointPool, replica: Replica, socket_id: int, subprotocol, headers):
+        self.pool, self.replica, self.socket_id = pool, replica, socket_id
+        self.subprotocol, self.headers = subprotocol, headers
+        self.released = False
+
+    async def receive(self) -> list:
+        """The app's next messages (at least one): ("text", str), ("bytes", bytes), ("close", code, reason).
+        Raises LinkClosed or BadAnswer when the container ended."""
+        answer = await self.replica.link.call(serve_call, ("ws-recv", self.pool.key, None, [self.socket_id]),
+                                              waits=True)
+        return [("close", 1000, "")] if answer == ("ws-ended",) else list(answer)
+
+    async def send(self, kind: str, data) -> bool:
+        """Give the app a message of the caller ("text" or "bytes"), once it has room; False: it ended."""
+        answer = await self.replica.link.call(serve_call, ("ws-send", self.pool.key, None,
+                                                           [self.socket_id, kind, data]), waits=True)
+        return answer == ("ok",)
+
+    async def close(self, code: int | None) -> None:
+        """The caller went away (`code` of its close frame, None without one): the app hears a disconnect;
+        the container's place is free again."""
+        if self.released:
+            return
+        self.released = True
+        try:
+            if not self.replica.link.closed:
+                await self.replica.link.call(serve_call, ("ws-close", self.pool.key, None,
+                                                          [self.socket_id, code or 1005]))
+        except Exception:  # noqa: BLE001 - the container went meanwhile
+            pass
+        finally:
+            self.pool.release(self.replica)
 
 
 def _error_line(kind: str, message: str) -> str:
@@ -122,7 +160,9 @@ class EndpointPool:
     # -- calls ----------------------------------------------------------------------
     async def call(self, kwargs: dict, op: str = "call"):
         """(status, JSON text), a Stream for a generator, or for an ASGI app (`op` "asgi", `kwargs` its scope
-        and body) ("asgi", status, headers, body). Raises EndpointBusy/Unavailable/Timeout."""
+        and body) ("asgi", status, headers, body); for a WebSocket (`op` "ws-open", `kwargs` its scope) a
+        Socket, or ("ws", None, "close", code, reason) where the app refused it. Raises
+        EndpointBusy/Unavailable/Timeout."""
         self.requests += 1
         start = time.monotonic()
         try:
@@ -144,6 +184,9 @@ class EndpointPool:
                     if answer[0] == "asgi":
                         self.errors += answer[1] >= 500
                         return answer
+                    if answer[0] == "ws":  # a WebSocket the app accepted, or ("ws", None, "close", ...)
+                        keep = answer[1] is not None
+                        return Socket(self, replica, *answer[1:2], *answer[3:]) if keep else answer
                     self.errors += answer[1] >= 500  # the function raised, or returned what is not JSON
                     return answer[1], answer[2]
                 except (LinkClosed, BadAnswer) as exc:

@@ -26,7 +26,9 @@ from jupyter_server.auth.authorizer import Authorizer
 pytestmark = pytest.mark.timeout(180)
 STATE_CHANGING = ("POST", "PUT", "PATCH", "DELETE")
 PUBLIC = {"EndpointCallHandler": "a deployed endpoint is called with its own key (endpoints/{name}/keys), "
-                                 "not the Jupyter login"}
+                                 "not the Jupyter login",
+          "EndpointSocketHandler": "the same endpoints, asked for a WebSocket (test_endpoint_websocket: its "
+                                   "refusals)"}
 
 
 def _paths(pattern: str) -> list[str]:
@@ -54,7 +56,7 @@ def _mounted() -> list[tuple[str, type]]:
     app = CellhopApp()
     app.handlers = []
     app.initialize_handlers()
-    return list(app.handlers)
+    return list(app.handlers) + list(app.upgrade_handlers)
 
 
 def _methods(handler: type) -> list[str]:
