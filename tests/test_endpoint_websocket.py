@@ -6,8 +6,8 @@ clients (tornado's) over the server's port:
   messages the app sends unasked; its close code and reason reach the caller; the caller's close
   code reaches the app (as websocket.disconnect);
 - the app's headers reach the caller, less Set-Cookie of the Jupyter server's cookies (HTTP too);
-- refused before accepting: 403; a function endpoint: 400; no credential, another endpoint's key:
-  403, the app never hears of it; the endpoint's own key opens it; Jupyter's credentials never reach
+- refused before accepting: 403; a function endpoint: 400; no credential, another endpoint's key,
+  the login cookie from another site's page: 403, the app never hears of it; the endpoint's own key opens it; Jupyter's credentials never reach
   the app;
 - while a WebSocket waits, and while a streamed HTTP response waits for its next part, the same
   container (one, concurrency 8) answers other requests: the stream only ends when another request
@@ -189,6 +189,19 @@ async def test_websockets_to_an_asgi_endpoint(start_kernel, control_plane, jp_fe
         await _connect(base, "live/x", {"Authorization": f"Bearer {keys['plain']}"})
     assert refused.value.code == 403
     assert (await _state(jp_fetch))["opened"] == opened  # the app never heard of them
+    # the login cookie alone: from this server's own pages only (another site cannot open one as the user)
+    r = await jp_fetch("cellhop", "api", "gpus")
+    login = [c.split(";")[0] for c in r.headers.get_list("Set-Cookie") if c.startswith("username-")]
+    assert login, r.headers
+    cookie = {"Cookie": login[0]}
+    with pytest.raises(HTTPClientError) as refused:
+        await _connect(base, "live/x", {**cookie, "Origin": "http://evil.example"})
+    assert refused.value.code == 403
+    assert (await _state(jp_fetch))["opened"] == opened
+    ws = await _connect(base, "live/own", {**cookie, "Origin": f"http://127.0.0.1:{jp_http_port}"})
+    await ws.write_message("c")
+    assert await ws.read_message() == "echo c /own"
+    ws.close()
     ws = await _connect(base, "live/keyed", {"Authorization": f"Bearer {keys['live']}"})
     await ws.write_message("k")
     assert await ws.read_message() == "echo k /keyed"
