@@ -187,6 +187,7 @@ class Response:
         self.loop.call_soon_threadsafe(self.gone.set)
 
 
+ACCEPT_TIMEOUT = 60.0  # seconds an app has to accept (or close) a WebSocket; then the caller gets a 403
 MAX_WAITING = 64  # a WebSocket's messages from the caller the app has not read yet; past it the caller waits
 MAX_BATCH = 1 << 20  # bytes of the app's messages one read gives the server at most (it reads again for more)
 
@@ -204,6 +205,7 @@ class Socket:
 
     async def run(self, app, scope: dict) -> None:
         self.incoming.put_nowait({"type": "websocket.connect"})
+        self.loop.call_later(ACCEPT_TIMEOUT, self._accept_overdue)
         code = 1000
         try:
             await app(scope, self.incoming.get, self._send)
@@ -231,6 +233,10 @@ class Socket:
                 self.outgoing.put_nowait(("text", str(message.get("text") or "")))
         else:
             raise RuntimeError(f"cellhop does not serve the ASGI message {kind!r} on a WebSocket")
+
+    def _accept_overdue(self) -> None:
+        if not self.decided.done():
+            self._end(1011, f"the app did not accept the WebSocket within {ACCEPT_TIMEOUT:g} s")
 
     def _end(self, code: int, reason: str) -> None:
         if self.ended:

@@ -6,7 +6,7 @@ clients (tornado's) over the server's port:
   messages the app sends unasked; its close code and reason reach the caller; the caller's close
   code reaches the app (as websocket.disconnect);
 - the app's headers reach the caller, less Set-Cookie of the Jupyter server's cookies (HTTP too);
-- refused before accepting: 403; a function endpoint: 400; no credential, another endpoint's key,
+- refused before accepting, or not accepted in time: 403; a function endpoint: 400; no credential, another endpoint's key,
   the login cookie from another site's page: 403, the app never hears of it; the endpoint's own key opens it; Jupyter's credentials never reach
   the app;
 - while a WebSocket waits, and while a streamed HTTP response waits for its next part, the same
@@ -36,6 +36,8 @@ import asyncio, json, cellhop
 FORGED = [(b"set-cookie", b"_xsrf=forged"), (b"set-cookie", b"username-127-0-0-1=forged"), (b"set-cookie", b"mine=1")]
 
 def make_app():
+    import cellhop.kernel.endpoint_asgi as served_here
+    served_here.ACCEPT_TIMEOUT = 1.0  # this container waits 1 s (not 60) for an app to accept a WebSocket
     seen = {"disconnects": [], "opened": 0, "headers": []}
     release = asyncio.Event()
 
@@ -59,6 +61,8 @@ def make_app():
         if scope["path"] == "/refuse":
             await send({"type": "websocket.close", "code": 1008})
             return
+        if scope["path"] == "/silent":  # neither accepts nor closes
+            await asyncio.Event().wait()
         seen["opened"] += 1
         seen["headers"] = sorted(k.decode() for k, v in scope["headers"])
         chosen = "chat.v2" if "chat.v2" in scope["subprotocols"] else None
@@ -176,8 +180,8 @@ async def test_websockets_to_an_asgi_endpoint(start_kernel, control_plane, jp_fe
 
     # refusals: the app's (before accepting), a function endpoint, no credential, another endpoint's key
     opened = (await _state(jp_fetch))["opened"]
-    for path, headers, code in (("live/refuse", auth, 403), ("plain", auth, 400), ("live/x", {}, 403),
-                                ("nothere", auth, 404), ("nothere", {}, 403)):
+    for path, headers, code in (("live/refuse", auth, 403), ("live/silent", auth, 403), ("plain", auth, 400),
+                                ("live/x", {}, 403), ("nothere", auth, 404), ("nothere", {}, 403)):
         with pytest.raises(HTTPClientError) as refused:
             await _connect(base, path, headers)
         assert refused.value.code == code, (path, refused.value)
