@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import traceback
 
 from ipykernel.ipkernel import IPythonKernel
@@ -100,8 +101,10 @@ class ContainerKernel(IPythonKernel):
         super()._publish_status(status, channel, parent)
 
     def _send_interrupt_children(self):
-        # Interrupt this process only: a process-group signal would also reach the sandbox's init.
-        os.kill(os.getpid(), signal.SIGINT)
+        # Interrupt this process only (a process-group signal would also reach the sandbox's init), and in
+        # its main thread, where the cell runs: a signal to the process may land on another of its threads,
+        # and then a call blocked in the main thread (a read, a sleep) goes on until it returns by itself.
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
     async def shutdown_request(self, stream, ident, parent):
         """A kernel of the cellhop provisioner answers a restart's shutdown request and stays up:
