@@ -20,11 +20,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
 from ...errors import CellhopError, StepFailed
+from ..process_groups import kill_own_group
 from . import apt
 from .interpreters import find_interpreter
 
@@ -192,10 +192,7 @@ class LayerBuild:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    kill_own_group(proc)
     proc.wait()
 
 

@@ -51,6 +51,7 @@ from ..container_storage import unsandboxed_mount_error
 from ..container_user import DEFAULT_UID, ContainerUser
 from ..file_tree import remove_path
 from ..paths import private_dir
+from ..process_groups import kill_own_group
 from ..resource_limits import ResourceLimits, describe_enforcement
 from ..sandbox import Sandbox, find_bubblewrap, gpu_device_files
 from .base import ContainerRuntime, Launched
@@ -448,10 +449,7 @@ class LocalRuntime(StandbyClaims, ContainerRuntime):
         proc: subprocess.Popen = container.handle
         if proc is None:
             return
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session: bwrap or the bare kernel, and children
-        except (ProcessLookupError, PermissionError):
-            pass
+        kill_own_group(proc)  # its own session: bwrap or the bare kernel, and children
         limits = self._limits.get(container.id)
         if limits is not None:
             limits.kill()  # anything of its groups that left the session
