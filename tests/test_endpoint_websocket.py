@@ -9,6 +9,7 @@ clients (tornado's) over the server's port:
 - refused before accepting, or not accepted in time: 403; a function endpoint: 400; no credential, another endpoint's key,
   the login cookie from another site's page: 403, the app never hears of it; the endpoint's own key opens it; Jupyter's credentials never reach
   the app;
+- a WebSocket holds one of its container's places: past them it waits in the queue, past its limit 429;
 - while a WebSocket waits, and while a streamed HTTP response waits for its next part, the same
   container (one, concurrency 8) answers other requests: the stream only ends when another request
   tells it to (before, its container's main thread waited for that part and nothing else got in);
@@ -97,9 +98,15 @@ def plain():
     return 1
 
 cellhop.asgi(make_app, max_containers=1, concurrency=8).deploy("live")
+cellhop.asgi(make_app, max_containers=1, concurrency=1).deploy("single")
 plain.deploy("plain")
 print("deployed")
 '''
+
+
+@pytest.fixture
+def cellhop_settings():
+    return {"endpoint_queue_limit": 1}
 
 
 def _url(server_url: str, *parts: str) -> str:
@@ -209,6 +216,25 @@ async def test_websockets_to_an_asgi_endpoint(start_kernel, control_plane, jp_fe
     ws = await _connect(base, "live/keyed", {"Authorization": f"Bearer {keys['live']}"})
     await ws.write_message("k")
     assert await ws.read_message() == "echo k /keyed"
+
+    # a WebSocket holds its container's place: with concurrency 1, the next one waits in the queue (its
+    # limit here: 1), the one after is told 429 with Retry-After; a place freed lets the waiting one in
+    first = await _connect(base, "single/a", auth)
+    waiting = asyncio.ensure_future(_connect(base, "single/b", auth))
+    for _ in range(600):
+        view = json.loads((await jp_fetch("cellhop", "api", "endpoints", "single")).body)
+        if view["queued"] == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert view["queued"] == 1 and not waiting.done(), view
+    with pytest.raises(HTTPClientError) as refused:
+        await _connect(base, "single/c", auth)
+    assert refused.value.code == 429 and refused.value.response.headers["Retry-After"] == "1"
+    first.close()
+    second = await asyncio.wait_for(waiting, 60)
+    await second.write_message("b")
+    assert await second.read_message() == "echo b /b"
+    second.close()
 
     # the container dies under an open WebSocket: 1011
     [container] = [c for c in control_plane.manager.list() if c.spec.owner == "endpoint live"

@@ -15,6 +15,7 @@ HTTP handler stays a plain one.
 from __future__ import annotations
 
 import asyncio
+import json
 
 from jupyter_server.auth.decorator import allow_unauthenticated
 from jupyter_server.base.handlers import JupyterHandler
@@ -25,7 +26,7 @@ from tornado.routing import Matcher, PathMatches, Rule
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from ...endpoint_errors import EndpointBusy
-from ...errors import CellhopError, http_status
+from ...errors import CellhopError, error_body, http_status
 from ..endpoints_link import BadAnswer, LinkClosed
 from ..endpoints_pool import Socket
 from .base import JsonErrors, KernelTokenAuth
@@ -51,9 +52,12 @@ class EndpointSocketHandler(EndpointCallerAuth, KernelTokenAuth, JsonErrors, Web
         pool = self.settings[ENDPOINTS_SETTING].pool(record["name"])
         try:
             answer = await pool.call(asgi_scope(self, record["name"], subpath), "ws-open")
-        except EndpointBusy as exc:
+        except EndpointBusy as exc:  # answered here: send_error would drop the Retry-After header
+            self.set_status(429)
             self.set_header("Retry-After", "1")
-            raise web.HTTPError(429, str(exc)) from None
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps(error_body(exc)))
+            return
         except CellhopError as exc:
             raise web.HTTPError(http_status(exc), str(exc)) from None
         if not isinstance(answer, Socket):
