@@ -181,7 +181,7 @@ class LocalRuntime(StandbyClaims, ContainerRuntime):
         log.info("cellhop: container limits on this host: %s", self.limits_line)
         reap_orphans(self.root)
         cgroups.sweep(self.placement)  # groups of control planes that died elsewhere (other runtime folders)
-        self._spawner = Spawner.shared()
+        self._spawner = Spawner()
         self._limits: dict[str, ResourceLimits] = {}
         self._log_pumps: dict[str, threading.Thread] = {}
         self._launches: dict[str, object] = {}

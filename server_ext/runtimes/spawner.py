@@ -15,18 +15,6 @@ class Spawner:
     kill containers early. A thread that lives as long as the process does not.
     """
 
-    _shared: Spawner | None = None
-    _shared_lock = threading.Lock()
-
-    @classmethod
-    def shared(cls) -> Spawner:
-        """The process's one spawner (made at first use): every runtime of the process forks through it,
-        rather than each keeping a thread of its own for as long as the process lives."""
-        with cls._shared_lock:
-            if cls._shared is None:
-                cls._shared = cls()
-            return cls._shared
-
     def __init__(self):
         self._jobs: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="cellhop-spawner", daemon=True)
