@@ -186,7 +186,7 @@ class EndpointPool:
                         return answer
                     if answer[0] == "ws":  # a WebSocket the app accepted, or ("ws", None, "close", ...)
                         keep = answer[1] is not None
-                        return Socket(self, replica, *answer[1:2], *answer[3:]) if keep else answer
+                        return Socket(self, replica, answer[1], answer[3], answer[4]) if keep else answer
                     self.errors += answer[1] >= 500  # the function raised, or returned what is not JSON
                     return answer[1], answer[2]
                 except (LinkClosed, BadAnswer) as exc:

@@ -9,12 +9,15 @@ scope, without the Jupyter server's credentials.
 
 from __future__ import annotations
 
+import json
+
 from jupyter_server.auth import User
 from jupyter_server.base.call_context import CallContext
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from ...errors import CellhopError, http_status
+from ...endpoint_errors import EndpointBusy
+from ...errors import CellhopError, error_body, http_status
 from ..endpoints_store import KEY_PREFIX
 from ..port_relay import is_jupyter_cookie
 from ..kernel_tokens import USER
@@ -71,6 +74,14 @@ class EndpointCallerAuth:
                                      "server's token or `Authorization: Bearer <key>` with a key of this "
                                      "endpoint (`cellhop endpoint key NAME`)")
         return record
+
+    def answer_error(self, exc: CellhopError) -> None:
+        """Answer with a cellhop error as JSON, at its status; a busy endpoint also says when to retry."""
+        if isinstance(exc, EndpointBusy):
+            self.set_header("Retry-After", "1")
+        self.set_status(http_status(exc))
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(error_body(exc)))
 
     def _handle_request_exception(self, e: BaseException) -> None:
         if isinstance(e, (CellhopError, ValueError)) and not self._finished:

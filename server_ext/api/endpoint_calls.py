@@ -7,15 +7,13 @@ WebSockets to an ASGI app: endpoint_socket.py.
 from __future__ import annotations
 
 import asyncio
-import json
 
 from jupyter_server.auth.decorator import allow_unauthenticated
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from ...errors import CellhopError, error_body, http_status
-from ...endpoint_errors import EndpointBusy
+from ...errors import CellhopError
 from ..endpoints_pool import Stream
 from .base import JsonErrors, KernelTokenAuth, parse_json
 from .endpoint_callers import ENDPOINT_PATH, ENDPOINTS_SETTING, EndpointCallerAuth, add_app_headers, asgi_scope
@@ -75,11 +73,8 @@ class EndpointCallHandler(EndpointCallerAuth, KernelTokenAuth, JsonErrors, APIHa
             if getattr(self, "_gone", False):
                 return  # nobody to answer
             raise
-        except EndpointBusy as exc:
-            self.set_header("Retry-After", "1")
-            return self._error(exc)
         except CellhopError as exc:
-            return self._error(exc)
+            return self.answer_error(exc)
         self.set_header("Content-Type", "application/json")
         if isinstance(answer, tuple) and answer[0] == "asgi":
             _, status, headers, body = answer
@@ -115,11 +110,6 @@ class EndpointCallHandler(EndpointCallerAuth, KernelTokenAuth, JsonErrors, APIHa
             await chunks.aclose()
         if not self._finished:
             self.finish(set_content_type=content_type)
-
-    def _error(self, exc: CellhopError) -> None:
-        self.set_status(http_status(exc))
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(error_body(exc)))
 
 
 serving_handlers = [(ENDPOINT_PATH, EndpointCallHandler)]

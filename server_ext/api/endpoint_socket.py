@@ -15,7 +15,6 @@ HTTP handler stays a plain one.
 from __future__ import annotations
 
 import asyncio
-import json
 
 from jupyter_server.auth.decorator import allow_unauthenticated
 from jupyter_server.base.handlers import JupyterHandler
@@ -25,8 +24,7 @@ from tornado import web
 from tornado.routing import Matcher, PathMatches, Rule
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from ...endpoint_errors import EndpointBusy
-from ...errors import CellhopError, error_body, http_status
+from ...errors import CellhopError
 from ..endpoints_link import BadAnswer, LinkClosed
 from ..endpoints_pool import Socket
 from .base import JsonErrors, KernelTokenAuth
@@ -52,14 +50,8 @@ class EndpointSocketHandler(EndpointCallerAuth, KernelTokenAuth, JsonErrors, Web
         pool = self.settings[ENDPOINTS_SETTING].pool(record["name"])
         try:
             answer = await pool.call(asgi_scope(self, record["name"], subpath), "ws-open")
-        except EndpointBusy as exc:  # answered here: send_error would drop the Retry-After header
-            self.set_status(429)
-            self.set_header("Retry-After", "1")
-            self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps(error_body(exc)))
-            return
-        except CellhopError as exc:
-            raise web.HTTPError(http_status(exc), str(exc)) from None
+        except CellhopError as exc:  # before the handshake: an HTTP answer, as an HTTP call's
+            return self.answer_error(exc)
         if not isinstance(answer, Socket):
             raise web.HTTPError(403, f"the app of endpoint {record['name']!r} refused the WebSocket "
                                      f"(close code {answer[3]})")
