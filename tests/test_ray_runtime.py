@@ -347,6 +347,32 @@ def test_volume_without_shared_storage_is_a_clear_error(ray_manager):
     assert all(h is None for h in ray_manager.scheduler.holders().values())
 
 
+# -- Ray's messages to its driver stay out of cells ---------------------------------------------------------
+def test_ray_cluster_messages_never_land_in_a_cell(nb, ray_manager):
+    """The notebook kernel is a Ray driver (its control plane connected); Ray prints the cluster's
+    error messages (a node marked dead, ...) from a thread of every driver, which in a kernel would be
+    the output of whichever cell runs. A message to all drivers, published while a cell runs, must not
+    show in it (it goes to the kernel's own log)."""
+    from ray._private.utils import publish_error_to_driver
+    from ray._private.worker import global_worker
+
+    nb.ok("%gpu")  # the notebook's control plane is connected to the cluster: its kernel is a driver
+    published = {}
+
+    def hook(msg):
+        if msg["msg_type"] == "stream" and "cell started" in msg["content"]["text"] and not published:
+            publish_error_to_driver("cellhop_test", "a cluster event for every driver",
+                                    global_worker.gcs_client)
+            published["at"] = time.monotonic()
+
+    ran = nb.run("import time\nprint('cell started', flush=True)\ntime.sleep(4)\nprint('cell ended')",
+                 output_hook=hook, timeout=60)
+    assert published, ran
+    assert ran.status == "ok" and ran.stdout == "cell started\ncell ended\n" and ran.stderr == "", ran
+    later = nb.ok("import time\ntime.sleep(1)")
+    assert later.stdout == "" and later.stderr == "", later
+
+
 # -- a node lost mid-cell (last: it restarts the node) ----------------------------------------------------
 def test_worker_node_killed_mid_cell(nb, ray_cluster):  # noqa: F811
     killed = {}

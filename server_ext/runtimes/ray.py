@@ -38,6 +38,7 @@ from ..container_record import Container
 from ..images.ray_env import ray_runtime_env
 from . import curve
 from .base import ContainerRuntime, Launched
+from .ray_driver_messages import keep_driver_messages_out_of_cells
 from .ray_scheduler import (ACCELERATOR_PREFIX, ACCELERATOR_SHARE, RayAllocation, RayScheduler, _ray,
                             cluster_inventory)
 
@@ -99,6 +100,7 @@ class RayRuntime(ContainerRuntime):
         self._probe_nvml = probe_nvml
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
+            keep_driver_messages_out_of_cells()  # before the listener thread starts printing
             try:
                 ray.init(address=self.address, namespace="cellhop", logging_level=logging.WARNING,
                          log_to_driver=False, include_dashboard=False)
