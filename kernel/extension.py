@@ -38,6 +38,7 @@ def load_ipython_extension(shell) -> None:
         return
     from .comm_proxy import CommProxies
     from .control_client import get_control_plane
+    from .log_routing import route_cellhop_logs
     from .magics import CellhopMagics
     from .output_relay import ConsoleSink, KernelSink
     from .remote_cells import RemoteCells
@@ -45,6 +46,7 @@ def load_ipython_extension(shell) -> None:
 
     kernel = getattr(shell, "kernel", None)
     if kernel is not None and hasattr(kernel, "iopub_socket"):
+        route_cellhop_logs()  # background threads' records to the kernel's log, not the running cell
         sink = KernelSink(kernel)
         try:
             from comm import get_comm_manager
