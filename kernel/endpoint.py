@@ -1,6 +1,6 @@
 """`cellhop.endpoint`: a notebook function served over HTTP by the cellhop server, on autoscaled containers.
 
-    @cellhop.endpoint(gpu="H100", max_containers=4, concurrency=8, scaledown=60)
+    @cellhop.endpoint(gpu="H100", max_containers=4, scaledown=60)
     def predict(text: str):
         return {"label": ...}
 
@@ -26,9 +26,10 @@ import json
 import sys
 import traceback
 
+from ..endpoint_concurrency import default_concurrency
 from ..endpoint_errors import NEED_SERVER, EndpointNotFound, EndpointsNeedServer  # noqa: F401 (re-exported)
 
-DEFAULTS = {"gpu": None, "min_containers": 0, "max_containers": 4, "concurrency": 8, "scaledown": 60.0,
+DEFAULTS = {"gpu": None, "min_containers": 0, "max_containers": 4, "concurrency": None, "scaledown": 60.0,
             "timeout": None, "public": False, "cpus": None, "memory": None, "volumes": None, "secrets": None}
 
 
@@ -77,6 +78,8 @@ class Endpoint:
         spec = {**self.options, "gpu": self.options["gpu"] or "none",
                 "generator": not self.asgi and inspect.isgeneratorfunction(target), "batch": self.batch,
                 "volumes": mounts_of(self.options["volumes"]), "secrets": secret_names(self.options["secrets"])}
+        if spec["concurrency"] is None:  # 1 for a function (its calls run one at a time), 8 for an app
+            spec["concurrency"] = default_concurrency(self.asgi)
         if self.asgi:
             spec["asgi"] = True
         return spec
@@ -119,8 +122,9 @@ def _control_plane():
 
 
 def endpoint(fn=None, **options):
-    """`@cellhop.endpoint(gpu=, min_containers=0, max_containers=4, concurrency=8, scaledown=60, timeout=None,
-    public=False, image=None)`: a function to deploy with `.deploy(name)`."""
+    """`@cellhop.endpoint(gpu=, min_containers=0, max_containers=4, concurrency=None, scaledown=60, timeout=None,
+    public=False, image=None)`: a function to deploy with `.deploy(name)`. `concurrency`: requests in flight per
+    container; by default 1 (its calls run one at a time there, so more requests start more containers)."""
     if fn is not None and callable(fn) and not options:
         return Endpoint(fn)
     if fn is not None:

@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 
 from ..container import ContainerSpec
+from ..endpoint_concurrency import default_concurrency
 from ..errors import CellhopError
 from ..gpu_request import GpuRequest, feasible_choices
 from ..endpoint_errors import EndpointNotFound, EndpointRefused
@@ -49,7 +50,9 @@ def check_spec(spec, inventory) -> dict:
     if not request.cpu_only:
         feasible_choices(request, inventory)  # GpuRequestError when this host can never give it
     for name, (low, high) in _LIMITS.items():
-        value = spec.get(name, {"min_containers": 0, "max_containers": 4, "concurrency": 8}[name])
+        defaults = {"min_containers": 0, "max_containers": 4,
+                    "concurrency": default_concurrency(spec.get("asgi") is True)}
+        value = spec.get(name, defaults[name])
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
             raise CellhopError(f"{name}={value!r}: give a whole number from {low} to {high}")
         out[name] = value

@@ -475,3 +475,40 @@ def test_a_kernel_without_a_server_is_told_endpoints_need_one(runtime_root):
     finally:
         control.close()
     assert not (runtime_root / "state" / "endpoints").exists()
+
+
+SCALE_OUT = '''
+import os, time, cellhop
+
+@cellhop.endpoint(max_containers=3, scaledown=30)
+def busy(wait=0):
+    time.sleep(float(wait))
+    return os.environ["CELLHOP_CONTAINER_ID"]
+
+async def app(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+busy.deploy("busy")
+cellhop.asgi(app, max_containers=1).deploy("overlapping")
+print("deployed")
+'''
+
+
+async def test_a_function_endpoint_scales_out_rather_than_queue_in_a_busy_container(start_kernel, control_plane,
+                                                                                   jp_fetch):
+    """A function's calls run one at a time in its container, so by default a container takes one request
+    and simultaneous requests start more containers (up to max_containers) instead of waiting behind each
+    other in one; an ASGI app, whose requests overlap in its container, takes 8."""
+    kid, kc = await start_kernel()
+    content, out, _ = await run(kc, SCALE_OUT, timeout=120)
+    assert content["status"] == "ok" and out.strip() == "deployed", (content, out)
+    views = {name: json.loads((await jp_fetch("cellhop", "api", "endpoints", name)).body)
+             for name in ("busy", "overlapping")}
+    assert views["busy"]["spec"]["concurrency"] == 1 and views["overlapping"]["spec"]["concurrency"] == 8, views
+
+    answers = await asyncio.gather(*[_call(jp_fetch, "busy", {"wait": 3}, request_timeout=120) for _ in range(3)])
+    assert all(r.code == 200 for r in answers), [(r.code, r.body) for r in answers]
+    served_by = [json.loads(r.body) for r in answers]
+    assert len(set(served_by)) == 3, f"three simultaneous calls were served by {served_by}"
+    assert len(_containers(control_plane, "busy")) == 3
