@@ -246,8 +246,9 @@ def test_keyboard_interrupt_in_process_removes_the_temporary_layer(images):
         # and then the main thread's blocked read of the step's output goes on until the step prints again)
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
-    # Ctrl-C as Python answers it by default, whatever an earlier test of this process left (a handler, or
-    # SIGINT ignored, would swallow it and the step would run its 240 s); what was there is said if it differed
+    # Ctrl-C as Python answers it by default, whatever this process started with: a pytest started in the
+    # background by a non-interactive shell (`cmd &`, as a CI script may) inherits SIGINT ignored, which Python
+    # keeps, and then the signal is swallowed and the step runs its 240 s; what was there is said if it differed
     left = signal.signal(signal.SIGINT, signal.default_int_handler)
     if left is not signal.default_int_handler:
         print(f"test_images: SIGINT's handler was {left!r} before this test", file=sys.stderr)
