@@ -16,6 +16,7 @@ from jupyter_server.utils import url_path_join
 
 from ..inventory import SIMULATED_HINT
 from .config import Cellhop
+from .failed_launches import forget_failed_launches
 
 API_PREFIX = "/cellhop/api/"
 
@@ -146,6 +147,11 @@ class CellhopApp(ExtensionApp):
             self.endpoints.close()
         if getattr(self, "runs", None) is not None:
             self.runs.close()
+        km = getattr(self.serverapp, "kernel_manager", None)
+        if km is not None:
+            forgotten = forget_failed_launches(km)  # or jupyter_server's kernel clean-up fails, and it never stops
+            if forgotten:
+                self.log.info("cellhop: forgetting %d kernel(s) whose launch failed", len(forgotten))
         if control_plane is not None:
             await self._shut_down_cellhop_kernels()
             self.log.info("cellhop: stopping %d container(s)", len(control_plane.manager.list()))

@@ -404,3 +404,35 @@ def test_a_server_shutting_down_with_a_gpu_kernel_stops_its_container_without_a_
     assert not (jupyter_runtime / "cellhop").exists(), log[-3000:]  # no default control plane was made
     wait_until(lambda: not container_kernel_pids(runtime_root), timeout=10, what="the container to be gone")
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_a_server_stops_on_sigterm_after_gpu_kernel_launches_failed(runtime_root):
+    """A failed launch (a kernel that cannot start; a GPU type this host has not) must not keep the server
+    from stopping: jupyter_client keeps a failed start's id among its pending kernels, and jupyter_server's
+    shutdown of every kernel then failed on it ("Kernel does not exist"), so the server never exited (seen:
+    the browser tests' JupyterLab SIGKILLed after 30 s of trying to stop)."""
+    import http.client
+    import signal
+
+    from server_process import ServerProcess
+
+    kernels = runtime_root / "jupyter-path" / "kernels"
+    write_kernelspec(kernels / "cellhop-broken", "H100", python="/bin/false")  # its kernel dies while starting
+    write_kernelspec(kernels / "cellhop-a100", "A100-80GB")  # a GPU type this host does not have
+    server = ServerProcess(runtime_root, simulated_gpus="H100:1",
+                           env={"JUPYTER_PATH": str(runtime_root / "jupyter-path")}).start()
+    try:
+        # a kernel that starts (with none, jupyter_server skips its kernel clean-up), then two that cannot
+        for name, status in (("python3", 201), ("cellhop-broken", 500), ("cellhop-a100", 400)):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+            conn.request("POST", "/api/kernels", body=json.dumps({"name": name, "path": ""}),
+                         headers={"Authorization": f"token {server.token}"})
+            response = conn.getresponse()
+            answer = response.read()
+            conn.close()
+            assert response.status == status, (name, response.status, answer)
+    finally:
+        code = server.stop(signal.SIGTERM, timeout=30)
+    log = server.log()
+    assert code == 0, f"the server did not stop cleanly on SIGTERM (exit {code}):\n{log[-3000:]}"
+    assert "Kernel does not exist" not in log, log[-3000:]
