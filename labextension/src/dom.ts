@@ -28,6 +28,27 @@ export function h(tag: string, attrs: Attrs = {}, ...children: (Node | string | 
   return el;
 }
 
+/**
+ * Make `children` the children of `node`, in order, without taking out and putting back those already
+ * there: a form kept across renders (the volume list's "new volume" inputs) keeps its focus and what is
+ * being typed when the list beside it is redrawn (`replaceChildren` would detach it, and a refresh
+ * landing mid-typing would send the next keys nowhere).
+ */
+export function replaceKeeping(node: HTMLElement, children: Node[]): void {
+  const wanted = new Set(children);
+  for (const child of [...node.childNodes]) {
+    if (!wanted.has(child)) {
+      child.remove();
+    }
+  }
+  children.forEach((child, i) => {
+    const here = node.childNodes[i] ?? null;
+    if (here !== child) {
+      node.insertBefore(child, here);
+    }
+  });
+}
+
 /** A button of the panel's style; `action` lands in `data-action` for tests and styles. */
 export function button(label: string, action: string, onClick: () => void, attrs: Attrs = {}): HTMLButtonElement {
   const el = h('button', { className: 'jp-CellhopPanel-button', type: 'button', 'data-action': action, ...attrs }, label);

@@ -7,7 +7,7 @@
  */
 
 import { CellhopApi, CellhopApiError } from './api';
-import { button, h, message, usageMeter } from './dom';
+import { button, h, message, replaceKeeping, usageMeter } from './dom';
 import { formatAge, formatBytes } from './format';
 import {
   breadcrumbs,
@@ -141,7 +141,8 @@ export class VolumesView {
   }
 
   private render(): void {
-    this.node.replaceChildren(...(this.volume === null ? this.renderList() : this.renderFolder(this.volume)));
+    // the new-volume form stays in place (its focus and what is typed survive a refresh landing meanwhile)
+    replaceKeeping(this.node, this.volume === null ? this.renderList() : this.renderFolder(this.volume));
   }
 
   private renderList(): HTMLElement[] {

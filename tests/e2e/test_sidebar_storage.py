@@ -148,7 +148,13 @@ def test_volumes_browse_upload_download_delete(lab, page):
     page.fill(f"{VOLUMES} .jp-CellhopVolumes-newName", "scratch")
     page.fill(f"{VOLUMES} .jp-CellhopVolumes-newQuota", "5G")
     page.click(f"{VOLUMES} [data-action='create-volume']")
-    page.locator(f"{VOLUMES} .jp-CellhopVolumes-volume[data-name='scratch']").wait_for()
+    try:
+        page.locator(f"{VOLUMES} .jp-CellhopVolumes-volume[data-name='scratch']").wait_for()
+    except Exception as exc:  # say what the panel and the server show (one full run in many missed it once)
+        screenshot(page, "sidebar-volume-create-missed.png")
+        shown = page.locator(VOLUMES).inner_text()
+        raise AssertionError(f"the new volume did not appear ({exc}); the panel's Volumes section shows "
+                             f"{shown!r}; the server lists {[v['name'] for v in lab.api('volumes')['volumes']]}")
     assert lab.api("volumes/scratch")["quota"] == 5 * 2**30
 
 
