@@ -49,9 +49,8 @@ def check_spec(spec, inventory) -> dict:
     request = GpuRequest.parse(out["gpu"])
     if not request.cpu_only:
         feasible_choices(request, inventory)  # GpuRequestError when this host can never give it
+    defaults = {"min_containers": 0, "max_containers": 4, "concurrency": default_concurrency(spec.get("asgi") is True)}
     for name, (low, high) in _LIMITS.items():
-        defaults = {"min_containers": 0, "max_containers": 4,
-                    "concurrency": default_concurrency(spec.get("asgi") is True)}
         value = spec.get(name, defaults[name])
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
             raise CellhopError(f"{name}={value!r}: give a whole number from {low} to {high}")
