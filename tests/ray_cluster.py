@@ -32,6 +32,8 @@ from pathlib import Path
 
 HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
 START_TIMEOUT = 120
+PORT_RETRIES = 2
+PORT_CLASH = ("used by other components", "Address already in use", "address already in use")
 
 
 @functools.cache
@@ -45,6 +47,41 @@ def _free_port(ip: str) -> int:
     with socket.socket() as s:
         s.bind((ip, 0))
         return s.getsockname()[1]
+
+
+WORKER_PORTS = 100
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out for a bind to port 0 (Linux: 32768 unless configured)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _port_free(ip: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((ip, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_worker_range(ip: str) -> int:
+    """The first port of a range of WORKER_PORTS free ports below the ephemeral range.
+
+    Below it, because every other port of a node is chosen by binding to port 0, which lands in the
+    ephemeral range: a worker range inside that range could hold one of them, and Ray refuses to start
+    ("worker_ports is trying to use a port number ... used by other components", seen in CI)."""
+    low = 20000
+    blocks = max(1, (_ephemeral_low() - low) // WORKER_PORTS)
+    for _ in range(20):
+        base = low + secrets.randbelow(blocks) * WORKER_PORTS
+        if all(_port_free(ip, p) for p in range(base, base + WORKER_PORTS)):
+            return base
+    raise RuntimeError(f"no {WORKER_PORTS} free consecutive ports for Ray workers below {_ephemeral_low()} on {ip}")
 
 
 def _sessions_and_descendants(sids: set[int], roots: set[int]) -> list[int]:
@@ -119,14 +156,28 @@ class RayCluster:
         return cluster
 
     def _ports(self, ip: str) -> list[str]:
-        base = 20000 + secrets.randbelow(380) * 100  # a worker port range of 100 unlikely to collide
-        args = ["--min-worker-port", str(base), "--max-worker-port", str(base + 99)]
+        base = _free_worker_range(ip)
+        args = ["--min-worker-port", str(base), "--max-worker-port", str(base + WORKER_PORTS - 1)]
         for flag in ("--node-manager-port", "--object-manager-port", "--dashboard-agent-grpc-port",
                      "--dashboard-agent-listen-port", "--metrics-export-port", "--runtime-env-agent-port"):
             args += [flag, str(_free_port(ip))]
         return args
 
     def start_node(self, which: str) -> None:
+        """Start one node; where a port chosen free was taken before Ray bound it (a race with any other
+        process on the host), start it again on fresh ports, at most PORT_RETRIES times."""
+        for attempt in range(PORT_RETRIES + 1):
+            try:
+                return self._start_node_once(which)
+            except RuntimeError as exc:
+                if attempt == PORT_RETRIES or not any(m in str(exc) for m in PORT_CLASH):
+                    raise
+                self.stop_node(which)
+                if which == "head":
+                    self.port = _free_port(HEAD_IP)
+                    self.address = f"{HEAD_IP}:{self.port}"
+
+    def _start_node_once(self, which: str) -> None:
         ray = shutil.which("ray")
         if ray is None:
             raise RuntimeError("the `ray` command is not installed (pip install 'cellhop[ray]')")
@@ -140,13 +191,14 @@ class RayCluster:
             argv = [ray, "start", "--address", self.address, "--node-ip-address", WORKER_IP,
                     "--resources", json.dumps({"accelerator_type:A10G": 1}), *self._ports(WORKER_IP), *common]
         log = open(self.dir / f"{which}.log", "ab")
+        start = log.tell()  # this attempt's part of the log (a retry appends to it)
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, **self.env}, start_new_session=True, cwd=self.dir)
         log.close()
         self.nodes[which] = proc
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            text = (self.dir / f"{which}.log").read_text(errors="replace")
+            text = (self.dir / f"{which}.log").read_bytes()[start:].decode(errors="replace")
             if "Ray runtime started" in text:  # printed once the node is registered with the head
                 return
             if proc.poll() is not None:
