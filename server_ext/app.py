@@ -17,6 +17,7 @@ from jupyter_server.utils import url_path_join
 from ..inventory import SIMULATED_HINT
 from .config import Cellhop
 from .failed_launches import forget_failed_launches
+from .server_log import join_server_log
 
 API_PREFIX = "/cellhop/api/"
 
@@ -51,6 +52,7 @@ class CellhopApp(ExtensionApp):
         from .control_plane import ControlPlane
         from .kernel_launch import install_kernel_hooks
 
+        self._leave_server_log = join_server_log(self.log)  # cellhop's module logs in the server's log
         self.cellhop = Cellhop(parent=self)
         if not self.cellhop.workdir_roots:  # containers may work in the notebooks' folders (workdir_policy.py)
             self.cellhop.workdir_roots = [str(self.serverapp.root_dir)]
@@ -156,6 +158,9 @@ class CellhopApp(ExtensionApp):
             await self._shut_down_cellhop_kernels()
             self.log.info("cellhop: stopping %d container(s)", len(control_plane.manager.list()))
             await asyncio.get_running_loop().run_in_executor(None, control_plane.close)
+        leave = getattr(self, "_leave_server_log", None)
+        if leave is not None:
+            leave()
 
     async def _shut_down_cellhop_kernels(self) -> None:
         from ..kernel.provisioner import CellhopProvisioner

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import signal
 import sys
@@ -37,6 +38,16 @@ def test_stopping_the_server_stops_its_containers_and_frees_their_gpus(runtime_r
         _, gpus = again.api("GET", "gpus")
         assert [g["holder"] for g in gpus["gpus"]] == [None]
         assert container["id"] not in json.dumps(again.api("GET", "containers")[1])
+
+
+def test_cellhops_own_log_records_are_in_the_servers_log_in_its_format(runtime_root):
+    """Records of cellhop's modules (the `cellhop` logger) go through the server's log: before, nothing
+    configured that logger, so its warnings came out bare and its info records not at all."""
+    with ServerProcess(runtime_root) as server:
+        start_container(server)
+        log = server.log()
+    stamp = r"\[I \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} cellhop\] "
+    assert re.search(stamp + "cellhop: container limits on this host: ", log), log[-3000:]
 
 
 def test_cellhop_serve_runs_headless_for_a_kernel_it_did_not_start(runtime_root, monkeypatch):
