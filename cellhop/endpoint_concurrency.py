@@ -5,8 +5,8 @@ thread: a second request sent to a busy container would only wait there behind t
 another container could serve it, so a function endpoint takes 1 and its pool starts another
 container instead (up to `max_containers`). An ASGI app's requests overlap in its container
 (they run on the app's own event loop there), so an app takes 8. A `concurrency=` given at
-deploy is kept as given: for a function, the calls beyond the first then wait in that
-container, in order (no new container starts for them).
+deploy is kept as given: a function given more than 1 runs that many calls at once in one
+container, each on a thread of its own (kernel/endpoint_threads.py).
 """
 
 from __future__ import annotations

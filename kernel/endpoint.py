@@ -124,7 +124,8 @@ def _control_plane():
 def endpoint(fn=None, **options):
     """`@cellhop.endpoint(gpu=, min_containers=0, max_containers=4, concurrency=None, scaledown=60, timeout=None,
     public=False, image=None)`: a function to deploy with `.deploy(name)`. `concurrency`: requests in flight per
-    container; by default 1 (its calls run one at a time there, so more requests start more containers)."""
+    container; by default 1 (more requests start more containers); more than 1 runs that many calls at once
+    in one container, each on a thread of its own (for a function that may run alongside itself)."""
     if fn is not None and callable(fn) and not options:
         return Endpoint(fn)
     if fn is not None:
@@ -179,16 +180,33 @@ _STREAMS: dict[int, object] = {}  # open generators
 _STREAM_IDS = itertools.count(1)
 
 
-def serve_call(op: str, key: str, code: bytes | None, payload):
+def serve_call(op: str, key: str, code: bytes | None, payload, threads: int = 0, call_id: int | None = None):
     """One request of the server: ("value", status, JSON text), ("stream", id, JSON lines, done), or for
-    a batch a list of ("value", status, JSON text). Prints go to the container's log."""
+    a batch a list of ("value", status, JSON text). Prints go to the container's log. `threads`: the
+    function was deployed with concurrency > 1, so its calls (and a stream's next items) run on threads
+    of their own (endpoint_threads.py); `call_id` names such a call for ("cancel", ..., call id)."""
+    if op == "cancel":
+        from .endpoint_threads import cancel
+
+        return ("cancelled", cancel(payload))
+    if threads and op in ("call", "batch", "next"):
+        with contextlib.redirect_stdout(sys.__stdout__), contextlib.redirect_stderr(sys.__stderr__):
+            work = _work(op, key, code, payload)  # loading it (an endpoint class's @enter) prints to the log too
+        if not callable(work):
+            return work
+        from .endpoint_threads import output_to_container_log, run_on_thread
+
+        output_to_container_log()
+        return run_on_thread(call_id, work, lambda: _error(504, "EndpointTimeout", "stopped at its timeout"))
     with contextlib.redirect_stdout(sys.__stdout__), contextlib.redirect_stderr(sys.__stderr__):
-        if op == "next":
-            return _next(payload)
+        if op in ("call", "batch", "next"):
+            work = _work(op, key, code, payload)
+            return work() if callable(work) else work
         if op == "close":
             gen = _STREAMS.pop(payload, None)
             if gen is not None:
-                gen.close()
+                with contextlib.suppress(ValueError):  # still running on a thread: it ends with its caller
+                    gen.close()
             return ("closed",)
         if op in ("ws-recv", "ws-send", "ws-close"):  # payload: [socket id, ...]
             socket = _STREAMS.get(payload[0])
@@ -199,24 +217,39 @@ def serve_call(op: str, key: str, code: bytes | None, payload):
             return socket.serve(op, payload[1:])
         fn = _load(key, code)
         if isinstance(fn, str):
-            return [_error(500, "EndpointLoadError", fn)] * len(payload) if op == "batch" else \
-                _error(500, "EndpointLoadError", fn)
-        if op == "batch":
-            return _call_batch(fn, payload)
+            return _error(500, "EndpointLoadError", fn)
         if op in ("asgi", "ws-open"):
             if not hasattr(fn, "respond"):
                 return _error(400, "NotAnApp", f"endpoint {key} is a function, not an ASGI app")
             later = fn.respond(payload["scope"], payload["body"]) if op == "asgi" else fn.websocket(payload["scope"])
             return later.then(_kept)
-        try:
-            result = fn(**payload)
-        except Exception as exc:
-            return _raised(exc)
-        if inspect.isgenerator(result):
-            stream_id = next(_STREAM_IDS)
-            _STREAMS[stream_id] = result
-            return ("stream", stream_id, "", False)
-        return _json(result)
+        return _error(400, "UnknownRequest", f"the container does not know the request {op!r}")
+
+
+def _work(op: str, key: str, code: bytes | None, payload):
+    """What answers a call, a batch or a stream's next item, as a function of nothing (the function loaded
+    first, here); or, where it cannot be loaded, the answer saying so."""
+    if op == "next":
+        return lambda: _next(payload)
+    fn = _load(key, code)
+    if isinstance(fn, str):
+        return [_error(500, "EndpointLoadError", fn)] * len(payload) if op == "batch" else \
+            _error(500, "EndpointLoadError", fn)
+    if op == "batch":
+        return lambda: _call_batch(fn, payload)
+    return lambda: _call(fn, payload)
+
+
+def _call(fn, payload: dict):
+    try:
+        result = fn(**payload)
+    except Exception as exc:
+        return _raised(exc)
+    if inspect.isgenerator(result):
+        stream_id = next(_STREAM_IDS)
+        _STREAMS[stream_id] = result
+        return ("stream", stream_id, "", False)
+    return _json(result)
 
 
 def _load(key: str, code: bytes | None):

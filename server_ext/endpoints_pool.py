@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import deque
@@ -27,6 +28,7 @@ from .kernel_tokens import Caller
 
 log = logging.getLogger("cellhop")
 
+_CALL_IDS = itertools.count(1)  # names a call on a thread of its container, for its cancel
 START_RETRY = 10.0  # seconds before a pool keeping min_containers warm tries again after a failed start
 
 
@@ -59,7 +61,7 @@ class Stream:
             while not done:
                 try:
                     _, _, text, done = await self.replica.link.call(
-                        serve_call, ("next", self.pool.key, None, self.stream_id), waits=True)
+                        serve_call, ("next", self.pool.key, None, self.stream_id, self.pool.threads()), waits=True)
                 except (LinkClosed, BadAnswer) as exc:
                     self.pool.errors += 1
                     yield _error_line("ContainerDied", f"the endpoint's container ended mid-stream ({exc})")
@@ -206,19 +208,39 @@ class EndpointPool:
         finally:
             self.latencies.append((time.monotonic(), time.monotonic() - start))
 
+    def threads(self) -> int:
+        """A function endpoint deployed with concurrency > 1 runs its calls on that many threads of its
+        container (kernel/endpoint_threads.py); 0: on the kernel's main thread, one at a time."""
+        concurrency = self.spec["concurrency"]
+        return 0 if self.spec.get("asgi") or concurrency <= 1 else concurrency
+
     async def _send(self, replica: Replica, op: str, payload):
         # The code goes with every request until one was answered: requests on the shell and on the lean
         # channel may reach the kernel in another order than they left.
-        call = replica.link.call(serve_call, (op, self.key, None if replica.loaded else self.code, payload))
+        args = (op, self.key, None if replica.loaded else self.code, payload)
+        threads = self.threads() if op in ("call", "batch") else 0
+        call_id = next(_CALL_IDS)
+        if threads:
+            args += (threads, call_id)
+        call = replica.link.call(serve_call, args, waits=bool(threads))
         timeout = self.spec.get("timeout")
         try:
             answer = await (asyncio.wait_for(call, timeout) if timeout else call)
             replica.loaded = True
             return answer
         except asyncio.TimeoutError:
-            replica.link.interrupt()
+            if threads:  # stop that call's thread, not the kernel's main thread, which serves the others
+                asyncio.ensure_future(self._cancel(replica, call_id))
+            else:
+                replica.link.interrupt()
             raise EndpointTimeout(f"endpoint {self.name!r} did not answer within its timeout of {timeout:g} s "
                                   "(its call was interrupted); raise timeout= in @cellhop.endpoint") from None
+
+    async def _cancel(self, replica: Replica, call_id: int) -> None:
+        try:
+            await replica.link.call(serve_call, ("cancel", self.key, None, call_id))
+        except (LinkClosed, BadAnswer):  # the container went meanwhile, and the call with it
+            pass
 
     async def _batched(self, kwargs: dict):
         future = asyncio.get_running_loop().create_future()
