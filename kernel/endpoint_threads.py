@@ -16,9 +16,10 @@ swallow it. What the threads print goes to the container's log, as the main thre
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from .answer_later import AnswerLater
 
@@ -44,15 +45,23 @@ def run_on_thread(call_id: int, work, timed_out) -> AnswerLater:
             finally:
                 with _LOCK:
                     _RUNNING.pop(call_id, None)
-        except CallTimedOut:  # raised by cancel(), at the latest right after the entry above was dropped
+        except CallTimedOut:  # raised by cancel(), at the latest right after the entry above was dropped (so
+            # never once body() returned: the pool's thread is not hit by it)
             value = timed_out()
         except BaseException as exc:  # noqa: BLE001 - the call's outcome, as a direct call's would be
             future.set_exception(exc)
             return
         future.set_result(value)
 
-    threading.Thread(target=body, name=f"cellhop-endpoint-call-{call_id}", daemon=True).start()
+    _workers().submit(body)
     return AnswerLater(future)
+
+
+@functools.cache
+def _workers() -> ThreadPoolExecutor:
+    """Threads kept for the next calls (starting one costs ~0.1 ms, a trivial call's whole time); as many as
+    calls run at once, which the server keeps to the endpoint's concurrency (4096 at most)."""
+    return ThreadPoolExecutor(max_workers=4096, thread_name_prefix="cellhop-endpoint-call")
 
 
 def cancel(call_id: int) -> bool:
