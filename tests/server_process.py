@@ -21,6 +21,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class PortTaken(RuntimeError):
+    """The server's port was taken (by another process) between choosing it and the server binding it."""
+
+
 class ServerProcess:
     """`argv_head` is the command before the options, e.g. ["jupyter", "server"] or ["cellhop", "serve"]."""
 
@@ -28,6 +32,7 @@ class ServerProcess:
                  argv_head: list[str] | None = None, extra_args: list[str] = (), port: int | None = None,
                  token: str | None = None):
         self.port = port or free_port()
+        self.port_chosen = port is None  # chosen here: another one where it was taken meanwhile
         self.token = token or secrets.token_hex(16)
         self.runtime_root = runtime_root
         self.log_path = runtime_root / f"server-{self.port}.log"
@@ -36,7 +41,8 @@ class ServerProcess:
         self.env = {**os.environ, **(env or {})}
         self.env.pop("CELLHOP_SIMULATED_GPUS", None)
         head = argv_head or [sys.executable, "-m", "jupyter", "server"]
-        self.argv = [*head, f"--port={self.port}", "--ip=127.0.0.1", "--no-browser", "--allow-root",
+        # port_retries=0: a port taken meanwhile fails the start, rather than a server moved to another port
+        self.argv = [*head, f"--port={self.port}", "--ServerApp.port_retries=0", "--ip=127.0.0.1", "--no-browser", "--allow-root",
                      f"--IdentityProvider.token={self.token}", "--ServerApp.jpserver_extensions=cellhop=True",
                      f"--ServerApp.root_dir={self.root_dir}", f"--Cellhop.runtime_root={runtime_root}",
                      "--Cellhop.idle_timeout=0", *extra_args]
@@ -49,6 +55,18 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}/"
 
     def start(self, timeout: float = 60) -> ServerProcess:
+        for attempt in range(3):
+            try:
+                return self._start_once(timeout)
+            except PortTaken:
+                if not self.port_chosen or attempt == 2:
+                    raise
+                old, self.port = self.port, free_port()
+                self.argv = [f"--port={self.port}" if a == f"--port={old}" else a for a in self.argv]
+                self.log_path = self.runtime_root / f"server-{self.port}.log"
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> ServerProcess:
         self.root_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
@@ -57,9 +75,11 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if f"port {self.port} is already in use" in self.log().lower():
+                    raise PortTaken(self.port)
                 raise RuntimeError(f"the server exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
             try:
-                status, _ = self.api("GET", "gpus")
+                status, _ = self.api("GET", "gpus", timeout=5)  # short: whatever else holds the port may not answer
                 if status == 200:
                     return self
             except OSError:
