@@ -222,7 +222,7 @@ class EndpointPool:
         call_id = next(_CALL_IDS)
         if threads:
             args += (threads, call_id)
-        call = replica.link.call(serve_call, args, waits=bool(threads))
+        call = replica.link.call(serve_call, args)
         timeout = self.spec.get("timeout")
         try:
             answer = await (asyncio.wait_for(call, timeout) if timeout else call)
