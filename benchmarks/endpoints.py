@@ -3,8 +3,9 @@
     python benchmarks/endpoints.py            # ~1-2 minutes
     python benchmarks/endpoints.py --n 1000 --seconds 5
 
-- cellhop: `@cellhop.endpoint` deployed on a real `jupyter server` with cellhop (a subprocess), called at
-  {base_url}cellhop/endpoints/<name>/ with the server's token; its container is a bubblewrap sandbox
+- cellhop: `@cellhop.endpoint(max_containers=1, concurrency=64)` deployed on a real `jupyter server` with
+  cellhop (a subprocess), called at {base_url}cellhop/endpoints/<name>/ with the server's token; its calls
+  run on threads of its one container (kernel/endpoint_threads.py), a bubblewrap sandbox
   (also: the same function as a bare ASGI app through `cellhop.asgi`, latency only);
 - plain: the same function behind a plain HTTP server on loopback, in a subprocess of its own: uvicorn
   with a bare ASGI app where uvicorn is importable, else a tornado app (tornado is what jupyter_server
