@@ -76,7 +76,9 @@ class Endpoint:
         from .volume import mounts_of
 
         spec = {**self.options, "gpu": self.options["gpu"] or "none",
-                "generator": not self.asgi and inspect.isgeneratorfunction(target), "batch": self.batch,
+                "generator": not self.asgi and (inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target)),
+                "async": not self.asgi and (inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target)),
+                "batch": self.batch,
                 "volumes": mounts_of(self.options["volumes"]), "secrets": secret_names(self.options["secrets"])}
         if spec["concurrency"] is None:  # 1 for a function (its calls run one at a time), 8 for an app
             spec["concurrency"] = default_concurrency(self.asgi)
@@ -182,29 +184,41 @@ _STREAM_IDS = itertools.count(1)
 
 def serve_call(op: str, key: str, code: bytes | None, payload, threads: int = 0, call_id: int | None = None):
     """One request of the server: ("value", status, JSON text), ("stream", id, JSON lines, done), or for
-    a batch a list of ("value", status, JSON text). Prints go to the container's log. `threads`: the
-    function was deployed with concurrency > 1, so its calls (and a stream's next items) run on threads
-    of their own (endpoint_threads.py); `call_id` names such a call for ("cancel", ..., call id)."""
+    a batch a list of ("value", status, JSON text). Prints go to the container's log. An `async def`
+    function's calls run on the endpoint's event loop (endpoint_loop.py); with `threads`, a function
+    deployed with concurrency > 1 runs its calls on threads (endpoint_threads.py). `call_id` names such a
+    call for ("cancel", ..., call id)."""
     if op == "cancel":
-        from .endpoint_threads import cancel
+        from .endpoint_loop import cancel as cancel_on_loop
+        from .endpoint_threads import cancel as cancel_thread
 
-        return ("cancelled", cancel(payload))
-    if threads and op in ("call", "batch", "next"):
+        return ("cancelled", cancel_thread(payload) or cancel_on_loop(payload))
+    if op in ("call", "batch", "next"):
         with contextlib.redirect_stdout(sys.__stdout__), contextlib.redirect_stderr(sys.__stderr__):
             work = _work(op, key, code, payload)  # loading it (an endpoint class's @enter) prints to the log too
+        if isinstance(work, _OnLoop):
+            from .endpoint_loop import run_on_loop
+            from .endpoint_threads import output_to_container_log
+
+            output_to_container_log()
+            return run_on_loop(call_id, work.make)
         if not callable(work):
             return work
+        if not threads:
+            with contextlib.redirect_stdout(sys.__stdout__), contextlib.redirect_stderr(sys.__stderr__):
+                return work()
         from .endpoint_threads import output_to_container_log, run_on_thread
 
         output_to_container_log()
         return run_on_thread(call_id, work, lambda: _error(504, "EndpointTimeout", "stopped at its timeout"))
     with contextlib.redirect_stdout(sys.__stdout__), contextlib.redirect_stderr(sys.__stderr__):
-        if op in ("call", "batch", "next"):
-            work = _work(op, key, code, payload)
-            return work() if callable(work) else work
         if op == "close":
             gen = _STREAMS.pop(payload, None)
-            if gen is not None:
+            if inspect.isasyncgen(gen):
+                from .endpoint_loop import close_later
+
+                close_later(gen)
+            elif gen is not None:
                 with contextlib.suppress(ValueError):  # still running on a thread: it ends with its caller
                     gen.close()
             return ("closed",)
@@ -226,18 +240,30 @@ def serve_call(op: str, key: str, code: bytes | None, payload, threads: int = 0,
         return _error(400, "UnknownRequest", f"the container does not know the request {op!r}")
 
 
+class _OnLoop:
+    """Work for the endpoint's event loop: `make()` makes the coroutine that answers."""
+
+    def __init__(self, make):
+        self.make = make
+
+
+def _is_async(fn) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+
+
 def _work(op: str, key: str, code: bytes | None, payload):
-    """What answers a call, a batch or a stream's next item, as a function of nothing (the function loaded
-    first, here); or, where it cannot be loaded, the answer saying so."""
+    """What answers a call, a batch or a stream's next item: a function of nothing, or _OnLoop for an
+    async one (the function loaded first, here); or, where it cannot be loaded, the answer saying so."""
     if op == "next":
-        return lambda: _next(payload)
+        gen = _STREAMS.get(payload)
+        return _OnLoop(lambda: _next_async(payload, gen)) if inspect.isasyncgen(gen) else lambda: _next(payload)
     fn = _load(key, code)
     if isinstance(fn, str):
         return [_error(500, "EndpointLoadError", fn)] * len(payload) if op == "batch" else \
             _error(500, "EndpointLoadError", fn)
     if op == "batch":
-        return lambda: _call_batch(fn, payload)
-    return lambda: _call(fn, payload)
+        return _OnLoop(lambda: _call_batch_async(fn, payload)) if _is_async(fn) else lambda: _call_batch(fn, payload)
+    return _OnLoop(lambda: _call_async(fn, payload)) if _is_async(fn) else lambda: _call(fn, payload)
 
 
 def _call(fn, payload: dict):
@@ -246,10 +272,25 @@ def _call(fn, payload: dict):
     except Exception as exc:
         return _raised(exc)
     if inspect.isgenerator(result):
-        stream_id = next(_STREAM_IDS)
-        _STREAMS[stream_id] = result
-        return ("stream", stream_id, "", False)
+        return _stream(result)
     return _json(result)
+
+
+async def _call_async(fn, payload: dict):
+    try:
+        result = fn(**payload)
+        if inspect.isasyncgen(result):
+            return _stream(result)
+        value = await result
+    except Exception as exc:  # not CancelledError: a cancelled call (its timeout) is answered by no one
+        return _raised(exc)
+    return _json(value)
+
+
+def _stream(gen) -> tuple:
+    stream_id = next(_STREAM_IDS)
+    _STREAMS[stream_id] = gen
+    return ("stream", stream_id, "", False)
 
 
 def _load(key: str, code: bytes | None):
@@ -303,17 +344,40 @@ def _next(stream_id: int):
     try:
         item = next(gen)
     except StopIteration:
-        _STREAMS.pop(stream_id, None)
-        return ("stream", stream_id, "", True)
+        return _ended(stream_id, "")
     except Exception as exc:
-        _STREAMS.pop(stream_id, None)
-        return ("stream", stream_id, _raised(exc)[2] + "\n", True)
+        return _ended(stream_id, _raised(exc)[2] + "\n")
+    answer = _item(stream_id, item)
+    if answer[3]:
+        gen.close()
+    return answer
+
+
+async def _next_async(stream_id: int, gen):
+    """An async generator's next item, on the endpoint's loop."""
+    try:
+        item = await gen.__anext__()
+    except StopAsyncIteration:
+        return _ended(stream_id, "")
+    except Exception as exc:
+        return _ended(stream_id, _raised(exc)[2] + "\n")
+    answer = _item(stream_id, item)
+    if answer[3]:
+        await gen.aclose()
+    return answer
+
+
+def _item(stream_id: int, item) -> tuple:
+    """An item as its JSON line; or, for one that is not JSON, the stream's end saying so (close the generator)."""
     try:
         return ("stream", stream_id, json.dumps(item, allow_nan=False) + "\n", False)
     except (TypeError, ValueError) as exc:
-        _STREAMS.pop(stream_id, None)
-        gen.close()
-        return ("stream", stream_id, _not_json(exc)[2] + "\n", True)
+        return _ended(stream_id, _not_json(exc)[2] + "\n")
+
+
+def _ended(stream_id: int, last: str) -> tuple:
+    _STREAMS.pop(stream_id, None)
+    return ("stream", stream_id, last, True)
 
 
 def _kept(answer: tuple) -> tuple:
@@ -332,16 +396,37 @@ def _part(stream_id: int, chunk: bytes, done: bool) -> tuple:
 
 
 def _call_batch(fn, calls: list) -> list:
-    names = sorted({k for kwargs in calls for k in kwargs})
-    missing = [i for i, kwargs in enumerate(calls) if set(kwargs) != set(names)]
-    if missing:
-        return [_error(400, "BadBatch", f"every request of a batched endpoint must send the same arguments "
-                                        f"({', '.join(names)})")] * len(calls)
+    lists = _batch_lists(calls)
+    if isinstance(lists, list):
+        return lists
     try:
-        results = fn(**{n: [kwargs[n] for kwargs in calls] for n in names})
-        results = list(results)
+        results = list(fn(**lists))
     except Exception as exc:
         return [_raised(exc)] * len(calls)
+    return _batch_answers(results, calls)
+
+
+async def _call_batch_async(fn, calls: list) -> list:
+    lists = _batch_lists(calls)
+    if isinstance(lists, list):
+        return lists
+    try:
+        results = list(await fn(**lists))
+    except Exception as exc:
+        return [_raised(exc)] * len(calls)
+    return _batch_answers(results, calls)
+
+
+def _batch_lists(calls: list):
+    """The batch's arguments, each a list with an item per request; or the answers refusing the batch."""
+    names = sorted({k for kwargs in calls for k in kwargs})
+    if any(set(kwargs) != set(names) for kwargs in calls):
+        return [_error(400, "BadBatch", f"every request of a batched endpoint must send the same arguments "
+                                        f"({', '.join(names)})")] * len(calls)
+    return {n: [kwargs[n] for kwargs in calls] for n in names}
+
+
+def _batch_answers(results: list, calls: list) -> list:
     if len(results) != len(calls):
         return [_error(500, "BadBatch", f"the batched function returned {len(results)} results for "
                                         f"{len(calls)} requests; return one per request, in order")] * len(calls)

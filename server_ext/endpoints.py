@@ -41,7 +41,7 @@ def check_spec(spec, inventory) -> dict:
     if not isinstance(spec, dict):
         raise CellhopError("an endpoint's spec must be a JSON object")
     known = {"gpu", "min_containers", "max_containers", "concurrency", "scaledown", "timeout", "public",
-             "cpus", "memory", "image", "generator", "batch", "asgi", "volumes", "secrets"}
+             "cpus", "memory", "image", "generator", "async", "batch", "asgi", "volumes", "secrets"}
     unknown = set(spec) - known
     if unknown:
         raise CellhopError(f"unknown field(s) in the endpoint spec: {', '.join(sorted(unknown))}")
@@ -67,7 +67,7 @@ def check_spec(spec, inventory) -> dict:
             raise CellhopError(f"{name}={value!r}: give a number of seconds above 0"
                                + (" (or None)" if allow_none else ""))
         out[name] = float(value)
-    for name in ("public", "generator", "asgi"):
+    for name in ("public", "generator", "async", "asgi"):
         if not isinstance(spec.get(name, False), bool):
             raise CellhopError(f"{name} must be true or false")
         out[name] = spec.get(name, False)

@@ -219,8 +219,10 @@ class EndpointPool:
         # channel may reach the kernel in another order than they left.
         args = (op, self.key, None if replica.loaded else self.code, payload)
         threads = self.threads() if op in ("call", "batch") else 0
+        # a call on a thread or on the container's event loop (an async function) is stopped by its id
+        cancellable = bool(threads) or (self.spec.get("async") is True and op in ("call", "batch"))
         call_id = next(_CALL_IDS)
-        if threads:
+        if cancellable:
             args += (threads, call_id)
         call = replica.link.call(serve_call, args)
         timeout = self.spec.get("timeout")
@@ -229,7 +231,7 @@ class EndpointPool:
             replica.loaded = True
             return answer
         except asyncio.TimeoutError:
-            if threads:  # stop that call's thread, not the kernel's main thread, which serves the others
+            if cancellable:  # stop that call alone, not the kernel's main thread, which serves the others
                 asyncio.ensure_future(self._cancel(replica, call_id))
             else:
                 replica.link.interrupt()

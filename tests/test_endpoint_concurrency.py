@@ -1,9 +1,11 @@
-"""A function endpoint deployed with concurrency > 1 runs that many calls at once in one container, each on a
-thread of its own (kernel/endpoint_threads.py): before, the container ran them one after another.
+"""Endpoint calls that overlap in one container: a function deployed with concurrency > 1 runs that many at
+once, each on a thread of its own (kernel/endpoint_threads.py; before, the container ran them one after
+another), and an `async def` function's calls run on the container's event loop (kernel/endpoint_loop.py;
+before, an async function answered 500 NotJSON, its coroutine never awaited).
 
-A call past its timeout is stopped in its thread (504), even where the function catches Exception, and the
-container goes on serving; a generator streams from its thread; the threads' prints reach the container's
-log. A real cellhop server, real kernel, real containers, real HTTP.
+A call past its timeout is stopped (a thread: CallTimedOut, even where the function catches Exception; a
+coroutine: cancelled) and the container goes on serving; generators (sync and async) stream; what the
+calls print reaches the container's log. A real cellhop server, real kernel, real containers, real HTTP.
 """
 
 from __future__ import annotations
@@ -142,3 +144,78 @@ def test_cancel_stops_only_the_call_it_names_and_nothing_once_it_ended():
     assert len(kept) >= 3  # the stopped call's thread did not die of it (three calls ran at once)
     assert again.future.result(10) in kept  # the next call runs on a kept thread
     assert {t.name for t in threading.enumerate() if t.name.startswith("cellhop-endpoint-call")} == kept
+
+
+DEPLOY_ASYNC = '''
+import asyncio, builtins, os, threading, time, cellhop
+
+@cellhop.endpoint(concurrency=4, max_containers=1, timeout=2, scaledown=60)
+async def predict(mode="wait", wait=0):
+    if mode == "cancelled":
+        return getattr(builtins, "cancelled", 0)
+    if mode == "raise":
+        raise ValueError("no such model")
+    start = time.time()
+    print(f"async call on {threading.current_thread().name}", flush=True)
+    try:
+        await asyncio.sleep(float(wait))
+    except asyncio.CancelledError:
+        builtins.cancelled = getattr(builtins, "cancelled", 0) + 1
+        raise
+    return {"start": start, "end": time.time(), "thread": threading.current_thread().name,
+            "container": os.environ["CELLHOP_CONTAINER_ID"]}
+
+@cellhop.endpoint(max_containers=1, scaledown=60)
+async def tokens(n=3):
+    for i in range(int(n)):
+        await asyncio.sleep(0.01)
+        yield {"token": i}
+
+@cellhop.endpoint(max_containers=1, scaledown=60)
+@cellhop.batched(max_batch_size=8, wait_ms=200)
+async def embed(x):
+    await asyncio.sleep(0)
+    return [{"x2": 2 * int(v), "batch": len(x)} for v in x]
+
+for f in (predict, tokens, embed):
+    f.deploy(f.__name__)
+print("deployed")
+'''
+
+
+async def test_an_async_function_endpoint_runs_on_the_containers_event_loop(start_kernel, control_plane, jp_fetch,
+                                                                            http_server_client):
+    http_server_client.max_clients = 16
+    _, kc = await start_kernel()
+    content, out, _ = await run(kc, DEPLOY_ASYNC, timeout=120)
+    assert content["status"] == "ok" and out.strip() == "deployed", (content, out)
+    view = json.loads((await jp_fetch("cellhop", "api", "endpoints", "predict")).body)
+    assert view["spec"]["async"] is True, view["spec"]
+
+    answers = await asyncio.gather(*(_call(jp_fetch, "predict", {"wait": 1.5}) for _ in range(4)))
+    assert [r.code for r in answers] == [200] * 4, [(r.code, r.body) for r in answers]
+    calls = [json.loads(r.body) for r in answers]
+    assert {c["thread"] for c in calls} == {"cellhop-endpoint-loop"} and len({c["container"] for c in calls}) == 1
+    assert max(c["start"] for c in calls) < min(c["end"] for c in calls), calls  # all four at once
+
+    r = await _call(jp_fetch, "predict", {"mode": "raise"})
+    assert r.code == 500 and json.loads(r.body)["error"] == "ValueError", r.body
+
+    # past its timeout: 504, and the coroutine was cancelled at its await; the container serves on
+    r = await _call(jp_fetch, "predict", {"wait": 60})
+    assert r.code == 504 and json.loads(r.body)["error"] == "EndpointTimeout", r.body
+    deadline = time.monotonic() + 20
+    while json.loads((await _call(jp_fetch, "predict", {"mode": "cancelled"})).body) != 1:
+        assert time.monotonic() < deadline, "the timed-out call was not cancelled"
+        await asyncio.sleep(0.2)
+
+    r = await _call(jp_fetch, "tokens", {"n": 3})
+    assert r.code == 200, r.body
+    assert [json.loads(line) for line in r.body.decode().splitlines()] == [{"token": i} for i in range(3)]
+
+    answers = await asyncio.gather(*(_call(jp_fetch, "embed", {"x": i}) for i in range(6)))
+    results = [json.loads(r.body) for r in answers]
+    assert [r["x2"] for r in results] == [2 * i for i in range(6)] and max(r["batch"] for r in results) > 1, results
+
+    logs = json.loads((await jp_fetch("cellhop", "api", "endpoints", "predict", "logs")).body)["logs"]
+    assert "async call on cellhop-endpoint-loop" in "\n".join(logs.values())
