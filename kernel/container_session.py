@@ -157,7 +157,13 @@ class ContainerSession:
         if reply.content["status"] != "ok":
             raise RemoteError.of(reply.content.get("ename", "RemoteError"), reply.content.get("evalue", ""), [],
                                  self.where())
-        return loads(self._restore(reply), stricter(policy, self.pull), what=_results_of(fn))
+        outcomes = loads(self._restore(reply), stricter(policy, self.pull), what=_results_of(fn))
+        if self._timed_out:  # the interrupt that stopped it at its timeout: said as the timeout it is
+            timed_out = RemoteTimeout(f"the call ran past its timeout of {timeout:g} s and was interrupted "
+                                      f"(container {self.id} is still warm, with its state)")
+            outcomes = [(ok, timed_out if not ok and isinstance(value, KeyboardInterrupt) else value)
+                        for ok, value in outcomes]
+        return outcomes
 
     def send_apply(self, fn, calls: list, parent: dict, policy: str | None = None) -> str:
         """Pipelined form of `apply` for `.map`: send now, collect with `collect_apply`."""

@@ -25,6 +25,7 @@ import zmq
 from ..errors import ContainerDied, ContainerGone
 from ..gpu_request import ANY, GpuRequest, feasible_choices
 from .container_pool import ContainerPool, process_pool
+from .awaited_there import shipped_form
 from .container_session import ContainerSession
 from .output_relay import KernelSink
 from .remote_run import RemoteRun
@@ -74,6 +75,7 @@ class RemoteFunction:
         from .runs import Retries
 
         self.fn = fn
+        self._shipped = shipped_form(fn)  # an async function runs to its end in the container (awaited_there.py)
         self.retries = Retries.of(retries)  # a failed call or a dead container is tried again (cellhop.Retries)
         self.attempts: list[dict] = []  # the attempts of the last .remote() call
         self.pull = check_policy(pull)  # the notebook's c.Cellhop.pull (its pool's) still applies when stricter
@@ -180,7 +182,7 @@ class RemoteFunction:
             try:
                 pool, parent, spec = self._where({"fn": self.fn, "args": args, "kwargs": kwargs})
                 with pool.lease(spec, self._user, self._label) as lease:
-                    (ok, value), = lease.session.apply(self.fn, [(args, kwargs)], parent, timeout=spec.timeout,
+                    (ok, value), = lease.session.apply(self._shipped, [(args, kwargs)], parent, timeout=spec.timeout,
                                                        policy=self.pull, input_fn=notebook_input_fn())
             except ContainerGone:  # it had been stopped (idle) before the call reached it: a fresh one takes it
                 if gone_once:
@@ -211,7 +213,7 @@ class RemoteFunction:
 
         def target():
             with lease:
-                (ok, value), = lease.session.apply(self.fn, [(args, kwargs)], parent, timeout=spec.timeout, policy=self.pull)
+                (ok, value), = lease.session.apply(self._shipped, [(args, kwargs)], parent, timeout=spec.timeout, policy=self.pull)
             if not ok:
                 _raise_remote(value)
             return value
@@ -222,7 +224,7 @@ class RemoteFunction:
         from .runs import spec_of, submit_call
 
         pool, _, spec = self._where({"fn": self.fn, "args": args, "kwargs": kwargs})
-        return submit_call(self.fn, args, kwargs, spec_of(spec, self._image_info and self._image_info["key"]),
+        return submit_call(self._shipped, args, kwargs, spec_of(spec, self._image_info and self._image_info["key"]),
                            self.__name__, self.retries, pool.control)
 
     def deploy(self, name: str | None = None) -> dict:
@@ -284,7 +286,7 @@ class RemoteFunction:
         def feed(session):
             if pending and first_error is None:
                 start, chunk = pending.pop()
-                in_flight[session.send_apply(self.fn, chunk, parent, policy=self.pull)] = (session, start)
+                in_flight[session.send_apply(self._shipped, chunk, parent, policy=self.pull)] = (session, start)
 
         for s in sessions:
             for _ in range(2):  # two chunks in flight per container hide the round trip
