@@ -1,10 +1,13 @@
-"""An `async def` function shipped to a container (`cellhop.remote`, `.map`, `.spawn`, a detached run): there,
-calling it runs its coroutine to the end and returns what it returns, as a plain function's call would.
+"""`async def` functions and methods run in a container (`cellhop.remote`, `.map`, `.spawn`, a detached run,
+a `cellhop.cls` method): there, calling one runs its coroutine to the end and returns what it returns, as
+a plain function's call would.
 
-The container kernel's main thread runs the call, inside the kernel's own event loop, where
-`asyncio.run` is refused; so the coroutine runs on an event loop of its own thread while the main
-thread waits for it (`asyncio.run` there: as a script runs it). An interrupt (the cell's ■, a timeout)
-cancels it at its current `await`; its `finally` blocks run before the interrupt is raised.
+The container kernel's main thread runs the call inside the kernel's own event loop, where a second
+loop cannot run; so coroutines run on one event loop of the container's own, a thread made on first
+use, while the main thread waits. That loop lives as long as the container, so what a call leaves on
+it (an async HTTP client, a model server's connection kept by a `cellhop.cls` instance) serves the
+next call. An interrupt (the cell's ■, a timeout) cancels the coroutine at its current `await`; its
+`finally` blocks run before the interrupt is raised.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import asyncio
 import functools
 import inspect
 import threading
+
+CANCEL_GRACE = 5.0  # seconds a cancelled coroutine has to run its finally blocks
 
 
 def shipped_form(fn):
@@ -26,32 +31,37 @@ class AwaitedThere:
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args, **kwargs):
-        box: dict = {}
-        started = threading.Event()
-
-        async def main():
-            box["loop"], box["task"] = asyncio.get_running_loop(), asyncio.current_task()
-            started.set()
-            return await self.fn(*args, **kwargs)
-
-        def run() -> None:
-            try:
-                box["value"] = asyncio.run(main())  # as a script would run it: its leftover tasks cancelled at the end
-            except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
-                box["error"] = exc
-
-        runner = threading.Thread(target=run, name="cellhop-async-call", daemon=True)
-        runner.start()
-        try:
-            runner.join()  # an interrupt (SIGINT to this thread) ends the wait
-        except BaseException:
-            if started.wait(5):  # cancelled at its current await; its finally blocks run (and print) meanwhile
-                box["loop"].call_soon_threadsafe(box["task"].cancel)
-            runner.join(5)
-            raise
-        if "error" in box:
-            raise box["error"]
-        return box.get("value")
+        return run_to_end(lambda: self.fn(*args, **kwargs))
 
     def __reduce__(self):
         return AwaitedThere, (self.fn,)
+
+
+def run_to_end(make):
+    """The coroutine `make()` run on the container's loop; its value (or its exception), once it ended."""
+    tasks: list[asyncio.Task] = []
+
+    async def main():
+        tasks.append(asyncio.current_task())
+        return await make()
+
+    loop = container_loop()
+    future = asyncio.run_coroutine_threadsafe(main(), loop)
+    try:
+        return future.result()  # an interrupt (SIGINT to this thread) ends the wait
+    except BaseException:
+        if not future.done() and tasks:
+            loop.call_soon_threadsafe(tasks[0].cancel)
+            try:
+                future.result(CANCEL_GRACE)
+            except BaseException:  # noqa: BLE001 - cancelled (or it failed while cancelled): the interrupt is raised
+                pass
+        raise
+
+
+@functools.cache
+def container_loop() -> asyncio.AbstractEventLoop:
+    """The container's own event loop for async code of its calls (also an async endpoint's: endpoint_loop.py)."""
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, name="cellhop-async-loop", daemon=True).start()
+    return loop

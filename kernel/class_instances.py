@@ -26,6 +26,7 @@ Everything here is imported lazily by the first call; nothing runs at import.
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import sys
@@ -63,7 +64,12 @@ class Dispatch:
         return state
 
     def __call__(self, method: str, *args, **kwargs):
-        return getattr(self.instance(), method)(*args, **kwargs)
+        bound = getattr(self.instance(), method)
+        if inspect.iscoroutinefunction(bound):  # run to its end on the container's loop (awaited_there.py)
+            from .awaited_there import run_to_end
+
+            return run_to_end(lambda: bound(*args, **kwargs))
+        return bound(*args, **kwargs)
 
     def instance(self):
         """The container's instance for this key, made (and entered) on first use."""

@@ -195,7 +195,7 @@ async def test_an_async_function_endpoint_runs_on_the_containers_event_loop(star
     answers = await asyncio.gather(*(_call(jp_fetch, "predict", {"wait": 1.5}) for _ in range(4)))
     assert [r.code for r in answers] == [200] * 4, [(r.code, r.body) for r in answers]
     calls = [json.loads(r.body) for r in answers]
-    assert {c["thread"] for c in calls} == {"cellhop-endpoint-loop"} and len({c["container"] for c in calls}) == 1
+    assert {c["thread"] for c in calls} == {"cellhop-async-loop"} and len({c["container"] for c in calls}) == 1
     assert max(c["start"] for c in calls) < min(c["end"] for c in calls), calls  # all four at once
 
     r = await _call(jp_fetch, "predict", {"mode": "raise"})
@@ -218,4 +218,4 @@ async def test_an_async_function_endpoint_runs_on_the_containers_event_loop(star
     assert [r["x2"] for r in results] == [2 * i for i in range(6)] and max(r["batch"] for r in results) > 1, results
 
     logs = json.loads((await jp_fetch("cellhop", "api", "endpoints", "predict", "logs")).body)["logs"]
-    assert "async call on cellhop-endpoint-loop" in "\n".join(logs.values())
+    assert "async call on cellhop-async-loop" in "\n".join(logs.values())

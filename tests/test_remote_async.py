@@ -1,6 +1,6 @@
-"""`cellhop.remote` on an `async def` function: in the container its coroutine runs to the end and its value
-comes back, as a plain function's does (kernel/awaited_there.py); before, the call failed with "cannot
-pickle 'coroutine' object". A call past its `timeout=` raises RemoteTimeout saying so (sync or async; before,
+"""`cellhop.remote` on an `async def` function (and an async method of a `cellhop.cls`): in the container its
+coroutine runs to the end, on the container's own loop, and its value comes back, as a plain function's does
+(kernel/awaited_there.py); before, the call failed with "cannot pickle 'coroutine' object". A call past its `timeout=` raises RemoteTimeout saying so (sync or async; before,
 a bare KeyboardInterrupt), an async one cancelled at its await with its `finally` run first, and the
 container serves on. A real notebook kernel, real containers."""
 
@@ -60,3 +60,28 @@ def test_a_call_past_its_timeout_raises_remote_timeout_and_the_container_serves_
         if call.startswith("slow."):
             assert "cleaned up at its await" in ran.stdout, ran  # cancelled, its finally ran in the call
     assert nb.ok("print(double.remote(1)['x2'])").stdout == "2\n"
+
+
+CLASS = '''
+import asyncio, cellhop
+
+@cellhop.cls
+class Client:
+    @cellhop.enter
+    def connect(self):
+        self.calls = 0
+
+    async def ask(self, x):
+        if not hasattr(self, "lock"):  # made on the container's loop by the first call, used by the next
+            self.lock = asyncio.Lock()
+        async with self.lock:
+            self.calls += 1
+            await asyncio.sleep(0.01)
+            return {"answer": x * 3, "calls": self.calls}
+'''
+
+
+def test_an_async_method_of_a_cls_instance_keeps_its_loop_across_calls(nb):
+    nb.ok(CLASS)
+    ran = nb.ok("c = Client()\nprint([c.ask.remote(i) for i in (1, 2, 3)])")
+    assert ran.stdout == str([{"answer": 3 * i, "calls": i} for i in (1, 2, 3)]) + "\n", ran
