@@ -30,9 +30,25 @@ class KernelSink:
         return self.kernel.get_parent("shell")
 
     def publish(self, msg_type: str, content: dict, metadata: dict, buffers: list, parent: dict) -> None:
+        # What the notebook printed before (ipykernel holds prints up to 0.2 s) goes out first: otherwise a
+        # loop printing "step i" then calling f.remote(i) showed every remote print before the local ones.
+        for stream in (sys.stdout, sys.stderr):
+            _flush_pending(stream)
         topic = self.kernel._topic(msg_type) if hasattr(self.kernel, "_topic") else msg_type.encode()
         self.kernel.session.send(self.kernel.iopub_socket, msg_type, content, parent=parent,
                                  metadata=metadata, buffers=buffers or None, ident=topic)
+
+
+def _flush_pending(stream) -> None:
+    """Send what `stream` (the notebook's ipykernel OutStream) holds; nothing to do, and no wait, when it
+    holds nothing (ipykernel 6.26+ keeps its text in `_buffers`; another stream is flushed whatever it holds)."""
+    held = getattr(stream, "_buffers", None)
+    if held is not None and not held:
+        return
+    try:
+        stream.flush()
+    except Exception:  # noqa: BLE001 - a closed or odd stream: the relayed output still goes out
+        pass
 
 
 class ConsoleSink:

@@ -15,6 +15,7 @@ the container's code (safe_pickle.py); "all" (the default) any object.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -175,6 +176,9 @@ class RemoteFunction:
         a failed call or a dead container is tried again after its backoff (`self.attempts` records each)."""
         import time
 
+        if inspect.isgeneratorfunction(self.fn) or inspect.isasyncgenfunction(self.fn):
+            raise TypeError(f"{self.__name__} is a generator function: iterate over {self.__name__}.remote_gen(...) "
+                            "to get its items as the container makes them")
         self.attempts = []
         gone_once = False
         while True:
@@ -200,6 +204,15 @@ class RemoteFunction:
                     and not isinstance(value, KeyboardInterrupt)):
                 _raise_remote(value)
             time.sleep(self.retries.delay(len(self.attempts)))
+
+    def remote_gen(self, *args, **kwargs):
+        """A generator function's items, made in a container as this iterator asks for them
+        (remote_generator.py); leaving the loop early closes the generator there."""
+        from .remote_generator import stream
+
+        return stream(lambda: self._where({"fn": self.fn, "args": args, "kwargs": kwargs}), self.fn, args, kwargs,
+                      lambda pool, spec: pool.lease(spec, self._user, self._label), lambda: _notebook()[1],
+                      _raise_remote, self.pull, notebook_input_fn())
 
     def spawn(self, *args, detach: bool = False, **kwargs) -> RemoteRun:
         """Start a call and return at once; the handle has status, wait() and cancel().
