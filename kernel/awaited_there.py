@@ -1,5 +1,5 @@
 """`async def` functions and methods run in a container (`cellhop.remote`, `.map`, `.spawn`, a detached run,
-a `cellhop.cls` method): there, calling one runs its coroutine to the end and returns what it returns, as
+a `cellhop.cls` method, its enter and exit methods): there, calling one runs its coroutine to the end and returns what it returns, as
 a plain function's call would.
 
 The container kernel's main thread runs the call inside the kernel's own event loop, where a second
@@ -35,6 +35,13 @@ class AwaitedThere:
 
     def __reduce__(self):
         return AwaitedThere, (self.fn,)
+
+
+def call(fn, *args, **kwargs):
+    """fn(*args, **kwargs); for an async fn, its coroutine run to its end on the container's loop."""
+    if inspect.iscoroutinefunction(fn):
+        return run_to_end(lambda: fn(*args, **kwargs))
+    return fn(*args, **kwargs)
 
 
 def run_to_end(make):

@@ -26,12 +26,13 @@ Everything here is imported lazily by the first call; nothing runs at import.
 
 from __future__ import annotations
 
-import inspect
 import os
 import signal
 import sys
 import threading
 import traceback
+
+from .awaited_there import call
 
 EXIT_TIMEOUT = 4.0  # seconds all exit methods of a container may take together
 
@@ -64,12 +65,7 @@ class Dispatch:
         return state
 
     def __call__(self, method: str, *args, **kwargs):
-        bound = getattr(self.instance(), method)
-        if inspect.iscoroutinefunction(bound):  # run to its end on the container's loop (awaited_there.py)
-            from .awaited_there import run_to_end
-
-            return run_to_end(lambda: bound(*args, **kwargs))
-        return bound(*args, **kwargs)
+        return call(getattr(self.instance(), method), *args, **kwargs)  # an async one run to its end
 
     def instance(self):
         """The container's instance for this key, made (and entered) on first use."""
@@ -110,7 +106,7 @@ class Dispatch:
                               "Nothing was kept; the next call makes the instance again" + _user_frames(exc)) from exc
         for name in self.enter:
             try:
-                getattr(obj, name)()
+                call(getattr(obj, name))
             except Exception as exc:
                 raise EnterFailed(
                     f"{self.label}.{name}(), an @cellhop.enter method, failed{where}: {type(exc).__name__}: "
@@ -193,7 +189,7 @@ def run_exit_methods(timeout: float = EXIT_TIMEOUT) -> None:
         try:
             for key, obj, name in work:
                 try:
-                    getattr(obj, name)()
+                    call(getattr(obj, name))
                 except BaseException:
                     log.write(f"cellhop: exit method {type(obj).__name__}.{name}() failed:\n"
                               + traceback.format_exc())

@@ -328,8 +328,10 @@ def _instance_method(klass, method: str):
             for marker, names in marked.items():
                 if name not in names and getattr(target, marker, False):
                     names.append(name)
+    from .awaited_there import call
+
     for name in marked["__cellhop_enter__"]:
-        getattr(instance, name)()
+        call(getattr(instance, name))  # an async one run to its end
     keep(f"endpoint {klass.__qualname__}", instance, tuple(marked["__cellhop_exit__"]))
     return getattr(instance, method)
 

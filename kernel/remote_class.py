@@ -40,6 +40,7 @@ import uuid
 
 import cloudpickle
 
+from .awaited_there import call
 from .class_instances import Dispatch
 from .remote_function import RemoteFunction, _notebook, remote
 
@@ -72,9 +73,6 @@ def exit(fn=None):  # noqa: A001  (cellhop.exit, as modal.exit)
 def _function_of(f, what: str):
     if isinstance(f, (staticmethod, classmethod)) or not callable(f):
         raise TypeError(f"@cellhop.{what} marks a plain method (def name(self): ...), not {f!r}")
-    if inspect.iscoroutinefunction(f):
-        raise TypeError(f"@cellhop.{what} on {getattr(f, '__name__', f)!r}: async methods cannot be {what} "
-                        "methods yet; make it a plain def (asyncio.run(...) inside it works)")
     return f
 
 
@@ -207,7 +205,7 @@ class RemoteInstance:
             if self._local is None:
                 obj = self._owner.klass(*self._args, **self._kwargs)
                 for name in self._owner.enter_methods:
-                    getattr(obj, name)()
+                    call(getattr(obj, name))  # an async one run to its end (awaited_there.py)
                 self._local = obj
             return self._local
 

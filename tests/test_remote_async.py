@@ -68,7 +68,8 @@ import asyncio, cellhop
 @cellhop.cls
 class Client:
     @cellhop.enter
-    def connect(self):
+    async def connect(self):  # an async enter method runs to its end too
+        await asyncio.sleep(0)
         self.calls = 0
 
     async def ask(self, x):
