@@ -176,9 +176,7 @@ class RemoteFunction:
         a failed call or a dead container is tried again after its backoff (`self.attempts` records each)."""
         import time
 
-        if inspect.isgeneratorfunction(self.fn) or inspect.isasyncgenfunction(self.fn):
-            raise TypeError(f"{self.__name__} is a generator function: iterate over {self.__name__}.remote_gen(...) "
-                            "to get its items as the container makes them")
+        self._not_a_generator("remote")
         self.attempts = []
         gone_once = False
         while True:
@@ -205,6 +203,11 @@ class RemoteFunction:
                 _raise_remote(value)
             time.sleep(self.retries.delay(len(self.attempts)))
 
+    def _not_a_generator(self, how: str) -> None:
+        if inspect.isgeneratorfunction(self.fn) or inspect.isasyncgenfunction(self.fn):
+            raise TypeError(f"{self.__name__} is a generator function, whose items cannot come back from .{how}(): "
+                            f"iterate over {self.__name__}.remote_gen(...) to get them as the container makes them")
+
     def remote_gen(self, *args, **kwargs):
         """A generator function's items, made in a container as this iterator asks for them
         (remote_generator.py); leaving the loop early closes the generator there."""
@@ -219,6 +222,7 @@ class RemoteFunction:
 
         `detach=True`: the server owns the call (a cellhop.Run, kernel/runs.py): it outlives this kernel,
         and `cellhop.Run(id)` picks it up in any later one."""
+        self._not_a_generator("spawn")
         if detach:
             return self._detached(args, kwargs)
         pool, parent, spec = self._where({"fn": self.fn, "args": args, "kwargs": kwargs})
@@ -258,6 +262,7 @@ class RemoteFunction:
         return self._map([(tuple(args), {}) for args in iterable], return_exceptions, progress, chunk_size)
 
     def _map(self, calls: list, return_exceptions: bool, progress: bool, chunk_size: int | None) -> list:
+        self._not_a_generator("map")
         n = len(calls)
         if n == 0:
             return []

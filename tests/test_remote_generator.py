@@ -50,6 +50,7 @@ def test_an_exception_mid_stream_is_raised_in_the_notebook_and_remote_says_to_us
     ran = nb.run("got = []\nfor x in count.remote_gen(5, fail_at=2):\n    got.append(x['i'])")
     assert ran.status == "error" and ran.ename == "ValueError" and ran.evalue == "failed at 2", ran
     assert nb.ok("print(got)").stdout == "[0, 1]\n"
-    ran = nb.run("count.remote(3)")
-    assert ran.status == "error" and ran.ename == "TypeError" and "count.remote_gen(...)" in ran.evalue, ran
+    for call in ("count.remote(3)", "count.spawn(3)", "count.map([3])"):
+        ran = nb.run(call)
+        assert ran.status == "error" and ran.ename == "TypeError" and "count.remote_gen(...)" in ran.evalue, ran
     assert nb.ok("print(len(list(count.remote_gen(2))))").stdout.endswith("2\n")
