@@ -41,8 +41,11 @@ class ServerProcess:
         self.env = {**os.environ, **(env or {})}
         self.env.pop("CELLHOP_SIMULATED_GPUS", None)
         head = argv_head or [sys.executable, "-m", "jupyter", "server"]
-        # port_retries=0: a port taken meanwhile fails the start, rather than a server moved to another port
-        self.argv = [*head, f"--port={self.port}", "--ServerApp.port_retries=0", "--ip=127.0.0.1", "--no-browser", "--allow-root",
+        # a port chosen here: port_retries=0, so one taken meanwhile fails the start (and start() chooses again)
+        # rather than the server moving to another port; a test that gives the port decides for itself
+        retries = ["--ServerApp.port_retries=0"] if self.port_chosen and not any(
+            a.startswith("--ServerApp.port_retries") for a in extra_args) else []
+        self.argv = [*head, f"--port={self.port}", *retries, "--ip=127.0.0.1", "--no-browser", "--allow-root",
                      f"--IdentityProvider.token={self.token}", "--ServerApp.jpserver_extensions=cellhop=True",
                      f"--ServerApp.root_dir={self.root_dir}", f"--Cellhop.runtime_root={runtime_root}",
                      "--Cellhop.idle_timeout=0", *extra_args]
