@@ -86,3 +86,23 @@ def test_an_async_method_of_a_cls_instance_keeps_its_loop_across_calls(nb):
     nb.ok(CLASS)
     ran = nb.ok("c = Client()\nprint([c.ask.remote(i) for i in (1, 2, 3)])")
     assert ran.stdout == str([{"answer": 3 * i, "calls": i} for i in (1, 2, 3)]) + "\n", ran
+
+
+def test_awaited_there_in_process():
+    """The container's side alone: an async function called to its end, the loop kept between calls, and a
+    call from the loop's own thread refused rather than waiting on itself for ever."""
+    import asyncio
+
+    from cellhop.kernel.awaited_there import AwaitedThere, call, run_to_end
+
+    async def loop_of():
+        return asyncio.get_running_loop()
+
+    assert call(lambda: 5) == 5
+    assert AwaitedThere(loop_of)() is AwaitedThere(loop_of)()  # one loop, kept
+
+    async def nested():
+        return call(loop_of)
+
+    with pytest.raises(RuntimeError, match="await it there instead"):
+        run_to_end(nested)
