@@ -18,7 +18,6 @@ import inspect
 import threading
 
 CANCEL_GRACE = 5.0  # seconds a cancelled coroutine has to run its finally blocks
-_LOOP_THREAD: list[int] = []  # the loop's thread, once made
 
 
 def shipped_form(fn):
@@ -54,7 +53,7 @@ def run_to_end(make):
         return await make()
 
     loop = container_loop()
-    if _LOOP_THREAD and threading.get_ident() == _LOOP_THREAD[0]:  # waiting on itself would never end
+    if _running_loop() is loop:  # waiting on itself would never end
         raise RuntimeError("an async function was called to its end from the container's own event loop; "
                            "await it there instead")
     future = asyncio.run_coroutine_threadsafe(main(), loop)
@@ -74,7 +73,12 @@ def run_to_end(make):
 def container_loop() -> asyncio.AbstractEventLoop:
     """The container's own event loop for async code of its calls (also an async endpoint's: endpoint_loop.py)."""
     loop = asyncio.new_event_loop()
-    runner = threading.Thread(target=loop.run_forever, name="cellhop-async-loop", daemon=True)
-    runner.start()
-    _LOOP_THREAD.append(runner.ident)
+    threading.Thread(target=loop.run_forever, name="cellhop-async-loop", daemon=True).start()
     return loop
+
+
+def _running_loop():
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # none on this thread
+        return None

@@ -77,7 +77,7 @@ class Endpoint:
 
         spec = {**self.options, "gpu": self.options["gpu"] or "none",
                 "generator": not self.asgi and (inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target)),
-                "async": not self.asgi and (inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target)),
+                "async": not self.asgi and _is_async(target),
                 "batch": self.batch,
                 "volumes": mounts_of(self.options["volumes"]), "secrets": secret_names(self.options["secrets"])}
         if spec["concurrency"] is None:  # 1 for a function (its calls run one at a time), 8 for an app

@@ -74,12 +74,6 @@ def cancel(call_id: int) -> bool:
     return True
 
 
-def running() -> int:
-    """How many calls run on threads now."""
-    with _LOCK:
-        return len(_RUNNING)
-
-
 def output_to_container_log() -> None:
     """The process's own stdout and stderr for good: the main thread sends a call's prints there only
     for its duration (contextlib.redirect_stdout), which does not cover other threads; an endpoint's
