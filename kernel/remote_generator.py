@@ -21,6 +21,8 @@ from __future__ import annotations
 import inspect
 import itertools
 
+from .awaited_there import run_to_end
+
 CLOSE_TIMEOUT = 10.0  # seconds for a generator's finally when the notebook stops early
 
 # -- the container's side ------------------------------------------------------------------------------
@@ -52,8 +54,6 @@ def next_item(gen_id: int) -> tuple:
         raise RuntimeError("the generator is no longer in its container (it ended, or the container restarted)")
     try:
         if inspect.isasyncgen(gen):
-            from .awaited_there import run_to_end
-
             item = run_to_end(gen.__anext__)
         else:
             item = next(gen)
@@ -69,8 +69,6 @@ def next_item(gen_id: int) -> tuple:
 def close_generator(gen_id: int) -> None:
     gen = _OPEN.pop(gen_id, None)
     if inspect.isasyncgen(gen):
-        from .awaited_there import run_to_end
-
         run_to_end(gen.aclose)
     elif gen is not None:
         gen.close()

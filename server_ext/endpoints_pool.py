@@ -28,7 +28,7 @@ from .kernel_tokens import Caller
 
 log = logging.getLogger("cellhop")
 
-_CALL_IDS = itertools.count(1)  # names a call on a thread of its container, for its cancel
+_CALL_IDS = itertools.count(1)  # names a call on a thread or the loop of its container, for its cancel
 START_RETRY = 10.0  # seconds before a pool keeping min_containers warm tries again after a failed start
 
 
